@@ -1,0 +1,195 @@
+//! The one mapping from errors to HTTP: every failure becomes an OCI error body
+//! `{"errors":[{"code","message","detail"}]}` with the status its code carries. The match over
+//! `registry::Error` is exhaustive, so a new domain error cannot ship without a status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::route::RouteError;
+use crate::oci::NameError;
+use crate::registry::Error;
+
+/// An OCI error code with its HTTP status and default message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    Unsupported,
+    PaginationNumberInvalid,
+    Internal,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BlobUnknown => "BLOB_UNKNOWN",
+            Code::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            Code::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            Code::DigestInvalid => "DIGEST_INVALID",
+            Code::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            Code::ManifestInvalid => "MANIFEST_INVALID",
+            Code::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Code::NameInvalid => "NAME_INVALID",
+            Code::NameUnknown => "NAME_UNKNOWN",
+            Code::SizeInvalid => "SIZE_INVALID",
+            Code::Unsupported => "UNSUPPORTED",
+            Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            Code::Internal => "UNKNOWN",
+        }
+    }
+
+    /// The status this code carries when nothing more specific applies.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::BlobUnknown | Code::BlobUploadUnknown | Code::ManifestUnknown | Code::NameUnknown => {
+                StatusCode::NOT_FOUND
+            }
+            Code::BlobUploadInvalid
+            | Code::DigestInvalid
+            | Code::ManifestBlobUnknown
+            | Code::ManifestInvalid
+            | Code::NameInvalid
+            | Code::SizeInvalid
+            | Code::PaginationNumberInvalid => StatusCode::BAD_REQUEST,
+            Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Code::BlobUnknown => "blob unknown to registry",
+            Code::BlobUploadInvalid => "blob upload invalid",
+            Code::BlobUploadUnknown => "blob upload unknown to registry",
+            Code::DigestInvalid => "provided digest did not match uploaded content",
+            Code::ManifestBlobUnknown => "manifest references a blob unknown to registry",
+            Code::ManifestInvalid => "manifest invalid",
+            Code::ManifestUnknown => "manifest unknown to registry",
+            Code::NameInvalid => "invalid repository name",
+            Code::NameUnknown => "repository name not known to registry",
+            Code::SizeInvalid => "provided length did not match content length",
+            Code::Unsupported => "the operation is unsupported",
+            Code::PaginationNumberInvalid => "invalid number of results requested",
+            Code::Internal => "internal server error",
+        }
+    }
+}
+
+/// An error response about to be written.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: Code,
+    pub detail: String,
+    /// Extra headers, such as `Content-Range` on a 416.
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        ApiError {
+            status: code.status(),
+            code,
+            detail: detail.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn not_found_route() -> Self {
+        ApiError::new(Code::Unsupported, "no such endpoint").with_status(StatusCode::NOT_FOUND)
+    }
+
+    pub fn method_not_allowed() -> Self {
+        ApiError::new(Code::Unsupported, "method not allowed on this endpoint")
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let detail = e.to_string();
+        match e {
+            Error::NameInvalid(NameError::Digest(_)) | Error::DigestInvalid(_) | Error::DigestMismatch { .. } => {
+                ApiError::new(Code::DigestInvalid, detail)
+            }
+            Error::NameInvalid(_) => ApiError::new(Code::NameInvalid, detail),
+            Error::NameUnknown(_) => ApiError::new(Code::NameUnknown, detail),
+            Error::BlobUnknown => ApiError::new(Code::BlobUnknown, detail),
+            Error::BlobUploadUnknown => ApiError::new(Code::BlobUploadUnknown, detail),
+            Error::BlobUploadInvalid(_) => ApiError::new(Code::BlobUploadInvalid, detail),
+            Error::UploadRangeInvalid { offset } => {
+                let mut err =
+                    ApiError::new(Code::BlobUploadInvalid, detail).with_status(StatusCode::RANGE_NOT_SATISFIABLE);
+                err.headers.push((header::RANGE, range_value(offset)));
+                err
+            }
+            Error::BlobTooLarge { .. } => {
+                ApiError::new(Code::SizeInvalid, detail).with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            Error::RangeNotSatisfiable { size } => {
+                let mut err = ApiError::new(Code::SizeInvalid, detail).with_status(StatusCode::RANGE_NOT_SATISFIABLE);
+                let value = HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii");
+                err.headers.push((header::CONTENT_RANGE, value));
+                err
+            }
+            Error::ManifestInvalid(_) => ApiError::new(Code::ManifestInvalid, detail),
+            Error::ManifestTooLarge { .. } => {
+                ApiError::new(Code::ManifestInvalid, detail).with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            Error::ManifestBlobUnknown(_) => ApiError::new(Code::ManifestBlobUnknown, detail),
+            Error::ManifestChildUnknown(_) => {
+                ApiError::new(Code::ManifestUnknown, detail).with_status(StatusCode::BAD_REQUEST)
+            }
+            Error::ManifestUnknown => ApiError::new(Code::ManifestUnknown, detail),
+            Error::Internal(_) => {
+                // Logged once here, with the cause; the client gets a generic body.
+                tracing::error!(error = %detail, "internal error");
+                ApiError::new(Code::Internal, "internal server error")
+            }
+        }
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::NotFound => ApiError::not_found_route(),
+            RouteError::Name(n) => Error::NameInvalid(n).into(),
+            RouteError::Digest(d) => Error::DigestInvalid(d).into(),
+        }
+    }
+}
+
+/// The `Range` header value of an upload at `offset` bytes: `0-<last byte>` (`0-0` when empty,
+/// as CNCF Distribution reports it).
+pub fn range_value(offset: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("0-{}", offset.saturating_sub(1))).expect("ascii")
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            json!({"errors": [{"code": self.code.as_str(), "message": self.code.message(), "detail": self.detail}]});
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+        response.headers_mut().extend(self.headers);
+        response
+    }
+}

@@ -1,0 +1,64 @@
+//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+
+use super::{header_str, hv};
+use crate::api::ApiError;
+use crate::oci::range::{RangeRequest, parse_range};
+use crate::oci::{Digest, RepoName};
+use crate::registry::{Error, Registry};
+
+pub async fn get(
+    reg: &Registry,
+    name: &RepoName,
+    digest: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, ApiError> {
+    if head {
+        let size = reg.stat_blob(name, digest).await?;
+        return Ok(blob_response(StatusCode::OK, digest, size, Body::empty()));
+    }
+    let blob = reg.read_blob(name, digest).await?;
+    let range = header_str(headers, header::RANGE).map_or(RangeRequest::Ignore, |r| parse_range(r, blob.size));
+    match range {
+        RangeRequest::Ignore => Ok(blob_response(StatusCode::OK, digest, blob.size, Body::from(blob.bytes))),
+        RangeRequest::Unsatisfiable => Err(Error::RangeNotSatisfiable { size: blob.size }.into()),
+        RangeRequest::Partial(r) => {
+            #[allow(clippy::cast_possible_truncation)] // a mapped blob's offsets fit in usize
+            let slice = blob.bytes.slice(r.start as usize..=r.end as usize);
+            let mut response = blob_response(StatusCode::PARTIAL_CONTENT, digest, r.len(), Body::from(slice));
+            let content_range = format!("bytes {}-{}/{}", r.start, r.end, blob.size);
+            response.headers_mut().insert(header::CONTENT_RANGE, hv(&content_range));
+            Ok(response)
+        }
+    }
+}
+
+fn blob_response(status: StatusCode, digest: &Digest, len: u64, body: Body) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, len)
+        .header("docker-content-digest", hv(digest.as_str()))
+        .header(header::ETAG, hv(&format!("\"{digest}\"")))
+        .header(header::ACCEPT_RANGES, "bytes")
+        .body(body)
+        .expect("valid response")
+}
+
+pub async fn delete(reg: &Registry, name: &RepoName, digest: &Digest) -> Result<Response, ApiError> {
+    reg.delete_blob(name, digest).await?;
+    Ok(accepted())
+}
+
+/// `202 Accepted` with an empty body.
+pub(crate) fn accepted() -> Response {
+    Response::builder()
+        .status(StatusCode::ACCEPTED)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response")
+}

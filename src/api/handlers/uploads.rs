@@ -1,0 +1,111 @@
+//! Blob uploads: `POST /v2/<name>/blobs/uploads/` (start, mount or monolithic) and
+//! `GET`/`PATCH`/`PUT`/`DELETE /v2/<name>/blobs/uploads/<id>`.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+
+use super::{header_str, hv};
+use crate::api::error::range_value;
+use crate::api::query::Query;
+use crate::api::{ApiError, Code};
+use crate::oci::range::{ByteRange, parse_content_range};
+use crate::oci::{Digest, RepoName};
+use crate::registry::{Error, Registry, UploadStatus};
+
+pub async fn start(reg: &Registry, name: &RepoName, query: &Query, body: Body) -> Result<Response, ApiError> {
+    if let Some(mount) = query.get("mount") {
+        let digest = Digest::parse(mount).map_err(Error::from)?;
+        let from = query
+            .get("from")
+            .map(RepoName::parse)
+            .transpose()
+            .map_err(Error::from)?;
+        if reg.mount_blob(name, &digest, from.as_ref()).await? {
+            return Ok(created(name, &digest));
+        }
+        // Not mountable: fall back to an ordinary upload session, as the spec asks.
+    } else if let Some(digest) = query.get("digest") {
+        let digest = Digest::parse(digest).map_err(Error::from)?;
+        reg.monolithic_upload(name, &digest, body.into_data_stream()).await?;
+        return Ok(created(name, &digest));
+    }
+    let status = reg.start_upload(name).await?;
+    Ok(progress(StatusCode::ACCEPTED, name, status))
+}
+
+pub async fn status(reg: &Registry, name: &RepoName, id: &str) -> Result<Response, ApiError> {
+    let status = reg.upload_status(name, id).await?;
+    Ok(progress(StatusCode::NO_CONTENT, name, status))
+}
+
+pub async fn patch(
+    reg: &Registry,
+    name: &RepoName,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let range = content_range(headers)?;
+    let status = reg.append_upload(name, id, range, body.into_data_stream()).await?;
+    Ok(progress(StatusCode::ACCEPTED, name, status))
+}
+
+pub async fn finish(
+    reg: &Registry,
+    name: &RepoName,
+    id: &str,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let digest = query
+        .get("digest")
+        .ok_or_else(|| ApiError::new(Code::DigestInvalid, "the digest parameter is required"))?;
+    let digest = Digest::parse(digest).map_err(Error::from)?;
+    let range = content_range(headers)?;
+    reg.finish_upload(name, id, &digest, range, body.into_data_stream())
+        .await?;
+    Ok(created(name, &digest))
+}
+
+pub async fn cancel(reg: &Registry, name: &RepoName, id: &str) -> Result<Response, ApiError> {
+    reg.cancel_upload(name, id).await?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::empty())
+        .expect("valid response"))
+}
+
+fn content_range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
+    match header_str(headers, header::CONTENT_RANGE) {
+        None => Ok(None),
+        Some(v) => parse_content_range(v)
+            .map(Some)
+            .ok_or_else(|| ApiError::new(Code::BlobUploadInvalid, format!("malformed Content-Range {v:?}"))),
+    }
+}
+
+/// 201 for a blob now in the repository.
+fn created(name: &RepoName, digest: &Digest) -> Response {
+    Response::builder()
+        .status(StatusCode::CREATED)
+        .header(header::LOCATION, hv(&format!("/v2/{name}/blobs/{digest}")))
+        .header("docker-content-digest", hv(digest.as_str()))
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response")
+}
+
+/// 202/204 describing an open session.
+fn progress(status: StatusCode, name: &RepoName, upload: UploadStatus) -> Response {
+    let id = upload.id.hyphenated().to_string();
+    Response::builder()
+        .status(status)
+        .header(header::LOCATION, hv(&format!("/v2/{name}/blobs/uploads/{id}")))
+        .header(header::RANGE, range_value(upload.offset))
+        .header("docker-upload-uuid", hv(&id))
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response")
+}

@@ -1,0 +1,95 @@
+//! The HTTP surface: axum wiring, route dispatch, handlers and the single error mapping.
+//!
+//! Every `/v2/...` request goes to `dispatch`, which parses the raw path into an `Endpoint` and
+//! matches `(endpoint, method)` once. Handlers are short: parse headers and query, make one
+//! call into `registry`, shape the response. Nothing here touches storage directly.
+
+mod error;
+mod handlers;
+mod query;
+pub mod route;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+
+pub use error::{ApiError, Code};
+use route::Endpoint;
+
+use crate::registry::Registry;
+
+/// Shared state of every handler.
+#[derive(Clone, Debug)]
+pub struct App {
+    pub registry: Arc<Registry>,
+}
+
+/// Build the router.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/v2", any(dispatch))
+        .route("/v2/", any(dispatch))
+        .route("/v2/{*rest}", any(dispatch))
+        .fallback(|| async { ApiError::not_found_route() })
+        .layer(axum::middleware::map_response(api_version_header))
+        .with_state(app)
+}
+
+async fn api_version_header(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    response
+}
+
+/// One request: route it, run it, and turn any failure into an OCI error response.
+async fn dispatch(State(app): State<App>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let query = query::Query::parse(uri.query());
+    let result = match route::parse(uri.path()) {
+        Ok(endpoint) => run(&app, endpoint, &method, &query, &headers, body).await,
+        Err(e) => Err(e.into()),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn run(
+    app: &App,
+    endpoint: Endpoint,
+    method: &Method,
+    query: &query::Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use handlers::{blobs, listing, manifests, uploads};
+    let reg = &app.registry;
+    let head = method == Method::HEAD;
+    match (endpoint, method.clone()) {
+        (Endpoint::Base, Method::GET | Method::HEAD) => Ok(listing::base()),
+        (Endpoint::Catalog, Method::GET) => listing::catalog(reg, query).await,
+        (Endpoint::Tags { name }, Method::GET) => listing::tags(reg, &name, query).await,
+        (Endpoint::Referrers { name, digest }, Method::GET) => listing::referrers(reg, &name, &digest, query).await,
+        (Endpoint::Manifest { name, reference }, Method::GET | Method::HEAD) => {
+            manifests::get(reg, &name, &reference, head).await
+        }
+        (Endpoint::Manifest { name, reference }, Method::PUT) => {
+            manifests::put(reg, &name, &reference, headers, body).await
+        }
+        (Endpoint::Manifest { name, reference }, Method::DELETE) => manifests::delete(reg, &name, &reference).await,
+        (Endpoint::Blob { name, digest }, Method::GET | Method::HEAD) => {
+            blobs::get(reg, &name, &digest, headers, head).await
+        }
+        (Endpoint::Blob { name, digest }, Method::DELETE) => blobs::delete(reg, &name, &digest).await,
+        (Endpoint::UploadStart { name }, Method::POST) => uploads::start(reg, &name, query, body).await,
+        (Endpoint::Upload { name, id }, Method::GET) => uploads::status(reg, &name, &id).await,
+        (Endpoint::Upload { name, id }, Method::PATCH) => uploads::patch(reg, &name, &id, headers, body).await,
+        (Endpoint::Upload { name, id }, Method::PUT) => uploads::finish(reg, &name, &id, query, headers, body).await,
+        (Endpoint::Upload { name, id }, Method::DELETE) => uploads::cancel(reg, &name, &id).await,
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}

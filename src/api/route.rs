@@ -1,0 +1,171 @@
+//! Request routing. OCI repository names contain `/`, so axum routes every `/v2/...` path to
+//! one handler and this parser reads the raw (still percent-encoded) path right to left into
+//! an `Endpoint`. Nothing is percent-decoded: a `%` can never form a valid name, tag or digest,
+//! so `%2e%2e` and friends are refused as invalid names rather than decoded into `..`.
+
+use crate::oci::{Digest, DigestError, NameError, Reference, RepoName};
+
+/// Every endpoint of the distribution API, with its path parameters parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v2/`
+    Base,
+    /// `/v2/_catalog`
+    Catalog,
+    /// `/v2/<name>/tags/list`
+    Tags { name: RepoName },
+    /// `/v2/<name>/manifests/<reference>`
+    Manifest { name: RepoName, reference: Reference },
+    /// `/v2/<name>/blobs/<digest>`
+    Blob { name: RepoName, digest: Digest },
+    /// `/v2/<name>/blobs/uploads/`
+    UploadStart { name: RepoName },
+    /// `/v2/<name>/blobs/uploads/<id>`
+    Upload { name: RepoName, id: String },
+    /// `/v2/<name>/referrers/<digest>`
+    Referrers { name: RepoName, digest: Digest },
+}
+
+/// Why a path did not route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no such endpoint")]
+    NotFound,
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+}
+
+/// Parse a request path (as sent, before any decoding).
+pub fn parse(path: &str) -> Result<Endpoint, RouteError> {
+    let rest = match path {
+        "/v2" | "/v2/" => return Ok(Endpoint::Base),
+        _ => path.strip_prefix("/v2/").ok_or(RouteError::NotFound)?,
+    };
+    if rest == "_catalog" {
+        return Ok(Endpoint::Catalog);
+    }
+    let segs: Vec<&str> = rest.split('/').collect();
+    let n = segs.len();
+    let name_of = |k: usize| -> Result<RepoName, RouteError> {
+        if k == 0 {
+            return Err(RouteError::NotFound);
+        }
+        Ok(RepoName::parse(
+            &rest[..segs[..k].iter().map(|s| s.len() + 1).sum::<usize>() - 1],
+        )?)
+    };
+    let tail = |k: usize| segs.get(n.wrapping_sub(k)).copied();
+    match (tail(3), tail(2), tail(1)) {
+        (Some("blobs"), Some("uploads"), Some("")) => Ok(Endpoint::UploadStart { name: name_of(n - 3)? }),
+        (Some("blobs"), Some("uploads"), Some(id)) => Ok(Endpoint::Upload {
+            name: name_of(n - 3)?,
+            id: id.to_owned(),
+        }),
+        (_, Some("blobs"), Some("uploads")) => Ok(Endpoint::UploadStart { name: name_of(n - 2)? }),
+        (_, Some("tags"), Some("list")) => Ok(Endpoint::Tags { name: name_of(n - 2)? }),
+        (_, Some("manifests"), Some(r)) if !r.is_empty() => {
+            let name = name_of(n - 2)?;
+            Ok(Endpoint::Manifest {
+                name,
+                reference: Reference::parse(r)?,
+            })
+        }
+        (_, Some("blobs"), Some(d)) if !d.is_empty() => {
+            let name = name_of(n - 2)?;
+            Ok(Endpoint::Blob {
+                name,
+                digest: Digest::parse(d)?,
+            })
+        }
+        (_, Some("referrers"), Some(d)) if !d.is_empty() => {
+            let name = name_of(n - 2)?;
+            Ok(Endpoint::Referrers {
+                name,
+                digest: Digest::parse(d)?,
+            })
+        }
+        _ => Err(RouteError::NotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn name(s: &str) -> RepoName {
+        RepoName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(parse("/v2/"), Ok(Endpoint::Base));
+        assert_eq!(parse("/v2"), Ok(Endpoint::Base));
+        assert_eq!(parse("/v2/_catalog"), Ok(Endpoint::Catalog));
+        assert_eq!(parse("/v2/a/b/tags/list"), Ok(Endpoint::Tags { name: name("a/b") }));
+        assert_eq!(
+            parse("/v2/a/blobs/uploads/"),
+            Ok(Endpoint::UploadStart { name: name("a") })
+        );
+        assert_eq!(
+            parse("/v2/a/blobs/uploads"),
+            Ok(Endpoint::UploadStart { name: name("a") })
+        );
+        assert_eq!(
+            parse("/v2/a/blobs/uploads/xyz"),
+            Ok(Endpoint::Upload {
+                name: name("a"),
+                id: "xyz".into()
+            })
+        );
+        assert!(matches!(
+            parse(&format!("/v2/x/y/blobs/{D}")),
+            Ok(Endpoint::Blob { .. })
+        ));
+        assert!(matches!(
+            parse(&format!("/v2/x/referrers/{D}")),
+            Ok(Endpoint::Referrers { .. })
+        ));
+        assert!(matches!(parse("/v2/x/manifests/latest"), Ok(Endpoint::Manifest { .. })));
+    }
+
+    #[test]
+    fn names_that_look_like_keywords() {
+        // A repository may itself be called "blobs/uploads" or "manifests": the tail decides.
+        assert_eq!(
+            parse("/v2/blobs/uploads/blobs/uploads/"),
+            Ok(Endpoint::UploadStart {
+                name: name("blobs/uploads")
+            })
+        );
+        assert!(
+            matches!(parse("/v2/manifests/manifests/v1"), Ok(Endpoint::Manifest { name: n, .. }) if n.as_str() == "manifests")
+        );
+        assert_eq!(
+            parse("/v2/tags/list/tags/list"),
+            Ok(Endpoint::Tags {
+                name: name("tags/list")
+            })
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(parse("/"), Err(RouteError::NotFound));
+        assert_eq!(parse("/v2/foo"), Err(RouteError::NotFound));
+        assert_eq!(parse("/v2/tags/list"), Err(RouteError::NotFound));
+        assert_eq!(parse("/v2/foo/manifests/"), Err(RouteError::NotFound));
+        assert!(matches!(parse("/v2/%2e%2e/manifests/x"), Err(RouteError::Name(_))));
+        assert!(matches!(parse("/v2/a/../b/manifests/x"), Err(RouteError::Name(_))));
+        assert!(matches!(parse("/v2/UP/manifests/x"), Err(RouteError::Name(_))));
+        assert!(matches!(parse("/v2/a/blobs/sha256:zz"), Err(RouteError::Digest(_))));
+        assert!(matches!(
+            parse("/v2/a/manifests/bad:tag"),
+            Err(RouteError::Name(NameError::Digest(_)))
+        ));
+        assert!(matches!(parse("/v2/a/manifests/-bad"), Err(RouteError::Name(_))));
+    }
+}

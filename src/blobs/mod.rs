@@ -1,0 +1,256 @@
+//! Content-addressed blob files and upload staging. Knows nothing of HTTP or of the metadata
+//! store: it turns byte streams into verified, durable files and serves them back.
+//!
+//! On-disk layout under the storage root:
+//!
+//! ```text
+//! <root>/
+//! ├── meta.redb                         all metadata (owned by `meta`)
+//! ├── blobs/
+//! │   ├── sha256/<h0h1>/<h2h3>/<hex>    one immutable file per blob, mode 0444
+//! │   └── sha512/<h0h1>/<h2h3>/<hex>
+//! └── uploads/
+//!     ├── <uuid>                        bytes of a resumable upload session
+//!     └── .tmp-*                        monolithic uploads in flight (removed at start-up)
+//! ```
+//!
+//! Commit ordering for a new blob: write and hash the staged file, then `fsync` it, rename it to
+//! its final path, and `fsync` the directory. Only after that does the caller commit metadata, so
+//! every blob record points at a complete, durable file. A crash before the rename leaves only a
+//! staging file; a crash after it but before the metadata commit leaves an unreferenced file that
+//! a later push of the same digest adopts and that `fsck` reports as an orphan.
+//!
+//! Invariant: a file under `blobs/` is only ever created by a rename of a fully written file
+//! whose content hashed to its name, and is never written to again.
+
+mod stage;
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::oci::{Algorithm, Digest};
+
+pub use stage::{AppendError, Staged};
+
+/// The blob file store rooted at one directory.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+    fsync: bool,
+}
+
+impl BlobStore {
+    /// Open (creating if needed) the blob and staging directories under `root`.
+    pub fn open(root: &Path, fsync: bool) -> io::Result<Self> {
+        for dir in ["blobs/sha256", "blobs/sha512", "uploads"] {
+            fs::create_dir_all(root.join(dir))?;
+        }
+        Ok(BlobStore {
+            root: root.to_owned(),
+            fsync,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `blobs/<alg>/<h0h1>/<h2h3>/<hex>`. Safe to join: a `Digest`'s hex is validated.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(&hex[0..2])
+            .join(&hex[2..4])
+            .join(hex)
+    }
+
+    pub fn staging_dir(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
+    /// The staging file of an upload session. Safe to join: the id is a parsed UUID.
+    pub fn upload_path(&self, id: uuid::Uuid) -> PathBuf {
+        self.staging_dir().join(id.hyphenated().to_string())
+    }
+
+    /// Create the empty staging file of a new upload session.
+    pub fn create_upload(&self, id: uuid::Uuid) -> io::Result<Staged> {
+        let path = self.upload_path(id);
+        let file = fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        Ok(Staged::new(file, path, None))
+    }
+
+    /// Reopen a session's staging file after a restart, re-hashing what it already holds.
+    pub fn reopen_upload(&self, id: uuid::Uuid) -> io::Result<Staged> {
+        let path = self.upload_path(id);
+        let file = fs::OpenOptions::new().read(true).append(true).open(&path)?;
+        Staged::resume(file, path)
+    }
+
+    /// A staging file for a monolithic upload, removed on drop unless committed.
+    pub fn temp_upload(&self) -> io::Result<Staged> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(self.staging_dir())?;
+        let (file, path) = tmp.into_parts();
+        Ok(Staged::new(file, path.to_path_buf(), Some(path)))
+    }
+
+    pub fn remove_upload(&self, id: uuid::Uuid) -> io::Result<()> {
+        ignore_not_found(fs::remove_file(self.upload_path(id)))
+    }
+
+    /// Make a verified staged file the blob `digest`: fsync, rename into place, fsync the
+    /// directory. If the blob file already exists the staged copy is simply dropped.
+    pub fn commit(&self, staged: Staged, digest: &Digest) -> io::Result<()> {
+        let dest = self.blob_path(digest);
+        let (file, path, guard) = staged.into_parts();
+        if self.fsync {
+            file.sync_all()?;
+        }
+        drop(file);
+        let dir = dest.parent().expect("blob path has a parent");
+        self.create_shard_dirs(dir)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o444))?;
+        fs::rename(&path, &dest)?;
+        if let Some(temp) = guard {
+            // Renamed away: keep the guard from deleting whatever now has its old name.
+            let _ = temp.keep();
+        }
+        if self.fsync {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Create the two shard levels, fsyncing each parent that gained an entry.
+    fn create_shard_dirs(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let parent = dir.parent().expect("shard dir has a parent");
+        if !parent.is_dir() {
+            ignore_exists(fs::create_dir(parent))?;
+            self.sync_dir(parent.parent().expect("alg dir"))?;
+        }
+        ignore_exists(fs::create_dir(dir))?;
+        self.sync_dir(parent)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.fsync {
+            File::open(dir)?.sync_all()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Size of the blob file, `None` if it is missing.
+    pub fn stat(&self, digest: &Digest) -> io::Result<Option<u64>> {
+        match fs::metadata(self.blob_path(digest)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Map the whole blob for serving; `None` if the file is missing or is not `expected_size`
+    /// bytes long (then the caller answers 404 rather than send a wrong body).
+    pub fn read(&self, digest: &Digest, expected_size: u64) -> io::Result<Option<Bytes>> {
+        let file = match File::open(self.blob_path(digest)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        if len != expected_size {
+            tracing::error!(%digest, expected_size, actual = len, "blob file has the wrong size; refusing to serve it");
+            return Ok(None);
+        }
+        if len == 0 {
+            return Ok(Some(Bytes::new()));
+        }
+        map_file(&file).map(Some)
+    }
+
+    /// Hash a file from the start (used for sha512 finalisation and by verification).
+    pub fn hash_file(path: &Path, alg: Algorithm) -> io::Result<Digest> {
+        let mut file = File::open(path)?;
+        let mut hasher = alg.hasher();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(hasher.finish());
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+
+    /// Unlink a blob file (after its record was tombstoned and committed).
+    pub fn remove(&self, digest: &Digest) -> io::Result<()> {
+        ignore_not_found(fs::remove_file(self.blob_path(digest)))
+    }
+
+    /// Names of the files in the staging area (session ids and temp files).
+    pub fn staging_entries(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.staging_dir())? {
+            out.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Remove one staging file by name (start-up reconciliation of leftovers).
+    pub fn remove_staging_entry(&self, name: &str) -> io::Result<()> {
+        debug_assert!(!name.contains('/'));
+        ignore_not_found(fs::remove_file(self.staging_dir().join(name)))
+    }
+}
+
+/// Map a blob file read-only and hand it out as `Bytes` without copying.
+#[allow(unsafe_code)]
+fn map_file(file: &File) -> io::Result<Bytes> {
+    // SAFETY: blob files are immutable once renamed into place (mode 0444, never opened for
+    // writing again) and are only ever unlinked, which leaves an existing mapping valid. The
+    // mapping therefore cannot change or shrink under us short of outside tampering.
+    let map = unsafe { memmap2::Mmap::map(file)? };
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(Bytes::from_owner(map))
+}
+
+fn ignore_not_found(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn ignore_exists(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
+}
+
+impl BlobStore {
+    /// Throw away a staged upload that is not needed (its blob already exists).
+    pub fn discard(staged: Staged) -> io::Result<()> {
+        let (file, path, temp) = staged.into_parts();
+        drop(file);
+        match temp {
+            Some(temp) => temp.close(),
+            None => ignore_not_found(fs::remove_file(path)),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! A staged upload: an open file plus the running sha256 of everything in it.
+//!
+//! Bytes arrive as a stream of chunks from the network. `append` hands them over a bounded
+//! channel to one blocking thread that hashes each chunk and writes it through a 1 MiB buffer, so
+//! hashing overlaps with receiving and the body is never held whole in memory. A failed append
+//! (client gone, size limit, I/O error) is rolled back to the previous length and hash state,
+//! so a session is always exactly "the bytes acknowledged so far" plus nothing.
+
+use std::fmt::Display;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tempfile::TempPath;
+use tokio::sync::mpsc;
+
+use crate::oci::{Algorithm, Digest, Hasher};
+
+/// Why an append stopped. The staged file has been rolled back when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("request body failed: {0}")]
+    Body(String),
+    #[error("upload would exceed the size limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("body was {got} bytes but {expected} were declared")]
+    LengthMismatch { expected: u64, got: u64 },
+    #[error("staging I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// An upload's staging file and its running hash.
+#[derive(Debug)]
+pub struct Staged {
+    file: File,
+    path: PathBuf,
+    hasher: HasherDebug,
+    len: u64,
+    temp: Option<TempPath>,
+}
+
+/// `Hasher` with a placeholder `Debug`, so `Staged` can derive it.
+#[derive(Clone)]
+struct HasherDebug(Hasher);
+
+impl std::fmt::Debug for HasherDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hasher")
+    }
+}
+
+impl Staged {
+    pub(super) fn new(file: File, path: PathBuf, temp: Option<TempPath>) -> Self {
+        Staged {
+            file,
+            path,
+            hasher: HasherDebug(Algorithm::Sha256.hasher()),
+            len: 0,
+            temp,
+        }
+    }
+
+    /// Rebuild the hash state of an existing staging file by reading it once.
+    pub(super) fn resume(mut file: File, path: PathBuf) -> io::Result<Self> {
+        let mut hasher = Algorithm::Sha256.hasher();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+        Ok(Staged {
+            file,
+            path,
+            hasher: HasherDebug(hasher),
+            len,
+            temp: None,
+        })
+    }
+
+    /// Bytes staged so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sha256 of everything staged so far, without consuming the running state.
+    pub fn sha256(&self) -> Digest {
+        self.hasher.0.clone().finish()
+    }
+
+    pub(super) fn into_parts(self) -> (File, PathBuf, Option<TempPath>) {
+        (self.file, self.path, self.temp)
+    }
+
+    /// Stream `body` onto the end of the file, refusing to grow it past `max_len` bytes, and,
+    /// with `exact`, refusing a body of any other length. Returns the staged file in every case,
+    /// with the count of bytes appended or the error (after rolling back).
+    pub async fn append<S, E>(
+        mut self,
+        mut body: S,
+        max_len: u64,
+        exact: Option<u64>,
+    ) -> (Self, Result<u64, AppendError>)
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        let (start_len, start_hash) = (self.len, self.hasher.clone());
+        let (tx, rx) = mpsc::channel::<Bytes>(16);
+        let writer = tokio::task::spawn_blocking(move || {
+            let written = self.write_from(rx);
+            (self, written)
+        });
+        let mut received = 0u64;
+        let mut outcome = Ok(());
+        while let Some(item) = body.next().await {
+            let chunk = match item {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    outcome = Err(AppendError::Body(e.to_string()));
+                    break;
+                }
+            };
+            received += chunk.len() as u64;
+            if start_len + received > max_len {
+                outcome = Err(AppendError::TooLarge { limit: max_len });
+                break;
+            }
+            if let Some(expected) = exact.filter(|&e| received > e) {
+                outcome = Err(AppendError::LengthMismatch {
+                    expected,
+                    got: received,
+                });
+                break;
+            }
+            if tx.send(chunk).await.is_err() {
+                break; // the writer stopped on an I/O error, which it reports
+            }
+        }
+        drop(tx);
+        if let Some(expected) = exact.filter(|&e| outcome.is_ok() && received != e) {
+            outcome = Err(AppendError::LengthMismatch {
+                expected,
+                got: received,
+            });
+        }
+        let (mut staged, written) = writer.await.expect("staging writer panicked");
+        let result = outcome.and(written).map(|()| staged.len - start_len);
+        if result.is_err() {
+            if let Err(e) = staged.rollback(start_len, start_hash) {
+                return (staged, Err(e.into()));
+            }
+        }
+        (staged, result)
+    }
+
+    fn write_from(&mut self, mut rx: mpsc::Receiver<Bytes>) -> Result<(), AppendError> {
+        let mut out = BufWriter::with_capacity(1 << 20, &self.file);
+        while let Some(chunk) = rx.blocking_recv() {
+            self.hasher.0.update(&chunk);
+            out.write_all(&chunk)?;
+            self.len += chunk.len() as u64;
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    fn rollback(&mut self, len: u64, hasher: HasherDebug) -> io::Result<()> {
+        self.file.set_len(len)?;
+        self.file.seek(SeekFrom::Start(len))?;
+        self.len = len;
+        self.hasher = hasher;
+        Ok(())
+    }
+}

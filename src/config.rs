@@ -1,0 +1,316 @@
+//! Configuration: the YAML file, then `BERTH_*` environment variables, then command-line flags,
+//! become one validated `Config` with every default filled in.
+//!
+//! Order of work, as in zot: parse strictly (an unknown key is an error that names it), apply
+//! overrides, fill defaults, validate. Every key is documented, with its default, in
+//! `config.example.yml`; a test keeps that file and this one in step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// The prefix of every environment override; `BERTH_HTTP_ADDR` sets `http.addr`.
+pub const ENV_PREFIX: &str = "BERTH_";
+/// Names the config file; read by the CLI, not an override of a key.
+pub const ENV_CONFIG_FILE: &str = "BERTH_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("unknown environment variable {var}; the BERTH_* variables are: {known}")]
+    UnknownEnv { var: String, known: String },
+    #[error("config key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub http: Http,
+    pub storage: Storage,
+    pub limits: Limits,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Http {
+    pub addr: SocketAddr,
+    /// How long a shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Storage {
+    pub root: PathBuf,
+    pub fsync: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub manifest_max_size: u64,
+    pub blob_max_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Values given on the command line; they override the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub addr: Option<String>,
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    http: RawHttp,
+    storage: RawStorage,
+    limits: RawLimits,
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    addr: Option<String>,
+    #[serde(with = "humantime_serde")]
+    drain_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    root: Option<PathBuf>,
+    fsync: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    manifest_max_size: Option<ByteSize>,
+    blob_max_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<LogFormat>,
+}
+
+type Setter = fn(&mut RawConfig, &str) -> Result<(), String>;
+
+/// Every key that an environment variable can set.
+const ENV_KEYS: &[(&str, Setter)] = &[
+    ("http.addr", |r, v| set(&mut r.http.addr, v)),
+    ("http.drain_timeout", |r, v| {
+        r.http.drain_timeout = Some(humantime::parse_duration(v).map_err(|e| e.to_string())?);
+        Ok(())
+    }),
+    ("storage.root", |r, v| set(&mut r.storage.root, v)),
+    ("storage.fsync", |r, v| set(&mut r.storage.fsync, v)),
+    ("limits.manifest_max_size", |r, v| {
+        set(&mut r.limits.manifest_max_size, v)
+    }),
+    ("limits.blob_max_size", |r, v| set(&mut r.limits.blob_max_size, v)),
+    ("log.level", |r, v| set(&mut r.log.level, v)),
+    ("log.format", |r, v| set(&mut r.log.format, v)),
+];
+
+/// Parse `value` as a YAML scalar of the field's type.
+fn set<T: DeserializeOwned>(field: &mut Option<T>, value: &str) -> Result<(), String> {
+    *field = Some(serde_saphyr::from_str(value).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+/// The environment variable that overrides `key`.
+pub fn env_var_for(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.to_uppercase().replace('.', "_"))
+}
+
+/// Load the configuration: `file` (if any), then the `BERTH_*` variables in `env`, then `flags`.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: Flags,
+) -> Result<Config, ConfigError> {
+    let mut raw = match file {
+        Some(path) => parse_file(path)?,
+        None => RawConfig::default(),
+    };
+    apply_env(&mut raw, env)?;
+    if let Some(addr) = flags.addr {
+        raw.http.addr = Some(addr);
+    }
+    if let Some(root) = flags.root {
+        raw.storage.root = Some(root);
+    }
+    validate(raw)
+}
+
+fn parse_file(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if text.trim().is_empty() {
+        return Ok(RawConfig::default());
+    }
+    serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn apply_env(raw: &mut RawConfig, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    for (var, value) in env {
+        if !var.starts_with(ENV_PREFIX) || var == ENV_CONFIG_FILE {
+            continue;
+        }
+        let Some((_, setter)) = ENV_KEYS.iter().find(|(key, _)| env_var_for(key) == var) else {
+            let known = ENV_KEYS
+                .iter()
+                .map(|(k, _)| env_var_for(k))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ConfigError::UnknownEnv {
+                var,
+                known: format!("{ENV_CONFIG_FILE}, {known}"),
+            });
+        };
+        setter(raw, &value).map_err(|message| ConfigError::Env {
+            var: var.clone(),
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let addr = raw.http.addr.as_deref().unwrap_or("127.0.0.1:5000");
+    let addr = addr.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid {
+        key: "http.addr",
+        message: format!("{addr:?} is not an IP:port address ({e})"),
+    })?;
+    let root = raw.storage.root.unwrap_or_else(|| PathBuf::from("./data"));
+    if root.as_os_str().is_empty() {
+        return Err(ConfigError::Invalid {
+            key: "storage.root",
+            message: "must not be empty".into(),
+        });
+    }
+    let manifest_max_size = raw.limits.manifest_max_size.unwrap_or(ByteSize::mib(4)).as_u64();
+    if !(1..=64 << 20).contains(&manifest_max_size) {
+        return Err(ConfigError::Invalid {
+            key: "limits.manifest_max_size",
+            message: "must be 1 byte to 64MiB".into(),
+        });
+    }
+    let blob_max_size = raw.limits.blob_max_size.unwrap_or(ByteSize::gib(64)).as_u64();
+    if blob_max_size == 0 {
+        return Err(ConfigError::Invalid {
+            key: "limits.blob_max_size",
+            message: "must be positive".into(),
+        });
+    }
+    let level = raw.log.level.unwrap_or_else(|| "info".into());
+    tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| ConfigError::Invalid {
+        key: "log.level",
+        message: format!("{level:?}: {e}"),
+    })?;
+    Ok(Config {
+        http: Http {
+            addr,
+            drain_timeout: raw.http.drain_timeout.unwrap_or(Duration::from_secs(30)),
+        },
+        storage: Storage {
+            root,
+            fsync: raw.storage.fsync.unwrap_or(true),
+        },
+        limits: Limits {
+            manifest_max_size,
+            blob_max_size,
+        },
+        log: Log {
+            level,
+            format: raw.log.format.unwrap_or(LogFormat::Text),
+        },
+    })
+}
+
+/// Every key the file accepts, for documentation checks.
+pub fn keys() -> impl Iterator<Item = &'static str> {
+    ENV_KEYS.iter().map(|(k, _)| *k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yml");
+        std::fs::write(&path, yaml).unwrap();
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        load(Some(&path), env, Flags::default())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(None, [], Flags::default()).unwrap();
+        assert_eq!(c.http.addr, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(c.storage.root, PathBuf::from("./data"));
+        assert!(c.storage.fsync);
+        assert_eq!(c.limits.manifest_max_size, 4 << 20);
+    }
+
+    #[test]
+    fn file_env_flags_precedence() {
+        let yaml = "http:\n  addr: 127.0.0.1:6000\n  drain_timeout: 1m\nlimits:\n  manifest_max_size: 1MiB\n";
+        let c = load_str(
+            yaml,
+            &[("BERTH_STORAGE_FSYNC", "false"), ("BERTH_HTTP_ADDR", "127.0.0.1:7000")],
+        )
+        .unwrap();
+        assert_eq!(c.http.addr.port(), 7000);
+        assert_eq!(c.http.drain_timeout, Duration::from_secs(60));
+        assert!(!c.storage.fsync);
+        assert_eq!(c.limits.manifest_max_size, 1 << 20);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load_str("http:\n  adr: x\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("adr"), "{e}");
+        let e = load_str("http:\n  addr: nope\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("http.addr"), "{e}");
+        let e = load_str("log:\n  format: xml\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("xml"), "{e}");
+        let e = load_str("", &[("BERTH_NOPE", "1")]).unwrap_err().to_string();
+        assert!(e.contains("BERTH_NOPE"), "{e}");
+        let e = load_str("", &[("BERTH_STORAGE_FSYNC", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BERTH_STORAGE_FSYNC"), "{e}");
+    }
+}

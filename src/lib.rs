@@ -1,0 +1,14 @@
+//! Berth: a self-hosted OCI / Docker container registry.
+//!
+//! Dependencies point one way: `api` → `registry` → (`meta`, `blobs`) → `oci`. `meta` and
+//! `blobs` know nothing of HTTP; `registry` is the only layer that touches both. See
+//! `docs/design.md` for the on-disk layout, the redb schema, the invariants and the commit
+//! ordering.
+
+pub mod api;
+pub mod blobs;
+pub mod config;
+pub mod meta;
+pub mod oci;
+pub mod registry;
+pub mod server;

@@ -1,0 +1,89 @@
+//! The `berth` command line: a thin layer over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use berth::config::{self, Config, Flags, LogFormat};
+use clap::{Parser, Subcommand};
+
+/// Berth: a self-hosted OCI / Docker container registry.
+///
+/// Metadata lives in one redb file and blobs in content-addressed files, both under the
+/// storage root (default ./data). `berth serve` with no configuration serves ./data on
+/// 127.0.0.1:5000, ready for `docker push 127.0.0.1:5000/IMAGE`.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the registry.
+    ///
+    /// Settings come from the config file, then BERTH_* environment variables (for example
+    /// BERTH_HTTP_ADDR, BERTH_STORAGE_ROOT), then these flags; each overrides the one before.
+    /// See config.example.yml for every key and its default.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// YAML config file (keys and defaults: config.example.yml).
+    #[arg(long, short, env = config::ENV_CONFIG_FILE, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address, IP:PORT (overrides http.addr; default 127.0.0.1:5000).
+    #[arg(long, value_name = "ADDR")]
+    addr: Option<String>,
+    /// Storage root holding meta.redb, blobs/ and uploads/ (overrides storage.root; default ./data).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(
+        args.config,
+        Flags {
+            addr: args.addr,
+            root: args.root,
+        },
+    )?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(berth::server::serve(config))?;
+    Ok(())
+}
+
+fn load_config(file: Option<PathBuf>, flags: Flags) -> anyhow::Result<Config> {
+    Ok(config::load(file.as_deref(), std::env::vars(), flags)?)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,112 @@
+//! The metadata store: one redb file holding repositories, tags, manifests, references,
+//! referrers, per-repository blob links, global blob records and upload sessions.
+//!
+//! This is the only module that opens tables. It knows nothing of HTTP or of files other than
+//! the database itself. Every method is one transaction:
+//! - reads use a read transaction (an MVCC snapshot) and never wait for the writer;
+//! - writes are short: they read and write rows only, with no file I/O and no hashing. A change
+//!   that spans several rows (a manifest PUT updates manifests, references, reference counts,
+//!   referrers and tags) is one write transaction.
+//!
+//! All methods block; async callers run them on the blocking pool.
+
+mod codec;
+mod read;
+pub mod schema;
+mod write;
+
+use std::path::Path;
+
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
+
+pub use read::Page;
+pub use schema::{BlobRow, BlobState, ManifestRow, Millis, ReferrerRow, UploadRow};
+pub use write::NewManifest;
+
+/// Errors of the metadata store: storage failures, and the refusals its write transactions
+/// make when a row they depend on is missing.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("the metadata database {0} is open in another process")]
+    Locked(String),
+    #[error("metadata row is corrupt: {0}")]
+    Corrupt(String),
+    #[error("blob {0} is not linked into this repository")]
+    BlobNotLinked(String),
+    #[error("blob {digest} is {actual} bytes but the manifest says {declared}")]
+    BlobSizeMismatch { digest: String, actual: u64, declared: u64 },
+    #[error("manifest {0} is not in this repository")]
+    ChildUnknown(String),
+    #[error("manifest unknown")]
+    ManifestUnknown,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for MetaError {
+            fn from(e: $t) -> Self {
+                MetaError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// The file name of the database under the storage root.
+pub const DB_FILE: &str = "meta.redb";
+
+/// Handle to the metadata database.
+pub struct Meta {
+    db: Database,
+    durability: Durability,
+}
+
+impl std::fmt::Debug for Meta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meta")
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Meta {
+    /// Open or create `<root>/meta.redb`. With `fsync` off, commits are not flushed to disk
+    /// (fast, but a power loss may lose recent commits; a process crash does not).
+    pub fn open(root: &Path, fsync: bool) -> Result<Self, MetaError> {
+        let path = root.join(DB_FILE);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Locked(path.display().to_string()),
+            other => MetaError::Db(other.into()),
+        })?;
+        let durability = if fsync { Durability::Immediate } else { Durability::None };
+        let meta = Meta { db, durability };
+        meta.ensure_tables()?;
+        Ok(meta)
+    }
+
+    fn read_txn(&self) -> Result<ReadTransaction, MetaError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    fn write_txn(&self) -> Result<WriteTransaction, MetaError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(self.durability)?;
+        Ok(txn)
+    }
+}
+
+/// The current time in milliseconds since the Unix epoch.
+pub fn now_ms() -> Millis {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,94 @@
+//! Blob reads, deletes, mounts and the commit of a verified staged upload.
+
+use bytes::Bytes;
+
+use super::{Error, Registry, blocking};
+use crate::blobs::{BlobStore, Staged};
+use crate::meta::now_ms;
+use crate::oci::{Digest, RepoName};
+
+/// A blob's size and, for a GET, its bytes (mapped, not copied).
+#[derive(Debug, Clone)]
+pub struct BlobBody {
+    pub size: u64,
+    pub bytes: Bytes,
+}
+
+impl Registry {
+    /// The size of a blob readable from `repo` (HEAD). The file is checked too, so a HEAD
+    /// never answers 200 for a blob whose file is gone.
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, Error> {
+        let (r, d) = (repo.to_string(), digest.to_string());
+        let row = self
+            .meta(move |m| m.linked_blob(&r, &d))
+            .await?
+            .ok_or(Error::BlobUnknown)?;
+        let (store, digest) = (self.blobs.clone(), digest.clone());
+        match blocking(move || store.stat(&digest)).await? {
+            Some(size) if size == row.size => Ok(size),
+            other => {
+                tracing::error!(%repo, actual = ?other, expected = row.size, "blob record has no intact file");
+                Err(Error::BlobUnknown)
+            }
+        }
+    }
+
+    /// The bytes of a blob readable from `repo` (GET). A missing or wrong-sized file is
+    /// reported as unknown (and logged) rather than served short.
+    pub async fn read_blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobBody, Error> {
+        let (r, d) = (repo.to_string(), digest.to_string());
+        let row = self
+            .meta(move |m| m.linked_blob(&r, &d))
+            .await?
+            .ok_or(Error::BlobUnknown)?;
+        let (store, d) = (self.blobs.clone(), digest.clone());
+        let bytes = blocking(move || store.read(&d, row.size))
+            .await?
+            .ok_or(Error::BlobUnknown)?;
+        Ok(BlobBody { size: row.size, bytes })
+    }
+
+    /// Unlink a blob from `repo`. The file stays until garbage collection finds it unused.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), Error> {
+        let (r, d) = (repo.to_string(), digest.to_string());
+        self.meta(move |m| m.unlink_blob(&r, &d)).await.map_err(|e| match e {
+            Error::ManifestBlobUnknown(_) => Error::BlobUnknown,
+            other => other,
+        })
+    }
+
+    /// Cross-repository mount: link `digest` into `repo` if `from` has it (or, without `from`,
+    /// if it exists at all). Returns whether it was mounted.
+    pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<bool, Error> {
+        let (r, d, f) = (repo.to_string(), digest.to_string(), from.map(ToString::to_string));
+        self.meta(move |m| m.mount_blob(&r, &d, f.as_deref(), now_ms())).await
+    }
+
+    /// Make a verified staged upload the blob `digest` and link it into `repo`: the file is
+    /// durable in place before the metadata commit, both under the digest's lock.
+    pub(super) async fn commit_staged(
+        &self,
+        repo: &RepoName,
+        staged: Staged,
+        digest: &Digest,
+        upload: Option<uuid::Uuid>,
+    ) -> Result<(), Error> {
+        let _guard = self.locks.lock(digest).await;
+        let size = staged.len();
+        let d = digest.to_string();
+        let existing = self.meta(move |m| m.live_blob(&d)).await?;
+        let (store, dig) = (self.blobs.clone(), digest.clone());
+        blocking(move || {
+            let present = existing.is_some_and(|r| r.size == size) && store.stat(&dig)? == Some(size);
+            if present {
+                BlobStore::discard(staged)
+            } else {
+                store.commit(staged, &dig)
+            }
+        })
+        .await?;
+        let (r, d, u) = (repo.to_string(), digest.to_string(), upload.map(|u| u.to_string()));
+        self.meta(move |m| m.commit_blob(&r, &d, size, u.as_deref(), now_ms()))
+            .await
+    }
+}

@@ -1,0 +1,77 @@
+//! The registry's domain errors. `api::error` maps each variant to an OCI error code and HTTP
+//! status in one exhaustive match.
+
+use crate::blobs::AppendError;
+use crate::meta::MetaError;
+use crate::oci::{DigestError, ManifestError, NameError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid repository name or tag: {0}")]
+    NameInvalid(#[from] NameError),
+    #[error("repository {0} is not known")]
+    NameUnknown(String),
+    #[error("invalid digest: {0}")]
+    DigestInvalid(#[from] DigestError),
+    #[error("content does not match digest {expected}: got {actual}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("blob unknown to registry")]
+    BlobUnknown,
+    #[error("blob upload unknown to registry")]
+    BlobUploadUnknown,
+    #[error("blob upload invalid: {0}")]
+    BlobUploadInvalid(String),
+    #[error("chunk out of order: the upload is at offset {offset}")]
+    UploadRangeInvalid { offset: u64 },
+    #[error("blob exceeds the size limit of {limit} bytes")]
+    BlobTooLarge { limit: u64 },
+    #[error("requested range not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    #[error("manifest exceeds the size limit of {limit} bytes")]
+    ManifestTooLarge { limit: u64 },
+    #[error("manifest references blob {0}, which is not in this repository")]
+    ManifestBlobUnknown(String),
+    #[error("index references manifest {0}, which is not in this repository")]
+    ManifestChildUnknown(String),
+    #[error("manifest unknown to registry")]
+    ManifestUnknown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<MetaError> for Error {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::BlobNotLinked(d) => Error::ManifestBlobUnknown(d),
+            e @ MetaError::BlobSizeMismatch { .. } => Error::ManifestInvalid(e.to_string()),
+            MetaError::ChildUnknown(d) => Error::ManifestChildUnknown(d),
+            MetaError::ManifestUnknown => Error::ManifestUnknown,
+            e @ (MetaError::Db(_) | MetaError::Locked(_) | MetaError::Corrupt(_)) => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ManifestError> for Error {
+    fn from(e: ManifestError) -> Self {
+        Error::ManifestInvalid(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Internal(format!("storage I/O: {e}"))
+    }
+}
+
+impl Error {
+    /// Map a failed body append: the client's fault except for local I/O.
+    pub(crate) fn from_append(e: AppendError) -> Self {
+        match e {
+            AppendError::TooLarge { limit } => Error::BlobTooLarge { limit },
+            e @ (AppendError::Body(_) | AppendError::LengthMismatch { .. }) => Error::BlobUploadInvalid(e.to_string()),
+            AppendError::Io(io) => io.into(),
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Tag, catalog and referrers listings.
+
+use super::{Error, Registry};
+use crate::meta::{Page, ReferrerRow};
+use crate::oci::{Digest, RepoName};
+
+impl Registry {
+    /// Tags of `repo` after `last`, at most `n`.
+    pub async fn tags(&self, repo: &RepoName, last: Option<String>, n: usize) -> Result<Page, Error> {
+        let r = repo.to_string();
+        self.meta(move |m| m.tags(&r, last.as_deref(), n))
+            .await?
+            .ok_or_else(|| Error::NameUnknown(repo.to_string()))
+    }
+
+    /// Repositories after `last`, at most `n`.
+    pub async fn catalog(&self, last: Option<String>, n: usize) -> Result<Page, Error> {
+        self.meta(move |m| m.repos(last.as_deref(), n)).await
+    }
+
+    /// Manifests of `repo` whose subject is `subject`, optionally only those of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<String>,
+    ) -> Result<Vec<(String, ReferrerRow)>, Error> {
+        let (r, s) = (repo.to_string(), subject.to_string());
+        let mut all = self.meta(move |m| m.referrers(&r, &s)).await?;
+        if let Some(want) = artifact_type {
+            all.retain(|(_, row)| row.artifact_type.as_deref() == Some(want.as_str()));
+        }
+        Ok(all)
+    }
+}

@@ -1,0 +1,142 @@
+//! Manifest reads, pushes and deletes.
+
+use bytes::Bytes;
+
+use super::{Error, Registry};
+use crate::meta::{ManifestRow, NewManifest, ReferrerRow, now_ms};
+use crate::oci::manifest::{self, ManifestKind, ParsedManifest};
+use crate::oci::{Algorithm, Digest, Reference, RepoName};
+
+/// A stored manifest as served.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub digest: String,
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+/// The outcome of a manifest push.
+#[derive(Debug, Clone)]
+pub struct ManifestPut {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Manifest, Error> {
+        let r = repo.to_string();
+        let found = match reference {
+            Reference::Tag(tag) => {
+                let t = tag.to_string();
+                self.meta(move |m| m.manifest_by_tag(&r, &t)).await?
+            }
+            Reference::Digest(digest) => {
+                let d = digest.to_string();
+                self.meta(move |m| Ok(m.manifest(&r, &d)?.map(|row| (d, row)))).await?
+            }
+        };
+        let (digest, row) = found.ok_or(Error::ManifestUnknown)?;
+        Ok(Manifest {
+            digest,
+            media_type: row.media_type,
+            body: Bytes::from(row.body),
+        })
+    }
+
+    /// Store a manifest under its digest and, for a tag reference, point the tag at it. The body
+    /// is hashed and parsed before the (short) write transaction that checks and stores it.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<ManifestPut, Error> {
+        let limit = self.limits.manifest_max_bytes;
+        if body.len() as u64 > limit {
+            return Err(Error::ManifestTooLarge { limit });
+        }
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &body);
+                if &actual != expected {
+                    return Err(Error::DigestMismatch {
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    });
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
+        };
+        let parsed = manifest::parse(&body, content_type)?;
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let (repo_s, digest_s) = (repo.to_string(), digest.to_string());
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.to_string()),
+            Reference::Digest(_) => None,
+        };
+        let row = manifest_row(&parsed, body);
+        self.meta(move |m| {
+            let new = new_manifest(&repo_s, &digest_s, tag.as_deref(), &parsed, row);
+            m.put_manifest(&new, now_ms())
+        })
+        .await?;
+        Ok(ManifestPut { digest, subject })
+    }
+
+    /// Delete by digest (the manifest and its tags) or by tag (only the tag).
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<(), Error> {
+        let r = repo.to_string();
+        match reference {
+            Reference::Digest(d) => {
+                let d = d.to_string();
+                self.meta(move |m| m.delete_manifest(&r, &d)).await
+            }
+            Reference::Tag(t) => {
+                let t = t.to_string();
+                self.meta(move |m| m.delete_tag(&r, &t)).await
+            }
+        }
+    }
+}
+
+fn manifest_row(parsed: &ParsedManifest, body: Bytes) -> ManifestRow {
+    ManifestRow {
+        media_type: parsed.media_type.clone(),
+        body: body.into(),
+        subject: parsed.subject.as_ref().map(|s| s.digest.to_string()),
+        created_ms: now_ms(),
+    }
+}
+
+fn new_manifest<'a>(
+    repo: &'a str,
+    digest: &'a str,
+    tag: Option<&'a str>,
+    parsed: &ParsedManifest,
+    row: ManifestRow,
+) -> NewManifest<'a> {
+    let referrer = parsed.subject.as_ref().map(|_| ReferrerRow {
+        media_type: parsed.media_type.clone(),
+        size: row.body.len() as u64,
+        artifact_type: parsed.referrer_artifact_type(),
+        annotations: parsed.annotations.clone(),
+    });
+    let children = match parsed.kind {
+        ManifestKind::Index => parsed.manifests.iter().map(|d| d.digest.to_string()).collect(),
+        ManifestKind::Image => Vec::new(),
+    };
+    NewManifest {
+        repo,
+        digest,
+        row,
+        blobs: parsed
+            .required_blobs()
+            .map(|d| (d.digest.to_string(), d.size))
+            .collect(),
+        children,
+        referrer,
+        tag,
+    }
+}

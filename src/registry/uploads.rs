@@ -1,0 +1,272 @@
+//! Upload sessions: start, append chunks, report progress, finish, cancel, and the monolithic
+//! single-request upload.
+//!
+//! A session is a row in the `uploads` table (so it survives a restart) plus a staging file.
+//! While the server runs, each session's open file and running sha256 live in memory, so a
+//! chunk is hashed once as it arrives and the final PUT never re-reads the file. After a
+//! restart the first request to a session re-hashes its staging file once. Requests to the same
+//! session are serialised by the session's mutex.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use uuid::Uuid;
+
+use super::{Error, Registry, blocking};
+use crate::blobs::{BlobStore, Staged};
+use crate::meta::{UploadRow, now_ms};
+use crate::oci::range::ByteRange;
+use crate::oci::{Algorithm, Digest, RepoName};
+
+/// Where an upload session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub id: Uuid,
+    /// Bytes received so far.
+    pub offset: u64,
+}
+
+/// The in-memory side of the open upload sessions.
+#[derive(Debug, Default)]
+pub(super) struct Sessions {
+    map: Mutex<HashMap<Uuid, Arc<AsyncMutex<Slot>>>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    repo: String,
+    /// `None` until loaded after a restart, or while a request has it out.
+    staged: Option<Staged>,
+    closed: bool,
+}
+
+impl Sessions {
+    fn get_or_insert(&self, id: Uuid, repo: &str) -> Arc<AsyncMutex<Slot>> {
+        let mut map = self.map.lock().expect("sessions lock");
+        let slot = map.entry(id).or_insert_with(|| {
+            Arc::new(AsyncMutex::new(Slot {
+                repo: repo.to_owned(),
+                staged: None,
+                closed: false,
+            }))
+        });
+        Arc::clone(slot)
+    }
+
+    fn get(&self, id: Uuid) -> Option<Arc<AsyncMutex<Slot>>> {
+        self.map.lock().expect("sessions lock").get(&id).cloned()
+    }
+
+    fn remove(&self, id: Uuid) {
+        self.map.lock().expect("sessions lock").remove(&id);
+    }
+}
+
+type SlotGuard = OwnedMutexGuard<Slot>;
+
+impl Registry {
+    /// Open a new upload session in `repo`.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus, Error> {
+        let id = Uuid::new_v4();
+        let store = self.blobs.clone();
+        let staged = blocking(move || store.create_upload(id)).await?;
+        let row = UploadRow {
+            repo: repo.to_string(),
+            created_ms: now_ms(),
+        };
+        self.meta(move |m| m.create_upload(&id.to_string(), &row)).await?;
+        let slot = self.uploads.get_or_insert(id, repo.as_str());
+        slot.lock().await.staged = Some(staged);
+        Ok(UploadStatus { id, offset: 0 })
+    }
+
+    /// Progress of a session (GET on its location).
+    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus, Error> {
+        let (id, slot) = self.open_session(repo, id).await?;
+        Ok(UploadStatus {
+            id,
+            offset: slot.staged.as_ref().map_or(0, Staged::len),
+        })
+    }
+
+    /// Append a chunk (PATCH). With a `Content-Range`, it must start where the session stands.
+    pub async fn append_upload<S, E>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<ByteRange>,
+        body: S,
+    ) -> Result<UploadStatus, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: Display,
+    {
+        let (id, mut slot) = self.open_session(repo, id).await?;
+        self.append_to(&mut slot, range, body).await?;
+        Ok(UploadStatus {
+            id,
+            offset: slot.staged.as_ref().map_or(0, Staged::len),
+        })
+    }
+
+    /// Finish a session (PUT `?digest=`), with an optional last chunk in the body.
+    pub async fn finish_upload<S, E>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        range: Option<ByteRange>,
+        body: S,
+    ) -> Result<(), Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: Display,
+    {
+        let (id, mut slot) = self.open_session(repo, id).await?;
+        self.append_to(&mut slot, range, body).await?;
+        let staged = slot.staged.take().expect("open session has its staged file");
+        let staged = match verify(staged, digest).await? {
+            Ok(staged) => staged,
+            Err(mismatch) => {
+                self.close_session(id, &mut slot).await?;
+                return Err(mismatch);
+            }
+        };
+        self.commit_staged(repo, staged, digest, Some(id)).await?;
+        slot.closed = true;
+        self.uploads.remove(id);
+        Ok(())
+    }
+
+    /// Cancel a session (DELETE on its location).
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), Error> {
+        let (id, mut slot) = self.open_session(repo, id).await?;
+        self.close_session(id, &mut slot).await
+    }
+
+    /// A whole blob in one request (POST `?digest=`).
+    pub async fn monolithic_upload<S, E>(&self, repo: &RepoName, digest: &Digest, body: S) -> Result<(), Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: Display,
+    {
+        let store = self.blobs.clone();
+        let staged = blocking(move || store.temp_upload()).await?;
+        let (staged, appended) = staged.append(body, self.limits.blob_max_bytes, None).await;
+        appended.map_err(Error::from_append)?;
+        let staged = verify(staged, digest).await??;
+        self.commit_staged(repo, staged, digest, None).await
+    }
+
+    async fn append_to<S, E>(&self, slot: &mut SlotGuard, range: Option<ByteRange>, body: S) -> Result<(), Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: Display,
+    {
+        let staged = slot.staged.take().expect("open session has its staged file");
+        if let Some(range) = range.filter(|r| r.start != staged.len()) {
+            let offset = staged.len();
+            slot.staged = Some(staged);
+            tracing::debug!(?range, offset, "out-of-order chunk");
+            return Err(Error::UploadRangeInvalid { offset });
+        }
+        let (staged, appended) = staged
+            .append(body, self.limits.blob_max_bytes, range.map(ByteRange::len))
+            .await;
+        slot.staged = Some(staged);
+        appended.map(drop).map_err(Error::from_append)
+    }
+
+    /// Find a session of `repo` and lock it, loading its staging file after a restart.
+    async fn open_session(&self, repo: &RepoName, id: &str) -> Result<(Uuid, SlotGuard), Error> {
+        let id = Uuid::parse_str(id).map_err(|_| Error::BlobUploadUnknown)?;
+        let slot = match self.uploads.get(id) {
+            Some(slot) => slot,
+            None => {
+                let row = self
+                    .meta(move |m| m.upload(&id.to_string()))
+                    .await?
+                    .ok_or(Error::BlobUploadUnknown)?;
+                self.uploads.get_or_insert(id, &row.repo)
+            }
+        };
+        let mut slot = slot.lock_owned().await;
+        if slot.closed || slot.repo != repo.as_str() {
+            return Err(Error::BlobUploadUnknown);
+        }
+        if slot.staged.is_none() {
+            let store = self.blobs.clone();
+            match blocking(move || store.reopen_upload(id)).await {
+                Ok(staged) => slot.staged = Some(staged),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.close_session(id, &mut slot).await?;
+                    return Err(Error::BlobUploadUnknown);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((id, slot))
+    }
+
+    /// Forget a session: its row, its staging file and its in-memory slot.
+    async fn close_session(&self, id: Uuid, slot: &mut SlotGuard) -> Result<(), Error> {
+        slot.closed = true;
+        slot.staged = None;
+        self.uploads.remove(id);
+        self.meta(move |m| m.delete_upload(&id.to_string())).await?;
+        let store = self.blobs.clone();
+        Ok(blocking(move || store.remove_upload(id)).await?)
+    }
+
+    /// Start-up: remove staging files no session owns and sessions whose file is gone. This
+    /// touches only the staging directory, never the blob tree.
+    pub(super) async fn reconcile_staging(&self) -> Result<(), Error> {
+        let store = self.blobs.clone();
+        let files = blocking(move || store.staging_entries()).await?;
+        let sessions = self.meta(crate::meta::Meta::upload_ids).await?;
+        let mut removed_files = 0;
+        for name in files.iter().filter(|f| !sessions.contains(f)) {
+            let (store, name) = (self.blobs.clone(), name.clone());
+            blocking(move || store.remove_staging_entry(&name)).await?;
+            removed_files += 1;
+        }
+        let stale: Vec<String> = sessions.into_iter().filter(|s| !files.contains(s)).collect();
+        for id in &stale {
+            let id = id.clone();
+            self.meta(move |m| m.delete_upload(&id)).await?;
+        }
+        if removed_files + stale.len() > 0 {
+            tracing::info!(
+                removed_files,
+                removed_sessions = stale.len(),
+                "reconciled upload staging area"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Check a staged upload against `digest`. The outer error is local failure; the inner one is
+/// the client's content not matching.
+async fn verify(staged: Staged, digest: &Digest) -> Result<Result<Staged, Error>, Error> {
+    let actual = match digest.algorithm() {
+        Algorithm::Sha256 => staged.sha256(),
+        Algorithm::Sha512 => {
+            // The running hash is sha256; a sha512 upload is re-read once, at the end.
+            let path = staged.path().to_owned();
+            blocking(move || BlobStore::hash_file(&path, Algorithm::Sha512)).await?
+        }
+    };
+    if &actual == digest {
+        Ok(Ok(staged))
+    } else {
+        Ok(Err(Error::DigestMismatch {
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        }))
+    }
+}

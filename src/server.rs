@@ -1,0 +1,96 @@
+//! Serving: open the store, bind, serve until a signal, then drain in-flight requests for at
+//! most `http.drain_timeout` and close the database.
+
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+use crate::api::{self, App};
+use crate::blobs::BlobStore;
+use crate::config::Config;
+use crate::meta::{Meta, MetaError};
+use crate::registry::{self, Registry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("storage root {path}: {source}")]
+    Root { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("opening the registry: {0}")]
+    Registry(#[from] registry::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Open the store under `config.storage.root` as a registry.
+pub async fn open_registry(config: &Config) -> Result<Arc<Registry>, ServeError> {
+    let root = config.storage.root.clone();
+    let root_err = |source| ServeError::Root {
+        path: root.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&root).map_err(root_err)?;
+    let blobs = BlobStore::open(&root, config.storage.fsync).map_err(root_err)?;
+    let fsync = config.storage.fsync;
+    let meta = registry::blocking(move || Meta::open(&root, fsync)).await?;
+    let limits = registry::Limits {
+        manifest_max_bytes: config.limits.manifest_max_size,
+        blob_max_bytes: config.limits.blob_max_size,
+    };
+    Ok(Registry::open(meta, blobs, limits).await?)
+}
+
+/// Run the registry until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let registry = open_registry(&config).await?;
+    let addr = config.http.addr;
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, root = %config.storage.root.display(), "berth listening");
+    // The one line on stdout, for scripts and tests that bind port 0.
+    println!("berth listening on http://{local}");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let router = api::router(App {
+        registry: Arc::clone(&registry),
+    });
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let drain = config.http.drain_timeout;
+    tokio::select! {
+        result = server => result?,
+        () = async { let _ = stop_rx.wait_for(|s| *s).await; tokio::time::sleep(drain).await } => {
+            tracing::warn!(?drain, "drain timeout reached; closing with requests still in flight");
+        }
+    }
+    drop(registry);
+    tracing::info!("berth stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutdown signal received; draining");
+}
