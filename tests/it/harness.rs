@@ -1,0 +1,259 @@
+//! Test harness: runs the real `berth` binary on 127.0.0.1 with an OS-assigned port and a
+//! temporary storage root, and offers a few push helpers built on plain HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+/// A running Berth server.
+pub struct Berth {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// `127.0.0.1:PORT`, as clients such as docker and skopeo name the registry.
+    pub host: String,
+    pub root: PathBuf,
+    extra_args: Vec<String>,
+    env: Vec<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Berth {
+    /// A fresh server on an empty temporary root.
+    pub fn start() -> Berth {
+        Self::builder().start()
+    }
+
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn spawn(root: &Path, extra_args: &[String], env: &[(String, String)]) -> (Child, String) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.with_extension("log"))
+            .expect("open server log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("serve")
+            .arg("--addr")
+            .arg("127.0.0.1:0")
+            .arg("--root")
+            .arg(root)
+            .args(extra_args);
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BERTH_")) {
+            cmd.env_remove(k);
+        }
+        cmd.env("BERTH_LOG_LEVEL", "berth=debug,info")
+            .env("BERTH_STORAGE_FSYNC", "false");
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().expect("spawn berth");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read listening line");
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .filter(|a| a.contains(':'))
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(root.with_extension("log")).unwrap_or_default();
+                panic!("berth did not start (stdout {line:?}); log:\n{log}")
+            });
+        (child, addr.to_owned())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The server's log so far (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.with_extension("log")).unwrap_or_default()
+    }
+
+    /// SIGKILL the server, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM the server and wait for it to exit; returns its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        child.wait().ok()
+    }
+
+    /// Start again on the same root (after `kill` or `stop`), on a new port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, addr) = Self::spawn(&self.root, &self.extra_args, &self.env);
+        self.child = Some(child);
+        self.base = format!("http://{addr}");
+        self.host = addr;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Options for starting a server.
+#[derive(Default)]
+pub struct Builder {
+    root: Option<PathBuf>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Builder {
+    /// Use this storage root instead of a fresh temporary one.
+    pub fn root(mut self, root: &Path) -> Self {
+        self.root = Some(root.to_owned());
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_owned());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn start(self) -> Berth {
+        let (dir, root) = match self.root {
+            Some(root) => (None, root),
+            None => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let root = dir.path().join("data");
+                (Some(dir), root)
+            }
+        };
+        let (child, addr) = Berth::spawn(&root, &self.args, &self.env);
+        Berth {
+            child: Some(child),
+            base: format!("http://{addr}"),
+            host: addr,
+            root,
+            extra_args: self.args,
+            env: self.env,
+            _dir: dir,
+        }
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// An HTTP client that does not follow redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Push `bytes` as a blob of `repo` in one request; returns its digest.
+pub async fn push_blob(berth: &Berth, repo: &str, bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    let url = berth.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"));
+    let resp = client().post(url).body(bytes.to_vec()).send().await.unwrap();
+    assert_eq!(resp.status(), 201, "push blob: {}", resp.text().await.unwrap());
+    digest
+}
+
+/// Push an OCI image manifest with `layers` (each pushed as a blob) under `reference`;
+/// returns (manifest digest, manifest bytes).
+pub async fn push_image(berth: &Berth, repo: &str, reference: &str, layers: &[&[u8]]) -> (String, Vec<u8>) {
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"n":{}}}"#,
+        layers.len()
+    );
+    let config_digest = push_blob(berth, repo, config.as_bytes()).await;
+    let mut descs = Vec::new();
+    for layer in layers {
+        let d = push_blob(berth, repo, layer).await;
+        descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": layer.len()}));
+    }
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": descs,
+    });
+    let body = serde_json::to_vec(&manifest).unwrap();
+    let digest = push_manifest(
+        berth,
+        repo,
+        reference,
+        "application/vnd.oci.image.manifest.v1+json",
+        &body,
+    )
+    .await;
+    (digest, body)
+}
+
+/// PUT a manifest and assert 201; returns the digest the server reports.
+pub async fn push_manifest(berth: &Berth, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> String {
+    let url = berth.url(&format!("/v2/{repo}/manifests/{reference}"));
+    let resp = client()
+        .put(url)
+        .header("content-type", media_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let digest = resp
+        .headers()
+        .get("docker-content-digest")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(status, 201, "push manifest: {}", resp.text().await.unwrap());
+    let digest = digest.expect("Docker-Content-Digest");
+    assert_eq!(digest, sha256(body));
+    digest
+}
+
+/// The OCI error codes of an error response body.
+pub async fn error_codes(resp: reqwest::Response) -> Vec<String> {
+    let v: Value = resp.json().await.expect("OCI error body is JSON");
+    v["errors"]
+        .as_array()
+        .expect("errors array")
+        .iter()
+        .map(|e| e["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
