@@ -298,6 +298,19 @@ mod tests {
         assert_eq!(c.limits.manifest_max_size, 1 << 20);
     }
 
+    /// `config.example.yml` must load, set every key to its default, and mention every key.
+    #[test]
+    fn example_documents_every_key_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yml");
+        let example = load(Some(&path), [], Flags::default()).unwrap();
+        assert_eq!(example, load(None, [], Flags::default()).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in keys() {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(text.contains(&format!("{leaf}:")), "config.example.yml does not document {key}");
+        }
+    }
+
     #[test]
     fn errors_name_the_key() {
         let e = load_str("http:\n  adr: x\n", &[]).unwrap_err().to_string();
