@@ -1,5 +1,8 @@
 //! The `berth` command line: a thin layer over the library.
 
+// Doc comments here are clap's help text, read in a terminal, where backticks would show.
+#![allow(clippy::doc_markdown)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,13 +60,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = load_config(
-        args.config,
-        Flags {
-            addr: args.addr,
-            root: args.root,
-        },
-    )?;
+    let flags = Flags { addr: args.addr, root: args.root };
+    let config = config::load(args.config.as_deref(), std::env::vars(), flags)?;
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -71,10 +69,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(berth::server::serve(config))?;
     Ok(())
-}
-
-fn load_config(file: Option<PathBuf>, flags: Flags) -> anyhow::Result<Config> {
-    Ok(config::load(file.as_deref(), std::env::vars(), flags)?)
 }
 
 fn init_logging(config: &Config) {

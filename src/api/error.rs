@@ -104,6 +104,7 @@ impl ApiError {
         }
     }
 
+    #[must_use]
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
         self

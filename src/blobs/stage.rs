@@ -160,10 +160,10 @@ impl Staged {
         }
         let (mut staged, written) = writer.await.expect("staging writer panicked");
         let result = outcome.and(written).map(|()| staged.len - start_len);
-        if result.is_err() {
-            if let Err(e) = staged.rollback(start_len, start_hash) {
-                return (staged, Err(e.into()));
-            }
+        if result.is_err()
+            && let Err(e) = staged.rollback(start_len, start_hash)
+        {
+            return (staged, Err(e.into()));
         }
         (staged, result)
     }

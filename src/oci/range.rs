@@ -10,7 +10,8 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
-    pub fn len(self) -> u64 {
+    /// Number of bytes in the range (never zero: both ends are inclusive).
+    pub fn size(self) -> u64 {
         self.end - self.start + 1
     }
 }

@@ -175,7 +175,7 @@ impl Registry {
             return Err(Error::UploadRangeInvalid { offset });
         }
         let (staged, appended) = staged
-            .append(body, self.limits.blob_max_bytes, range.map(ByteRange::len))
+            .append(body, self.limits.blob_max_bytes, range.map(ByteRange::size))
             .await;
         slot.staged = Some(staged);
         appended.map(drop).map_err(Error::from_append)
@@ -184,15 +184,11 @@ impl Registry {
     /// Find a session of `repo` and lock it, loading its staging file after a restart.
     async fn open_session(&self, repo: &RepoName, id: &str) -> Result<(Uuid, SlotGuard), Error> {
         let id = Uuid::parse_str(id).map_err(|_| Error::BlobUploadUnknown)?;
-        let slot = match self.uploads.get(id) {
-            Some(slot) => slot,
-            None => {
-                let row = self
-                    .meta(move |m| m.upload(&id.to_string()))
-                    .await?
-                    .ok_or(Error::BlobUploadUnknown)?;
-                self.uploads.get_or_insert(id, &row.repo)
-            }
+        let slot = if let Some(slot) = self.uploads.get(id) {
+            slot
+        } else {
+            let row = self.meta(move |m| m.upload(&id.to_string())).await?.ok_or(Error::BlobUploadUnknown)?;
+            self.uploads.get_or_insert(id, &row.repo)
         };
         let mut slot = slot.lock_owned().await;
         if slot.closed || slot.repo != repo.as_str() {

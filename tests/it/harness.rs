@@ -139,13 +139,12 @@ impl Builder {
     }
 
     pub fn start(self) -> Berth {
-        let (dir, root) = match self.root {
-            Some(root) => (None, root),
-            None => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let root = dir.path().join("data");
-                (Some(dir), root)
-            }
+        let (dir, root) = if let Some(root) = self.root {
+            (None, root)
+        } else {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let root = dir.path().join("data");
+            (Some(dir), root)
         };
         let (child, addr) = Berth::spawn(&root, &self.args, &self.env);
         Berth {
@@ -253,7 +252,7 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            (x >> 24) as u8
+            x.to_le_bytes()[3]
         })
         .collect()
 }

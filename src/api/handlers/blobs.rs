@@ -29,7 +29,7 @@ pub async fn get(
         RangeRequest::Partial(r) => {
             #[allow(clippy::cast_possible_truncation)] // a mapped blob's offsets fit in usize
             let slice = blob.bytes.slice(r.start as usize..=r.end as usize);
-            let mut response = blob_response(StatusCode::PARTIAL_CONTENT, digest, r.len(), Body::from(slice));
+            let mut response = blob_response(StatusCode::PARTIAL_CONTENT, digest, r.size(), Body::from(slice));
             let content_range = format!("bytes {}-{}/{}", r.start, r.end, blob.size);
             response.headers_mut().insert(header::CONTENT_RANGE, hv(&content_range));
             Ok(response)

@@ -12,6 +12,6 @@ pub(crate) fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).expect("header text is visible ASCII")
 }
 
-pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+pub(crate) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
