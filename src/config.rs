@@ -307,7 +307,10 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         for key in keys() {
             let leaf = key.rsplit('.').next().unwrap();
-            assert!(text.contains(&format!("{leaf}:")), "config.example.yml does not document {key}");
+            assert!(
+                text.contains(&format!("{leaf}:")),
+                "config.example.yml does not document {key}"
+            );
         }
     }
 

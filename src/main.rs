@@ -60,7 +60,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let flags = Flags { addr: args.addr, root: args.root };
+    let flags = Flags {
+        addr: args.addr,
+        root: args.root,
+    };
     let config = config::load(args.config.as_deref(), std::env::vars(), flags)?;
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -187,7 +187,10 @@ impl Registry {
         let slot = if let Some(slot) = self.uploads.get(id) {
             slot
         } else {
-            let row = self.meta(move |m| m.upload(&id.to_string())).await?.ok_or(Error::BlobUploadUnknown)?;
+            let row = self
+                .meta(move |m| m.upload(&id.to_string()))
+                .await?
+                .ok_or(Error::BlobUploadUnknown)?;
             self.uploads.get_or_insert(id, &row.repo)
         };
         let mut slot = slot.lock_owned().await;
