@@ -37,7 +37,20 @@ pub fn router(app: App) -> Router {
         .route("/v2/{*rest}", any(dispatch))
         .fallback(|| async { ApiError::not_found_route() })
         .layer(axum::middleware::map_response(api_version_header))
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(app)
+}
+
+/// One line per request, under the `berth::access` target. The query string is left out: it
+/// may one day carry credentials.
+async fn access_log(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let start = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    tracing::info!(target: "berth::access", %method, %path, status, micros, "request");
+    response
 }
 
 async fn api_version_header(mut response: Response) -> Response {

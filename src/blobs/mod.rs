@@ -87,14 +87,14 @@ impl BlobStore {
             .read(true)
             .append(true)
             .open(&path)?;
-        Ok(Staged::new(file, path, None))
+        Ok(Staged::new(file, path, None, self.fsync))
     }
 
     /// Reopen a session's staging file after a restart, re-hashing what it already holds.
     pub fn reopen_upload(&self, id: uuid::Uuid) -> io::Result<Staged> {
         let path = self.upload_path(id);
         let file = fs::OpenOptions::new().read(true).append(true).open(&path)?;
-        Staged::resume(file, path)
+        Staged::resume(file, path, self.fsync)
     }
 
     /// A staging file for a monolithic upload, removed on drop unless committed.
@@ -103,7 +103,7 @@ impl BlobStore {
             .prefix(".tmp-")
             .tempfile_in(self.staging_dir())?;
         let (file, path) = tmp.into_parts();
-        Ok(Staged::new(file, path.to_path_buf(), Some(path)))
+        Ok(Staged::new(file, path.to_path_buf(), Some(path), self.fsync))
     }
 
     pub fn remove_upload(&self, id: uuid::Uuid) -> io::Result<()> {

@@ -5,6 +5,9 @@
 //! hashing overlaps with receiving and the body is never held whole in memory. A failed append
 //! (client gone, size limit, I/O error) is rolled back to the previous length and hash state,
 //! so a session is always exactly "the bytes acknowledged so far" plus nothing.
+//!
+//! With fsync on, each successful append ends with `fdatasync`: an acknowledged chunk is
+//! durable, and the final commit of a large upload only has the last chunk left to flush.
 
 use std::fmt::Display;
 use std::fs::File;
@@ -39,6 +42,7 @@ pub struct Staged {
     hasher: HasherDebug,
     len: u64,
     temp: Option<TempPath>,
+    sync: bool,
 }
 
 /// `Hasher` with a placeholder `Debug`, so `Staged` can derive it.
@@ -52,18 +56,19 @@ impl std::fmt::Debug for HasherDebug {
 }
 
 impl Staged {
-    pub(super) fn new(file: File, path: PathBuf, temp: Option<TempPath>) -> Self {
+    pub(super) fn new(file: File, path: PathBuf, temp: Option<TempPath>, sync: bool) -> Self {
         Staged {
             file,
             path,
             hasher: HasherDebug(Algorithm::Sha256.hasher()),
             len: 0,
             temp,
+            sync,
         }
     }
 
     /// Rebuild the hash state of an existing staging file by reading it once.
-    pub(super) fn resume(mut file: File, path: PathBuf) -> io::Result<Self> {
+    pub(super) fn resume(mut file: File, path: PathBuf, sync: bool) -> io::Result<Self> {
         let mut hasher = Algorithm::Sha256.hasher();
         let mut buf = vec![0u8; 1 << 20];
         let mut len = 0u64;
@@ -81,6 +86,7 @@ impl Staged {
             hasher: HasherDebug(hasher),
             len,
             temp: None,
+            sync,
         })
     }
 
@@ -176,6 +182,10 @@ impl Staged {
             self.len += chunk.len() as u64;
         }
         out.flush()?;
+        drop(out);
+        if self.sync {
+            self.file.sync_data()?;
+        }
         Ok(())
     }
 
