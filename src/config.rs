@@ -39,6 +39,16 @@ pub struct Config {
     pub storage: Storage,
     pub limits: Limits,
     pub log: Log,
+    pub gc: Gc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gc {
+    pub grace_period: Duration,
+    pub delete_untagged: bool,
+    /// Run garbage collection this often; `None` (`off`) runs it only on request.
+    pub interval: Option<Duration>,
+    pub upload_max_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +97,19 @@ struct RawConfig {
     storage: RawStorage,
     limits: RawLimits,
     log: RawLog,
+    gc: RawGc,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGc {
+    #[serde(with = "humantime_serde")]
+    grace_period: Option<Duration>,
+    delete_untagged: Option<bool>,
+    /// A duration, or `off`.
+    interval: Option<String>,
+    #[serde(with = "humantime_serde")]
+    upload_max_age: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,10 +146,7 @@ type Setter = fn(&mut RawConfig, &str) -> Result<(), String>;
 /// Every key that an environment variable can set.
 const ENV_KEYS: &[(&str, Setter)] = &[
     ("http.addr", |r, v| set(&mut r.http.addr, v)),
-    ("http.drain_timeout", |r, v| {
-        r.http.drain_timeout = Some(humantime::parse_duration(v).map_err(|e| e.to_string())?);
-        Ok(())
-    }),
+    ("http.drain_timeout", |r, v| set_duration(&mut r.http.drain_timeout, v)),
     ("storage.root", |r, v| set(&mut r.storage.root, v)),
     ("storage.fsync", |r, v| set(&mut r.storage.fsync, v)),
     ("limits.manifest_max_size", |r, v| {
@@ -135,7 +155,19 @@ const ENV_KEYS: &[(&str, Setter)] = &[
     ("limits.blob_max_size", |r, v| set(&mut r.limits.blob_max_size, v)),
     ("log.level", |r, v| set(&mut r.log.level, v)),
     ("log.format", |r, v| set(&mut r.log.format, v)),
+    ("gc.grace_period", |r, v| set_duration(&mut r.gc.grace_period, v)),
+    ("gc.delete_untagged", |r, v| set(&mut r.gc.delete_untagged, v)),
+    ("gc.interval", |r, v| {
+        r.gc.interval = Some(v.to_owned());
+        Ok(())
+    }),
+    ("gc.upload_max_age", |r, v| set_duration(&mut r.gc.upload_max_age, v)),
 ];
+
+fn set_duration(field: &mut Option<Duration>, value: &str) -> Result<(), String> {
+    *field = Some(humantime::parse_duration(value).map_err(|e| e.to_string())?);
+    Ok(())
+}
 
 /// Parse `value` as a YAML scalar of the field's type.
 fn set<T: DeserializeOwned>(field: &mut Option<T>, value: &str) -> Result<(), String> {
@@ -238,7 +270,21 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         key: "log.level",
         message: format!("{level:?}: {e}"),
     })?;
+    let interval = match raw.gc.interval.as_deref().map(str::trim) {
+        None | Some("off" | "0" | "0s") => None,
+        Some(text) => Some(humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
+            key: "gc.interval",
+            message: format!("{text:?} is neither a duration nor off ({e})"),
+        })?),
+    };
+    let gc = Gc {
+        grace_period: raw.gc.grace_period.unwrap_or(Duration::from_secs(3600)),
+        delete_untagged: raw.gc.delete_untagged.unwrap_or(true),
+        interval,
+        upload_max_age: raw.gc.upload_max_age.unwrap_or(Duration::from_secs(24 * 3600)),
+    };
     Ok(Config {
+        gc,
         http: Http {
             addr,
             drain_timeout: raw.http.drain_timeout.unwrap_or(Duration::from_secs(30)),

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod blobs;
 pub mod config;
+pub mod gc;
 pub mod meta;
 pub mod oci;
 pub mod registry;

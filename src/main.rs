@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli;
+
 use anyhow::Context;
 use berth::config::{self, Config, Flags, LogFormat};
 use clap::{Parser, Subcommand};
@@ -30,6 +32,11 @@ enum Command {
     /// BERTH_HTTP_ADDR, BERTH_STORAGE_ROOT), then these flags; each overrides the one before.
     /// See config.example.yml for every key and its default.
     Serve(ServeArgs),
+    /// Collect garbage: untagged unreachable manifests, unused blobs and stale uploads.
+    ///
+    /// Runs directly on the store when no server holds it; while a server runs, pass --url
+    /// to run it through that server's admin API (or POST /admin/gc). Prints a report.
+    Gc(cli::gc::GcArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,6 +56,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Gc(args) => cli::gc::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

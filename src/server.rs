@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, App};
 use crate::blobs::BlobStore;
 use crate::config::Config;
+use crate::gc;
 use crate::meta::{Meta, MetaError};
 use crate::registry::{self, Registry};
 
@@ -59,9 +60,23 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let router = api::router(App {
+    let gc_options = gc::Options {
+        grace_period: config.gc.grace_period,
+        delete_untagged: config.gc.delete_untagged,
+        upload_max_age: config.gc.upload_max_age,
+        dry_run: false,
+        pause_before_unlink: None,
+    };
+    let jobs = Arc::new(gc::Jobs::default());
+    if let Some(every) = config.gc.interval {
+        spawn_periodic_gc(Arc::clone(&jobs), Arc::clone(&registry), gc_options.clone(), every);
+    }
+    let app = App {
         registry: Arc::clone(&registry),
-    });
+        gc: jobs,
+        gc_options,
+    };
+    let router = api::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown_signal().await;
@@ -77,6 +92,19 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     drop(registry);
     tracing::info!("berth stopped");
     Ok(())
+}
+
+/// Start a garbage collection every `every` (skipped while one is still running).
+fn spawn_periodic_gc(jobs: Arc<gc::Jobs>, registry: Arc<Registry>, opts: gc::Options, every: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await; // the first tick is immediate; wait a whole interval first
+        loop {
+            ticks.tick().await;
+            let (job, started) = jobs.start(Arc::clone(&registry), opts.clone());
+            tracing::info!(id = %job.id, started, "periodic garbage collection");
+        }
+    });
 }
 
 async fn shutdown_signal() {

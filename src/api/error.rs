@@ -25,6 +25,9 @@ pub enum Code {
     SizeInvalid,
     Unsupported,
     PaginationNumberInvalid,
+    Denied,
+    /// Admin API: no such resource (not an OCI code).
+    NotFound,
     Internal,
 }
 
@@ -43,6 +46,8 @@ impl Code {
             Code::SizeInvalid => "SIZE_INVALID",
             Code::Unsupported => "UNSUPPORTED",
             Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            Code::Denied => "DENIED",
+            Code::NotFound => "NOT_FOUND",
             Code::Internal => "UNKNOWN",
         }
     }
@@ -50,9 +55,11 @@ impl Code {
     /// The status this code carries when nothing more specific applies.
     pub fn status(self) -> StatusCode {
         match self {
-            Code::BlobUnknown | Code::BlobUploadUnknown | Code::ManifestUnknown | Code::NameUnknown => {
-                StatusCode::NOT_FOUND
-            }
+            Code::BlobUnknown
+            | Code::BlobUploadUnknown
+            | Code::ManifestUnknown
+            | Code::NameUnknown
+            | Code::NotFound => StatusCode::NOT_FOUND,
             Code::BlobUploadInvalid
             | Code::DigestInvalid
             | Code::ManifestBlobUnknown
@@ -61,6 +68,7 @@ impl Code {
             | Code::SizeInvalid
             | Code::PaginationNumberInvalid => StatusCode::BAD_REQUEST,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            Code::Denied => StatusCode::FORBIDDEN,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -79,6 +87,8 @@ impl Code {
             Code::SizeInvalid => "provided length did not match content length",
             Code::Unsupported => "the operation is unsupported",
             Code::PaginationNumberInvalid => "invalid number of results requested",
+            Code::Denied => "requested access to the resource is denied",
+            Code::NotFound => "not found",
             Code::Internal => "internal server error",
         }
     }
@@ -155,6 +165,7 @@ impl From<Error> for ApiError {
                 ApiError::new(Code::ManifestUnknown, detail).with_status(StatusCode::BAD_REQUEST)
             }
             Error::ManifestUnknown => ApiError::new(Code::ManifestUnknown, detail),
+            Error::Unsupported(_) => ApiError::new(Code::Unsupported, detail),
             Error::Internal(_) => {
                 // Logged once here, with the cause; the client gets a generic body.
                 tracing::error!(error = %detail, "internal error");

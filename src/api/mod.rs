@@ -4,6 +4,7 @@
 //! matches `(endpoint, method)` once. Handlers are short: parse headers and query, make one
 //! call into `registry`, shape the response. Nothing here touches storage directly.
 
+mod admin;
 mod error;
 mod handlers;
 mod query;
@@ -27,6 +28,10 @@ use crate::registry::Registry;
 #[derive(Clone, Debug)]
 pub struct App {
     pub registry: Arc<Registry>,
+    /// Garbage collection runs.
+    pub gc: Arc<crate::gc::Jobs>,
+    /// Settings of a garbage collection started through the admin API.
+    pub gc_options: crate::gc::Options,
 }
 
 /// Build the router.
@@ -35,6 +40,8 @@ pub fn router(app: App) -> Router {
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
+        .route("/admin/gc", axum::routing::post(admin::gc_start).get(admin::gc_list))
+        .route("/admin/gc/{id}", axum::routing::get(admin::gc_get))
         .fallback(|| async { ApiError::not_found_route() })
         .layer(axum::middleware::map_response(api_version_header))
         .layer(axum::middleware::from_fn(access_log))

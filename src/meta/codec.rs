@@ -31,6 +31,7 @@ mod tests {
         let row = BlobRow {
             size: 5,
             refcount: 2,
+            links: 1,
             created_ms: 9,
             state: BlobState::Deleting { since_ms: 3 },
         };

@@ -11,6 +11,7 @@
 //! All methods block; async callers run them on the blocking pool.
 
 mod codec;
+pub mod gc;
 mod read;
 pub mod schema;
 mod write;
@@ -41,6 +42,8 @@ pub enum MetaError {
     ChildUnknown(String),
     #[error("manifest unknown")]
     ManifestUnknown,
+    #[error("blob {digest} is referenced by {manifests} manifest(s) of this repository; delete them first")]
+    BlobInUse { digest: String, manifests: u64 },
 }
 
 macro_rules! from_redb {

@@ -10,10 +10,12 @@
 //! | `tags_by_manifest` | (repo, manifest digest, tag)   | `()`          |
 //! | `manifests`        | (repo, manifest digest)        | `ManifestRow` |
 //! | `manifest_refs`    | (repo, manifest digest)        | `RefsRow`     |
+//! | `manifest_parents` | (repo, child, parent index)    | `()`          |
 //! | `referrers`        | (repo, subject, referrer)      | `ReferrerRow` |
 //! | `blob_links`       | (repo, blob digest)            | `LinkRow`     |
 //! | `blobs`            | blob digest                    | `BlobRow`     |
 //! | `uploads`          | upload uuid                    | `UploadRow`   |
+//! | `tombstones`       | blob digest                    | `TombstoneRow`|
 
 use std::collections::BTreeMap;
 
@@ -27,10 +29,12 @@ pub const TAGS: TableDefinition<(&str, &str), Bytes> = TableDefinition::new("tag
 pub const TAGS_BY_MANIFEST: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("tags_by_manifest");
 pub const MANIFESTS: TableDefinition<(&str, &str), Bytes> = TableDefinition::new("manifests");
 pub const MANIFEST_REFS: TableDefinition<(&str, &str), Bytes> = TableDefinition::new("manifest_refs");
+pub const MANIFEST_PARENTS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("manifest_parents");
 pub const REFERRERS: TableDefinition<(&str, &str, &str), Bytes> = TableDefinition::new("referrers");
 pub const BLOB_LINKS: TableDefinition<(&str, &str), Bytes> = TableDefinition::new("blob_links");
 pub const BLOBS: TableDefinition<&str, Bytes> = TableDefinition::new("blobs");
 pub const UPLOADS: TableDefinition<&str, Bytes> = TableDefinition::new("uploads");
+pub const TOMBSTONES: TableDefinition<&str, Bytes> = TableDefinition::new("tombstones");
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;
@@ -56,12 +60,16 @@ pub struct ManifestRow {
     pub created_ms: Millis,
 }
 
-/// What a manifest references: the blobs counted in their `BlobRow::refcount` (deduplicated,
-/// external layers excluded) and the child manifests of an index.
+/// The graph facts of a manifest, kept apart from its (possibly large) body so that garbage
+/// collection never reads bodies: the blobs counted in their `BlobRow::refcount` and
+/// `LinkRow::refs` (deduplicated, external layers excluded), the child manifests of an index,
+/// its subject, and when it was last pushed (which starts its grace period).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RefsRow {
     pub blobs: Vec<String>,
     pub children: Vec<String>,
+    pub subject: Option<String>,
+    pub pushed_ms: Millis,
 }
 
 /// The descriptor a referrers listing returns for one referring manifest.
@@ -75,7 +83,10 @@ pub struct ReferrerRow {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LinkRow {
+    /// When the blob was last uploaded or mounted into the repository.
     pub linked_ms: Millis,
+    /// Number of manifests of this repository whose `RefsRow::blobs` name the blob.
+    pub refs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -93,6 +104,8 @@ pub struct BlobRow {
     pub size: u64,
     /// Number of manifests, across all repositories, whose `RefsRow::blobs` name this blob.
     pub refcount: u64,
+    /// Number of `blob_links` rows naming this blob.
+    pub links: u64,
     pub created_ms: Millis,
     pub state: BlobState,
 }
@@ -101,4 +114,12 @@ pub struct BlobRow {
 pub struct UploadRow {
     pub repo: String,
     pub created_ms: Millis,
+}
+
+/// A blob whose deletion garbage collection committed; its file is unlinked next, then this row
+/// and the blob row are removed. Start-up finishes any it finds (a crash in between).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TombstoneRow {
+    pub size: u64,
+    pub since_ms: Millis,
 }

@@ -1,13 +1,18 @@
 //! Write transactions. Each method is one short transaction over rows only: it re-checks what it
 //! depends on inside the transaction, so a concurrent writer (another push, garbage
 //! collection) can never slip between the check and the change.
+//!
+//! Counters kept here, always in the transaction that changes what they count:
+//! - `BlobRow::refcount`: manifests (all repositories) referencing the blob;
+//! - `LinkRow::refs`: manifests of the link's repository referencing the blob;
+//! - `BlobRow::links`: repositories linking the blob.
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
 use super::codec::{decode, encode};
 use super::schema::{
-    BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_REFS, MANIFESTS, ManifestRow, Millis, REFERRERS, REPOS,
-    ReferrerRow, RefsRow, RepoRow, TAGS, TAGS_BY_MANIFEST, TagRow, UPLOADS, UploadRow,
+    BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, MANIFESTS, ManifestRow, Millis,
+    REFERRERS, REPOS, ReferrerRow, RefsRow, RepoRow, TAGS, TAGS_BY_MANIFEST, TOMBSTONES, TagRow, UPLOADS, UploadRow,
 };
 use super::{Meta, MetaError};
 
@@ -26,8 +31,6 @@ pub struct NewManifest<'a> {
     pub tag: Option<&'a str>,
 }
 
-type StrTable<'t> = Table<'t, &'static str, &'static [u8]>;
-
 impl Meta {
     /// Create every table, so that read transactions can always open them.
     pub(super) fn ensure_tables(&self) -> Result<(), MetaError> {
@@ -37,10 +40,12 @@ impl Meta {
         txn.open_table(TAGS_BY_MANIFEST)?;
         txn.open_table(MANIFESTS)?;
         txn.open_table(MANIFEST_REFS)?;
+        txn.open_table(MANIFEST_PARENTS)?;
         txn.open_table(REFERRERS)?;
         txn.open_table(BLOB_LINKS)?;
         txn.open_table(BLOBS)?;
         txn.open_table(UPLOADS)?;
+        txn.open_table(TOMBSTONES)?;
         Ok(txn.commit()?)
     }
 
@@ -76,22 +81,25 @@ impl Meta {
                 // just put back in place under the digest lock, so the blob is live again.
                 Some(row) => Some(BlobRow {
                     state: BlobState::Live,
+                    created_ms: now,
                     ..row
                 }),
                 None => Some(BlobRow {
                     size,
                     refcount: 0,
+                    links: 0,
                     created_ms: now,
                     state: BlobState::Live,
                 }),
             };
             if let Some(row) = row {
                 blobs.insert(digest, encode(&row).as_slice())?;
+                txn.open_table(TOMBSTONES)?.remove(digest)?;
             }
-            link(&txn, repo, digest, now)?;
-            if let Some(id) = upload {
-                txn.open_table(UPLOADS)?.remove(id)?;
-            }
+        }
+        link(&txn, repo, digest, now)?;
+        if let Some(id) = upload {
+            txn.open_table(UPLOADS)?.remove(id)?;
         }
         Ok(txn.commit()?)
     }
@@ -117,12 +125,24 @@ impl Meta {
         Ok(true)
     }
 
-    /// Remove the link of `digest` from `repo`. The file stays until garbage collection.
+    /// Remove the link of `digest` from `repo`. Refused while a manifest of the repository
+    /// still references the blob. The file stays until garbage collection.
     pub fn unlink_blob(&self, repo: &str, digest: &str) -> Result<(), MetaError> {
         let txn = self.write_txn()?;
-        if txn.open_table(BLOB_LINKS)?.remove((repo, digest))?.is_none() {
-            return Err(MetaError::BlobNotLinked(digest.to_owned()));
+        let link = txn
+            .open_table(BLOB_LINKS)?
+            .get((repo, digest))?
+            .map(|v| decode::<LinkRow>(v.value()));
+        let link = link
+            .transpose()?
+            .ok_or_else(|| MetaError::BlobNotLinked(digest.to_owned()))?;
+        if link.refs > 0 {
+            return Err(MetaError::BlobInUse {
+                digest: digest.to_owned(),
+                manifests: link.refs,
+            });
         }
+        remove_link(&txn, repo, digest)?;
         Ok(txn.commit()?)
     }
 
@@ -131,9 +151,18 @@ impl Meta {
     pub fn put_manifest(&self, m: &NewManifest<'_>, now: Millis) -> Result<(), MetaError> {
         let txn = self.write_txn()?;
         check_references(&txn, m)?;
-        let exists = txn.open_table(MANIFESTS)?.get((m.repo, m.digest))?.is_some();
-        if !exists {
-            insert_manifest(&txn, m)?;
+        let refs = txn
+            .open_table(MANIFEST_REFS)?
+            .get((m.repo, m.digest))?
+            .map(|v| decode::<RefsRow>(v.value()));
+        match refs.transpose()? {
+            // Already stored: a re-push only restarts its grace period.
+            Some(mut refs) => {
+                refs.pushed_ms = now;
+                txn.open_table(MANIFEST_REFS)?
+                    .insert((m.repo, m.digest), encode(&refs).as_slice())?;
+            }
+            None => insert_manifest(&txn, m, now)?,
         }
         if let Some(tag) = m.tag {
             set_tag(&txn, m.repo, tag, m.digest, now)?;
@@ -145,23 +174,8 @@ impl Meta {
     /// Delete the manifest `digest` and every tag pointing at it, releasing its references.
     pub fn delete_manifest(&self, repo: &str, digest: &str) -> Result<(), MetaError> {
         let txn = self.write_txn()?;
-        let row = txn
-            .open_table(MANIFESTS)?
-            .remove((repo, digest))?
-            .map(|v| decode::<ManifestRow>(v.value()));
-        let row = row.ok_or(MetaError::ManifestUnknown)??;
-        let refs = txn
-            .open_table(MANIFEST_REFS)?
-            .remove((repo, digest))?
-            .map(|v| decode::<RefsRow>(v.value()));
-        let refs = refs.transpose()?.unwrap_or_default();
-        release_blobs(&mut txn.open_table(BLOBS)?, &refs.blobs)?;
-        if let Some(subject) = &row.subject {
-            txn.open_table(REFERRERS)?.remove((repo, subject.as_str(), digest))?;
-        }
-        for tag in tags_of(&txn, repo, digest)? {
-            txn.open_table(TAGS)?.remove((repo, tag.as_str()))?;
-            txn.open_table(TAGS_BY_MANIFEST)?.remove((repo, digest, tag.as_str()))?;
+        if !remove_manifest(&txn, repo, digest)? {
+            return Err(MetaError::ManifestUnknown);
         }
         Ok(txn.commit()?)
     }
@@ -180,10 +194,58 @@ impl Meta {
     }
 }
 
+/// Insert or refresh the link `(repo, digest)`; a new link counts in `BlobRow::links`.
 fn link(txn: &WriteTransaction, repo: &str, digest: &str, now: Millis) -> Result<(), MetaError> {
-    txn.open_table(BLOB_LINKS)?
-        .insert((repo, digest), encode(&LinkRow { linked_ms: now }).as_slice())?;
+    let mut links = txn.open_table(BLOB_LINKS)?;
+    let old = links
+        .get((repo, digest))?
+        .map(|v| decode::<LinkRow>(v.value()))
+        .transpose()?;
+    let row = LinkRow {
+        linked_ms: now,
+        refs: old.as_ref().map_or(0, |l| l.refs),
+    };
+    links.insert((repo, digest), encode(&row).as_slice())?;
+    if old.is_none() {
+        update_blob(txn, digest, |b| b.links += 1)?;
+    }
     ensure_repo(txn, repo, now)
+}
+
+/// Remove the link `(repo, digest)` and its count in `BlobRow::links`.
+pub(super) fn remove_link(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<(), MetaError> {
+    if txn.open_table(BLOB_LINKS)?.remove((repo, digest))?.is_some() {
+        update_blob(txn, digest, |b| b.links = b.links.saturating_sub(1))?;
+    }
+    Ok(())
+}
+
+fn update_blob(txn: &WriteTransaction, digest: &str, f: impl FnOnce(&mut BlobRow)) -> Result<(), MetaError> {
+    let mut blobs = txn.open_table(BLOBS)?;
+    let row = blobs.get(digest)?.map(|v| decode::<BlobRow>(v.value())).transpose()?;
+    if let Some(mut row) = row {
+        f(&mut row);
+        blobs.insert(digest, encode(&row).as_slice())?;
+    }
+    Ok(())
+}
+
+fn update_link(
+    txn: &WriteTransaction,
+    repo: &str,
+    digest: &str,
+    f: impl FnOnce(&mut LinkRow),
+) -> Result<(), MetaError> {
+    let mut links = txn.open_table(BLOB_LINKS)?;
+    let row = links
+        .get((repo, digest))?
+        .map(|v| decode::<LinkRow>(v.value()))
+        .transpose()?;
+    if let Some(mut row) = row {
+        f(&mut row);
+        links.insert((repo, digest), encode(&row).as_slice())?;
+    }
+    Ok(())
 }
 
 fn ensure_repo(txn: &WriteTransaction, repo: &str, now: Millis) -> Result<(), MetaError> {
@@ -219,7 +281,7 @@ fn check_references(txn: &WriteTransaction, m: &NewManifest<'_>) -> Result<(), M
             _ => return Err(MetaError::BlobNotLinked(digest.clone())),
         }
     }
-    let manifests = txn.open_table(MANIFESTS)?;
+    let manifests = txn.open_table(MANIFEST_REFS)?;
     for child in &m.children {
         if manifests.get((m.repo, child.as_str()))?.is_none() {
             return Err(MetaError::ChildUnknown(child.clone()));
@@ -228,19 +290,23 @@ fn check_references(txn: &WriteTransaction, m: &NewManifest<'_>) -> Result<(), M
     Ok(())
 }
 
-fn insert_manifest(txn: &WriteTransaction, m: &NewManifest<'_>) -> Result<(), MetaError> {
+fn insert_manifest(txn: &WriteTransaction, m: &NewManifest<'_>, now: Millis) -> Result<(), MetaError> {
     let mut blob_digests: Vec<String> = m.blobs.iter().map(|(d, _)| d.clone()).collect();
     blob_digests.sort_unstable();
     blob_digests.dedup();
-    let mut blobs = txn.open_table(BLOBS)?;
     for digest in &blob_digests {
-        let mut row: BlobRow = decode(blobs.get(digest.as_str())?.expect("checked above").value())?;
-        row.refcount += 1;
-        blobs.insert(digest.as_str(), encode(&row).as_slice())?;
+        update_blob(txn, digest, |b| b.refcount += 1)?;
+        update_link(txn, m.repo, digest, |l| l.refs += 1)?;
+    }
+    let mut parents = txn.open_table(MANIFEST_PARENTS)?;
+    for child in &m.children {
+        parents.insert((m.repo, child.as_str(), m.digest), ())?;
     }
     let refs = RefsRow {
         blobs: blob_digests,
         children: m.children.clone(),
+        subject: m.row.subject.clone(),
+        pushed_ms: now,
     };
     txn.open_table(MANIFEST_REFS)?
         .insert((m.repo, m.digest), encode(&refs).as_slice())?;
@@ -251,6 +317,35 @@ fn insert_manifest(txn: &WriteTransaction, m: &NewManifest<'_>) -> Result<(), Me
             .insert((m.repo, subject.as_str(), m.digest), encode(referrer).as_slice())?;
     }
     Ok(())
+}
+
+/// Remove a manifest with everything that hangs off it: its references (decrementing the
+/// counts), its parent entries, its referrer entry and its tags. Returns whether it existed.
+pub(super) fn remove_manifest(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<bool, MetaError> {
+    if txn.open_table(MANIFESTS)?.remove((repo, digest))?.is_none() {
+        return Ok(false);
+    }
+    let refs = txn
+        .open_table(MANIFEST_REFS)?
+        .remove((repo, digest))?
+        .map(|v| decode::<RefsRow>(v.value()));
+    let refs = refs.transpose()?.unwrap_or_default();
+    for blob in &refs.blobs {
+        update_blob(txn, blob, |b| b.refcount = b.refcount.saturating_sub(1))?;
+        update_link(txn, repo, blob, |l| l.refs = l.refs.saturating_sub(1))?;
+    }
+    let mut parents = txn.open_table(MANIFEST_PARENTS)?;
+    for child in &refs.children {
+        parents.remove((repo, child.as_str(), digest))?;
+    }
+    if let Some(subject) = &refs.subject {
+        txn.open_table(REFERRERS)?.remove((repo, subject.as_str(), digest))?;
+    }
+    for tag in tags_of(txn, repo, digest)? {
+        txn.open_table(TAGS)?.remove((repo, tag.as_str()))?;
+        txn.open_table(TAGS_BY_MANIFEST)?.remove((repo, digest, tag.as_str()))?;
+    }
+    Ok(true)
 }
 
 fn set_tag(txn: &WriteTransaction, repo: &str, tag: &str, digest: &str, now: Millis) -> Result<(), MetaError> {
@@ -270,25 +365,11 @@ fn set_tag(txn: &WriteTransaction, repo: &str, tag: &str, digest: &str, now: Mil
     Ok(())
 }
 
-fn release_blobs(blobs: &mut StrTable<'_>, digests: &[String]) -> Result<(), MetaError> {
-    for digest in digests {
-        let row = blobs
-            .get(digest.as_str())?
-            .map(|v| decode::<BlobRow>(v.value()))
-            .transpose()?;
-        if let Some(mut row) = row {
-            row.refcount = row.refcount.saturating_sub(1);
-            blobs.insert(digest.as_str(), encode(&row).as_slice())?;
-        }
-    }
-    Ok(())
-}
-
 fn tags_of(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<Vec<String>, MetaError> {
     let reverse = txn.open_table(TAGS_BY_MANIFEST)?;
     let mut out = Vec::new();
     for entry in reverse.range((repo, digest, "")..)? {
-        let (key, ()) = (entry?.0, ());
+        let key = entry?.0;
         let (r, d, tag) = key.value();
         if r != repo || d != digest {
             break;

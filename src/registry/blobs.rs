@@ -18,6 +18,7 @@ impl Registry {
     /// The size of a blob readable from `repo` (HEAD). The file is checked too, so a HEAD
     /// never answers 200 for a blob whose file is gone.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, Error> {
+        self.touch(digest).await;
         let (r, d) = (repo.to_string(), digest.to_string());
         let row = self
             .meta(move |m| m.linked_blob(&r, &d))
@@ -73,7 +74,7 @@ impl Registry {
         digest: &Digest,
         upload: Option<uuid::Uuid>,
     ) -> Result<(), Error> {
-        let _guard = self.locks.lock(digest).await;
+        let _guard = self.locks.lock(digest.as_str()).await;
         let size = staged.len();
         let d = digest.to_string();
         let existing = self.meta(move |m| m.live_blob(&d)).await?;

@@ -37,6 +37,8 @@ pub enum Error {
     ManifestChildUnknown(String),
     #[error("manifest unknown to registry")]
     ManifestUnknown,
+    #[error("operation not supported: {0}")]
+    Unsupported(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -48,6 +50,7 @@ impl From<MetaError> for Error {
             e @ MetaError::BlobSizeMismatch { .. } => Error::ManifestInvalid(e.to_string()),
             MetaError::ChildUnknown(d) => Error::ManifestChildUnknown(d),
             MetaError::ManifestUnknown => Error::ManifestUnknown,
+            e @ MetaError::BlobInUse { .. } => Error::Unsupported(e.to_string()),
             e @ (MetaError::Db(_) | MetaError::Locked(_) | MetaError::Corrupt(_)) => Error::Internal(e.to_string()),
         }
     }

@@ -1,12 +1,11 @@
 //! Striped async locks keyed by digest. A push holds its digest's lock from the rename of the
 //! file into place until the metadata commit; garbage collection holds it from its tombstone
-//! commit until the unlink. So a blob file is never unlinked under a push that just placed it.
-//! In-process locks suffice because redb admits one writing process; a shared metadata store
-//! would replace them with leases.
+//! commit until the unlink, and across its link-removal commits; a blob HEAD holds it while it
+//! records its touch. So a blob file is never unlinked under a push that just placed it, and a
+//! HEAD is either seen by a sweep or answered after it. In-process locks suffice because redb
+//! admits one writing process; a shared metadata store would replace them with leases.
 
 use tokio::sync::{Mutex, MutexGuard};
-
-use crate::oci::Digest;
 
 const STRIPES: usize = 256;
 
@@ -23,10 +22,30 @@ impl Default for DigestLocks {
     }
 }
 
+/// The hex of a digest is uniformly distributed: its first two characters pick the stripe.
+fn stripe(digest: &str) -> usize {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    hex.get(..2)
+        .and_then(|h| usize::from_str_radix(h, 16).ok())
+        .unwrap_or(0)
+        % STRIPES
+}
+
 impl DigestLocks {
-    pub async fn lock(&self, digest: &Digest) -> MutexGuard<'_, ()> {
-        // The hex of a digest is uniformly distributed: two hex characters pick the stripe.
-        let stripe = usize::from_str_radix(&digest.hex()[..2], 16).expect("digest hex");
-        self.stripes[stripe % STRIPES].lock().await
+    pub async fn lock(&self, digest: &str) -> MutexGuard<'_, ()> {
+        self.stripes[stripe(digest)].lock().await
+    }
+
+    /// Lock every stripe the digests fall in, in ascending order. Only garbage collection holds
+    /// more than one stripe at a time, so the fixed order rules out deadlock.
+    pub async fn lock_many<'a>(&self, digests: impl IntoIterator<Item = &'a str>) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = digests.into_iter().map(stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.stripes[s].lock().await);
+        }
+        guards
     }
 }

@@ -13,14 +13,16 @@
 mod blobs;
 mod error;
 mod listing;
-mod locks;
+pub(crate) mod locks;
 mod manifests;
 mod uploads;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::blobs::BlobStore;
-use crate::meta::{Meta, MetaError};
+use crate::meta::{Meta, MetaError, Millis, now_ms};
+use crate::oci::Digest;
 
 pub use blobs::BlobBody;
 pub use error::Error;
@@ -42,6 +44,9 @@ pub struct Registry {
     uploads: uploads::Sessions,
     locks: locks::DigestLocks,
     limits: Limits,
+    /// When each blob was last HEAD-checked (a client about to reference it in a manifest).
+    /// Garbage collection treats a recent touch like a recent upload.
+    touches: Arc<Mutex<HashMap<String, Millis>>>,
 }
 
 impl Registry {
@@ -53,7 +58,9 @@ impl Registry {
             uploads: uploads::Sessions::default(),
             locks: locks::DigestLocks::default(),
             limits,
+            touches: Arc::default(),
         });
+        registry.finish_tombstones().await?;
         registry.reconcile_staging().await?;
         Ok(registry)
     }
@@ -62,8 +69,71 @@ impl Registry {
         self.limits
     }
 
+    pub(crate) fn blob_store(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    pub(crate) fn digest_locks(&self) -> &locks::DigestLocks {
+        &self.locks
+    }
+
+    /// Record a HEAD of `digest`, under its lock so that a sweep deciding about the blob sees
+    /// either the touch or (if it committed first) answers the HEAD with 404.
+    async fn touch(&self, digest: &Digest) {
+        let _guard = self.locks.lock(digest.as_str()).await;
+        self.touches
+            .lock()
+            .expect("touches lock")
+            .insert(digest.to_string(), now_ms());
+    }
+
+    /// A predicate telling whether a blob was touched at or after `cutoff_ms`, usable from a
+    /// blocking transaction.
+    pub(crate) fn touched_since(&self, cutoff_ms: Millis) -> impl Fn(&str) -> bool + Send + 'static {
+        let touches = Arc::clone(&self.touches);
+        move |digest| {
+            touches
+                .lock()
+                .expect("touches lock")
+                .get(digest)
+                .is_some_and(|&t| t >= cutoff_ms)
+        }
+    }
+
+    /// Forget touches older than `cutoff_ms`.
+    pub(crate) fn prune_touches(&self, cutoff_ms: Millis) {
+        self.touches
+            .lock()
+            .expect("touches lock")
+            .retain(|_, t| *t >= cutoff_ms);
+    }
+
+    /// Start-up: finish deletions that garbage collection committed but a crash interrupted:
+    /// unlink each tombstoned blob's file, then drop its rows. Touches only the tombstones.
+    async fn finish_tombstones(&self) -> Result<(), Error> {
+        let tombstones = self.meta(Meta::tombstones).await?;
+        if tombstones.is_empty() {
+            return Ok(());
+        }
+        let store = self.blobs.clone();
+        let digests = tombstones.clone();
+        blocking(move || {
+            for d in &digests {
+                if let Ok(d) = Digest::parse(d) {
+                    store.remove(&d)?;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await?;
+        let count = tombstones.len();
+        self.meta(move |m| m.gc_finish_tombstones(&tombstones)).await?;
+        tracing::info!(count, "finished blob deletions interrupted by a crash");
+        Ok(())
+    }
+
     /// Run a metadata call on the blocking pool.
-    async fn meta<T, F>(&self, f: F) -> Result<T, Error>
+    pub(crate) async fn meta<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Meta) -> Result<T, MetaError> + Send + 'static,

@@ -221,6 +221,21 @@ impl Registry {
         Ok(blocking(move || store.remove_upload(id)).await?)
     }
 
+    /// Close the sessions created before `before_ms` that no request is using right now.
+    /// Returns how many were closed.
+    pub(crate) async fn purge_uploads(&self, before_ms: crate::meta::Millis) -> Result<u64, Error> {
+        let stale = self.meta(move |m| m.stale_uploads(before_ms)).await?;
+        let mut purged = 0;
+        for id in stale {
+            let Ok(id) = Uuid::parse_str(&id) else { continue };
+            let slot = self.uploads.get_or_insert(id, "");
+            let Ok(mut slot) = slot.try_lock_owned() else { continue };
+            self.close_session(id, &mut slot).await?;
+            purged += 1;
+        }
+        Ok(purged)
+    }
+
     /// Start-up: remove staging files no session owns and sessions whose file is gone. This
     /// touches only the staging directory, never the blob tree.
     pub(super) async fn reconcile_staging(&self) -> Result<(), Error> {

@@ -1,0 +1,165 @@
+//! `berth gc`: garbage collection offline on a store no server holds, or through a running
+//! server's admin API with `--url`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use berth::config::{self, Config, Flags};
+use berth::gc::{self, JobState, Phase, Report};
+use berth::meta::MetaError;
+use berth::server::{ServeError, open_registry};
+
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// YAML config file (its storage.root and gc.* settings are used).
+    #[arg(long, short, env = config::ENV_CONFIG_FILE, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Storage root (overrides storage.root).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Report what would be deleted, delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run through the server at this URL (for example http://127.0.0.1:5000) instead of
+    /// opening the store directly; needed while a server holds the store.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: GcArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = if let Some(url) = &args.url {
+        runtime.block_on(remote(url, args.dry_run))?
+    } else {
+        let flags = Flags {
+            addr: None,
+            root: args.root,
+        };
+        let config = config::load(args.config.as_deref(), std::env::vars(), flags)?;
+        runtime.block_on(offline(&config, args.dry_run))?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+async fn offline(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
+    let registry = match open_registry(config).await {
+        Ok(registry) => registry,
+        Err(ServeError::Meta(MetaError::Locked(path))) => bail!(
+            "{path} is held by a running berth server; run garbage collection through it with \
+             `berth gc --url http://<its address>` (or POST /admin/gc on it)"
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let opts = gc::Options {
+        grace_period: config.gc.grace_period,
+        delete_untagged: config.gc.delete_untagged,
+        upload_max_age: config.gc.upload_max_age,
+        dry_run,
+        pause_before_unlink: None,
+    };
+    let show = std::io::stderr().is_terminal();
+    let progress = move |phase: Phase| {
+        if show {
+            eprintln!("gc: {}", phase_name(phase));
+        }
+    };
+    Ok(gc::run(&Arc::clone(&registry), &opts, &progress).await?)
+}
+
+async fn remote(url: &str, dry_run: bool) -> anyhow::Result<Report> {
+    let base = url.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let start = client
+        .post(format!("{base}/admin/gc?dry_run={dry_run}"))
+        .send()
+        .await
+        .context("contacting the server")?;
+    if !start.status().is_success() {
+        bail!(
+            "the server refused to start garbage collection: {} {}",
+            start.status(),
+            start.text().await?
+        );
+    }
+    let mut job: JobViewWire = start.json().await?;
+    let show = std::io::stderr().is_terminal();
+    let mut last_phase = String::new();
+    while job.state == JobState::Running {
+        if show && job.phase != last_phase {
+            eprintln!("gc: {}", job.phase.replace('_', " "));
+            last_phase.clone_from(&job.phase);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        job = client
+            .get(format!("{base}/admin/gc/{}", job.id))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+    }
+    match (job.state, job.report) {
+        (JobState::Done, Some(report)) => Ok(report),
+        _ => bail!("garbage collection failed: {}", job.error.unwrap_or_default()),
+    }
+}
+
+/// The fields of a `gc::JobView` that the CLI reads back.
+#[derive(serde::Deserialize)]
+struct JobViewWire {
+    id: String,
+    state: JobState,
+    phase: String,
+    report: Option<Report>,
+    error: Option<String>,
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Starting => "starting",
+        Phase::Mark => "marking what is reachable",
+        Phase::SweepManifests => "sweeping manifests",
+        Phase::SweepLinks => "sweeping repository links",
+        Phase::SweepBlobs => "sweeping blobs",
+        Phase::Paused => "paused",
+        Phase::PurgeUploads => "purging stale uploads",
+        Phase::Done => "done",
+    }
+}
+
+fn print_report(r: &Report) {
+    let verb = if r.dry_run { "would be " } else { "" };
+    println!(
+        "garbage collection {} in {} ms",
+        if r.dry_run { "dry run finished" } else { "finished" },
+        r.duration_ms
+    );
+    println!("  manifests {verb}deleted   {}", r.manifests_deleted);
+    println!("  links {verb}removed       {}", r.links_removed);
+    println!(
+        "  blobs {verb}deleted       {} ({} {verb}freed)",
+        r.blobs_deleted,
+        human_bytes(r.bytes_freed)
+    );
+    println!("  uploads {verb}purged      {}", r.uploads_purged);
+    println!(
+        "  kept by grace period   {} blobs ({})",
+        r.kept_by_grace.count,
+        human_bytes(r.kept_by_grace.bytes)
+    );
+}
+
+fn human_bytes(n: u64) -> String {
+    bytesize::ByteSize(n).display().iec().to_string()
+}

@@ -1,0 +1,3 @@
+//! Subcommands beyond `serve`.
+
+pub mod gc;

@@ -1,0 +1,264 @@
+//! Online garbage collection: mark from one metadata snapshot, then sweep in short write
+//! transactions that re-check every decision, while pushes and pulls go on.
+//!
+//! Phases:
+//! 1. **Mark.** Read one snapshot (`Meta::gc_snapshot`). A manifest is live when it is
+//!    anchored (`meta::gc::anchored`: tagged, young, a child of a live index, or a referrer of a
+//!    live subject). A blob is needed when a live manifest references it; a link when a live
+//!    manifest of its repository references its blob.
+//! 2. **Sweep manifests** that are not live, a batch per transaction, each re-checked inside
+//!    the transaction (a tag moved or an index pushed since the snapshot keeps it).
+//! 3. **Sweep links** that no manifest of their repository references (the transaction checks
+//!    `LinkRow::refs`), older than the grace period and not HEAD-touched, under the digests'
+//!    locks.
+//! 4. **Sweep blobs** with no references and no links, older than the grace period and not
+//!    touched: under the digests' locks, commit tombstones, then unlink the files, then drop the
+//!    rows. A push of the same digest waits on the lock and then re-creates the blob; a manifest
+//!    PUT or a mount that arrives after the tombstone sees the blob as absent and gets a clean
+//!    error (`MANIFEST_BLOB_UNKNOWN`, or a fallback to a normal upload).
+//! 5. **Purge uploads** older than `gc.upload_max_age`.
+//!
+//! No transaction does file I/O; no file is unlinked before the commit that makes it
+//! unreachable. A crash between the tombstone commit and the unlink is finished at start-up.
+
+mod jobs;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use jobs::{JobState, JobView, Jobs};
+
+use crate::meta::gc::{Policy, unanchored};
+use crate::meta::{BlobState, Millis, now_ms};
+use crate::oci::Digest;
+use crate::registry::{Error, Registry, blocking};
+
+/// Rows per sweep transaction: enough to amortise a commit, few enough to keep it short.
+const BATCH: usize = 256;
+
+/// How a run behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Anything pushed, linked, uploaded or HEAD-checked more recently is kept.
+    pub grace_period: Duration,
+    /// Collect untagged manifests that nothing live refers to.
+    pub delete_untagged: bool,
+    /// Upload sessions older than this are removed.
+    pub upload_max_age: Duration,
+    /// Report what would be deleted, and delete nothing.
+    pub dry_run: bool,
+    /// Test hook: after committing blob tombstones, wait this long before unlinking, in phase
+    /// `paused`, so that tests can race requests against the sweep deterministically.
+    pub pause_before_unlink: Option<Duration>,
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Starting,
+    Mark,
+    SweepManifests,
+    SweepLinks,
+    SweepBlobs,
+    Paused,
+    PurgeUploads,
+    Done,
+}
+
+/// Count and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Amount {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// What a run did (or, for a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub manifests_deleted: u64,
+    pub links_removed: u64,
+    pub blobs_deleted: u64,
+    pub bytes_freed: u64,
+    pub uploads_purged: u64,
+    /// Unreferenced blobs kept only because they are inside the grace period.
+    pub kept_by_grace: Amount,
+    pub duration_ms: u64,
+}
+
+/// What the mark phase decided, from one snapshot.
+#[derive(Debug, Default)]
+struct Marked {
+    dead_manifests: Vec<(String, String)>,
+    dead_links: Vec<(String, String)>,
+    dead_blobs: Vec<(String, u64)>,
+    kept_by_grace: Amount,
+}
+
+/// Run one collection. `phase` is told each phase as it starts.
+pub async fn run(
+    registry: &Arc<Registry>,
+    opts: &Options,
+    phase: &(dyn Fn(Phase) + Send + Sync),
+) -> Result<Report, Error> {
+    let started = Instant::now();
+    let now = now_ms();
+    let grace_ms = u64::try_from(opts.grace_period.as_millis()).unwrap_or(u64::MAX);
+    let policy = Policy {
+        cutoff_ms: now.saturating_sub(grace_ms),
+        delete_untagged: opts.delete_untagged,
+    };
+    phase(Phase::Mark);
+    let marked = mark(registry, policy).await?;
+    let mut report = Report {
+        dry_run: opts.dry_run,
+        kept_by_grace: marked.kept_by_grace,
+        ..Report::default()
+    };
+    let upload_cutoff = now.saturating_sub(u64::try_from(opts.upload_max_age.as_millis()).unwrap_or(u64::MAX));
+    if opts.dry_run {
+        report.manifests_deleted = marked.dead_manifests.len() as u64;
+        report.links_removed = marked.dead_links.len() as u64;
+        report.blobs_deleted = marked.dead_blobs.len() as u64;
+        report.bytes_freed = marked.dead_blobs.iter().map(|(_, s)| s).sum();
+        report.uploads_purged = registry.meta(move |m| m.stale_uploads(upload_cutoff)).await?.len() as u64;
+    } else {
+        phase(Phase::SweepManifests);
+        report.manifests_deleted = sweep_manifests(registry, marked.dead_manifests, policy).await?;
+        phase(Phase::SweepLinks);
+        report.links_removed = sweep_links(registry, marked.dead_links, policy).await?;
+        phase(Phase::SweepBlobs);
+        let candidates = marked.dead_blobs.into_iter().map(|(d, _)| d).collect();
+        (report.blobs_deleted, report.bytes_freed) = sweep_blobs(registry, candidates, policy, opts, phase).await?;
+        phase(Phase::PurgeUploads);
+        report.uploads_purged = registry.purge_uploads(upload_cutoff).await?;
+        registry.prune_touches(policy.cutoff_ms);
+    }
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    phase(Phase::Done);
+    Ok(report)
+}
+
+async fn mark(registry: &Arc<Registry>, policy: Policy) -> Result<Marked, Error> {
+    let snap = registry.meta(crate::meta::Meta::gc_snapshot).await?;
+    let touched = registry.touched_since(policy.cutoff_ms);
+    Ok(blocking(move || decide(&snap, policy, &touched)).await?)
+}
+
+/// The pure part of marking: from a snapshot, what to sweep and what grace keeps.
+fn decide(
+    snap: &crate::meta::gc::Snapshot,
+    policy: Policy,
+    touched: &dyn Fn(&str) -> bool,
+) -> Result<Marked, crate::meta::MetaError> {
+    let dead = unanchored(snap, policy)?;
+    let mut needed_links: HashSet<(&str, &str)> = HashSet::new();
+    let mut needed_blobs: HashSet<&str> = HashSet::new();
+    for ((repo, _), node) in snap.manifests.iter().filter(|(k, _)| !dead.contains(*k)) {
+        for blob in &node.refs.blobs {
+            needed_links.insert((repo, blob));
+            needed_blobs.insert(blob);
+        }
+    }
+    let young = |t: Millis, d: &str| t >= policy.cutoff_ms || touched(d);
+    let mut marked = Marked {
+        dead_manifests: dead.into_iter().collect(),
+        ..Marked::default()
+    };
+    let mut kept_links: HashMap<&str, u64> = HashMap::new();
+    for (repo, digest, link) in &snap.links {
+        if needed_links.contains(&(repo.as_str(), digest.as_str())) || young(link.linked_ms, digest) {
+            *kept_links.entry(digest).or_default() += 1;
+        } else {
+            marked.dead_links.push((repo.clone(), digest.clone()));
+        }
+    }
+    for (digest, blob) in snap.blobs.iter().filter(|(_, b)| b.state == BlobState::Live) {
+        if needed_blobs.contains(digest.as_str()) {
+            continue;
+        }
+        if kept_links.contains_key(digest.as_str()) || young(blob.created_ms, digest) {
+            marked.kept_by_grace.count += 1;
+            marked.kept_by_grace.bytes += blob.size;
+        } else {
+            marked.dead_blobs.push((digest.clone(), blob.size));
+        }
+    }
+    Ok(marked)
+}
+
+async fn sweep_manifests(registry: &Arc<Registry>, dead: Vec<(String, String)>, policy: Policy) -> Result<u64, Error> {
+    let mut deleted = 0;
+    for batch in dead.chunks(BATCH) {
+        let batch = batch.to_vec();
+        deleted += registry
+            .meta(move |m| m.gc_delete_manifests(&batch, policy))
+            .await?
+            .len() as u64;
+    }
+    Ok(deleted)
+}
+
+async fn sweep_links(registry: &Arc<Registry>, dead: Vec<(String, String)>, policy: Policy) -> Result<u64, Error> {
+    let mut removed = 0;
+    for batch in dead.chunks(BATCH) {
+        let _guards = registry
+            .digest_locks()
+            .lock_many(batch.iter().map(|(_, d)| d.as_str()))
+            .await;
+        let (batch, touched) = (batch.to_vec(), registry.touched_since(policy.cutoff_ms));
+        removed += registry
+            .meta(move |m| m.gc_remove_links(&batch, policy, &touched))
+            .await?
+            .len() as u64;
+    }
+    Ok(removed)
+}
+
+/// Tombstone, unlink and forget unreferenced blobs; returns (count, bytes).
+async fn sweep_blobs(
+    registry: &Arc<Registry>,
+    candidates: Vec<String>,
+    policy: Policy,
+    opts: &Options,
+    phase: &(dyn Fn(Phase) + Send + Sync),
+) -> Result<(u64, u64), Error> {
+    let (mut count, mut bytes) = (0, 0);
+    for batch in candidates.chunks(BATCH) {
+        let _guards = registry
+            .digest_locks()
+            .lock_many(batch.iter().map(String::as_str))
+            .await;
+        let (batch, touched) = (batch.to_vec(), registry.touched_since(policy.cutoff_ms));
+        let doomed = registry
+            .meta(move |m| m.gc_tombstone_blobs(&batch, policy, &touched, now_ms()))
+            .await?;
+        if doomed.is_empty() {
+            continue;
+        }
+        if let Some(pause) = opts.pause_before_unlink {
+            phase(Phase::Paused);
+            tokio::time::sleep(pause).await;
+            phase(Phase::SweepBlobs);
+        }
+        let (store, names) = (registry.blob_store().clone(), doomed.clone());
+        blocking(move || {
+            for (digest, _) in &names {
+                if let Ok(d) = Digest::parse(digest) {
+                    store.remove(&d)?;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await?;
+        count += doomed.len() as u64;
+        bytes += doomed.iter().map(|(_, s)| s).sum::<u64>();
+        let digests: Vec<String> = doomed.into_iter().map(|(d, _)| d).collect();
+        registry.meta(move |m| m.gc_finish_tombstones(&digests)).await?;
+    }
+    Ok((count, bytes))
+}

@@ -1,0 +1,320 @@
+//! The metadata side of garbage collection: the mark snapshot, the reachability rule, and the
+//! short sweep transactions that re-check every decision before they make it.
+//!
+//! Reachability ("anchored"): a manifest is kept when it is tagged, or was pushed within the
+//! grace period, or is a child of an anchored index, or refers (by `subject`) to an anchored
+//! manifest; with `delete_untagged` off, every manifest is kept. The same rule runs over the
+//! in-memory snapshot (to choose candidates and to report a dry run) and inside each sweep
+//! transaction (to decide), so a tag moved, an index pushed or a referrer added after the
+//! snapshot always wins.
+
+use std::collections::{HashMap, HashSet};
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::codec::{decode, encode};
+use super::schema::{
+    BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, Millis, RefsRow, TAGS_BY_MANIFEST,
+    TOMBSTONES, TombstoneRow, UPLOADS, UploadRow,
+};
+use super::write::{remove_link, remove_manifest};
+use super::{Meta, MetaError};
+
+/// Deeper reference chains than this are treated as anchored (kept), never as garbage.
+const MAX_DEPTH: usize = 64;
+
+/// What decides whether something is still inside its grace period or collectable at all.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Anything pushed, linked or created at or after this instant is kept.
+    pub cutoff_ms: Millis,
+    pub delete_untagged: bool,
+}
+
+/// The facts about one manifest that reachability needs.
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    pub tagged: bool,
+    pub parents: Vec<String>,
+    pub refs: RefsRow,
+}
+
+/// Something the reachability rule can be evaluated over: a snapshot or a write transaction.
+pub trait Graph {
+    fn node(&mut self, repo: &str, digest: &str) -> Result<Option<Node>, MetaError>;
+}
+
+/// Answers already computed within one graph view, keyed by (repo, digest).
+#[derive(Debug, Default)]
+pub struct Memo(HashMap<(String, String), bool>);
+
+/// Whether manifest `(repo, digest)` must be kept. `memo` caches answers within one graph view.
+pub fn anchored(
+    graph: &mut impl Graph,
+    policy: Policy,
+    repo: &str,
+    digest: &str,
+    memo: &mut Memo,
+) -> Result<bool, MetaError> {
+    anchored_at(graph, policy, repo, digest, memo, 0)
+}
+
+fn anchored_at(
+    graph: &mut impl Graph,
+    policy: Policy,
+    repo: &str,
+    digest: &str,
+    memo: &mut Memo,
+    depth: usize,
+) -> Result<bool, MetaError> {
+    if !policy.delete_untagged || depth > MAX_DEPTH {
+        return Ok(true);
+    }
+    let key = (repo.to_owned(), digest.to_owned());
+    if let Some(&known) = memo.0.get(&key) {
+        return Ok(known);
+    }
+    let Some(node) = graph.node(repo, digest)? else {
+        return Ok(false);
+    };
+    let mut keep = node.tagged || node.refs.pushed_ms >= policy.cutoff_ms;
+    for parent in &node.parents {
+        keep = keep || anchored_at(graph, policy, repo, parent, memo, depth + 1)?;
+    }
+    if let (false, Some(subject)) = (keep, &node.refs.subject) {
+        keep = anchored_at(graph, policy, repo, subject, memo, depth + 1)?;
+    }
+    memo.0.insert(key, keep);
+    Ok(keep)
+}
+
+/// A consistent copy of what garbage collection reads, taken from one read transaction.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub manifests: HashMap<(String, String), Node>,
+    pub links: Vec<(String, String, LinkRow)>,
+    pub blobs: Vec<(String, BlobRow)>,
+}
+
+impl Graph for &Snapshot {
+    fn node(&mut self, repo: &str, digest: &str) -> Result<Option<Node>, MetaError> {
+        Ok(self.manifests.get(&(repo.to_owned(), digest.to_owned())).cloned())
+    }
+}
+
+/// Reachability evaluated inside a write transaction.
+struct TxnGraph<'t>(&'t WriteTransaction);
+
+impl Graph for TxnGraph<'_> {
+    fn node(&mut self, repo: &str, digest: &str) -> Result<Option<Node>, MetaError> {
+        let refs = self
+            .0
+            .open_table(MANIFEST_REFS)?
+            .get((repo, digest))?
+            .map(|v| decode::<RefsRow>(v.value()));
+        let Some(refs) = refs.transpose()? else {
+            return Ok(None);
+        };
+        let tags = self.0.open_table(TAGS_BY_MANIFEST)?;
+        let tagged = match tags.range((repo, digest, "")..)?.next() {
+            Some(entry) => {
+                let key = entry?.0;
+                let (r, d, _) = key.value();
+                r == repo && d == digest
+            }
+            None => false,
+        };
+        let mut parents = Vec::new();
+        for entry in self.0.open_table(MANIFEST_PARENTS)?.range((repo, digest, "")..)? {
+            let key = entry?.0;
+            let (r, child, parent) = key.value();
+            if r != repo || child != digest {
+                break;
+            }
+            parents.push(parent.to_owned());
+        }
+        Ok(Some(Node { tagged, parents, refs }))
+    }
+}
+
+impl Meta {
+    /// Read everything the mark phase needs from one snapshot. Manifest bodies are not read.
+    pub fn gc_snapshot(&self) -> Result<Snapshot, MetaError> {
+        let txn = self.read_txn()?;
+        let mut snap = Snapshot::default();
+        for entry in txn.open_table(MANIFEST_REFS)?.iter()? {
+            let (key, value) = entry?;
+            let (repo, digest) = key.value();
+            let node = Node {
+                refs: decode(value.value())?,
+                ..Node::default()
+            };
+            snap.manifests.insert((repo.to_owned(), digest.to_owned()), node);
+        }
+        for entry in txn.open_table(TAGS_BY_MANIFEST)?.iter()? {
+            let key = entry?.0;
+            let (repo, digest, _) = key.value();
+            if let Some(node) = snap.manifests.get_mut(&(repo.to_owned(), digest.to_owned())) {
+                node.tagged = true;
+            }
+        }
+        for entry in txn.open_table(MANIFEST_PARENTS)?.iter()? {
+            let key = entry?.0;
+            let (repo, child, parent) = key.value();
+            if let Some(node) = snap.manifests.get_mut(&(repo.to_owned(), child.to_owned())) {
+                node.parents.push(parent.to_owned());
+            }
+        }
+        for entry in txn.open_table(BLOB_LINKS)?.iter()? {
+            let (key, value) = entry?;
+            let (repo, digest) = key.value();
+            snap.links
+                .push((repo.to_owned(), digest.to_owned(), decode(value.value())?));
+        }
+        for entry in txn.open_table(BLOBS)?.iter()? {
+            let (key, value) = entry?;
+            snap.blobs.push((key.value().to_owned(), decode(value.value())?));
+        }
+        Ok(snap)
+    }
+
+    /// Delete those `candidates` that are still not anchored. Returns the deleted ones.
+    pub fn gc_delete_manifests(
+        &self,
+        candidates: &[(String, String)],
+        policy: Policy,
+    ) -> Result<Vec<(String, String)>, MetaError> {
+        let txn = self.write_txn()?;
+        let mut deleted = Vec::new();
+        for (repo, digest) in candidates {
+            // Fresh memo per candidate: each deletion changes the graph for the next.
+            let mut memo = Memo::default();
+            if !anchored(&mut TxnGraph(&txn), policy, repo, digest, &mut memo)? && remove_manifest(&txn, repo, digest)?
+            {
+                deleted.push((repo.clone(), digest.clone()));
+            }
+        }
+        txn.commit()?;
+        Ok(deleted)
+    }
+
+    /// Remove those links among `candidates` that no manifest of their repository references,
+    /// that are older than the cutoff, and whose blob is not `touched`.
+    pub fn gc_remove_links(
+        &self,
+        candidates: &[(String, String)],
+        policy: Policy,
+        touched: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<(String, String)>, MetaError> {
+        let txn = self.write_txn()?;
+        let mut removed = Vec::new();
+        for (repo, digest) in candidates {
+            let link = txn
+                .open_table(BLOB_LINKS)?
+                .get((repo.as_str(), digest.as_str()))?
+                .map(|v| decode::<LinkRow>(v.value()));
+            let Some(link) = link.transpose()? else { continue };
+            if link.refs == 0 && link.linked_ms < policy.cutoff_ms && !touched(digest) {
+                remove_link(&txn, repo, digest)?;
+                removed.push((repo.clone(), digest.clone()));
+            }
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// Tombstone those blobs among `candidates` that are live, unreferenced, unlinked, older
+    /// than the cutoff and not `touched`. Returns the tombstoned ones with their sizes. Their
+    /// files may be unlinked once this commits.
+    pub fn gc_tombstone_blobs(
+        &self,
+        candidates: &[String],
+        policy: Policy,
+        touched: &dyn Fn(&str) -> bool,
+        now: Millis,
+    ) -> Result<Vec<(String, u64)>, MetaError> {
+        let txn = self.write_txn()?;
+        let mut doomed = Vec::new();
+        {
+            let mut blobs = txn.open_table(BLOBS)?;
+            let mut tombstones = txn.open_table(TOMBSTONES)?;
+            for digest in candidates {
+                let row = blobs
+                    .get(digest.as_str())?
+                    .map(|v| decode::<BlobRow>(v.value()))
+                    .transpose()?;
+                let Some(mut row) = row else { continue };
+                let collectable = row.state == BlobState::Live
+                    && row.refcount == 0
+                    && row.links == 0
+                    && row.created_ms < policy.cutoff_ms
+                    && !touched(digest);
+                if collectable {
+                    row.state = BlobState::Deleting { since_ms: now };
+                    blobs.insert(digest.as_str(), encode(&row).as_slice())?;
+                    let tomb = TombstoneRow {
+                        size: row.size,
+                        since_ms: now,
+                    };
+                    tombstones.insert(digest.as_str(), encode(&tomb).as_slice())?;
+                    doomed.push((digest.clone(), row.size));
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(doomed)
+    }
+
+    /// After their files are unlinked: drop the blob rows (still tombstoned) and tombstones.
+    pub fn gc_finish_tombstones(&self, digests: &[String]) -> Result<(), MetaError> {
+        let txn = self.write_txn()?;
+        {
+            let mut blobs = txn.open_table(BLOBS)?;
+            let mut tombstones = txn.open_table(TOMBSTONES)?;
+            for digest in digests {
+                let row = blobs
+                    .get(digest.as_str())?
+                    .map(|v| decode::<BlobRow>(v.value()))
+                    .transpose()?;
+                if row.is_some_and(|r| r.state != BlobState::Live) {
+                    blobs.remove(digest.as_str())?;
+                }
+                tombstones.remove(digest.as_str())?;
+            }
+        }
+        Ok(txn.commit()?)
+    }
+
+    /// Digests of every tombstone (start-up finishes them).
+    pub fn tombstones(&self) -> Result<Vec<String>, MetaError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(TOMBSTONES)?;
+        table.iter()?.map(|e| Ok(e?.0.value().to_owned())).collect()
+    }
+
+    /// Ids of upload sessions created before `before_ms`.
+    pub fn stale_uploads(&self, before_ms: Millis) -> Result<Vec<String>, MetaError> {
+        let txn = self.read_txn()?;
+        let mut out = Vec::new();
+        for entry in txn.open_table(UPLOADS)?.iter()? {
+            let (key, value) = entry?;
+            if decode::<UploadRow>(value.value())?.created_ms < before_ms {
+                out.push(key.value().to_owned());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The manifests of a snapshot that are not anchored.
+pub fn unanchored(snap: &Snapshot, policy: Policy) -> Result<HashSet<(String, String)>, MetaError> {
+    let mut memo = Memo::default();
+    let mut dead = HashSet::new();
+    let mut graph = snap;
+    for (repo, digest) in snap.manifests.keys() {
+        if !anchored(&mut graph, policy, repo, digest, &mut memo)? {
+            dead.insert((repo.clone(), digest.clone()));
+        }
+    }
+    Ok(dead)
+}
