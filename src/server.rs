@@ -36,8 +36,7 @@ pub async fn open_registry(config: &Config) -> Result<Arc<Registry>, ServeError>
     };
     std::fs::create_dir_all(&root).map_err(root_err)?;
     let blobs = BlobStore::open(&root, config.storage.fsync).map_err(root_err)?;
-    let fsync = config.storage.fsync;
-    let meta = registry::blocking(move || Meta::open(&root, fsync)).await?;
+    let meta = registry::blocking(move || Meta::open(&root)).await?;
     let limits = registry::Limits {
         manifest_max_bytes: config.limits.manifest_max_size,
         blob_max_bytes: config.limits.blob_max_size,
@@ -66,6 +65,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         upload_max_age: config.gc.upload_max_age,
         dry_run: false,
         pause_before_unlink: None,
+        pause_after_mark: None,
     };
     let jobs = Arc::new(gc::Jobs::default());
     if let Some(every) = config.gc.interval {

@@ -22,16 +22,8 @@ pub async fn gc_start(State(app): State<App>, ConnectInfo(peer): ConnectInfo<Soc
         let query = Query::parse(uri.query());
         let mut opts = app.gc_options.clone();
         opts.dry_run = matches!(query.get("dry_run"), Some("true" | "1"));
-        opts.pause_before_unlink = match query.get("pause_before_unlink_ms") {
-            None => None,
-            Some(ms) => Some(
-                Duration::from_millis(ms.parse().map_err(|_| {
-                    ApiError::new(Code::Unsupported, "pause_before_unlink_ms must be a number")
-                        .with_status(StatusCode::BAD_REQUEST)
-                })?)
-                .min(MAX_PAUSE),
-            ),
-        };
+        opts.pause_before_unlink = pause(&query, "pause_before_unlink_ms")?;
+        opts.pause_after_mark = pause(&query, "pause_after_mark_ms")?;
         let (view, started) = app.gc.start(Arc::clone(&app.registry), opts);
         let status = if started { StatusCode::ACCEPTED } else { StatusCode::OK };
         Ok((status, Json(view)).into_response())
@@ -56,6 +48,19 @@ pub async fn gc_get(
     })
 }
 
+/// A test pause given in milliseconds, capped at `MAX_PAUSE`.
+fn pause(query: &Query, key: &str) -> Result<Option<Duration>, ApiError> {
+    query
+        .get(key)
+        .map(|ms| {
+            let ms: u64 = ms.parse().map_err(|_| {
+                ApiError::new(Code::Unsupported, format!("{key} must be a number")).with_status(StatusCode::BAD_REQUEST)
+            })?;
+            Ok(Duration::from_millis(ms).min(MAX_PAUSE))
+        })
+        .transpose()
+}
+
 /// Refuse non-loopback callers, then run `f`.
 fn handle(peer: SocketAddr, f: impl FnOnce() -> Result<Response, ApiError>) -> Response {
     if !peer.ip().is_loopback() {
@@ -63,4 +68,23 @@ fn handle(peer: SocketAddr, f: impl FnOnce() -> Result<Response, ApiError>) -> R
         return ApiError::new(Code::Denied, "the admin API answers loopback clients only").into_response();
     }
     f().unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_callers_get_through() {
+        let ok = || Ok(StatusCode::NO_CONTENT.into_response());
+        assert_eq!(
+            handle("127.0.0.1:1".parse().unwrap(), ok).status(),
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(handle("[::1]:1".parse().unwrap(), ok).status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            handle("192.0.2.7:1".parse().unwrap(), ok).status(),
+            StatusCode::FORBIDDEN
+        );
+    }
 }

@@ -67,6 +67,7 @@ async fn offline(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
         upload_max_age: config.gc.upload_max_age,
         dry_run,
         pause_before_unlink: None,
+        pause_after_mark: None,
     };
     let show = std::io::stderr().is_terminal();
     let progress = move |phase: Phase| {

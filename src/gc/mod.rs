@@ -53,6 +53,8 @@ pub struct Options {
     /// Test hook: after committing blob tombstones, wait this long before unlinking, in phase
     /// `paused`, so that tests can race requests against the sweep deterministically.
     pub pause_before_unlink: Option<Duration>,
+    /// Test hook: after the mark, wait this long (phase `paused`) before sweeping.
+    pub pause_after_mark: Option<Duration>,
 }
 
 /// Where a run is.
@@ -114,6 +116,10 @@ pub async fn run(
     };
     phase(Phase::Mark);
     let marked = mark(registry, policy).await?;
+    if let Some(pause) = opts.pause_after_mark {
+        phase(Phase::Paused);
+        tokio::time::sleep(pause).await;
+    }
     let mut report = Report {
         dry_run: opts.dry_run,
         kept_by_grace: marked.kept_by_grace,

@@ -18,7 +18,7 @@ mod write;
 
 use std::path::Path;
 
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 pub use read::Page;
 pub use schema::{BlobRow, BlobState, ManifestRow, Millis, ReferrerRow, UploadRow};
@@ -59,8 +59,7 @@ from_redb!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
+    redb::CommitError
 );
 
 /// The file name of the database under the storage root.
@@ -69,28 +68,25 @@ pub const DB_FILE: &str = "meta.redb";
 /// Handle to the metadata database.
 pub struct Meta {
     db: Database,
-    durability: Durability,
 }
 
 impl std::fmt::Debug for Meta {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Meta")
-            .field("durability", &self.durability)
-            .finish_non_exhaustive()
+        f.debug_struct("Meta").finish_non_exhaustive()
     }
 }
 
 impl Meta {
-    /// Open or create `<root>/meta.redb`. With `fsync` off, commits are not flushed to disk
-    /// (fast, but a power loss may lose recent commits; a process crash does not).
-    pub fn open(root: &Path, fsync: bool) -> Result<Self, MetaError> {
+    /// Open or create `<root>/meta.redb`. Every commit is durable (`Durability::Immediate`)
+    /// whatever `storage.fsync` says: redb's non-durable commits do not survive even a process
+    /// crash, and a registry must never forget what it acknowledged.
+    pub fn open(root: &Path) -> Result<Self, MetaError> {
         let path = root.join(DB_FILE);
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Locked(path.display().to_string()),
             other => MetaError::Db(other.into()),
         })?;
-        let durability = if fsync { Durability::Immediate } else { Durability::None };
-        let meta = Meta { db, durability };
+        let meta = Meta { db };
         meta.ensure_tables()?;
         Ok(meta)
     }
@@ -100,9 +96,7 @@ impl Meta {
     }
 
     fn write_txn(&self) -> Result<WriteTransaction, MetaError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(self.durability)?;
-        Ok(txn)
+        Ok(self.db.begin_write()?)
     }
 }
 

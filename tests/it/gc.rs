@@ -1,0 +1,504 @@
+//! Online garbage collection over HTTP: reachability rules, dry runs, the admin job API,
+//! `berth gc` offline and through `--url`, the dangerous interleavings (driven with the
+//! sweep's pause hooks), and a crash between a blob's tombstone and its unlink.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Berth, client, error_codes, push_blob, push_image, push_manifest, sha256};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A server whose grace period is zero: anything unreachable is collectable at once.
+fn berth_no_grace() -> Berth {
+    Berth::builder().env("BERTH_GC_GRACE_PERIOD", "0s").start()
+}
+
+/// Start a collection; returns its job id.
+async fn start_gc(berth: &Berth, query: &str) -> String {
+    let resp = client()
+        .post(berth.url(&format!("/admin/gc?{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status() == 202 || resp.status() == 200,
+        "POST /admin/gc: {}",
+        resp.status()
+    );
+    let job: Value = resp.json().await.unwrap();
+    job["id"].as_str().unwrap().to_owned()
+}
+
+async fn job(berth: &Berth, id: &str) -> Value {
+    client()
+        .get(berth.url(&format!("/admin/gc/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Poll a job until `done` (panics on `failed` or after 60 s); returns its report.
+async fn wait_done(berth: &Berth, id: &str) -> Value {
+    for _ in 0..1200 {
+        let j = job(berth, id).await;
+        match j["state"].as_str() {
+            Some("done") => return j["report"].clone(),
+            Some("failed") => panic!("gc failed: {j}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("gc did not finish");
+}
+
+/// Poll a job until it reports `phase`.
+async fn wait_phase(berth: &Berth, id: &str, phase: &str) {
+    for _ in 0..1200 {
+        if job(berth, id).await["phase"] == phase {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("gc never reached phase {phase}");
+}
+
+/// Run a whole collection and return its report.
+async fn gc(berth: &Berth, query: &str) -> Value {
+    // Let the clock move past everything just pushed, so a zero grace period covers it.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let id = start_gc(berth, query).await;
+    wait_done(berth, &id).await
+}
+
+async fn status(url: String) -> u16 {
+    client().get(url).send().await.unwrap().status().as_u16()
+}
+
+fn blob_file(berth: &Berth, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    berth
+        .root
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(hex)
+}
+
+fn layer_digests(manifest: &[u8]) -> Vec<String> {
+    let m: Value = serde_json::from_slice(manifest).unwrap();
+    let mut out = vec![m["config"]["digest"].as_str().unwrap().to_owned()];
+    out.extend(
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_owned()),
+    );
+    out
+}
+
+#[tokio::test]
+async fn moved_tag_frees_the_old_manifest_and_its_blobs() {
+    let berth = berth_no_grace();
+    let (old, _) = push_image(&berth, "app", "v1", &[b"old layer A", b"shared layer"]).await;
+    let (new, new_body) = push_image(&berth, "app", "v1", &[b"new layer B", b"shared layer"]).await;
+    let report = gc(&berth, "").await;
+    assert_eq!(report["manifests_deleted"], 1, "{report}");
+    assert_eq!(status(berth.url(&format!("/v2/app/manifests/{old}"))).await, 404);
+    assert_eq!(status(berth.url(&format!("/v2/app/manifests/{new}"))).await, 200);
+    let old_only = sha256(b"old layer A");
+    assert_eq!(status(berth.url(&format!("/v2/app/blobs/{old_only}"))).await, 404);
+    assert!(
+        !blob_file(&berth, &old_only).exists(),
+        "old layer file is still on disk"
+    );
+    for d in layer_digests(&new_body) {
+        assert_eq!(status(berth.url(&format!("/v2/app/blobs/{d}"))).await, 200, "{d}");
+        assert!(blob_file(&berth, &d).exists());
+    }
+}
+
+#[tokio::test]
+async fn grace_period_keeps_then_releases() {
+    let berth = Berth::builder().env("BERTH_GC_GRACE_PERIOD", "2s").start();
+    let (old, _) = push_image(&berth, "app", "v1", &[b"grace layer"]).await;
+    push_image(&berth, "app", "v1", &[b"other layer"]).await;
+    let report = gc(&berth, "").await;
+    assert_eq!(report["manifests_deleted"], 0, "inside the grace period: {report}");
+    assert_eq!(status(berth.url(&format!("/v2/app/manifests/{old}"))).await, 200);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let report = gc(&berth, "").await;
+    assert_eq!(report["manifests_deleted"], 1, "{report}");
+    assert_eq!(status(berth.url(&format!("/v2/app/manifests/{old}"))).await, 404);
+    assert!(!blob_file(&berth, &sha256(b"grace layer")).exists());
+}
+
+/// Push `layers` and a config as blobs of `repo` and return an OCI manifest over them.
+async fn image_manifest(berth: &Berth, repo: &str, layers: &[&[u8]]) -> Vec<u8> {
+    let config = format!(r#"{{"os":"linux","layers":{}}}"#, layers.len());
+    let config_digest = push_blob(berth, repo, config.as_bytes()).await;
+    let mut descs = Vec::new();
+    for layer in layers {
+        let d = push_blob(berth, repo, layer).await;
+        descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": layer.len()}));
+    }
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": descs,
+    }))
+    .unwrap()
+}
+
+/// Push a manifest by digest (untagged); returns its digest.
+async fn push_untagged(berth: &Berth, repo: &str, media_type: &str, body: &[u8]) -> String {
+    push_manifest(berth, repo, &sha256(body), media_type, body).await
+}
+
+fn descriptor(media_type: &str, body: &[u8]) -> Value {
+    json!({"mediaType": media_type, "digest": sha256(body), "size": body.len()})
+}
+
+#[tokio::test]
+async fn index_children_are_kept_until_the_index_goes() {
+    let berth = berth_no_grace();
+    let amd = image_manifest(&berth, "multi", &[b"amd64 layer"]).await;
+    let arm = image_manifest(&berth, "multi", &[b"arm64 layer"]).await;
+    push_untagged(&berth, "multi", OCI_MANIFEST, &amd).await;
+    push_untagged(&berth, "multi", OCI_MANIFEST, &arm).await;
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [descriptor(OCI_MANIFEST, &amd), descriptor(OCI_MANIFEST, &arm)],
+    }))
+    .unwrap();
+    push_manifest(&berth, "multi", "latest", OCI_INDEX, &index).await;
+    let report = gc(&berth, "").await;
+    assert_eq!(report["manifests_deleted"], 0, "children of a tagged index: {report}");
+    for child in [&amd, &arm] {
+        assert_eq!(
+            status(berth.url(&format!("/v2/multi/manifests/{}", sha256(child)))).await,
+            200
+        );
+    }
+    let resp = client()
+        .delete(berth.url("/v2/multi/manifests/latest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let report = gc(&berth, "").await;
+    assert_eq!(report["manifests_deleted"], 3, "index and both children: {report}");
+    assert!(!blob_file(&berth, &sha256(b"arm64 layer")).exists());
+}
+
+#[tokio::test]
+async fn referrers_follow_their_subject() {
+    let berth = berth_no_grace();
+    let (subject, subject_body) = push_image(&berth, "signed", "v1", &[b"signed layer"]).await;
+    push_blob(&berth, "signed", b"{}").await;
+    let signature = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.sig",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+        "layers": [],
+        "subject": descriptor(OCI_MANIFEST, &subject_body),
+    }))
+    .unwrap();
+    let sig = push_untagged(&berth, "signed", OCI_MANIFEST, &signature).await;
+    let report = gc(&berth, "").await;
+    assert_eq!(report["manifests_deleted"], 0, "a referrer of a live subject: {report}");
+    assert_eq!(status(berth.url(&format!("/v2/signed/manifests/{sig}"))).await, 200);
+    // Drop the subject's tag: subject and signature both become garbage.
+    client()
+        .delete(berth.url("/v2/signed/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    let report = gc(&berth, "").await;
+    assert_eq!(report["manifests_deleted"], 2, "{report}");
+    assert_eq!(status(berth.url(&format!("/v2/signed/manifests/{sig}"))).await, 404);
+    let referrers: Value = client()
+        .get(berth.url(&format!("/v2/signed/referrers/{subject}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(referrers["manifests"], json!([]));
+}
+
+#[tokio::test]
+async fn a_blob_shared_by_two_repositories_lives_until_both_drop_it() {
+    let berth = berth_no_grace();
+    let shared: &[u8] = b"layer shared by two repositories";
+    let (a, _) = push_image(&berth, "team/a", "v1", &[shared]).await;
+    let (b, _) = push_image(&berth, "team/b", "v1", &[shared, b"b only"]).await;
+    let file = blob_file(&berth, &sha256(shared));
+    client()
+        .delete(berth.url(&format!("/v2/team/a/manifests/{a}")))
+        .send()
+        .await
+        .unwrap();
+    gc(&berth, "").await;
+    assert!(file.exists(), "still used by team/b");
+    assert_eq!(
+        status(berth.url(&format!("/v2/team/b/blobs/{}", sha256(shared)))).await,
+        200
+    );
+    assert_eq!(
+        status(berth.url(&format!("/v2/team/a/blobs/{}", sha256(shared)))).await,
+        404,
+        "link dropped"
+    );
+    client()
+        .delete(berth.url(&format!("/v2/team/b/manifests/{b}")))
+        .send()
+        .await
+        .unwrap();
+    let report = gc(&berth, "").await;
+    assert!(!file.exists(), "no longer used anywhere: {report}");
+}
+
+#[tokio::test]
+async fn uploads_in_progress_and_fresh_blobs_are_kept() {
+    let berth = Berth::start(); // default grace period: one hour
+    let c = client();
+    let resp = c.post(berth.url("/v2/up/blobs/uploads/")).send().await.unwrap();
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let resp = c
+        .patch(berth.url(&location))
+        .body(b"first half ".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let orphan = push_blob(&berth, "up", b"uploaded, not yet referenced").await;
+    let report = gc(&berth, "").await;
+    assert_eq!(report["blobs_deleted"], 0, "{report}");
+    assert_eq!(report["kept_by_grace"]["count"], 1, "{report}");
+    assert_eq!(status(berth.url(&format!("/v2/up/blobs/{orphan}"))).await, 200);
+    let whole = b"first half second half";
+    let resp = c
+        .put(berth.url(&format!("{location}?digest={}", sha256(whole))))
+        .body(b"second half".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "the session survived the collection");
+}
+
+#[tokio::test]
+async fn dry_run_deletes_nothing_and_predicts_the_real_run() {
+    let berth = berth_no_grace();
+    let (old, _) = push_image(&berth, "dry", "v1", &[b"dry old"]).await;
+    push_image(&berth, "dry", "v1", &[b"dry new"]).await;
+    push_blob(&berth, "dry", b"dry orphan").await;
+    let predicted = gc(&berth, "dry_run=true").await;
+    assert_eq!(predicted["dry_run"], true);
+    assert_eq!(predicted["manifests_deleted"], 1, "{predicted}");
+    assert_eq!(predicted["blobs_deleted"], 2, "{predicted}");
+    assert_eq!(status(berth.url(&format!("/v2/dry/manifests/{old}"))).await, 200);
+    assert!(blob_file(&berth, &sha256(b"dry old")).exists());
+    let actual = gc(&berth, "").await;
+    for key in ["manifests_deleted", "links_removed", "blobs_deleted", "bytes_freed"] {
+        assert_eq!(predicted[key], actual[key], "{key}: {predicted} vs {actual}");
+    }
+}
+
+#[tokio::test]
+async fn admin_api_runs_one_job_at_a_time() {
+    let berth = berth_no_grace();
+    let first = start_gc(&berth, "pause_after_mark_ms=1500").await;
+    let resp = client().post(berth.url("/admin/gc")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "a run is in progress");
+    let second: Value = resp.json().await.unwrap();
+    assert_eq!(second["id"], first.as_str());
+    assert_eq!(second["state"], "running");
+    wait_done(&berth, &first).await;
+    let list: Value = client()
+        .get(berth.url("/admin/gc"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["id"], first.as_str());
+    assert!(list[0]["finished_at"].is_string());
+    let resp = client().get(berth.url("/admin/gc/nope")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = client().post(berth.url("/admin/gc")).send().await.unwrap();
+    assert_eq!(resp.status(), 202, "a new run once the last one finished");
+}
+
+fn berth_cmd(args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BERTH_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env("BERTH_GC_GRACE_PERIOD", "0s").args(args).output().unwrap()
+}
+
+#[tokio::test]
+async fn berth_gc_offline_and_through_a_running_server() {
+    let mut berth = berth_no_grace();
+    let (old, _) = push_image(&berth, "cli", "v1", &[b"cli old"]).await;
+    push_image(&berth, "cli", "v1", &[b"cli new"]).await;
+    let root = berth.root.to_str().unwrap().to_owned();
+    let held = berth_cmd(&["gc", "--root", &root]);
+    assert!(!held.status.success());
+    let stderr = String::from_utf8_lossy(&held.stderr);
+    assert!(stderr.contains("--url"), "explains how to run it: {stderr}");
+    let dry = berth_cmd(&["gc", "--url", &berth.base, "--dry-run", "--json"]);
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let report: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(report["manifests_deleted"], 1);
+    assert_eq!(status(berth.url(&format!("/v2/cli/manifests/{old}"))).await, 200);
+    assert_eq!(berth.stop().map(|s| s.success()), Some(true));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let offline = berth_cmd(&["gc", "--root", &root]);
+    assert!(offline.status.success(), "{}", String::from_utf8_lossy(&offline.stderr));
+    let text = String::from_utf8_lossy(&offline.stdout);
+    assert!(text.contains("manifests deleted   1"), "{text}");
+    berth.restart();
+    assert_eq!(status(berth.url(&format!("/v2/cli/manifests/{old}"))).await, 404);
+    assert_eq!(status(berth.url("/v2/cli/manifests/v1")).await, 200);
+}
+
+/// A push of a digest whose blob GC is deleting waits for the deletion and re-creates it.
+#[tokio::test]
+async fn race_repush_of_a_blob_being_deleted() {
+    let berth = berth_no_grace();
+    let bytes: &[u8] = b"deleted and pushed again";
+    let digest = push_blob(&berth, "race", bytes).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let id = start_gc(&berth, "pause_before_unlink_ms=1000").await;
+    wait_phase(&berth, &id, "paused").await;
+    assert_eq!(
+        status(berth.url(&format!("/v2/race/blobs/{digest}"))).await,
+        404,
+        "tombstoned"
+    );
+    let repush = push_blob(&berth, "race", bytes).await; // blocks on the digest lock until the unlink is done
+    assert_eq!(repush, digest);
+    let report = wait_done(&berth, &id).await;
+    assert_eq!(report["blobs_deleted"], 1);
+    let body = client()
+        .get(berth.url(&format!("/v2/race/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.status(), 200);
+    assert_eq!(body.bytes().await.unwrap(), bytes);
+    assert!(blob_file(&berth, &digest).exists());
+}
+
+/// A manifest PUT that references a blob being swept gets a clean error; pushing the blob
+/// again then lets the manifest in. No stored manifest ever references a missing blob.
+#[tokio::test]
+async fn race_manifest_put_against_a_blob_being_swept() {
+    let berth = berth_no_grace();
+    let manifest = image_manifest(&berth, "race2", &[b"swept layer"]).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let id = start_gc(&berth, "pause_before_unlink_ms=1000").await;
+    wait_phase(&berth, &id, "paused").await;
+    let resp = client()
+        .put(berth.url("/v2/race2/manifests/v1"))
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(error_codes(resp).await, ["MANIFEST_BLOB_UNKNOWN"]);
+    wait_done(&berth, &id).await;
+    let again = image_manifest(&berth, "race2", &[b"swept layer"]).await;
+    assert_eq!(again, manifest);
+    push_manifest(&berth, "race2", "v1", OCI_MANIFEST, &manifest).await;
+    for d in layer_digests(&manifest) {
+        assert_eq!(status(berth.url(&format!("/v2/race2/blobs/{d}"))).await, 200);
+    }
+}
+
+/// A HEAD (as docker does before deciding not to upload) protects the blob like an upload,
+/// so the manifest PUT that follows succeeds even though a collection ran in between.
+#[tokio::test]
+async fn race_head_then_manifest_put_across_a_sweep() {
+    let berth = Berth::builder().env("BERTH_GC_GRACE_PERIOD", "1s").start();
+    let manifest = image_manifest(&berth, "race3", &[b"head checked layer"]).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the uploads leave the grace period
+    for d in layer_digests(&manifest) {
+        let resp = client()
+            .head(berth.url(&format!("/v2/race3/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let report = gc(&berth, "").await;
+    assert_eq!(report["blobs_deleted"], 0, "HEAD-checked blobs are kept: {report}");
+    push_manifest(&berth, "race3", "v1", OCI_MANIFEST, &manifest).await;
+    // Without the HEADs, the same situation loses the blobs.
+    let other = image_manifest(&berth, "race3", &[b"never checked layer"]).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let report = gc(&berth, "").await;
+    assert!(report["blobs_deleted"].as_u64().unwrap() >= 1, "{report}");
+    let resp = client()
+        .put(berth.url("/v2/race3/manifests/v2"))
+        .header("content-type", OCI_MANIFEST)
+        .body(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_codes(resp).await, ["MANIFEST_BLOB_UNKNOWN"]);
+}
+
+/// A tag pointed at a manifest after the mark decided it was garbage keeps it.
+#[tokio::test]
+async fn race_tag_moved_during_the_mark() {
+    let berth = berth_no_grace();
+    let manifest = image_manifest(&berth, "race4", &[b"rescued layer"]).await;
+    let digest = push_untagged(&berth, "race4", OCI_MANIFEST, &manifest).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let id = start_gc(&berth, "pause_after_mark_ms=1000").await;
+    wait_phase(&berth, &id, "paused").await;
+    push_manifest(&berth, "race4", "rescued", OCI_MANIFEST, &manifest).await;
+    let report = wait_done(&berth, &id).await;
+    assert_eq!(report["manifests_deleted"], 0, "{report}");
+    assert_eq!(status(berth.url(&format!("/v2/race4/manifests/{digest}"))).await, 200);
+    for d in layer_digests(&manifest) {
+        assert_eq!(status(berth.url(&format!("/v2/race4/blobs/{d}"))).await, 200);
+    }
+}
+
+/// `kill -9` after GC committed a blob's tombstone but before it unlinked the file: start-up
+/// finishes the deletion, and the digest can be pushed again.
+#[tokio::test]
+async fn crash_between_tombstone_and_unlink() {
+    let mut berth = berth_no_grace();
+    let bytes: &[u8] = b"tombstoned when the server died";
+    let digest = push_blob(&berth, "crash", bytes).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let id = start_gc(&berth, "pause_before_unlink_ms=5000").await;
+    wait_phase(&berth, &id, "paused").await;
+    assert!(blob_file(&berth, &digest).exists(), "not unlinked yet");
+    berth.kill();
+    berth.restart();
+    assert!(!blob_file(&berth, &digest).exists(), "start-up finished the deletion");
+    assert_eq!(status(berth.url(&format!("/v2/crash/blobs/{digest}"))).await, 404);
+    push_blob(&berth, "crash", bytes).await;
+    let body = client()
+        .get(berth.url(&format!("/v2/crash/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.bytes().await.unwrap(), bytes);
+}
