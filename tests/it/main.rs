@@ -2,5 +2,6 @@
 //! 127.0.0.1 (see `harness`) and talks to it over HTTP or with a real client.
 
 mod gc;
+mod gc_stress;
 mod harness;
 mod smoke;
