@@ -54,7 +54,7 @@ impl Worker {
         format!("stress/r{}", self.id % 2)
     }
 
-    fn fail(&self, what: String) {
+    fn fail(&self, what: &str) {
         eprintln!("worker {}: {what}", self.id);
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
@@ -64,7 +64,7 @@ impl Worker {
         let url = self.url(&format!("/v2/{}/blobs/uploads/?digest={digest}", self.repo()));
         let resp = client().post(url).body(bytes.to_vec()).send().await.unwrap();
         if resp.status() != 201 {
-            self.fail(format!("blob push answered {}", resp.status()));
+            self.fail(&format!("blob push answered {}", resp.status()));
         }
         digest
     }
@@ -106,7 +106,7 @@ impl Worker {
                 },
             );
         } else {
-            self.fail(format!(
+            self.fail(&format!(
                 "manifest push answered {}: {}",
                 resp.status(),
                 resp.text().await.unwrap()
@@ -118,7 +118,7 @@ impl Worker {
     async fn pull(&mut self) {
         let Some((tag, image)) = self.pick() else { return };
         if let Err(e) = pull_image(&self.berth_base, &self.repo(), &tag, &image).await {
-            self.fail(e);
+            self.fail(&e);
         }
     }
 
@@ -129,7 +129,7 @@ impl Worker {
         // Another of this worker's tags may have pointed at the same manifest: both go.
         self.tags.retain(|_, i| i.digest != image.digest);
         if resp.status() != 202 {
-            self.fail(format!("delete of {tag} answered {}", resp.status()));
+            self.fail(&format!("delete of {tag} answered {}", resp.status()));
         }
     }
 
