@@ -218,7 +218,7 @@ async fn sweep_links(registry: &Arc<Registry>, dead: Vec<(String, String)>, poli
             .await;
         let (batch, touched) = (batch.to_vec(), registry.touched_since(policy.cutoff_ms));
         removed += registry
-            .meta(move |m| m.gc_remove_links(&batch, policy, &touched))
+            .meta(move |m| m.gc_remove_links(&batch, policy, touched))
             .await?
             .len() as u64;
     }
@@ -241,7 +241,7 @@ async fn sweep_blobs(
             .await;
         let (batch, touched) = (batch.to_vec(), registry.touched_since(policy.cutoff_ms));
         let doomed = registry
-            .meta(move |m| m.gc_tombstone_blobs(&batch, policy, &touched, now_ms()))
+            .meta(move |m| m.gc_tombstone_blobs(&batch, policy, touched, now_ms()))
             .await?;
         if doomed.is_empty() {
             continue;

@@ -184,18 +184,19 @@ impl Meta {
         candidates: &[(String, String)],
         policy: Policy,
     ) -> Result<Vec<(String, String)>, MetaError> {
-        let txn = self.write_txn()?;
-        let mut deleted = Vec::new();
-        for (repo, digest) in candidates {
-            // Fresh memo per candidate: each deletion changes the graph for the next.
-            let mut memo = Memo::default();
-            if !anchored(&mut TxnGraph(&txn), policy, repo, digest, &mut memo)? && remove_manifest(&txn, repo, digest)?
-            {
-                deleted.push((repo.clone(), digest.clone()));
+        let candidates = candidates.to_vec();
+        self.write(move |txn| {
+            let mut deleted = Vec::new();
+            for (repo, digest) in &candidates {
+                // Fresh memo per candidate: each deletion changes the graph for the next.
+                let mut memo = Memo::default();
+                let keep = anchored(&mut TxnGraph(txn), policy, repo, digest, &mut memo)?;
+                if !keep && remove_manifest(txn, repo, digest)? {
+                    deleted.push((repo.clone(), digest.clone()));
+                }
             }
-        }
-        txn.commit()?;
-        Ok(deleted)
+            Ok(deleted)
+        })
     }
 
     /// Remove those links among `candidates` that no manifest of their repository references,
@@ -204,23 +205,25 @@ impl Meta {
         &self,
         candidates: &[(String, String)],
         policy: Policy,
-        touched: &dyn Fn(&str) -> bool,
+        touched: impl Fn(&str) -> bool + Send + 'static,
     ) -> Result<Vec<(String, String)>, MetaError> {
-        let txn = self.write_txn()?;
-        let mut removed = Vec::new();
-        for (repo, digest) in candidates {
-            let link = txn
-                .open_table(BLOB_LINKS)?
-                .get((repo.as_str(), digest.as_str()))?
-                .map(|v| decode::<LinkRow>(v.value()));
-            let Some(link) = link.transpose()? else { continue };
-            if link.refs == 0 && link.linked_ms < policy.cutoff_ms && !touched(digest) {
-                remove_link(&txn, repo, digest)?;
-                removed.push((repo.clone(), digest.clone()));
+        let candidates = candidates.to_vec();
+        self.write(move |txn| {
+            let mut removed = Vec::new();
+            for (repo, digest) in &candidates {
+                let key = (repo.as_str(), digest.as_str());
+                let link = txn
+                    .open_table(BLOB_LINKS)?
+                    .get(key)?
+                    .map(|v| decode::<LinkRow>(v.value()));
+                let Some(link) = link.transpose()? else { continue };
+                if link.refs == 0 && link.linked_ms < policy.cutoff_ms && !touched(digest) {
+                    remove_link(txn, repo, digest)?;
+                    removed.push((repo.clone(), digest.clone()));
+                }
             }
-        }
-        txn.commit()?;
-        Ok(removed)
+            Ok(removed)
+        })
     }
 
     /// Tombstone those blobs among `candidates` that are live, unreferenced, unlinked, older
@@ -230,15 +233,15 @@ impl Meta {
         &self,
         candidates: &[String],
         policy: Policy,
-        touched: &dyn Fn(&str) -> bool,
+        touched: impl Fn(&str) -> bool + Send + 'static,
         now: Millis,
     ) -> Result<Vec<(String, u64)>, MetaError> {
-        let txn = self.write_txn()?;
-        let mut doomed = Vec::new();
-        {
+        let candidates = candidates.to_vec();
+        self.write(move |txn| {
+            let mut doomed = Vec::new();
             let mut blobs = txn.open_table(BLOBS)?;
             let mut tombstones = txn.open_table(TOMBSTONES)?;
-            for digest in candidates {
+            for digest in &candidates {
                 let row = blobs
                     .get(digest.as_str())?
                     .map(|v| decode::<BlobRow>(v.value()))
@@ -260,18 +263,17 @@ impl Meta {
                     doomed.push((digest.clone(), row.size));
                 }
             }
-        }
-        txn.commit()?;
-        Ok(doomed)
+            Ok(doomed)
+        })
     }
 
     /// After their files are unlinked: drop the blob rows (still tombstoned) and tombstones.
     pub fn gc_finish_tombstones(&self, digests: &[String]) -> Result<(), MetaError> {
-        let txn = self.write_txn()?;
-        {
+        let digests = digests.to_vec();
+        self.write(move |txn| {
             let mut blobs = txn.open_table(BLOBS)?;
             let mut tombstones = txn.open_table(TOMBSTONES)?;
-            for digest in digests {
+            for digest in &digests {
                 let row = blobs
                     .get(digest.as_str())?
                     .map(|v| decode::<BlobRow>(v.value()))
@@ -281,8 +283,8 @@ impl Meta {
                 }
                 tombstones.remove(digest.as_str())?;
             }
-        }
-        Ok(txn.commit()?)
+            Ok(())
+        })
     }
 
     /// Digests of every tombstone (start-up finishes them).

@@ -15,8 +15,10 @@ pub mod gc;
 mod read;
 pub mod schema;
 mod write;
+mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
@@ -34,6 +36,8 @@ pub enum MetaError {
     Locked(String),
     #[error("metadata row is corrupt: {0}")]
     Corrupt(String),
+    #[error("metadata commit failed: {0}")]
+    Commit(String),
     #[error("blob {0} is not linked into this repository")]
     BlobNotLinked(String),
     #[error("blob {digest} is {actual} bytes but the manifest says {declared}")]
@@ -65,9 +69,11 @@ from_redb!(
 /// The file name of the database under the storage root.
 pub const DB_FILE: &str = "meta.redb";
 
-/// Handle to the metadata database.
+/// Handle to the metadata database: reads run on the caller's thread; writes go to the
+/// group-commit writer thread (`writer`).
 pub struct Meta {
-    db: Database,
+    db: Arc<Database>,
+    writer: writer::Writer,
 }
 
 impl std::fmt::Debug for Meta {
@@ -86,7 +92,11 @@ impl Meta {
             redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Locked(path.display().to_string()),
             other => MetaError::Db(other.into()),
         })?;
-        let meta = Meta { db };
+        let db = Arc::new(db);
+        let meta = Meta {
+            writer: writer::Writer::start(Arc::clone(&db)),
+            db,
+        };
         meta.ensure_tables()?;
         Ok(meta)
     }
@@ -95,8 +105,14 @@ impl Meta {
         Ok(self.db.begin_read()?)
     }
 
-    fn write_txn(&self) -> Result<WriteTransaction, MetaError> {
-        Ok(self.db.begin_write()?)
+    /// Run `f` in a write transaction, batched with concurrent writes into one commit. An
+    /// error from `f` discards everything `f` wrote.
+    fn write<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, MetaError> + Send + 'static,
+    {
+        self.writer.write(f)
     }
 }
 

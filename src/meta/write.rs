@@ -18,9 +18,9 @@ use super::{Meta, MetaError};
 
 /// Everything a manifest PUT writes, already parsed and validated by the caller.
 #[derive(Debug, Clone)]
-pub struct NewManifest<'a> {
-    pub repo: &'a str,
-    pub digest: &'a str,
+pub struct NewManifest {
+    pub repo: String,
+    pub digest: String,
     pub row: ManifestRow,
     /// Required blobs with their declared sizes (config and distributable layers).
     pub blobs: Vec<(String, u64)>,
@@ -28,37 +28,42 @@ pub struct NewManifest<'a> {
     pub children: Vec<String>,
     /// The descriptor to list under `row.subject`, when there is a subject.
     pub referrer: Option<ReferrerRow>,
-    pub tag: Option<&'a str>,
+    pub tag: Option<String>,
 }
 
 impl Meta {
     /// Create every table, so that read transactions can always open them.
     pub(super) fn ensure_tables(&self) -> Result<(), MetaError> {
-        let txn = self.write_txn()?;
-        txn.open_table(REPOS)?;
-        txn.open_table(TAGS)?;
-        txn.open_table(TAGS_BY_MANIFEST)?;
-        txn.open_table(MANIFESTS)?;
-        txn.open_table(MANIFEST_REFS)?;
-        txn.open_table(MANIFEST_PARENTS)?;
-        txn.open_table(REFERRERS)?;
-        txn.open_table(BLOB_LINKS)?;
-        txn.open_table(BLOBS)?;
-        txn.open_table(UPLOADS)?;
-        txn.open_table(TOMBSTONES)?;
-        Ok(txn.commit()?)
+        self.write(|txn| {
+            txn.open_table(REPOS)?;
+            txn.open_table(TAGS)?;
+            txn.open_table(TAGS_BY_MANIFEST)?;
+            txn.open_table(MANIFESTS)?;
+            txn.open_table(MANIFEST_REFS)?;
+            txn.open_table(MANIFEST_PARENTS)?;
+            txn.open_table(REFERRERS)?;
+            txn.open_table(BLOB_LINKS)?;
+            txn.open_table(BLOBS)?;
+            txn.open_table(UPLOADS)?;
+            txn.open_table(TOMBSTONES)?;
+            Ok(())
+        })
     }
 
     pub fn create_upload(&self, id: &str, row: &UploadRow) -> Result<(), MetaError> {
-        let txn = self.write_txn()?;
-        txn.open_table(UPLOADS)?.insert(id, encode(row).as_slice())?;
-        Ok(txn.commit()?)
+        let (id, row) = (id.to_owned(), encode(row));
+        self.write(move |txn| {
+            txn.open_table(UPLOADS)?.insert(id.as_str(), row.as_slice())?;
+            Ok(())
+        })
     }
 
     pub fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
-        let txn = self.write_txn()?;
-        txn.open_table(UPLOADS)?.remove(id)?;
-        Ok(txn.commit()?)
+        let id = id.to_owned();
+        self.write(move |txn| {
+            txn.open_table(UPLOADS)?.remove(id.as_str())?;
+            Ok(())
+        })
     }
 
     /// Record a blob whose file was just made durable, link it into `repo`, and close the
@@ -71,127 +76,144 @@ impl Meta {
         upload: Option<&str>,
         now: Millis,
     ) -> Result<(), MetaError> {
-        let txn = self.write_txn()?;
-        {
-            let mut blobs = txn.open_table(BLOBS)?;
-            let existing = blobs.get(digest)?.map(|v| decode::<BlobRow>(v.value())).transpose()?;
-            let row = match existing {
-                Some(row) if row.state == BlobState::Live => None,
-                // A tombstone can only be seen here if its sweep was interrupted; the file was
-                // just put back in place under the digest lock, so the blob is live again.
-                Some(row) => Some(BlobRow {
-                    state: BlobState::Live,
-                    created_ms: now,
-                    ..row
-                }),
-                None => Some(BlobRow {
-                    size,
-                    refcount: 0,
-                    links: 0,
-                    created_ms: now,
-                    state: BlobState::Live,
-                }),
-            };
-            if let Some(row) = row {
-                blobs.insert(digest, encode(&row).as_slice())?;
-                txn.open_table(TOMBSTONES)?.remove(digest)?;
+        let (repo, digest, upload) = (repo.to_owned(), digest.to_owned(), upload.map(str::to_owned));
+        self.write(move |txn| {
+            record_blob(txn, &digest, size, now)?;
+            link(txn, &repo, &digest, now)?;
+            if let Some(id) = &upload {
+                txn.open_table(UPLOADS)?.remove(id.as_str())?;
             }
-        }
-        link(&txn, repo, digest, now)?;
-        if let Some(id) = upload {
-            txn.open_table(UPLOADS)?.remove(id)?;
-        }
-        Ok(txn.commit()?)
+            Ok(())
+        })
     }
 
     /// Link an existing live blob into `repo`. With `from`, the blob must be linked there;
     /// without it, it must merely exist. Returns whether it was linked.
     pub fn mount_blob(&self, repo: &str, digest: &str, from: Option<&str>, now: Millis) -> Result<bool, MetaError> {
-        let txn = self.write_txn()?;
-        let live = {
-            let blobs = txn.open_table(BLOBS)?;
-            let row = blobs.get(digest)?.map(|v| decode::<BlobRow>(v.value())).transpose()?;
-            row.is_some_and(|r| r.state == BlobState::Live)
-        };
-        let source_ok = match from {
-            Some(src) => txn.open_table(BLOB_LINKS)?.get((src, digest))?.is_some(),
-            None => true,
-        };
-        if !(live && source_ok) {
-            return Ok(false);
-        }
-        link(&txn, repo, digest, now)?;
-        txn.commit()?;
-        Ok(true)
+        let (repo, digest, from) = (repo.to_owned(), digest.to_owned(), from.map(str::to_owned));
+        self.write(move |txn| {
+            let live = {
+                let blobs = txn.open_table(BLOBS)?;
+                let row = blobs
+                    .get(digest.as_str())?
+                    .map(|v| decode::<BlobRow>(v.value()))
+                    .transpose()?;
+                row.is_some_and(|r| r.state == BlobState::Live)
+            };
+            let source_ok = match &from {
+                Some(src) => txn
+                    .open_table(BLOB_LINKS)?
+                    .get((src.as_str(), digest.as_str()))?
+                    .is_some(),
+                None => true,
+            };
+            if live && source_ok {
+                link(txn, &repo, &digest, now)?;
+            }
+            Ok(live && source_ok)
+        })
     }
 
     /// Remove the link of `digest` from `repo`. Refused while a manifest of the repository
     /// still references the blob. The file stays until garbage collection.
     pub fn unlink_blob(&self, repo: &str, digest: &str) -> Result<(), MetaError> {
-        let txn = self.write_txn()?;
-        let link = txn
-            .open_table(BLOB_LINKS)?
-            .get((repo, digest))?
-            .map(|v| decode::<LinkRow>(v.value()));
-        let link = link
-            .transpose()?
-            .ok_or_else(|| MetaError::BlobNotLinked(digest.to_owned()))?;
-        if link.refs > 0 {
-            return Err(MetaError::BlobInUse {
-                digest: digest.to_owned(),
-                manifests: link.refs,
-            });
-        }
-        remove_link(&txn, repo, digest)?;
-        Ok(txn.commit()?)
+        let (repo, digest) = (repo.to_owned(), digest.to_owned());
+        self.write(move |txn| {
+            let key = (repo.as_str(), digest.as_str());
+            let link = txn
+                .open_table(BLOB_LINKS)?
+                .get(key)?
+                .map(|v| decode::<LinkRow>(v.value()));
+            let link = link
+                .transpose()?
+                .ok_or_else(|| MetaError::BlobNotLinked(digest.clone()))?;
+            if link.refs > 0 {
+                return Err(MetaError::BlobInUse {
+                    digest: digest.clone(),
+                    manifests: link.refs,
+                });
+            }
+            remove_link(txn, &repo, &digest)
+        })
     }
 
     /// Store a manifest: check its blobs and children, insert it with its references,
     /// reference counts and referrer entry, and point `tag` at it, in one transaction.
-    pub fn put_manifest(&self, m: &NewManifest<'_>, now: Millis) -> Result<(), MetaError> {
-        let txn = self.write_txn()?;
-        check_references(&txn, m)?;
-        let refs = txn
-            .open_table(MANIFEST_REFS)?
-            .get((m.repo, m.digest))?
-            .map(|v| decode::<RefsRow>(v.value()));
-        match refs.transpose()? {
-            // Already stored: a re-push only restarts its grace period.
-            Some(mut refs) => {
-                refs.pushed_ms = now;
-                txn.open_table(MANIFEST_REFS)?
-                    .insert((m.repo, m.digest), encode(&refs).as_slice())?;
+    pub fn put_manifest(&self, m: NewManifest, now: Millis) -> Result<(), MetaError> {
+        self.write(move |txn| {
+            check_references(txn, &m)?;
+            let key = (m.repo.as_str(), m.digest.as_str());
+            let refs = txn
+                .open_table(MANIFEST_REFS)?
+                .get(key)?
+                .map(|v| decode::<RefsRow>(v.value()));
+            match refs.transpose()? {
+                // Already stored: a re-push only restarts its grace period.
+                Some(mut refs) => {
+                    refs.pushed_ms = now;
+                    txn.open_table(MANIFEST_REFS)?.insert(key, encode(&refs).as_slice())?;
+                }
+                None => insert_manifest(txn, &m, now)?,
             }
-            None => insert_manifest(&txn, m, now)?,
-        }
-        if let Some(tag) = m.tag {
-            set_tag(&txn, m.repo, tag, m.digest, now)?;
-        }
-        ensure_repo(&txn, m.repo, now)?;
-        Ok(txn.commit()?)
+            if let Some(tag) = &m.tag {
+                set_tag(txn, &m.repo, tag, &m.digest, now)?;
+            }
+            ensure_repo(txn, &m.repo, now)
+        })
     }
 
     /// Delete the manifest `digest` and every tag pointing at it, releasing its references.
     pub fn delete_manifest(&self, repo: &str, digest: &str) -> Result<(), MetaError> {
-        let txn = self.write_txn()?;
-        if !remove_manifest(&txn, repo, digest)? {
-            return Err(MetaError::ManifestUnknown);
-        }
-        Ok(txn.commit()?)
+        let (repo, digest) = (repo.to_owned(), digest.to_owned());
+        self.write(move |txn| {
+            if remove_manifest(txn, &repo, &digest)? {
+                Ok(())
+            } else {
+                Err(MetaError::ManifestUnknown)
+            }
+        })
     }
 
     /// Delete one tag, leaving its manifest in place.
     pub fn delete_tag(&self, repo: &str, tag: &str) -> Result<(), MetaError> {
-        let txn = self.write_txn()?;
-        let old = txn
-            .open_table(TAGS)?
-            .remove((repo, tag))?
-            .map(|v| decode::<TagRow>(v.value()));
-        let old = old.ok_or(MetaError::ManifestUnknown)??;
-        txn.open_table(TAGS_BY_MANIFEST)?
-            .remove((repo, old.digest.as_str(), tag))?;
-        Ok(txn.commit()?)
+        let (repo, tag) = (repo.to_owned(), tag.to_owned());
+        self.write(move |txn| {
+            let old = txn
+                .open_table(TAGS)?
+                .remove((repo.as_str(), tag.as_str()))?
+                .map(|v| decode::<TagRow>(v.value()));
+            let old = old.ok_or(MetaError::ManifestUnknown)??;
+            txn.open_table(TAGS_BY_MANIFEST)?
+                .remove((repo.as_str(), old.digest.as_str(), tag.as_str()))?;
+            Ok(())
+        })
     }
+}
+
+/// Create the record of a blob whose file is in place, or revive an interrupted tombstone.
+fn record_blob(txn: &WriteTransaction, digest: &str, size: u64, now: Millis) -> Result<(), MetaError> {
+    let mut blobs = txn.open_table(BLOBS)?;
+    let existing = blobs.get(digest)?.map(|v| decode::<BlobRow>(v.value())).transpose()?;
+    let row = match existing {
+        Some(row) if row.state == BlobState::Live => return Ok(()),
+        // A tombstone can only be seen here if its sweep was interrupted; the file was just put
+        // back in place under the digest lock, so the blob is live again.
+        Some(row) => BlobRow {
+            state: BlobState::Live,
+            created_ms: now,
+            ..row
+        },
+        None => BlobRow {
+            size,
+            refcount: 0,
+            links: 0,
+            created_ms: now,
+            state: BlobState::Live,
+        },
+    };
+    blobs.insert(digest, encode(&row).as_slice())?;
+    txn.open_table(TOMBSTONES)?.remove(digest)?;
+    Ok(())
 }
 
 /// Insert or refresh the link `(repo, digest)`; a new link counts in `BlobRow::links`.
@@ -258,11 +280,11 @@ fn ensure_repo(txn: &WriteTransaction, repo: &str, now: Millis) -> Result<(), Me
 
 /// Every required blob must be linked here, live and of the declared size; every child
 /// manifest must exist here.
-fn check_references(txn: &WriteTransaction, m: &NewManifest<'_>) -> Result<(), MetaError> {
+fn check_references(txn: &WriteTransaction, m: &NewManifest) -> Result<(), MetaError> {
     let links = txn.open_table(BLOB_LINKS)?;
     let blobs = txn.open_table(BLOBS)?;
     for (digest, declared) in &m.blobs {
-        let row = match links.get((m.repo, digest.as_str()))? {
+        let row = match links.get((m.repo.as_str(), digest.as_str()))? {
             Some(_) => blobs
                 .get(digest.as_str())?
                 .map(|v| decode::<BlobRow>(v.value()))
@@ -283,24 +305,24 @@ fn check_references(txn: &WriteTransaction, m: &NewManifest<'_>) -> Result<(), M
     }
     let manifests = txn.open_table(MANIFEST_REFS)?;
     for child in &m.children {
-        if manifests.get((m.repo, child.as_str()))?.is_none() {
+        if manifests.get((m.repo.as_str(), child.as_str()))?.is_none() {
             return Err(MetaError::ChildUnknown(child.clone()));
         }
     }
     Ok(())
 }
 
-fn insert_manifest(txn: &WriteTransaction, m: &NewManifest<'_>, now: Millis) -> Result<(), MetaError> {
+fn insert_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Result<(), MetaError> {
     let mut blob_digests: Vec<String> = m.blobs.iter().map(|(d, _)| d.clone()).collect();
     blob_digests.sort_unstable();
     blob_digests.dedup();
     for digest in &blob_digests {
         update_blob(txn, digest, |b| b.refcount += 1)?;
-        update_link(txn, m.repo, digest, |l| l.refs += 1)?;
+        update_link(txn, &m.repo, digest, |l| l.refs += 1)?;
     }
     let mut parents = txn.open_table(MANIFEST_PARENTS)?;
     for child in &m.children {
-        parents.insert((m.repo, child.as_str(), m.digest), ())?;
+        parents.insert((m.repo.as_str(), child.as_str(), m.digest.as_str()), ())?;
     }
     let refs = RefsRow {
         blobs: blob_digests,
@@ -309,12 +331,14 @@ fn insert_manifest(txn: &WriteTransaction, m: &NewManifest<'_>, now: Millis) -> 
         pushed_ms: now,
     };
     txn.open_table(MANIFEST_REFS)?
-        .insert((m.repo, m.digest), encode(&refs).as_slice())?;
+        .insert((m.repo.as_str(), m.digest.as_str()), encode(&refs).as_slice())?;
     txn.open_table(MANIFESTS)?
-        .insert((m.repo, m.digest), encode(&m.row).as_slice())?;
+        .insert((m.repo.as_str(), m.digest.as_str()), encode(&m.row).as_slice())?;
     if let (Some(subject), Some(referrer)) = (&m.row.subject, &m.referrer) {
-        txn.open_table(REFERRERS)?
-            .insert((m.repo, subject.as_str(), m.digest), encode(referrer).as_slice())?;
+        txn.open_table(REFERRERS)?.insert(
+            (m.repo.as_str(), subject.as_str(), m.digest.as_str()),
+            encode(referrer).as_slice(),
+        )?;
     }
     Ok(())
 }

@@ -51,7 +51,9 @@ impl From<MetaError> for Error {
             MetaError::ChildUnknown(d) => Error::ManifestChildUnknown(d),
             MetaError::ManifestUnknown => Error::ManifestUnknown,
             e @ MetaError::BlobInUse { .. } => Error::Unsupported(e.to_string()),
-            e @ (MetaError::Db(_) | MetaError::Locked(_) | MetaError::Corrupt(_)) => Error::Internal(e.to_string()),
+            e @ (MetaError::Db(_) | MetaError::Locked(_) | MetaError::Corrupt(_) | MetaError::Commit(_)) => {
+                Error::Internal(e.to_string())
+            }
         }
     }
 }

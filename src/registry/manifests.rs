@@ -71,17 +71,18 @@ impl Registry {
         };
         let parsed = manifest::parse(&body, content_type)?;
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-        let (repo_s, digest_s) = (repo.to_string(), digest.to_string());
         let tag = match reference {
             Reference::Tag(t) => Some(t.to_string()),
             Reference::Digest(_) => None,
         };
-        let row = manifest_row(&parsed, body);
-        self.meta(move |m| {
-            let new = new_manifest(&repo_s, &digest_s, tag.as_deref(), &parsed, row);
-            m.put_manifest(&new, now_ms())
-        })
-        .await?;
+        let new = new_manifest(
+            repo.to_string(),
+            digest.to_string(),
+            tag,
+            &parsed,
+            manifest_row(&parsed, body),
+        );
+        self.meta(move |m| m.put_manifest(new, now_ms())).await?;
         Ok(ManifestPut { digest, subject })
     }
 
@@ -110,13 +111,13 @@ fn manifest_row(parsed: &ParsedManifest, body: Bytes) -> ManifestRow {
     }
 }
 
-fn new_manifest<'a>(
-    repo: &'a str,
-    digest: &'a str,
-    tag: Option<&'a str>,
+fn new_manifest(
+    repo: String,
+    digest: String,
+    tag: Option<String>,
     parsed: &ParsedManifest,
     row: ManifestRow,
-) -> NewManifest<'a> {
+) -> NewManifest {
     let referrer = parsed.subject.as_ref().map(|_| ReferrerRow {
         media_type: parsed.media_type.clone(),
         size: row.body.len() as u64,

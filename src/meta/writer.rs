@@ -1,0 +1,182 @@
+//! Group commit: one thread owns every write transaction. Writers hand it operations; it runs
+//! as many as are waiting (up to `MAX_BATCH`) in one transaction and commits them with one
+//! fsync, then hands each its result. Under concurrent pushes this turns N fsyncs into one.
+//!
+//! Isolation: an operation that returns an error may already have written rows. If any
+//! operation of a batch fails, the whole transaction is dropped (aborted), the failures get
+//! their errors, and the rest run again in a fresh transaction, so a failed operation never
+//! leaves a trace and each success is exactly what it would have been alone, in queue order.
+//! Operations are therefore `FnMut` and must depend only on the transaction and what they
+//! captured.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use redb::{Database, WriteTransaction};
+
+use super::MetaError;
+
+/// Operations per transaction at most.
+const MAX_BATCH: usize = 128;
+
+/// One queued write, type-erased.
+pub(super) trait Op: Send {
+    /// Run against `txn`, keep the result, and say whether it succeeded.
+    fn run(&mut self, txn: &WriteTransaction) -> bool;
+    /// Hand over the kept result, or `failed` if the commit did not happen.
+    fn deliver(self: Box<Self>, failed: Option<String>);
+}
+
+struct TypedOp<T, F> {
+    f: F,
+    result: Option<Result<T, MetaError>>,
+    reply: SyncSender<Result<T, MetaError>>,
+}
+
+impl<T, F> Op for TypedOp<T, F>
+where
+    T: Send,
+    F: FnMut(&WriteTransaction) -> Result<T, MetaError> + Send,
+{
+    fn run(&mut self, txn: &WriteTransaction) -> bool {
+        let result = (self.f)(txn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn deliver(self: Box<Self>, failed: Option<String>) {
+        let result = match (failed, self.result) {
+            (Some(e), Some(Ok(_)) | None) => Err(MetaError::Commit(e)),
+            (_, Some(result)) => result,
+            (None, None) => Err(MetaError::Commit("operation never ran".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The sending side, held by `Meta`.
+pub(super) struct Writer {
+    queue: Option<SyncSender<Box<dyn Op>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    pub(super) fn start(db: Arc<Database>) -> Self {
+        let (tx, rx) = sync_channel::<Box<dyn Op>>(4 * MAX_BATCH);
+        let thread = std::thread::Builder::new()
+            .name("berth-meta-writer".into())
+            .spawn(move || run_writer(&db, &rx))
+            .expect("spawn the metadata writer thread");
+        Writer {
+            queue: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queue `f` and wait for its committed result.
+    pub(super) fn write<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, MetaError> + Send + 'static,
+    {
+        let (reply, result) = sync_channel(1);
+        let op = Box::new(TypedOp { f, result: None, reply });
+        let queue = self.queue.as_ref().expect("writer is running");
+        queue
+            .send(op)
+            .map_err(|_| MetaError::Commit("the metadata writer has stopped".into()))?;
+        result
+            .recv()
+            .map_err(|_| MetaError::Commit("the metadata writer has stopped".into()))?
+    }
+}
+
+impl Drop for Writer {
+    /// Stop accepting work, let the thread finish what is queued, and wait for it, so that the
+    /// database is closed when `Meta` is dropped.
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run_writer(db: &Database, queue: &Receiver<Box<dyn Op>>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        commit_batch(db, batch);
+    }
+}
+
+fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Op>>) {
+    while !batch.is_empty() {
+        let txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(e) => return deliver_all(batch, Some(&e.to_string())),
+        };
+        let (mut ok, mut failed) = (Vec::with_capacity(batch.len()), Vec::new());
+        for mut op in batch {
+            if op.run(&txn) { ok.push(op) } else { failed.push(op) }
+        }
+        if failed.is_empty() {
+            let committed = txn.commit().err().map(|e| e.to_string());
+            return deliver_all(ok, committed.as_deref());
+        }
+        drop(txn); // abort: the failures' writes must not land
+        deliver_all(failed, None);
+        batch = ok;
+    }
+}
+
+fn deliver_all(ops: Vec<Box<dyn Op>>, failed: Option<&str>) {
+    for op in ops {
+        op.deliver(failed.map(str::to_owned));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::{ReadableDatabase, TableDefinition};
+
+    use super::*;
+
+    const T: TableDefinition<&str, u64> = TableDefinition::new("t");
+
+    fn op(key: &'static str, fail: bool) -> (Box<dyn Op>, std::sync::mpsc::Receiver<Result<(), MetaError>>) {
+        let (reply, rx) = sync_channel(1);
+        let f = move |txn: &WriteTransaction| {
+            txn.open_table(T)?.insert(key, 1)?;
+            if fail { Err(MetaError::ManifestUnknown) } else { Ok(()) }
+        };
+        (Box::new(TypedOp { f, result: None, reply }), rx)
+    }
+
+    #[test]
+    fn a_failed_operation_leaves_no_trace_and_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("w.redb")).unwrap();
+        let (a, ra) = op("a", false);
+        let (b, rb) = op("b", true);
+        let (c, rc) = op("c", false);
+        commit_batch(&db, vec![a, b, c]);
+        assert!(ra.recv().unwrap().is_ok());
+        assert!(matches!(rb.recv().unwrap(), Err(MetaError::ManifestUnknown)));
+        assert!(rc.recv().unwrap().is_ok());
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(T).unwrap();
+        assert!(t.get("a").unwrap().is_some());
+        assert!(
+            t.get("b").unwrap().is_none(),
+            "the failed operation's write was rolled back"
+        );
+        assert!(t.get("c").unwrap().is_some());
+    }
+}
