@@ -1,0 +1,185 @@
+//! Garbage collection benchmark: a store of `GCBENCH_MANIFESTS` manifests (default 10 000),
+//! each with a config and `GCBENCH_LAYERS` unique layers (default 9, so 100 000 blobs), half of
+//! them tagged and half garbage. Reports how long one collection takes, and the p50/p99 latency of manifest GETs
+//! by tag while it runs against the same load without it.
+//!
+//! Run: `cargo bench --bench gc` (a release build; about a minute on 2 cores).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+fn env_num(key: &str, default: usize) -> usize {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+struct Server {
+    child: std::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BERTH_")) {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd
+        .args(["serve", "--addr", "127.0.0.1:0", "--root"])
+        .arg(dir.path().join("data"))
+        .env("BERTH_GC_GRACE_PERIOD", "0s")
+        .env("BERTH_LOG_LEVEL", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().rsplit(' ').next().unwrap().to_owned();
+    Server { child, base, _dir: dir }
+}
+
+/// Push manifest `i` with `layers` unique small layers; tagged `t<i>` if `tagged`.
+async fn push_image(c: &reqwest::Client, base: &str, i: usize, layers: usize, tagged: bool) {
+    let mut descs = Vec::new();
+    let config = format!(r#"{{"image":{i}}}"#);
+    let mut blobs: Vec<Vec<u8>> = vec![config.clone().into_bytes()];
+    for l in 0..layers {
+        blobs.push(format!("layer {l} of image {i}").into_bytes());
+    }
+    for b in &blobs {
+        let d = sha256(b);
+        let r = c.post(format!("{base}/v2/bench/blobs/uploads/?digest={d}")).body(b.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": b.len()}));
+    }
+    let config_desc = descs.remove(0);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_desc["digest"], "size": config.len()},
+        "layers": descs,
+    }))
+    .unwrap();
+    let reference = if tagged { format!("t{i}") } else { sha256(&manifest) };
+    let r = c
+        .put(format!("{base}/v2/bench/manifests/{reference}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+/// GET manifests by tag from `readers` tasks until `stop`; returns sorted latencies.
+async fn read_load(base: String, tagged: usize, readers: usize, stop: Arc<AtomicBool>) -> Vec<Duration> {
+    let mut tasks = Vec::new();
+    for r in 0..readers {
+        let (base, stop) = (base.clone(), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            let mut lat = Vec::new();
+            let mut i = r;
+            while !stop.load(Ordering::Relaxed) && lat.len() < 200_000 {
+                let t = Instant::now();
+                let resp = c.get(format!("{base}/v2/bench/manifests/t{}", 2 * (i % tagged))).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.bytes().await.unwrap();
+                lat.push(t.elapsed());
+                i += readers;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    all
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let manifests = env_num("GCBENCH_MANIFESTS", 10_000);
+    let layers = env_num("GCBENCH_LAYERS", 9);
+    let concurrency = 16;
+    let server = start();
+    let base = server.base.clone();
+    println!("gc benchmark: {manifests} manifests x ({layers} layers + config) = {} blobs, half garbage", manifests * (layers + 1));
+    println!("machine: {} CPUs", std::thread::available_parallelism().map_or(0, std::num::NonZero::get));
+
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            for i in (w..manifests).step_by(concurrency) {
+                push_image(&c, &base, i, layers, i % 2 == 0).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    println!("populated in {:.1} s", t.elapsed().as_secs_f64());
+    let tagged = manifests / 2;
+
+    let idle_stop = Arc::new(AtomicBool::new(false));
+    let idle = tokio::spawn(read_load(base.clone(), tagged, 8, Arc::clone(&idle_stop)));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    idle_stop.store(true, Ordering::Relaxed);
+    let idle = idle.await.unwrap();
+
+    let c = reqwest::Client::new();
+    let gc_stop = Arc::new(AtomicBool::new(false));
+    let during = tokio::spawn(read_load(base.clone(), tagged, 8, Arc::clone(&gc_stop)));
+    let job: serde_json::Value = c.post(format!("{base}/admin/gc")).send().await.unwrap().json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let report = loop {
+        let j: serde_json::Value = c.get(format!("{base}/admin/gc/{id}")).send().await.unwrap().json().await.unwrap();
+        if j["state"] != "running" {
+            break j["report"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    gc_stop.store(true, Ordering::Relaxed);
+    let during = during.await.unwrap();
+
+    println!("gc report: {report}");
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| gc duration | {} ms |", report["duration_ms"]);
+    println!("| manifests deleted | {} |", report["manifests_deleted"]);
+    println!("| blobs deleted | {} |", report["blobs_deleted"]);
+    println!("| manifest GET p50 / p99, idle | {:.2} / {:.2} ms ({} requests) |", pct(&idle, 0.5), pct(&idle, 0.99), idle.len());
+    println!(
+        "| manifest GET p50 / p99, during gc | {:.2} / {:.2} ms ({} requests) |",
+        pct(&during, 0.5),
+        pct(&during, 0.99),
+        during.len()
+    );
+    println!("| p99 ratio during gc / idle | {:.2} |", pct(&during, 0.99) / pct(&idle, 0.99));
+}
