@@ -8,7 +8,9 @@
 pub mod api;
 pub mod blobs;
 pub mod config;
+pub mod fsck;
 pub mod gc;
+pub mod jobs;
 pub mod meta;
 pub mod oci;
 pub mod registry;

@@ -37,6 +37,14 @@ enum Command {
     /// Runs directly on the store when no server holds it; while a server runs, pass --url
     /// to run it through that server's admin API (or POST /admin/gc). Prints a report.
     Gc(cli::gc::GcArgs),
+    /// Verify the store: every blob against its digest, every manifest's references, the
+    /// reference counts, indexes, orphans and upload sessions.
+    ///
+    /// Runs directly on the store when no server holds it (and then also runs redb's own
+    /// integrity check); while a server runs, pass --url. With --repair it fixes what it can
+    /// (corrupt and stray files go to <root>/quarantine, never deleted) and lists every action.
+    /// Exit status: 0 clean, 1 problems found (or left after --repair), 2 fsck could not run.
+    Fsck(cli::fsck::FsckArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,11 +63,12 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Gc(args) => cli::gc::run(args),
+        Command::Serve(args) => serve(args).map(|()| 0),
+        Command::Gc(args) => cli::gc::run(args).map(|()| 0),
+        Command::Fsck(args) => cli::fsck::run(&args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("berth: {e:#}");
             ExitCode::from(2)

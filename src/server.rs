@@ -10,6 +10,7 @@ use crate::api::{self, App};
 use crate::blobs::BlobStore;
 use crate::config::Config;
 use crate::gc;
+use crate::jobs::Jobs;
 use crate::meta::{Meta, MetaError};
 use crate::registry::{self, Registry};
 
@@ -27,8 +28,19 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Open the store under `config.storage.root` as a registry.
+/// Open the store under `config.storage.root` as a registry, finishing whatever a crash left.
 pub async fn open_registry(config: &Config) -> Result<Arc<Registry>, ServeError> {
+    let (meta, blobs, limits) = open_parts(config).await?;
+    Ok(Registry::open(meta, blobs, limits).await?)
+}
+
+/// Open the store as it is, without start-up reconciliation (for `fsck`).
+pub async fn open_registry_as_is(config: &Config) -> Result<Arc<Registry>, ServeError> {
+    let (meta, blobs, limits) = open_parts(config).await?;
+    Ok(Registry::open_as_is(meta, blobs, limits))
+}
+
+async fn open_parts(config: &Config) -> Result<(Meta, BlobStore, registry::Limits), ServeError> {
     let root = config.storage.root.clone();
     let root_err = |source| ServeError::Root {
         path: root.display().to_string(),
@@ -41,7 +53,7 @@ pub async fn open_registry(config: &Config) -> Result<Arc<Registry>, ServeError>
         manifest_max_bytes: config.limits.manifest_max_size,
         blob_max_bytes: config.limits.blob_max_size,
     };
-    Ok(Registry::open(meta, blobs, limits).await?)
+    Ok((meta, blobs, limits))
 }
 
 /// Run the registry until SIGINT or SIGTERM.
@@ -67,13 +79,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         pause_before_unlink: None,
         pause_after_mark: None,
     };
-    let jobs = Arc::new(gc::Jobs::default());
+    let jobs = Arc::new(Jobs::default());
     if let Some(every) = config.gc.interval {
         spawn_periodic_gc(Arc::clone(&jobs), Arc::clone(&registry), gc_options.clone(), every);
     }
     let app = App {
         registry: Arc::clone(&registry),
         gc: jobs,
+        fsck: Arc::default(),
         gc_options,
     };
     let router = api::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -95,13 +108,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 }
 
 /// Start a garbage collection every `every` (skipped while one is still running).
-fn spawn_periodic_gc(jobs: Arc<gc::Jobs>, registry: Arc<Registry>, opts: gc::Options, every: std::time::Duration) {
+fn spawn_periodic_gc(jobs: Arc<Jobs>, registry: Arc<Registry>, opts: gc::Options, every: std::time::Duration) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.tick().await; // the first tick is immediate; wait a whole interval first
         loop {
             ticks.tick().await;
-            let (job, started) = jobs.start(Arc::clone(&registry), opts.clone());
+            let (job, started) = gc::start_job(&jobs, Arc::clone(&registry), opts.clone());
             tracing::info!(id = %job.id, started, "periodic garbage collection");
         }
     });

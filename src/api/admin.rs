@@ -1,5 +1,6 @@
 //! The admin API: `POST /admin/gc` starts garbage collection (`?dry_run=true` for a dry run),
-//! `GET /admin/gc` lists recent runs, `GET /admin/gc/{id}` shows one. Without authentication
+//! `GET /admin/gc` lists recent runs, `GET /admin/gc/{id}` shows one; `/admin/fsck` does the
+//! same for fsck (`?repair=true`, `?quick=true`). Without authentication
 //! configured, only loopback clients may call these; others get 403 `DENIED`.
 
 use std::net::SocketAddr;
@@ -24,9 +25,41 @@ pub async fn gc_start(State(app): State<App>, ConnectInfo(peer): ConnectInfo<Soc
         opts.dry_run = matches!(query.get("dry_run"), Some("true" | "1"));
         opts.pause_before_unlink = pause(&query, "pause_before_unlink_ms")?;
         opts.pause_after_mark = pause(&query, "pause_after_mark_ms")?;
-        let (view, started) = app.gc.start(Arc::clone(&app.registry), opts);
+        let (view, started) = crate::gc::start_job(&app.gc, Arc::clone(&app.registry), opts);
         let status = if started { StatusCode::ACCEPTED } else { StatusCode::OK };
         Ok((status, Json(view)).into_response())
+    })
+}
+
+pub async fn fsck_start(State(app): State<App>, ConnectInfo(peer): ConnectInfo<SocketAddr>, uri: Uri) -> Response {
+    handle(peer, || {
+        let query = Query::parse(uri.query());
+        let flag = |k| matches!(query.get(k), Some("true" | "1"));
+        let opts = crate::fsck::Options {
+            quick: flag("quick"),
+            repair: flag("repair"),
+        };
+        let (view, started) = crate::fsck::start_job(&app.fsck, Arc::clone(&app.registry), opts);
+        let status = if started { StatusCode::ACCEPTED } else { StatusCode::OK };
+        Ok((status, Json(view)).into_response())
+    })
+}
+
+pub async fn fsck_list(State(app): State<App>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+    handle(peer, || Ok(Json(app.fsck.list()).into_response()))
+}
+
+pub async fn fsck_get(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    handle(peer, || {
+        let job = app
+            .fsck
+            .get(&id)
+            .ok_or_else(|| ApiError::new(Code::NotFound, format!("no fsck run {id}")))?;
+        Ok(Json(job).into_response())
     })
 }
 

@@ -29,7 +29,9 @@ use crate::registry::Registry;
 pub struct App {
     pub registry: Arc<Registry>,
     /// Garbage collection runs.
-    pub gc: Arc<crate::gc::Jobs>,
+    pub gc: Arc<crate::jobs::Jobs>,
+    /// fsck runs.
+    pub fsck: Arc<crate::jobs::Jobs>,
     /// Settings of a garbage collection started through the admin API.
     pub gc_options: crate::gc::Options,
 }
@@ -42,6 +44,11 @@ pub fn router(app: App) -> Router {
         .route("/v2/{*rest}", any(dispatch))
         .route("/admin/gc", axum::routing::post(admin::gc_start).get(admin::gc_list))
         .route("/admin/gc/{id}", axum::routing::get(admin::gc_get))
+        .route(
+            "/admin/fsck",
+            axum::routing::post(admin::fsck_start).get(admin::fsck_list),
+        )
+        .route("/admin/fsck/{id}", axum::routing::get(admin::fsck_get))
         .fallback(|| async { ApiError::not_found_route() })
         .layer(axum::middleware::map_response(api_version_header))
         .layer(axum::middleware::from_fn(access_log))

@@ -254,3 +254,66 @@ impl BlobStore {
         }
     }
 }
+
+/// A file found under `blobs/`.
+#[derive(Debug, Clone)]
+pub struct BlobFile {
+    pub path: PathBuf,
+    pub size: u64,
+    /// The digest its path names, if the path is a well-formed blob path.
+    pub digest: Option<Digest>,
+}
+
+impl BlobStore {
+    /// Every file under `blobs/` (fsck only: this walks the whole tree).
+    pub fn walk(&self) -> io::Result<Vec<BlobFile>> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.join("blobs")];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir)? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    let path = entry.path();
+                    let digest = self.digest_of_path(&path);
+                    out.push(BlobFile {
+                        path,
+                        size: meta.len(),
+                        digest,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The digest a path names, if it is exactly where that digest's blob belongs.
+    fn digest_of_path(&self, path: &Path) -> Option<Digest> {
+        let rel = path.strip_prefix(self.root.join("blobs")).ok()?;
+        let parts: Vec<&str> = rel.iter().map(|p| p.to_str()).collect::<Option<_>>()?;
+        let [alg, _, _, hex] = parts.as_slice() else {
+            return None;
+        };
+        let digest = Digest::parse(&format!("{alg}:{hex}")).ok()?;
+        (self.blob_path(&digest) == path).then_some(digest)
+    }
+
+    /// Move a file out of the blob tree into `quarantine/`, keeping its path below `blobs/`
+    /// (or its name, for anything else). Nothing is ever deleted outright.
+    pub fn quarantine(&self, path: &Path) -> io::Result<PathBuf> {
+        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        let flat: String = rel.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>().join("_");
+        let dir = self.root.join("quarantine");
+        fs::create_dir_all(&dir)?;
+        let mut dest = dir.join(&flat);
+        let mut n = 1;
+        while dest.exists() {
+            dest = dir.join(format!("{flat}.{n}"));
+            n += 1;
+        }
+        fs::rename(path, &dest)?;
+        Ok(dest)
+    }
+}

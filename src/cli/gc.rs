@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use berth::config::{self, Config, Flags};
-use berth::gc::{self, JobState, Phase, Report};
+use berth::gc::{self, Phase, Report};
+use berth::jobs::JobState;
 use berth::meta::MetaError;
 use berth::server::{ServeError, open_registry};
 
@@ -111,7 +112,7 @@ async fn remote(url: &str, dry_run: bool) -> anyhow::Result<Report> {
             .await?;
     }
     match (job.state, job.report) {
-        (JobState::Done, Some(report)) => Ok(report),
+        (JobState::Done, Some(report)) => Ok(serde_json::from_value(report)?),
         _ => bail!("garbage collection failed: {}", job.error.unwrap_or_default()),
     }
 }
@@ -122,7 +123,7 @@ struct JobViewWire {
     id: String,
     state: JobState,
     phase: String,
-    report: Option<Report>,
+    report: Option<serde_json::Value>,
     error: Option<String>,
 }
 

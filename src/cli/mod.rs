@@ -1,3 +1,4 @@
 //! Subcommands beyond `serve`.
 
+pub mod fsck;
 pub mod gc;

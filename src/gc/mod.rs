@@ -21,15 +21,13 @@
 //! No transaction does file I/O; no file is unlinked before the commit that makes it
 //! unreachable. A crash between the tombstone commit and the unlink is finished at start-up.
 
-mod jobs;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use jobs::{JobState, JobView, Jobs};
+use crate::jobs::{JobView, Jobs};
 
 use crate::meta::gc::{Policy, unanchored};
 use crate::meta::{BlobState, Millis, now_ms};
@@ -57,6 +55,23 @@ pub struct Options {
     pub pause_after_mark: Option<Duration>,
 }
 
+/// Start a collection as a background job (at most one at a time).
+pub fn start_job(jobs: &Arc<Jobs>, registry: Arc<Registry>, opts: Options) -> (JobView, bool) {
+    jobs.start(move |phase_setter| async move {
+        let progress = move |p: Phase| phase_setter.set(p.as_str());
+        match run(&registry, &opts, &progress).await {
+            Ok(report) => {
+                tracing::info!(?report, "garbage collection finished");
+                serde_json::to_value(report).map_err(|e| e.to_string())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "garbage collection failed");
+                Err(e.to_string())
+            }
+        }
+    })
+}
+
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,6 +84,21 @@ pub enum Phase {
     Paused,
     PurgeUploads,
     Done,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Mark => "mark",
+            Phase::SweepManifests => "sweep_manifests",
+            Phase::SweepLinks => "sweep_links",
+            Phase::SweepBlobs => "sweep_blobs",
+            Phase::Paused => "paused",
+            Phase::PurgeUploads => "purge_uploads",
+            Phase::Done => "done",
+        }
+    }
 }
 
 /// Count and bytes.

@@ -11,6 +11,7 @@
 //! All methods block; async callers run them on the blocking pool.
 
 mod codec;
+pub mod fsck;
 pub mod gc;
 mod read;
 pub mod schema;
@@ -114,6 +115,21 @@ impl Meta {
     {
         self.writer.write(f)
     }
+}
+
+/// redb's own integrity check of `<root>/meta.redb`, which needs the file to itself (so it runs
+/// offline, before `Meta::open`). `Ok(None)` when there is no database yet.
+pub fn check_integrity(root: &Path) -> Result<Option<bool>, MetaError> {
+    let path = root.join(DB_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut db = Database::open(&path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Locked(path.display().to_string()),
+        other => MetaError::Db(other.into()),
+    })?;
+    let ok = db.check_integrity().map_err(|e| MetaError::Db(e.into()))?;
+    Ok(Some(ok))
 }
 
 /// The current time in milliseconds since the Unix epoch.

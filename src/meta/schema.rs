@@ -96,6 +96,10 @@ pub enum BlobState {
     /// Garbage collection committed its deletion; the file may or may not be unlinked yet.
     /// Treated as absent by every reader; start-up finishes the deletion.
     Deleting { since_ms: Millis },
+    /// fsck found the file corrupt or gone and quarantined it. Treated as absent by every
+    /// reader, but the counts and links are kept, so a push of the same content revives the
+    /// record exactly as the manifests that reference it expect.
+    Missing { since_ms: Millis },
 }
 
 /// The global record of one blob file.

@@ -52,17 +52,23 @@ pub struct Registry {
 impl Registry {
     /// Assemble a registry over an opened store, reconciling leftovers of an earlier crash.
     pub async fn open(meta: Meta, blobs: BlobStore, limits: Limits) -> Result<Arc<Self>, Error> {
-        let registry = Arc::new(Registry {
+        let registry = Self::open_as_is(meta, blobs, limits);
+        registry.finish_tombstones().await?;
+        registry.reconcile_staging().await?;
+        Ok(registry)
+    }
+
+    /// Assemble a registry without touching the store: no start-up reconciliation, so that
+    /// `fsck` sees crash leftovers as they are.
+    pub fn open_as_is(meta: Meta, blobs: BlobStore, limits: Limits) -> Arc<Self> {
+        Arc::new(Registry {
             meta: Arc::new(meta),
             blobs,
             uploads: uploads::Sessions::default(),
             locks: locks::DigestLocks::default(),
             limits,
             touches: Arc::default(),
-        });
-        registry.finish_tombstones().await?;
-        registry.reconcile_staging().await?;
-        Ok(registry)
+        })
     }
 
     pub fn limits(&self) -> Limits {

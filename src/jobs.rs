@@ -1,16 +1,14 @@
-//! Garbage collection runs as jobs: at most one runs at a time, and the most recent ones are
-//! kept for `GET /admin/gc`.
+//! Background jobs of the admin API (garbage collection, fsck): at most one of each kind runs
+//! at a time, and the most recent ones are kept for `GET /admin/<kind>`.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Options, Phase, Report, run};
-use crate::registry::Registry;
-
-/// How many finished runs are remembered.
+/// How many runs are remembered.
 const HISTORY: usize = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,19 +20,32 @@ pub enum JobState {
 }
 
 /// A run as the admin API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobView {
     pub id: String,
     pub state: JobState,
-    pub dry_run: bool,
-    pub phase: Phase,
+    /// What the run is doing now (for example `mark`, `sweep_blobs`, `verify`).
+    pub phase: String,
     pub started_at: String,
     pub finished_at: Option<String>,
-    pub report: Option<Report>,
+    pub report: Option<serde_json::Value>,
     pub error: Option<String>,
 }
 
-/// The current and recent runs.
+/// Lets a running job say which phase it is in.
+#[derive(Clone)]
+pub struct PhaseSetter {
+    jobs: Arc<Jobs>,
+    id: String,
+}
+
+impl PhaseSetter {
+    pub fn set(&self, phase: &str) {
+        self.jobs.update(&self.id, |v| phase.clone_into(&mut v.phase));
+    }
+}
+
+/// The current and recent runs of one kind of job.
 #[derive(Debug, Default)]
 pub struct Jobs {
     inner: Mutex<VecDeque<JobView>>,
@@ -45,8 +56,12 @@ fn timestamp() -> String {
 }
 
 impl Jobs {
-    /// Start a run unless one is running. Returns the run and whether it was started now.
-    pub fn start(self: &Arc<Self>, registry: Arc<Registry>, opts: Options) -> (JobView, bool) {
+    /// Start `work` unless a run is in progress. Returns the run, and whether it started now.
+    pub fn start<F, Fut>(self: &Arc<Self>, work: F) -> (JobView, bool)
+    where
+        F: FnOnce(PhaseSetter) -> Fut,
+        Fut: Future<Output = Result<serde_json::Value, String>> + Send + 'static,
+    {
         let mut jobs = self.inner.lock().expect("jobs lock");
         if let Some(running) = jobs.iter().find(|j| j.state == JobState::Running) {
             return (running.clone(), false);
@@ -54,8 +69,7 @@ impl Jobs {
         let view = JobView {
             id: uuid::Uuid::new_v4().simple().to_string(),
             state: JobState::Running,
-            dry_run: opts.dry_run,
-            phase: Phase::Starting,
+            phase: "starting".into(),
             started_at: timestamp(),
             finished_at: None,
             report: None,
@@ -64,24 +78,19 @@ impl Jobs {
         jobs.push_front(view.clone());
         jobs.truncate(HISTORY);
         drop(jobs);
+        let future = work(PhaseSetter {
+            jobs: Arc::clone(self),
+            id: view.id.clone(),
+        });
         let (me, id) = (Arc::clone(self), view.id.clone());
         tokio::spawn(async move {
-            let progress = {
-                let (me, id) = (Arc::clone(&me), id.clone());
-                move |phase| me.update(&id, |v| v.phase = phase)
-            };
-            let outcome = run(&registry, &opts, &progress).await;
-            if let Err(e) = &outcome {
-                tracing::error!(error = %e, "garbage collection failed");
-            }
+            let outcome = future.await;
             me.update(&id, |v| {
                 v.finished_at = Some(timestamp());
+                "done".clone_into(&mut v.phase);
                 match outcome {
-                    Ok(report) => {
-                        tracing::info!(?report, "garbage collection finished");
-                        (v.state, v.report) = (JobState::Done, Some(report));
-                    }
-                    Err(e) => (v.state, v.error) = (JobState::Failed, Some(e.to_string())),
+                    Ok(report) => (v.state, v.report) = (JobState::Done, Some(report)),
+                    Err(e) => (v.state, v.error) = (JobState::Failed, Some(e)),
                 }
             });
         });

@@ -1,0 +1,219 @@
+//! `berth fsck`: verify (and with `--repair`, repair) a store, offline on a store no server
+//! holds, or through a running server's admin API with `--url`.
+//!
+//! Exit codes: 0 clean (or everything repaired), 1 problems found (or left after repair),
+//! 2 fsck itself could not run.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use berth::config::{self, Flags};
+use berth::fsck::{self, Progress, Report};
+use berth::jobs::{JobState, JobView};
+use berth::meta::{self, MetaError};
+use berth::server::{ServeError, open_registry_as_is};
+
+#[derive(Debug, clap::Args)]
+pub struct FsckArgs {
+    /// YAML config file (its storage.root is used).
+    #[arg(long, short, env = config::ENV_CONFIG_FILE, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Storage root (overrides storage.root).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Repair what can be repaired; every action is listed in the report.
+    #[arg(long)]
+    repair: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Check blob sizes only; do not hash their contents.
+    #[arg(long)]
+    quick: bool,
+    /// Run through the server at this URL (for example http://127.0.0.1:5000) instead of
+    /// opening the store directly; needed while a server holds the store.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+}
+
+/// Run fsck; returns the process exit code (0 clean, 1 problems).
+pub fn run(args: &FsckArgs) -> anyhow::Result<u8> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let opts = fsck::Options {
+        quick: args.quick,
+        repair: args.repair,
+    };
+    let report = if let Some(url) = &args.url {
+        runtime.block_on(remote(url, opts))?
+    } else {
+        let flags = Flags {
+            addr: None,
+            root: args.root.clone(),
+        };
+        let config = config::load(args.config.as_deref(), std::env::vars(), flags)?;
+        runtime.block_on(offline(&config, opts))?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(u8::from(!report.clean))
+}
+
+fn held_by_server(path: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{path} is held by a running berth server; run fsck through it with \
+         `berth fsck --url http://<its address>` (or POST /admin/fsck on it)"
+    )
+}
+
+async fn offline(config: &config::Config, opts: fsck::Options) -> anyhow::Result<Report> {
+    let root = config.storage.root.clone();
+    let database_ok = match meta::check_integrity(&root) {
+        Ok(ok) => ok,
+        Err(MetaError::Locked(path)) => return Err(held_by_server(&path)),
+        Err(e) => return Err(e.into()),
+    };
+    let registry = match open_registry_as_is(config).await {
+        Ok(registry) => registry,
+        Err(ServeError::Meta(MetaError::Locked(path))) => return Err(held_by_server(&path)),
+        Err(e) => return Err(e.into()),
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| spawn_bar(Arc::clone(&progress)));
+    let report = fsck::run(&registry, opts, progress, database_ok).await;
+    if let Some((stop, handle)) = bar {
+        stop.store(true, Ordering::Relaxed);
+        let _ = handle.join();
+    }
+    Ok(report?)
+}
+
+/// Draw a progress bar (files, bytes, rate, ETA) from the counters until told to stop.
+fn spawn_bar(progress: Arc<Progress>) -> (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::clone(&stop);
+    let handle = std::thread::spawn(move || {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "fsck {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} ({msg} files)",
+            )
+            .expect("valid template"),
+        );
+        while !done.load(Ordering::Relaxed) {
+            bar.set_length(progress.bytes_total.load(Ordering::Relaxed));
+            bar.set_position(progress.bytes_done.load(Ordering::Relaxed));
+            let files = (
+                progress.files_done.load(Ordering::Relaxed),
+                progress.files_total.load(Ordering::Relaxed),
+            );
+            bar.set_message(format!("{}/{}", files.0, files.1));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+    });
+    (stop, handle)
+}
+
+async fn remote(url: &str, opts: fsck::Options) -> anyhow::Result<Report> {
+    let base = url.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let start = client
+        .post(format!("{base}/admin/fsck?repair={}&quick={}", opts.repair, opts.quick))
+        .send()
+        .await
+        .context("contacting the server")?;
+    if !start.status().is_success() {
+        bail!(
+            "the server refused to start fsck: {} {}",
+            start.status(),
+            start.text().await?
+        );
+    }
+    let mut job: JobView = start.json().await?;
+    while job.state == JobState::Running {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        job = client
+            .get(format!("{base}/admin/fsck/{}", job.id))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+    }
+    match (job.state, job.report) {
+        (JobState::Done, Some(report)) => Ok(serde_json::from_value(report)?),
+        _ => bail!("fsck failed: {}", job.error.unwrap_or_default()),
+    }
+}
+
+fn print_report(r: &Report) {
+    let c = &r.checked;
+    println!(
+        "fsck checked {} repositories, {} manifests, {} tags, {} blobs ({}; {} hashed{}), {} uploads in {} ms",
+        c.repositories,
+        c.manifests,
+        c.tags,
+        c.blobs,
+        bytes(c.blob_bytes),
+        bytes(c.bytes_hashed),
+        if r.quick { ", quick: sizes only" } else { "" },
+        c.uploads,
+        r.duration_ms
+    );
+    match r.database_ok {
+        Some(true) => println!("database: redb integrity check passed"),
+        Some(false) => println!("database: redb integrity check FAILED"),
+        None => println!("database: not checked (online)"),
+    }
+    println!("problems found: {}", r.problems.len());
+    for (kind, n) in &r.counts {
+        println!(
+            "  {:<24} {n}",
+            serde_json::to_value(kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        );
+    }
+    for p in &r.problems {
+        let kind = serde_json::to_value(p.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!("  - {kind} {}: {}", p.subject, p.detail);
+    }
+    if !r.damaged_images.is_empty() {
+        println!("damaged images (push them again, or delete them):");
+        for image in &r.damaged_images {
+            println!("  {image}");
+        }
+    }
+    if r.repair {
+        println!("repairs made: {}", r.repairs.len());
+        for line in &r.repairs {
+            println!("  {line}");
+        }
+    }
+    if r.clean {
+        println!("result: clean");
+    } else {
+        println!(
+            "result: {} problem(s) {}",
+            r.unrepaired,
+            if r.repair { "could not be repaired" } else { "found" }
+        );
+    }
+}
+
+fn bytes(n: u64) -> String {
+    bytesize::ByteSize(n).display().iec().to_string()
+}

@@ -1,0 +1,765 @@
+//! `fsck`: verify the whole store against itself, and repair what can be repaired.
+//!
+//! What is checked, from one metadata snapshot plus a walk of `blobs/` and `uploads/`:
+//! 1. every blob file hashes to its name (skipped with `quick`) and has its recorded size;
+//! 2. every blob record has a file and every file has a record;
+//! 3. every manifest parses, hashes to its digest, and has its config, layers and children
+//!    present and linked in its repository;
+//! 4. reference counts, link counts, tags and their reverse index, the parent index, the
+//!    referrers index and the repository index all match what the manifests say;
+//! 5. every upload session has its staging file and every staging file its session;
+//! 6. (offline) redb's own integrity check.
+//!
+//! Repairs never delete user data outright: corrupt or unlisted blob files move to
+//! `quarantine/`, and their records are dropped so that clients get `BLOB_UNKNOWN` and can push
+//! again. Counters and indexes are rewritten from the manifests. Metadata repairs are
+//! compare-and-set (`meta::fsck::Repair`), so an online repair never clobbers a concurrent push.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::blobs::{BlobFile, BlobStore};
+use crate::meta::fsck::{Repair, Scan};
+use crate::meta::schema::{ReferrerRow, RefsRow};
+use crate::meta::{BlobState, now_ms};
+use crate::oci::manifest::{self, ManifestKind};
+use crate::oci::{Digest, Hasher};
+use crate::registry::{Error, Registry, blocking};
+
+/// Repairs per write transaction.
+const BATCH: usize = 200;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Check sizes only; do not hash blob contents.
+    pub quick: bool,
+    pub repair: bool,
+}
+
+/// Progress counters, readable while a run goes on.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files_total: AtomicU64,
+    pub files_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub bytes_done: AtomicU64,
+}
+
+/// The kinds of problem fsck reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    BlobCorrupt,
+    BlobSizeMismatch,
+    BlobMissing,
+    OrphanBlobFile,
+    StrayFile,
+    StagingOrphan,
+    UploadFileMissing,
+    TombstoneLeftover,
+    ManifestUnparsable,
+    ManifestDigestMismatch,
+    ManifestBlobMissing,
+    ManifestChildMissing,
+    ManifestRefsWrong,
+    RefcountWrong,
+    BlobLinksWrong,
+    LinkRefsWrong,
+    LinkMissing,
+    LinkDangling,
+    TagDangling,
+    TagIndexWrong,
+    ParentIndexWrong,
+    ReferrerIndexWrong,
+    RepoMissing,
+    DatabaseIntegrity,
+}
+
+impl Kind {
+    /// Problems that repair cannot fix: the content itself is wrong or gone.
+    fn repairable(self) -> bool {
+        !matches!(
+            self,
+            Kind::ManifestUnparsable
+                | Kind::ManifestDigestMismatch
+                | Kind::ManifestBlobMissing
+                | Kind::ManifestChildMissing
+                | Kind::DatabaseIntegrity
+        )
+    }
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub kind: Kind,
+    /// What it is about: a digest, `repo@digest`, `repo:tag`, a path.
+    pub subject: String,
+    pub detail: String,
+}
+
+/// What was looked at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checked {
+    pub repositories: u64,
+    pub manifests: u64,
+    pub tags: u64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub bytes_hashed: u64,
+    pub uploads: u64,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// No problems found (or, with repair, none left).
+    pub clean: bool,
+    pub quick: bool,
+    pub repair: bool,
+    pub checked: Checked,
+    /// Problems per kind.
+    pub counts: BTreeMap<Kind, u64>,
+    pub problems: Vec<Problem>,
+    /// Images (`repo@digest`, with their tags) that reference content that is missing or bad.
+    pub damaged_images: Vec<String>,
+    /// Every repair action taken.
+    pub repairs: Vec<String>,
+    /// Problems left after repair (all of them without repair).
+    pub unrepaired: u64,
+    /// redb's own check; `None` when not run (online).
+    pub database_ok: Option<bool>,
+    pub duration_ms: u64,
+}
+
+/// A file action of a repair plan, done after the metadata repairs commit.
+#[derive(Debug, Clone)]
+enum FileFix {
+    Quarantine(PathBuf),
+    RemoveStaging(String),
+    Unlink(Digest),
+}
+
+/// What the checks found and what would fix it.
+#[derive(Default)]
+struct Findings {
+    problems: Vec<Problem>,
+    /// Blob records to mark missing first (the file is bad or gone), with the file to quarantine.
+    bad_blobs: Vec<(String, Option<PathBuf>)>,
+    repairs: Vec<Repair>,
+    files: Vec<FileFix>,
+    damaged: BTreeSet<String>,
+    checked: Checked,
+}
+
+impl Findings {
+    fn problem(&mut self, kind: Kind, subject: impl Into<String>, detail: impl Into<String>) {
+        self.problems.push(Problem {
+            kind,
+            subject: subject.into(),
+            detail: detail.into(),
+        });
+    }
+}
+
+/// Start fsck as a background job of the admin API (online: redb's own check is not run).
+pub fn start_job(
+    jobs: &Arc<crate::jobs::Jobs>,
+    registry: Arc<Registry>,
+    opts: Options,
+) -> (crate::jobs::JobView, bool) {
+    jobs.start(move |phase| async move {
+        phase.set(if opts.repair { "verify_and_repair" } else { "verify" });
+        let report = run(&registry, opts, Arc::default(), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(clean = report.clean, problems = report.problems.len(), "fsck finished");
+        serde_json::to_value(report).map_err(|e| e.to_string())
+    })
+}
+
+/// Run fsck over a registry's store. `database_ok` is the result of redb's own check, when
+/// the caller could run it (offline).
+pub async fn run(
+    registry: &Arc<Registry>,
+    opts: Options,
+    progress: Arc<Progress>,
+    database_ok: Option<bool>,
+) -> Result<Report, Error> {
+    let started = Instant::now();
+    let scan = registry.meta(crate::meta::Meta::fsck_scan).await?;
+    let store = registry.blob_store().clone();
+    let (files, staging) = {
+        let store = store.clone();
+        blocking(move || Ok::<_, std::io::Error>((store.walk()?, store.staging_entries()?))).await?
+    };
+    let bad = {
+        let live = scan.blobs.iter().filter(|(_, b)| b.state == BlobState::Live);
+        let (files, scan_blobs) = (files.clone(), live.map(|(d, b)| (d.clone(), b.size)).collect());
+        let progress = Arc::clone(&progress);
+        blocking(move || verify_files(&files, &scan_blobs, opts.quick, &progress)).await
+    };
+    let mut f = Findings::default();
+    check_blobs(&scan, &files, &bad, &mut f);
+    check_manifests(&scan, &bad, &mut f);
+    check_indexes(&scan, &mut f);
+    check_uploads(&scan, &staging, &mut f);
+    if database_ok == Some(false) {
+        f.problem(Kind::DatabaseIntegrity, "meta.redb", "redb's integrity check failed");
+    }
+    f.checked.bytes_hashed = progress.bytes_done.load(Ordering::Relaxed);
+    let mut report = Report {
+        quick: opts.quick,
+        repair: opts.repair,
+        checked: f.checked.clone(),
+        damaged_images: f.damaged.iter().cloned().collect(),
+        database_ok,
+        ..Report::default()
+    };
+    for p in &f.problems {
+        *report.counts.entry(p.kind).or_default() += 1;
+    }
+    if opts.repair {
+        report.repairs = repair(registry, &store, &mut f).await?;
+        report.unrepaired = f.problems.iter().filter(|p| !p.kind.repairable()).count() as u64;
+    } else {
+        report.unrepaired = f.problems.len() as u64;
+    }
+    report.problems = f.problems;
+    report.clean = report.unrepaired == 0;
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(report)
+}
+
+/// Why a blob cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Bad {
+    Corrupt(String),
+    Size { recorded: u64, actual: u64 },
+}
+
+/// Check every well-named file that has a record: size, and (unless `quick`) content, hashed in
+/// parallel on every core.
+fn verify_files(
+    files: &[BlobFile],
+    records: &HashMap<String, u64>,
+    quick: bool,
+    progress: &Progress,
+) -> HashMap<String, Bad> {
+    let work: Vec<(&BlobFile, &Digest)> = files
+        .iter()
+        .filter_map(|f| {
+            f.digest
+                .as_ref()
+                .filter(|d| records.contains_key(d.as_str()))
+                .map(|d| (f, d))
+        })
+        .collect();
+    progress.files_total.store(work.len() as u64, Ordering::Relaxed);
+    progress
+        .bytes_total
+        .store(work.iter().map(|(f, _)| f.size).sum(), Ordering::Relaxed);
+    let next = AtomicUsize::new(0);
+    let bad = std::sync::Mutex::new(HashMap::new());
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                while let Some((file, digest)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let recorded = records[digest.as_str()];
+                    let verdict = if file.size == recorded {
+                        if quick {
+                            None
+                        } else {
+                            hash_check(file, digest, progress)
+                        }
+                    } else {
+                        Some(Bad::Size {
+                            recorded,
+                            actual: file.size,
+                        })
+                    };
+                    if let Some(v) = verdict {
+                        bad.lock().expect("bad lock").insert(digest.to_string(), v);
+                    }
+                    progress.files_done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    bad.into_inner().expect("bad lock")
+}
+
+fn hash_check(file: &BlobFile, digest: &Digest, progress: &Progress) -> Option<Bad> {
+    use std::io::Read;
+    let mut hasher: Hasher = digest.algorithm().hasher();
+    let mut input = match std::fs::File::open(&file.path) {
+        Ok(f) => f,
+        Err(e) => return Some(Bad::Corrupt(format!("cannot read: {e}"))),
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => return Some(Bad::Corrupt(format!("cannot read: {e}"))),
+        }
+    }
+    let actual = hasher.finish();
+    (&actual != digest).then(|| Bad::Corrupt(format!("content hashes to {actual}")))
+}
+
+fn check_blobs(scan: &Scan, files: &[BlobFile], bad: &HashMap<String, Bad>, f: &mut Findings) {
+    let on_disk: BTreeSet<&str> = files
+        .iter()
+        .filter_map(|f| f.digest.as_ref().map(Digest::as_str))
+        .collect();
+    f.checked.blobs = scan.blobs.len() as u64;
+    f.checked.blob_bytes = scan.blobs.values().map(|b| b.size).sum();
+    for file in files {
+        match &file.digest {
+            None => {
+                f.problem(Kind::StrayFile, file.path.display().to_string(), "not a blob path");
+                f.files.push(FileFix::Quarantine(file.path.clone()));
+            }
+            Some(d) if scan.tombstones.contains(d.as_str()) || is_missing(scan, d.as_str()) => {}
+            Some(d) if !scan.blobs.contains_key(d.as_str()) => {
+                f.problem(Kind::OrphanBlobFile, d.as_str(), "file has no blob record");
+                f.files.push(FileFix::Quarantine(file.path.clone()));
+            }
+            Some(d) => match bad.get(d.as_str()) {
+                Some(Bad::Corrupt(why)) => {
+                    f.problem(Kind::BlobCorrupt, d.as_str(), why.clone());
+                    f.bad_blobs.push((d.to_string(), Some(file.path.clone())));
+                }
+                Some(Bad::Size { recorded, actual }) => {
+                    f.problem(
+                        Kind::BlobSizeMismatch,
+                        d.as_str(),
+                        format!("file is {actual} bytes, record says {recorded}"),
+                    );
+                    f.bad_blobs.push((d.to_string(), Some(file.path.clone())));
+                }
+                None => {}
+            },
+        }
+    }
+    for (digest, _) in scan
+        .blobs
+        .iter()
+        .filter(|(d, b)| b.state == BlobState::Live && !on_disk.contains(d.as_str()))
+    {
+        if scan.tombstones.contains(digest) {
+            continue;
+        }
+        f.problem(Kind::BlobMissing, digest.as_str(), "record has no file");
+        f.bad_blobs.push((digest.clone(), None));
+    }
+    for digest in &scan.tombstones {
+        f.problem(
+            Kind::TombstoneLeftover,
+            digest.as_str(),
+            "deletion interrupted; start-up finishes it",
+        );
+        if let Ok(d) = Digest::parse(digest) {
+            f.files.push(FileFix::Unlink(d));
+        }
+    }
+}
+
+/// What the manifests say the counters and indexes must be.
+#[derive(Default)]
+struct Expected {
+    refcount: HashMap<String, u64>,
+    link_refs: HashMap<(String, String), u64>,
+    parents: BTreeSet<(String, String, String)>,
+    referrers: BTreeMap<(String, String, String), ReferrerRow>,
+}
+
+fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, f: &mut Findings) {
+    f.checked.manifests = scan.manifests.len() as u64;
+    let mut exp = Expected::default();
+    let unusable = |d: &str| bad.contains_key(d) || !scan.blobs.get(d).is_some_and(|b| b.state == BlobState::Live);
+    for ((repo, digest), row) in &scan.manifests {
+        let at = format!("{repo}@{digest}");
+        if let Ok(d) = Digest::parse(digest)
+            && Digest::of(d.algorithm(), &row.body) != d
+        {
+            f.problem(
+                Kind::ManifestDigestMismatch,
+                at.clone(),
+                "stored bytes do not hash to the digest",
+            );
+        }
+        let parsed = match manifest::parse(&row.body, Some(&row.media_type)) {
+            Ok(p) => p,
+            Err(e) => {
+                f.problem(Kind::ManifestUnparsable, at, e.to_string());
+                continue;
+            }
+        };
+        let mut blobs: Vec<String> = parsed.required_blobs().map(|d| d.digest.to_string()).collect();
+        blobs.sort_unstable();
+        blobs.dedup();
+        let children: Vec<String> = match parsed.kind {
+            ManifestKind::Index => parsed.manifests.iter().map(|d| d.digest.to_string()).collect(),
+            ManifestKind::Image => Vec::new(),
+        };
+        let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
+        for blob in &blobs {
+            *exp.refcount.entry(blob.clone()).or_default() += 1;
+            *exp.link_refs.entry((repo.clone(), blob.clone())).or_default() += 1;
+            if unusable(blob) {
+                f.problem(
+                    Kind::ManifestBlobMissing,
+                    at.clone(),
+                    format!("blob {blob} is missing or damaged"),
+                );
+                f.damaged.insert(image_name(scan, repo, digest));
+            } else if !scan.links.contains_key(&(repo.clone(), blob.clone())) {
+                f.problem(
+                    Kind::LinkMissing,
+                    at.clone(),
+                    format!("blob {blob} is not linked into {repo}"),
+                );
+                f.repairs.push(Repair::AddLink {
+                    repo: repo.clone(),
+                    digest: blob.clone(),
+                    refs: 0,
+                    now: now_ms(),
+                });
+            }
+        }
+        for child in &children {
+            exp.parents.insert((repo.clone(), child.clone(), digest.clone()));
+            if !scan.manifests.contains_key(&(repo.clone(), child.clone())) {
+                f.problem(
+                    Kind::ManifestChildMissing,
+                    at.clone(),
+                    format!("child manifest {child} is missing"),
+                );
+                f.damaged.insert(image_name(scan, repo, digest));
+            }
+        }
+        if let Some(s) = &subject {
+            let referrer = ReferrerRow {
+                media_type: parsed.media_type.clone(),
+                size: row.body.len() as u64,
+                artifact_type: parsed.referrer_artifact_type(),
+                annotations: parsed.annotations.clone(),
+            };
+            exp.referrers
+                .insert((repo.clone(), s.clone(), digest.clone()), referrer);
+        }
+        let stored = scan.refs.get(&(repo.clone(), digest.clone()));
+        let fits = stored.is_some_and(|r| r.blobs == blobs && r.children == children && r.subject == subject);
+        if !fits {
+            f.problem(Kind::ManifestRefsWrong, at, "reference row does not match the manifest");
+            let pushed_ms = stored.map_or(row.created_ms, |r| r.pushed_ms);
+            let refs = RefsRow {
+                blobs,
+                children,
+                subject,
+                pushed_ms,
+            };
+            f.repairs.push(Repair::SetRefs {
+                repo: repo.clone(),
+                digest: digest.clone(),
+                refs,
+            });
+        }
+    }
+    check_counts(scan, &exp, f);
+    check_graph_indexes(scan, &exp, f);
+}
+
+/// A record that an earlier repair marked missing (its file was quarantined).
+fn is_missing(scan: &Scan, digest: &str) -> bool {
+    scan.blobs
+        .get(digest)
+        .is_some_and(|b| matches!(b.state, BlobState::Missing { .. }))
+}
+
+fn image_name(scan: &Scan, repo: &str, digest: &str) -> String {
+    let tags: Vec<&str> = scan
+        .tags
+        .iter()
+        .filter(|((r, _), t)| r == repo && t.digest == digest)
+        .map(|((_, t), _)| t.as_str())
+        .collect();
+    if tags.is_empty() {
+        format!("{repo}@{digest}")
+    } else {
+        format!("{repo}@{digest} (tags: {})", tags.join(", "))
+    }
+}
+
+fn check_counts(scan: &Scan, exp: &Expected, f: &mut Findings) {
+    let mut links_per_blob: HashMap<&str, u64> = HashMap::new();
+    for ((repo, digest), link) in &scan.links {
+        *links_per_blob.entry(digest).or_default() += 1;
+        if !scan.blobs.contains_key(digest) {
+            f.problem(
+                Kind::LinkDangling,
+                format!("{repo}@{digest}"),
+                "link to a blob with no record",
+            );
+            f.repairs.push(Repair::DropLink {
+                repo: repo.clone(),
+                digest: digest.clone(),
+            });
+            continue;
+        }
+        let want = exp.link_refs.get(&(repo.clone(), digest.clone())).copied().unwrap_or(0);
+        if link.refs != want {
+            f.problem(
+                Kind::LinkRefsWrong,
+                format!("{repo}@{digest}"),
+                format!("refs {} should be {want}", link.refs),
+            );
+            f.repairs.push(Repair::SetLinkRefs {
+                repo: repo.clone(),
+                digest: digest.clone(),
+                seen: link.refs,
+                want,
+            });
+        }
+    }
+    for (digest, blob) in &scan.blobs {
+        let want = exp.refcount.get(digest).copied().unwrap_or(0);
+        if blob.refcount != want {
+            f.problem(
+                Kind::RefcountWrong,
+                digest.as_str(),
+                format!("refcount {} should be {want}", blob.refcount),
+            );
+            f.repairs.push(Repair::SetRefcount {
+                digest: digest.clone(),
+                seen: blob.refcount,
+                want,
+            });
+        }
+        let links = links_per_blob.get(digest.as_str()).copied().unwrap_or(0);
+        if blob.links != links {
+            f.problem(
+                Kind::BlobLinksWrong,
+                digest.as_str(),
+                format!("links {} should be {links}", blob.links),
+            );
+            f.repairs.push(Repair::SetBlobLinks {
+                digest: digest.clone(),
+                seen: blob.links,
+                want: links,
+            });
+        }
+    }
+}
+
+fn check_graph_indexes(scan: &Scan, exp: &Expected, f: &mut Findings) {
+    for (repo, child, parent) in exp.parents.difference(&scan.parents) {
+        f.problem(
+            Kind::ParentIndexWrong,
+            format!("{repo}@{child}"),
+            format!("missing parent entry {parent}"),
+        );
+        f.repairs.push(Repair::AddParent {
+            repo: repo.clone(),
+            child: child.clone(),
+            parent: parent.clone(),
+        });
+    }
+    for (repo, child, parent) in scan.parents.difference(&exp.parents) {
+        f.problem(
+            Kind::ParentIndexWrong,
+            format!("{repo}@{child}"),
+            format!("stale parent entry {parent}"),
+        );
+        f.repairs.push(Repair::DropParent {
+            repo: repo.clone(),
+            child: child.clone(),
+            parent: parent.clone(),
+        });
+    }
+    for (key @ (repo, subject, referrer), row) in &exp.referrers {
+        if scan.referrers.get(key) != Some(row) {
+            f.problem(
+                Kind::ReferrerIndexWrong,
+                format!("{repo}@{referrer}"),
+                format!("referrer of {subject} not indexed"),
+            );
+            let (repo, subject, referrer) = (repo.clone(), subject.clone(), referrer.clone());
+            f.repairs.push(Repair::AddReferrer {
+                repo,
+                subject,
+                referrer,
+                row: row.clone(),
+            });
+        }
+    }
+    for (repo, subject, referrer) in scan.referrers.keys().filter(|k| !exp.referrers.contains_key(*k)) {
+        f.problem(
+            Kind::ReferrerIndexWrong,
+            format!("{repo}@{referrer}"),
+            format!("stale referrer entry of {subject}"),
+        );
+        let (repo, subject, referrer) = (repo.clone(), subject.clone(), referrer.clone());
+        f.repairs.push(Repair::DropReferrer {
+            repo,
+            subject,
+            referrer,
+        });
+    }
+}
+
+fn check_indexes(scan: &Scan, f: &mut Findings) {
+    f.checked.tags = scan.tags.len() as u64;
+    f.checked.repositories = scan.repos.len() as u64;
+    let mut reverse = BTreeSet::new();
+    for ((repo, tag), row) in &scan.tags {
+        reverse.insert((repo.clone(), row.digest.clone(), tag.clone()));
+        if !scan.manifests.contains_key(&(repo.clone(), row.digest.clone())) {
+            f.problem(
+                Kind::TagDangling,
+                format!("{repo}:{tag}"),
+                format!("points at missing manifest {}", row.digest),
+            );
+            let (repo, tag, digest) = (repo.clone(), tag.clone(), row.digest.clone());
+            f.repairs.push(Repair::DropTag { repo, tag, digest });
+        }
+    }
+    for (repo, digest, tag) in reverse.difference(&scan.tags_by_manifest) {
+        f.problem(
+            Kind::TagIndexWrong,
+            format!("{repo}:{tag}"),
+            "missing from the reverse tag index",
+        );
+        f.repairs.push(Repair::AddTagIndex {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            tag: tag.clone(),
+        });
+    }
+    for (repo, digest, tag) in scan.tags_by_manifest.difference(&reverse) {
+        f.problem(
+            Kind::TagIndexWrong,
+            format!("{repo}:{tag}"),
+            "stale reverse tag index entry",
+        );
+        f.repairs.push(Repair::DropTagIndex {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            tag: tag.clone(),
+        });
+    }
+    let used = scan
+        .tags
+        .keys()
+        .map(|(r, _)| r)
+        .chain(scan.manifests.keys().map(|(r, _)| r))
+        .chain(scan.links.keys().map(|(r, _)| r));
+    let missing: BTreeSet<&String> = used.filter(|r| !scan.repos.contains(*r)).collect();
+    for repo in missing {
+        f.problem(Kind::RepoMissing, repo.as_str(), "has content but no repository row");
+        f.repairs.push(Repair::AddRepo {
+            repo: repo.clone(),
+            now: now_ms(),
+        });
+    }
+}
+
+fn check_uploads(scan: &Scan, staging: &[String], f: &mut Findings) {
+    f.checked.uploads = scan.uploads.len() as u64;
+    for id in scan.uploads.keys().filter(|id| !staging.contains(id)) {
+        f.problem(
+            Kind::UploadFileMissing,
+            id.as_str(),
+            "upload session has no staging file",
+        );
+        f.repairs.push(Repair::DropUpload { id: id.clone() });
+    }
+    for name in staging.iter().filter(|n| !scan.uploads.contains_key(*n)) {
+        f.problem(
+            Kind::StagingOrphan,
+            name.as_str(),
+            "staging file with no upload session",
+        );
+        f.files.push(FileFix::RemoveStaging(name.clone()));
+    }
+}
+
+/// Apply the plan: drop bad blob records (under their digest locks) and quarantine their files,
+/// then the metadata repairs in batches, then the other file fixes. Returns what was done.
+async fn repair(registry: &Arc<Registry>, store: &BlobStore, f: &mut Findings) -> Result<Vec<String>, Error> {
+    let mut done = Vec::new();
+    for (digest, path) in std::mem::take(&mut f.bad_blobs) {
+        let _guard = registry.digest_locks().lock(&digest).await;
+        let d = digest.clone();
+        let marked = registry
+            .meta(move |m| {
+                m.fsck_repair(vec![Repair::MarkBlobMissing {
+                    digest: d,
+                    now: now_ms(),
+                }])
+            })
+            .await?;
+        if marked.first() == Some(&true) {
+            done.push(format!(
+                "marked blob {digest} missing (clients get BLOB_UNKNOWN until it is pushed again)"
+            ));
+        }
+        if let Some(path) = path {
+            let (s, p) = (store.clone(), path.clone());
+            let dest = blocking(move || s.quarantine(&p)).await?;
+            done.push(format!("moved {} to {}", path.display(), dest.display()));
+        }
+    }
+    let repairs = std::mem::take(&mut f.repairs);
+    for batch in repairs.chunks(BATCH) {
+        let batch = batch.to_vec();
+        let shown: Vec<String> = batch.iter().map(|r| format!("{r:?}")).collect();
+        let applied = registry.meta(move |m| m.fsck_repair(batch)).await?;
+        for (what, ok) in shown.into_iter().zip(applied) {
+            done.push(if ok {
+                format!("applied {what}")
+            } else {
+                format!("skipped {what} (changed since the scan)")
+            });
+        }
+    }
+    for fix in std::mem::take(&mut f.files) {
+        let s = store.clone();
+        let line = blocking(move || -> std::io::Result<String> {
+            Ok(match fix {
+                FileFix::Quarantine(p) => format!("moved {} to {}", p.display(), s.quarantine(&p)?.display()),
+                FileFix::RemoveStaging(name) => {
+                    s.remove_staging_entry(&name)?;
+                    format!("removed staging file uploads/{name}")
+                }
+                FileFix::Unlink(d) => {
+                    s.remove(&d)?;
+                    format!("removed the file of tombstoned blob {d}")
+                }
+            })
+        })
+        .await?;
+        done.push(line);
+    }
+    if f.problems.iter().any(|p| p.kind == Kind::TombstoneLeftover) {
+        let tombs: Vec<String> = f
+            .problems
+            .iter()
+            .filter(|p| p.kind == Kind::TombstoneLeftover)
+            .map(|p| p.subject.clone())
+            .collect();
+        registry.meta(move |m| m.gc_finish_tombstones(&tombs)).await?;
+    }
+    Ok(done)
+}
