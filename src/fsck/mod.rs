@@ -207,6 +207,7 @@ pub async fn run(
     let mut f = Findings::default();
     check_blobs(&scan, &files, &bad, &mut f);
     check_manifests(&scan, &bad, &mut f);
+    check_stale_refs(&scan, &mut f);
     check_indexes(&scan, &mut f);
     check_uploads(&scan, &staging, &mut f);
     if database_ok == Some(false) {
@@ -387,7 +388,10 @@ struct Expected {
 fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, f: &mut Findings) {
     f.checked.manifests = scan.manifests.len() as u64;
     let mut exp = Expected::default();
-    let unusable = |d: &str| bad.contains_key(d) || !scan.blobs.get(d).is_some_and(|b| b.state == BlobState::Live);
+    let lost: BTreeSet<String> = f.bad_blobs.iter().map(|(d, _)| d.clone()).collect();
+    let unusable = |d: &str| {
+        bad.contains_key(d) || lost.contains(d) || !scan.blobs.get(d).is_some_and(|b| b.state == BlobState::Live)
+    };
     for ((repo, digest), row) in &scan.manifests {
         let at = format!("{repo}@{digest}");
         if let Ok(d) = Digest::parse(digest)
@@ -499,6 +503,21 @@ fn image_name(scan: &Scan, repo: &str, digest: &str) -> String {
         format!("{repo}@{digest}")
     } else {
         format!("{repo}@{digest} (tags: {})", tags.join(", "))
+    }
+}
+
+/// Reference rows whose manifest does not exist.
+fn check_stale_refs(scan: &Scan, f: &mut Findings) {
+    for (repo, digest) in scan.refs.keys().filter(|k| !scan.manifests.contains_key(*k)) {
+        f.problem(
+            Kind::ManifestRefsWrong,
+            format!("{repo}@{digest}"),
+            "reference row of a manifest that does not exist",
+        );
+        f.repairs.push(Repair::DropRefs {
+            repo: repo.clone(),
+            digest: digest.clone(),
+        });
     }
 }
 

@@ -90,6 +90,11 @@ pub enum Repair {
         digest: String,
         refs: RefsRow,
     },
+    /// Drop a reference row whose manifest does not exist.
+    DropRefs {
+        repo: String,
+        digest: String,
+    },
     AddParent {
         repo: String,
         child: String,
@@ -398,6 +403,19 @@ fn apply_index(txn: &WriteTransaction, repair: &Repair) -> Result<bool, MetaErro
             Ok(true)
         }
         Repair::DropUpload { id } => Ok(txn.open_table(UPLOADS)?.remove(id.as_str())?.is_some()),
+        Repair::DropRefs { repo, digest } => {
+            if txn
+                .open_table(MANIFESTS)?
+                .get((repo.as_str(), digest.as_str()))?
+                .is_some()
+            {
+                return Ok(false);
+            }
+            Ok(txn
+                .open_table(MANIFEST_REFS)?
+                .remove((repo.as_str(), digest.as_str()))?
+                .is_some())
+        }
         _ => unreachable!("not an index repair"),
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! All methods block; async callers run them on the blocking pool.
 
-mod codec;
+pub mod codec;
 pub mod fsck;
 pub mod gc;
 mod read;
