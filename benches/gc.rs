@@ -48,7 +48,9 @@ fn start() -> Server {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let base = line.trim().rsplit(' ').next().unwrap().to_owned();
     Server { child, base, _dir: dir }
 }
@@ -63,9 +65,16 @@ async fn push_image(c: &reqwest::Client, base: &str, i: usize, layers: usize, ta
     }
     for b in &blobs {
         let d = sha256(b);
-        let r = c.post(format!("{base}/v2/bench/blobs/uploads/?digest={d}")).body(b.clone()).send().await.unwrap();
+        let r = c
+            .post(format!("{base}/v2/bench/blobs/uploads/?digest={d}"))
+            .body(b.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201);
-        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": b.len()}));
+        descs.push(
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": b.len()}),
+        );
     }
     let config_desc = descs.remove(0);
     let manifest = serde_json::to_vec(&serde_json::json!({
@@ -96,7 +105,11 @@ async fn read_load(base: String, tagged: usize, readers: usize, stop: Arc<Atomic
             let mut i = r;
             while !stop.load(Ordering::Relaxed) && lat.len() < 200_000 {
                 let t = Instant::now();
-                let resp = c.get(format!("{base}/v2/bench/manifests/t{}", 2 * (i % tagged))).send().await.unwrap();
+                let resp = c
+                    .get(format!("{base}/v2/bench/manifests/t{}", 2 * (i % tagged)))
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(resp.status(), 200);
                 resp.bytes().await.unwrap();
                 lat.push(t.elapsed());
@@ -114,7 +127,11 @@ async fn read_load(base: String, tagged: usize, readers: usize, stop: Arc<Atomic
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx].as_secs_f64() * 1000.0
 }
@@ -126,8 +143,14 @@ async fn main() {
     let concurrency = 16;
     let server = start();
     let base = server.base.clone();
-    println!("gc benchmark: {manifests} manifests x ({layers} layers + config) = {} blobs, half garbage", manifests * (layers + 1));
-    println!("machine: {} CPUs", std::thread::available_parallelism().map_or(0, std::num::NonZero::get));
+    println!(
+        "gc benchmark: {manifests} manifests x ({layers} layers + config) = {} blobs, half garbage",
+        manifests * (layers + 1)
+    );
+    println!(
+        "machine: {} CPUs",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+    );
 
     let t = Instant::now();
     let mut tasks = Vec::new();
@@ -155,10 +178,24 @@ async fn main() {
     let c = reqwest::Client::new();
     let gc_stop = Arc::new(AtomicBool::new(false));
     let during = tokio::spawn(read_load(base.clone(), tagged, 8, Arc::clone(&gc_stop)));
-    let job: serde_json::Value = c.post(format!("{base}/admin/gc")).send().await.unwrap().json().await.unwrap();
+    let job: serde_json::Value = c
+        .post(format!("{base}/admin/gc"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
     let report = loop {
-        let j: serde_json::Value = c.get(format!("{base}/admin/gc/{id}")).send().await.unwrap().json().await.unwrap();
+        let j: serde_json::Value = c
+            .get(format!("{base}/admin/gc/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if j["state"] != "running" {
             break j["report"].clone();
         }
@@ -174,12 +211,20 @@ async fn main() {
     println!("| gc duration | {} ms |", report["duration_ms"]);
     println!("| manifests deleted | {} |", report["manifests_deleted"]);
     println!("| blobs deleted | {} |", report["blobs_deleted"]);
-    println!("| manifest GET p50 / p99, idle | {:.2} / {:.2} ms ({} requests) |", pct(&idle, 0.5), pct(&idle, 0.99), idle.len());
+    println!(
+        "| manifest GET p50 / p99, idle | {:.2} / {:.2} ms ({} requests) |",
+        pct(&idle, 0.5),
+        pct(&idle, 0.99),
+        idle.len()
+    );
     println!(
         "| manifest GET p50 / p99, during gc | {:.2} / {:.2} ms ({} requests) |",
         pct(&during, 0.5),
         pct(&during, 0.99),
         during.len()
     );
-    println!("| p99 ratio during gc / idle | {:.2} |", pct(&during, 0.99) / pct(&idle, 0.99));
+    println!(
+        "| p99 ratio during gc / idle | {:.2} |",
+        pct(&during, 0.99) / pct(&idle, 0.99)
+    );
 }

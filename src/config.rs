@@ -216,7 +216,7 @@ fn parse_file(path: &Path) -> Result<RawConfig, ConfigError> {
 
 fn apply_env(raw: &mut RawConfig, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
     for (var, value) in env {
-        if !var.starts_with(ENV_PREFIX) || var == ENV_CONFIG_FILE {
+        if !var.starts_with(ENV_PREFIX) || var == ENV_CONFIG_FILE || var == crate::crashpoint::ENV {
             continue;
         }
         let Some((_, setter)) = ENV_KEYS.iter().find(|(key, _)| env_var_for(key) == var) else {

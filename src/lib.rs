@@ -8,6 +8,7 @@
 pub mod api;
 pub mod blobs;
 pub mod config;
+pub mod crashpoint;
 pub mod fsck;
 pub mod gc;
 pub mod jobs;

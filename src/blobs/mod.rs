@@ -122,6 +122,7 @@ impl BlobStore {
         let dir = dest.parent().expect("blob path has a parent");
         self.create_shard_dirs(dir)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o444))?;
+        crate::crashpoint::hit("blob.before_rename");
         fs::rename(&path, &dest)?;
         if let Some(temp) = guard {
             // Renamed away: keep the guard from deleting whatever now has its old name.

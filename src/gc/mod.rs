@@ -276,6 +276,7 @@ async fn sweep_blobs(
         if doomed.is_empty() {
             continue;
         }
+        crate::crashpoint::hit("gc.after_tombstone");
         if let Some(pause) = opts.pause_before_unlink {
             phase(Phase::Paused);
             tokio::time::sleep(pause).await;
@@ -291,6 +292,7 @@ async fn sweep_blobs(
             Ok::<_, std::io::Error>(())
         })
         .await?;
+        crate::crashpoint::hit("gc.after_unlink");
         count += doomed.len() as u64;
         bytes += doomed.iter().map(|(_, s)| s).sum::<u64>();
         let digests: Vec<String> = doomed.into_iter().map(|(d, _)| d).collect();

@@ -88,8 +88,11 @@ impl Registry {
             }
         })
         .await?;
+        crate::crashpoint::hit("blob.after_rename");
         let (r, d, u) = (repo.to_string(), digest.to_string(), upload.map(|u| u.to_string()));
         self.meta(move |m| m.commit_blob(&r, &d, size, u.as_deref(), now_ms()))
-            .await
+            .await?;
+        crate::crashpoint::hit("blob.after_commit");
+        Ok(())
     }
 }

@@ -83,6 +83,7 @@ impl Registry {
             manifest_row(&parsed, body),
         );
         self.meta(move |m| m.put_manifest(new, now_ms())).await?;
+        crate::crashpoint::hit("manifest.after_commit");
         Ok(ManifestPut { digest, subject })
     }
 
@@ -92,7 +93,9 @@ impl Registry {
         match reference {
             Reference::Digest(d) => {
                 let d = d.to_string();
-                self.meta(move |m| m.delete_manifest(&r, &d)).await
+                self.meta(move |m| m.delete_manifest(&r, &d)).await?;
+                crate::crashpoint::hit("delete.after_commit");
+                Ok(())
             }
             Reference::Tag(t) => {
                 let t = t.to_string();

@@ -74,6 +74,7 @@ impl Registry {
         let id = Uuid::new_v4();
         let store = self.blobs.clone();
         let staged = blocking(move || store.create_upload(id)).await?;
+        crate::crashpoint::hit("upload.after_create_file");
         let row = UploadRow {
             repo: repo.to_string(),
             created_ms: now_ms(),
