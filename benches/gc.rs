@@ -9,51 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest as _, Sha256};
+mod common;
 
-fn env_num(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-struct Server {
-    child: std::process::Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Server {
-    use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BERTH_")) {
-        cmd.env_remove(k);
-    }
-    let mut child = cmd
-        .args(["serve", "--addr", "127.0.0.1:0", "--root"])
-        .arg(dir.path().join("data"))
-        .env("BERTH_GC_GRACE_PERIOD", "0s")
-        .env("BERTH_LOG_LEVEL", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line.trim().rsplit(' ').next().unwrap().to_owned();
-    Server { child, base, _dir: dir }
-}
+use common::{Server, env_num, push_blob, sha256};
 
 /// Push manifest `i` with `layers` unique small layers; tagged `t<i>` if `tagged`.
 async fn push_image(c: &reqwest::Client, base: &str, i: usize, layers: usize, tagged: bool) {
@@ -64,14 +22,7 @@ async fn push_image(c: &reqwest::Client, base: &str, i: usize, layers: usize, ta
         blobs.push(format!("layer {l} of image {i}").into_bytes());
     }
     for b in &blobs {
-        let d = sha256(b);
-        let r = c
-            .post(format!("{base}/v2/bench/blobs/uploads/?digest={d}"))
-            .body(b.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        let d = push_blob(c, base, "bench", b.clone()).await;
         descs.push(
             serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": b.len()}),
         );
@@ -141,7 +92,7 @@ async fn main() {
     let manifests = env_num("GCBENCH_MANIFESTS", 10_000);
     let layers = env_num("GCBENCH_LAYERS", 9);
     let concurrency = 16;
-    let server = start();
+    let server = Server::start(&[("BERTH_GC_GRACE_PERIOD", "0s")]);
     let base = server.base.clone();
     println!(
         "gc benchmark: {manifests} manifests x ({layers} layers + config) = {} blobs, half garbage",

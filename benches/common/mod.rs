@@ -1,0 +1,82 @@
+//! Shared by the benchmarks: a release `berth` on 127.0.0.1 with a temporary root.
+
+#![allow(dead_code)]
+
+use std::io::BufRead;
+
+use sha2::{Digest as _, Sha256};
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+pub fn env_num(key: &str, default: usize) -> usize {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A running server; killed on drop.
+pub struct Server {
+    child: std::process::Child,
+    pub base: String,
+    pub root: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Server {
+    /// Start on a fresh root with extra `BERTH_*` settings.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BERTH_")) {
+            cmd.env_remove(k);
+        }
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--root"])
+            .arg(&root)
+            .env("BERTH_LOG_LEVEL", "warn");
+        cmd.envs(env.iter().copied());
+        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line.trim().rsplit(' ').next().unwrap().to_owned();
+        Server {
+            child,
+            base,
+            root,
+            _dir: dir,
+        }
+    }
+
+    /// SIGTERM and wait, so that the store can be opened offline.
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// POST a blob in one request.
+pub async fn push_blob(c: &reqwest::Client, base: &str, repo: &str, bytes: Vec<u8>) -> String {
+    let d = sha256(&bytes);
+    let r = c
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    d
+}
