@@ -502,3 +502,52 @@ async fn crash_between_tombstone_and_unlink() {
         .unwrap();
     assert_eq!(body.bytes().await.unwrap(), bytes);
 }
+
+#[tokio::test]
+async fn stale_upload_sessions_are_purged() {
+    let berth = Berth::builder().env("BERTH_GC_UPLOAD_MAX_AGE", "1s").start();
+    let resp = client().post(berth.url("/v2/up/blobs/uploads/")).send().await.unwrap();
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    client()
+        .patch(berth.url(&location))
+        .body(b"abandoned".to_vec())
+        .send()
+        .await
+        .unwrap();
+    let report = gc(&berth, "").await;
+    assert_eq!(report["uploads_purged"], 0, "younger than gc.upload_max_age: {report}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let report = gc(&berth, "").await;
+    assert_eq!(report["uploads_purged"], 1, "{report}");
+    let resp = client().get(berth.url(&location)).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(error_codes(resp).await, ["BLOB_UPLOAD_UNKNOWN"]);
+    let staging: Vec<_> = std::fs::read_dir(berth.root.join("uploads")).unwrap().collect();
+    assert!(staging.is_empty(), "the staging file went with the session");
+}
+
+#[tokio::test]
+async fn gc_interval_runs_collections_periodically() {
+    let berth = Berth::builder()
+        .env("BERTH_GC_INTERVAL", "300ms")
+        .env("BERTH_GC_GRACE_PERIOD", "0s")
+        .start();
+    let (old, _) = push_image(&berth, "periodic", "v1", &[b"periodic old"]).await;
+    push_image(&berth, "periodic", "v1", &[b"periodic new"]).await;
+    for _ in 0..100 {
+        if status(berth.url(&format!("/v2/periodic/manifests/{old}"))).await == 404 {
+            let runs: Value = client()
+                .get(berth.url("/admin/gc"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(!runs.as_array().unwrap().is_empty());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no periodic collection removed the untagged manifest within 10 s");
+}
