@@ -56,6 +56,9 @@ pub struct Http {
     pub addr: SocketAddr,
     /// How long a shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// After a shutdown signal, how long to keep accepting requests while `/readyz` answers 503,
+    /// so that a load balancer can stop routing here first.
+    pub shutdown_delay: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +121,8 @@ struct RawHttp {
     addr: Option<String>,
     #[serde(with = "humantime_serde")]
     drain_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    shutdown_delay: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,6 +152,9 @@ type Setter = fn(&mut RawConfig, &str) -> Result<(), String>;
 const ENV_KEYS: &[(&str, Setter)] = &[
     ("http.addr", |r, v| set(&mut r.http.addr, v)),
     ("http.drain_timeout", |r, v| set_duration(&mut r.http.drain_timeout, v)),
+    ("http.shutdown_delay", |r, v| {
+        set_duration(&mut r.http.shutdown_delay, v)
+    }),
     ("storage.root", |r, v| set(&mut r.storage.root, v)),
     ("storage.fsync", |r, v| set(&mut r.storage.fsync, v)),
     ("limits.manifest_max_size", |r, v| {
@@ -288,6 +296,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         http: Http {
             addr,
             drain_timeout: raw.http.drain_timeout.unwrap_or(Duration::from_secs(30)),
+            shutdown_delay: raw.http.shutdown_delay.unwrap_or(Duration::ZERO),
         },
         storage: Storage {
             root,
@@ -302,6 +311,35 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             format: raw.log.format.unwrap_or(LogFormat::Text),
         },
     })
+}
+
+impl Config {
+    /// The effective configuration as YAML, every key set, in the layout of
+    /// `config.example.yml`. (No key holds a secret yet; those will print as `<redacted>`.)
+    pub fn to_yaml(&self) -> String {
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let interval = self.gc.interval.map_or_else(|| "off".to_owned(), d);
+        let format = match self.log.format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        format!(
+            "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\nstorage:\n  root: {}\n  fsync: {}\nlimits:\n  \
+             manifest_max_size: {}\n  blob_max_size: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
+             grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\n",
+            self.http.addr,
+            d(self.http.drain_timeout),
+            d(self.http.shutdown_delay),
+            self.storage.root.display(),
+            self.storage.fsync,
+            self.limits.manifest_max_size,
+            self.limits.blob_max_size,
+            self.log.level,
+            d(self.gc.grace_period),
+            self.gc.delete_untagged,
+            d(self.gc.upload_max_age),
+        )
+    }
 }
 
 /// Every key the file accepts, for documentation checks.
@@ -358,6 +396,15 @@ mod tests {
                 "config.example.yml does not document {key}"
             );
         }
+    }
+
+    /// What `config check` prints loads back as the same configuration.
+    #[test]
+    fn effective_yaml_round_trips() {
+        let yaml = "http:\n  addr: 127.0.0.1:6000\ngc:\n  interval: 6h\n  grace_period: 90s\nlog:\n  format: json\n";
+        let c = load_str(yaml, &[]).unwrap();
+        let again = load_str(&c.to_yaml(), &[]).unwrap();
+        assert_eq!(again, c);
     }
 
     #[test]

@@ -45,6 +45,20 @@ enum Command {
     /// (corrupt and stray files go to <root>/quarantine, never deleted) and lists every action.
     /// Exit status: 0 clean, 1 problems found (or left after --repair), 2 fsck could not run.
     Fsck(cli::fsck::FsckArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load the configuration (file, BERTH_* variables) and print the effective settings,
+    /// every key with its value, or the exact error naming the bad key. Exit status 0 or 2.
+    Check {
+        /// YAML config file.
+        #[arg(long, short, env = config::ENV_CONFIG_FILE, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,6 +80,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args).map(|()| 0),
         Command::Gc(args) => cli::gc::run(args).map(|()| 0),
         Command::Fsck(args) => cli::fsck::run(&args),
+        Command::Config(ConfigCommand::Check { config }) => config_check(config.as_deref()).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -88,6 +103,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(berth::server::serve(config))?;
+    Ok(())
+}
+
+fn config_check(file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = config::load(file, std::env::vars(), Flags::default())?;
+    print!("{}", config.to_yaml());
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! most `http.drain_timeout` and close the database.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -83,16 +84,26 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     if let Some(every) = config.gc.interval {
         spawn_periodic_gc(Arc::clone(&jobs), Arc::clone(&registry), gc_options.clone(), every);
     }
+    let ready = Arc::new(AtomicBool::new(true));
     let app = App {
         registry: Arc::clone(&registry),
         gc: jobs,
         fsck: Arc::default(),
         gc_options,
+        ready: Arc::clone(&ready),
     };
     let router = api::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let delay = config.http.shutdown_delay;
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown_signal().await;
+        ready.store(false, Ordering::SeqCst);
+        tokio::spawn(async {
+            shutdown_signal().await;
+            tracing::warn!("second shutdown signal: exiting at once");
+            std::process::exit(1);
+        });
+        tokio::time::sleep(delay).await;
         let _ = stop_tx.send(true);
     });
     let drain = config.http.drain_timeout;

@@ -34,6 +34,8 @@ pub struct App {
     pub fsck: Arc<crate::jobs::Jobs>,
     /// Settings of a garbage collection started through the admin API.
     pub gc_options: crate::gc::Options,
+    /// False once shutdown has begun: `/readyz` answers 503.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Build the router.
@@ -42,6 +44,8 @@ pub fn router(app: App) -> Router {
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(readyz))
         .route("/admin/gc", axum::routing::post(admin::gc_start).get(admin::gc_list))
         .route("/admin/gc/{id}", axum::routing::get(admin::gc_get))
         .route(
@@ -53,6 +57,20 @@ pub fn router(app: App) -> Router {
         .layer(axum::middleware::map_response(api_version_header))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(app)
+}
+
+/// Ready: the database is open (it is, or the server would not be listening), storage is
+/// writable, and shutdown has not begun.
+async fn readyz(State(app): State<App>) -> Response {
+    use axum::http::StatusCode;
+    if !app.ready.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    if let Err(e) = app.registry.check_writable().await {
+        tracing::error!(error = %e, "storage is not writable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "storage is not writable\n").into_response();
+    }
+    (StatusCode::OK, "ok\n").into_response()
 }
 
 /// One line per request, under the `berth::access` target. The query string is left out: it

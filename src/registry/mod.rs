@@ -138,6 +138,13 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether the staging area accepts a new file (for readiness probes).
+    pub async fn check_writable(&self) -> Result<(), Error> {
+        let store = self.blobs.clone();
+        blocking(move || store.temp_upload().map(drop)).await?;
+        Ok(())
+    }
+
     /// Run a metadata call on the blocking pool.
     pub(crate) async fn meta<T, F>(&self, f: F) -> Result<T, Error>
     where

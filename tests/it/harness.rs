@@ -256,3 +256,17 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+impl Berth {
+    /// Wait for the server to exit on its own (after a signal sent with `signal`).
+    pub fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.take()?.wait().ok()
+    }
+
+    /// Send a signal (`TERM`, `INT`) without waiting.
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill").arg(format!("-{name}")).arg(pid).status().unwrap();
+        assert!(status.success());
+    }
+}

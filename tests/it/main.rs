@@ -6,4 +6,5 @@ mod fsck;
 mod gc;
 mod gc_stress;
 mod harness;
+mod ops;
 mod smoke;

@@ -1,0 +1,117 @@
+//! Operations: health and readiness, graceful shutdown (readiness turns 503, an upload in
+//! flight still completes, the process exits 0; a second signal exits at once), and
+//! `berth config check`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Berth, client, random_bytes, sha256};
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let berth = Berth::start();
+    for path in ["/healthz", "/readyz"] {
+        let resp = client().get(berth.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_upload_in_flight_finish_then_exits_zero() {
+    let mut berth = Berth::builder().env("BERTH_HTTP_SHUTDOWN_DELAY", "1500ms").start();
+    let bytes = random_bytes(8 << 20, 11);
+    let digest = sha256(&bytes);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let url = berth.url(&format!("/v2/drain/blobs/uploads/?digest={digest}"));
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let upload = tokio::spawn(async move { client().post(url).body(body).send().await.map(|r| r.status()) });
+    let mut chunks = bytes.chunks(1 << 20);
+    tx.send(Ok(chunks.next().unwrap().to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    berth.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = client().get(berth.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready once shutdown began");
+    assert_eq!(
+        client().get(berth.url("/healthz")).send().await.unwrap().status(),
+        200,
+        "still alive"
+    );
+    for chunk in chunks {
+        tx.send(Ok(chunk.to_vec())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(tx);
+    assert_eq!(upload.await.unwrap().unwrap(), 201, "the upload in flight completed");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = berth.wait_exit();
+        (status, berth)
+    })
+    .await
+    .unwrap();
+    let (status, mut berth) = status;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "clean exit after draining");
+    berth.restart();
+    let got = client()
+        .get(berth.url(&format!("/v2/drain/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&got.bytes().await.unwrap()), digest);
+}
+
+/// A channel receiver as a stream, for streaming request bodies.
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let mut berth = Berth::builder().env("BERTH_HTTP_SHUTDOWN_DELAY", "20s").start();
+    berth.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    berth.signal("INT");
+    let status = berth.wait_exit().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "did not wait for the 20 s delay"
+    );
+    assert_eq!(status.code(), Some(1));
+}
+
+fn berth(args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BERTH_")) {
+        cmd.env_remove(k);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+#[test]
+fn config_check_prints_the_effective_configuration_or_names_the_bad_key() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yml");
+    let ok = berth(&["config", "check", "--config", example]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let text = String::from_utf8_lossy(&ok.stdout);
+    for line in [
+        "addr: 127.0.0.1:5000",
+        "grace_period: 1h",
+        "interval: off",
+        "fsync: true",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, "gc:\n  grace_period: soon\n").unwrap();
+    let out = berth(&["config", "check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("grace_period"), "names the key: {err}");
+    std::fs::write(&bad, "storage:\n  rooot: /x\n").unwrap();
+    let out = berth(&["config", "check", "--config", bad.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rooot"));
+}
