@@ -45,6 +45,9 @@ enum Command {
     /// (corrupt and stray files go to <root>/quarantine, never deleted) and lists every action.
     /// Exit status: 0 clean, 1 problems found (or left after --repair), 2 fsck could not run.
     Fsck(cli::fsck::FsckArgs),
+    /// Storage usage per repository (bytes, bytes only it uses, blobs, manifests, tags) and
+    /// in total, from the metadata: instant, it does not walk the disk.
+    Du(cli::du::DuArgs),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args).map(|()| 0),
         Command::Gc(args) => cli::gc::run(args).map(|()| 0),
         Command::Fsck(args) => cli::fsck::run(&args),
+        Command::Du(args) => cli::du::run(args).map(|()| 0),
         Command::Config(ConfigCommand::Check { config }) => config_check(config.as_deref()).map(|()| 0),
     };
     match result {

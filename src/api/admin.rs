@@ -63,6 +63,16 @@ pub async fn fsck_get(
     })
 }
 
+pub async fn usage(State(app): State<App>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+    if let Some(denied) = refuse_remote(peer) {
+        return denied;
+    }
+    match app.registry.usage().await {
+        Ok(usage) => Json(usage).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
 pub async fn gc_list(State(app): State<App>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
     handle(peer, || Ok(Json(app.gc.list()).into_response()))
 }
@@ -96,11 +106,16 @@ fn pause(query: &Query, key: &str) -> Result<Option<Duration>, ApiError> {
 
 /// Refuse non-loopback callers, then run `f`.
 fn handle(peer: SocketAddr, f: impl FnOnce() -> Result<Response, ApiError>) -> Response {
-    if !peer.ip().is_loopback() {
-        tracing::warn!(%peer, "admin request from a non-loopback client refused");
-        return ApiError::new(Code::Denied, "the admin API answers loopback clients only").into_response();
+    refuse_remote(peer).unwrap_or_else(|| f().unwrap_or_else(IntoResponse::into_response))
+}
+
+/// The 403 for a caller that is not on loopback, if it is not.
+fn refuse_remote(peer: SocketAddr) -> Option<Response> {
+    if peer.ip().is_loopback() {
+        return None;
     }
-    f().unwrap_or_else(IntoResponse::into_response)
+    tracing::warn!(%peer, "admin request from a non-loopback client refused");
+    Some(ApiError::new(Code::Denied, "the admin API answers loopback clients only").into_response())
 }
 
 #[cfg(test)]

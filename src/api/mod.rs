@@ -53,6 +53,7 @@ pub fn router(app: App) -> Router {
             axum::routing::post(admin::fsck_start).get(admin::fsck_list),
         )
         .route("/admin/fsck/{id}", axum::routing::get(admin::fsck_get))
+        .route("/admin/usage", axum::routing::get(admin::usage))
         .fallback(|| async { ApiError::not_found_route() })
         .layer(axum::middleware::map_response(api_version_header))
         .layer(axum::middleware::from_fn(access_log))

@@ -1,4 +1,5 @@
 //! Subcommands beyond `serve`.
 
+pub mod du;
 pub mod fsck;
 pub mod gc;

@@ -15,6 +15,7 @@ pub mod fsck;
 pub mod gc;
 mod read;
 pub mod schema;
+pub mod usage;
 mod write;
 mod writer;
 

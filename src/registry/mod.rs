@@ -138,6 +138,11 @@ impl Registry {
         Ok(())
     }
 
+    /// Storage usage per repository and in total, from the metadata.
+    pub async fn usage(&self) -> Result<crate::meta::usage::Usage, Error> {
+        self.meta(Meta::usage).await
+    }
+
     /// Whether the staging area accepts a new file (for readiness probes).
     pub async fn check_writable(&self) -> Result<(), Error> {
         let store = self.blobs.clone();

@@ -82,7 +82,7 @@ async fn a_second_signal_exits_at_once() {
     assert_eq!(status.code(), Some(1));
 }
 
-fn berth(args: &[&str]) -> std::process::Output {
+fn berth_cli(args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BERTH_")) {
         cmd.env_remove(k);
@@ -93,7 +93,7 @@ fn berth(args: &[&str]) -> std::process::Output {
 #[test]
 fn config_check_prints_the_effective_configuration_or_names_the_bad_key() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yml");
-    let ok = berth(&["config", "check", "--config", example]);
+    let ok = berth_cli(&["config", "check", "--config", example]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let text = String::from_utf8_lossy(&ok.stdout);
     for line in [
@@ -107,11 +107,70 @@ fn config_check_prints_the_effective_configuration_or_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yml");
     std::fs::write(&bad, "gc:\n  grace_period: soon\n").unwrap();
-    let out = berth(&["config", "check", "--config", bad.to_str().unwrap()]);
+    let out = berth_cli(&["config", "check", "--config", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("grace_period"), "names the key: {err}");
     std::fs::write(&bad, "storage:\n  rooot: /x\n").unwrap();
-    let out = berth(&["config", "check", "--config", bad.to_str().unwrap()]);
+    let out = berth_cli(&["config", "check", "--config", bad.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("rooot"));
+}
+
+/// Two repositories sharing one 1000-byte layer; every figure below was worked out by hand.
+#[tokio::test]
+async fn usage_matches_hand_computed_figures() {
+    use crate::harness::{push_blob, push_manifest};
+    let mut berth = Berth::start();
+    let shared = random_bytes(1000, 21);
+    let image = async |repo: &str, config: Vec<u8>, own: Vec<u8>, tags: &[&str]| {
+        let c = push_blob(&berth, repo, &config).await;
+        let s = push_blob(&berth, repo, &shared).await;
+        let o = push_blob(&berth, repo, &own).await;
+        let m = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c, "size": config.len()},
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": s, "size": 1000},
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": o, "size": own.len()},
+            ],
+        }))
+        .unwrap();
+        for tag in tags {
+            push_manifest(&berth, repo, tag, "application/vnd.oci.image.manifest.v1+json", &m).await;
+        }
+    };
+    image("u/a", random_bytes(100, 22), random_bytes(2000, 23), &["v1", "v2"]).await;
+    image("u/b", random_bytes(150, 24), random_bytes(3000, 25), &["latest"]).await;
+    let expected = serde_json::json!({
+        "repositories": [
+            {"name": "u/a", "bytes": 3100, "exclusive_bytes": 2100, "blobs": 3, "manifests": 1, "tags": 2},
+            {"name": "u/b", "bytes": 4150, "exclusive_bytes": 3150, "blobs": 3, "manifests": 1, "tags": 1},
+        ],
+        "logical_bytes": 7250,
+        "stored_bytes": 6250,
+        "blobs": 5,
+    });
+    let online: serde_json::Value = client()
+        .get(berth.url("/admin/usage"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(online, expected);
+    let via_url = berth_cli(&["du", "--json", "--url", &berth.base]);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&via_url.stdout).unwrap(),
+        expected
+    );
+    berth.stop();
+    let offline = berth_cli(&["du", "--json", "--root", berth.root.to_str().unwrap()]);
+    assert!(offline.status.success(), "{}", String::from_utf8_lossy(&offline.stderr));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&offline.stdout).unwrap(),
+        expected
+    );
+    let text = berth_cli(&["du", "--root", berth.root.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("deduplication 1.16x"));
 }

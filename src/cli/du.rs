@@ -1,0 +1,93 @@
+//! `berth du`: storage usage per repository and in total, offline from the metadata or
+//! through a running server (`--url`, `GET /admin/usage`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use berth::config::{self, Flags};
+use berth::meta::usage::Usage;
+use berth::meta::{Meta, MetaError};
+
+#[derive(Debug, clap::Args)]
+pub struct DuArgs {
+    /// YAML config file (its storage.root is used).
+    #[arg(long, short, env = config::ENV_CONFIG_FILE, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Storage root (overrides storage.root).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Ask the server at this URL instead of reading the store.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: DuArgs) -> anyhow::Result<()> {
+    let usage = if let Some(url) = &args.url {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let url = format!("{}/admin/usage", url.trim_end_matches('/'));
+            let resp = reqwest::get(url)
+                .await
+                .context("contacting the server")?
+                .error_for_status()?;
+            Ok::<Usage, anyhow::Error>(resp.json().await?)
+        })?
+    } else {
+        let flags = Flags {
+            addr: None,
+            root: args.root,
+        };
+        let config = config::load(args.config.as_deref(), std::env::vars(), flags)?;
+        let root = &config.storage.root;
+        if !root.join(berth::meta::DB_FILE).exists() {
+            bail!("no store at {}", root.display());
+        }
+        match Meta::open(root) {
+            Ok(meta) => meta.usage()?,
+            Err(MetaError::Locked(path)) => {
+                bail!("{path} is held by a running berth server; use `berth du --url http://<its address>`")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&usage)?);
+    } else {
+        print_usage(&usage);
+    }
+    Ok(())
+}
+
+fn print_usage(u: &Usage) {
+    let b = |n: u64| bytesize::ByteSize(n).display().iec().to_string();
+    println!(
+        "{:<40} {:>12} {:>12} {:>7} {:>9} {:>6}",
+        "REPOSITORY", "SIZE", "EXCLUSIVE", "BLOBS", "MANIFESTS", "TAGS"
+    );
+    for r in &u.repositories {
+        println!(
+            "{:<40} {:>12} {:>12} {:>7} {:>9} {:>6}",
+            r.name,
+            b(r.bytes),
+            b(r.exclusive_bytes),
+            r.blobs,
+            r.manifests,
+            r.tags
+        );
+    }
+    #[allow(clippy::cast_precision_loss)] // a display ratio
+    let ratio = if u.stored_bytes == 0 {
+        1.0
+    } else {
+        u.logical_bytes as f64 / u.stored_bytes as f64
+    };
+    println!(
+        "total: {} across repositories, {} stored once in {} blobs (deduplication {ratio:.2}x)",
+        b(u.logical_bytes),
+        b(u.stored_bytes),
+        u.blobs
+    );
+}
