@@ -59,6 +59,8 @@ pub struct Http {
     /// After a shutdown signal, how long to keep accepting requests while `/readyz` answers 503,
     /// so that a load balancer can stop routing here first.
     pub shutdown_delay: Duration,
+    /// A second listener serving only `/metrics`, `/healthz` and `/readyz`.
+    pub debug_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +125,8 @@ struct RawHttp {
     drain_timeout: Option<Duration>,
     #[serde(with = "humantime_serde")]
     shutdown_delay: Option<Duration>,
+    /// IP:PORT, or `off`.
+    debug_addr: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +158,10 @@ const ENV_KEYS: &[(&str, Setter)] = &[
     ("http.drain_timeout", |r, v| set_duration(&mut r.http.drain_timeout, v)),
     ("http.shutdown_delay", |r, v| {
         set_duration(&mut r.http.shutdown_delay, v)
+    }),
+    ("http.debug_addr", |r, v| {
+        r.http.debug_addr = Some(v.to_owned());
+        Ok(())
     }),
     ("storage.root", |r, v| set(&mut r.storage.root, v)),
     ("storage.fsync", |r, v| set(&mut r.storage.fsync, v)),
@@ -278,6 +286,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         key: "log.level",
         message: format!("{level:?}: {e}"),
     })?;
+    let debug_addr = match raw.http.debug_addr.as_deref().map(str::trim) {
+        None | Some("off" | "") => None,
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid {
+            key: "http.debug_addr",
+            message: format!("{text:?} is neither an IP:port address nor off ({e})"),
+        })?),
+    };
     let interval = match raw.gc.interval.as_deref().map(str::trim) {
         None | Some("off" | "0" | "0s") => None,
         Some(text) => Some(humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
@@ -297,6 +312,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             addr,
             drain_timeout: raw.http.drain_timeout.unwrap_or(Duration::from_secs(30)),
             shutdown_delay: raw.http.shutdown_delay.unwrap_or(Duration::ZERO),
+            debug_addr,
         },
         storage: Storage {
             root,
@@ -324,12 +340,13 @@ impl Config {
             LogFormat::Json => "json",
         };
         format!(
-            "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\nstorage:\n  root: {}\n  fsync: {}\nlimits:\n  \
+            "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\nstorage:\n  root: {}\n  fsync: {}\nlimits:\n  \
              manifest_max_size: {}\n  blob_max_size: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
              grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\n",
             self.http.addr,
             d(self.http.drain_timeout),
             d(self.http.shutdown_delay),
+            self.http.debug_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             self.storage.root.display(),
             self.storage.fsync,
             self.limits.manifest_max_size,

@@ -13,6 +13,7 @@ pub mod fsck;
 pub mod gc;
 pub mod jobs;
 pub mod meta;
+pub mod metrics;
 pub mod oci;
 pub mod registry;
 pub mod server;

@@ -92,6 +92,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         gc_options,
         ready: Arc::clone(&ready),
     };
+    if let Some(debug_addr) = config.http.debug_addr {
+        spawn_debug_listener(debug_addr, api::debug_router(app.clone())).await?;
+    }
     let router = api::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let delay = config.http.shutdown_delay;
@@ -115,6 +118,21 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     }
     drop(registry);
     tracing::info!("berth stopped");
+    Ok(())
+}
+
+/// Serve `/metrics` and the probes on their own address until the process exits.
+async fn spawn_debug_listener(addr: std::net::SocketAddr, router: axum::Router) -> Result<(), ServeError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    tracing::info!(addr = %listener.local_addr()?, "debug listener (metrics, probes)");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "debug listener failed");
+        }
+    });
     Ok(())
 }
 

@@ -38,6 +38,15 @@ pub struct App {
     pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// The router of `http.debug_addr`: metrics and probes only.
+pub fn debug_router(app: App) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(readyz))
+        .with_state(app)
+}
+
 /// Build the router.
 pub fn router(app: App) -> Router {
     Router::new()
@@ -45,6 +54,7 @@ pub fn router(app: App) -> Router {
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/metrics", axum::routing::get(metrics))
         .route("/readyz", axum::routing::get(readyz))
         .route("/admin/gc", axum::routing::post(admin::gc_start).get(admin::gc_list))
         .route("/admin/gc/{id}", axum::routing::get(admin::gc_get))
@@ -74,16 +84,69 @@ async fn readyz(State(app): State<App>) -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
-/// One line per request, under the `berth::access` target. The query string is left out: it
-/// may one day carry credentials.
+/// One line per request, under the `berth::access` target, and the request metrics. The
+/// query string is left out: it may one day carry credentials.
 async fn access_log(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let bytes_in = content_length(request.headers());
     let start = std::time::Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-    tracing::info!(target: "berth::access", %method, %path, status, micros, "request");
+    let elapsed = start.elapsed();
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    let bytes_out = content_length(response.headers());
+    let (group, repo) = route_group(&path);
+    tracing::info!(target: "berth::access", %method, %path, group, repo, status, bytes_in, bytes_out, micros, "request");
+    crate::metrics::request(
+        group,
+        method.as_str(),
+        status,
+        elapsed.as_secs_f64(),
+        bytes_in,
+        bytes_out,
+    );
     response
+}
+
+fn content_length(headers: &HeaderMap) -> u64 {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The metrics route group of a path, and its repository if it names one.
+fn route_group(path: &str) -> (&'static str, String) {
+    let name = |n: &crate::oci::RepoName| n.to_string();
+    match route::parse(path) {
+        Ok(Endpoint::Base) => ("base", String::new()),
+        Ok(Endpoint::Catalog) => ("catalog", String::new()),
+        Ok(Endpoint::Tags { name: n }) => ("tags", name(&n)),
+        Ok(Endpoint::Manifest { name: n, .. }) => ("manifests", name(&n)),
+        Ok(Endpoint::Blob { name: n, .. }) => ("blobs", name(&n)),
+        Ok(Endpoint::UploadStart { name: n } | Endpoint::Upload { name: n, .. }) => ("uploads", name(&n)),
+        Ok(Endpoint::Referrers { name: n, .. }) => ("referrers", name(&n)),
+        Err(_) if path.starts_with("/admin/") => ("admin", String::new()),
+        Err(_) if matches!(path, "/metrics" | "/healthz" | "/readyz") => ("ops", String::new()),
+        Err(_) => ("other", String::new()),
+    }
+}
+
+/// `GET /metrics`: refresh the store gauges, then render.
+pub async fn metrics(State(app): State<App>) -> Response {
+    if let Err(e) = app.registry.refresh_gauges().await {
+        tracing::warn!(error = %e, "could not read store figures for /metrics");
+    }
+    let body = crate::metrics::get().render();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn api_version_header(mut response: Response) -> Response {

@@ -33,7 +33,37 @@ pub struct Usage {
     pub blobs: u64,
 }
 
+/// Store-wide counts for the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub blobs: u64,
+    pub stored_bytes: u64,
+    pub manifests: u64,
+    pub tags: u64,
+    pub repositories: u64,
+}
+
 impl Meta {
+    /// Counts from one snapshot. Blobs are iterated (to sum live sizes); the rest are lengths.
+    pub fn counts(&self) -> Result<Counts, MetaError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.read_txn()?;
+        let mut c = Counts {
+            manifests: txn.open_table(MANIFEST_REFS)?.len()?,
+            tags: txn.open_table(TAGS)?.len()?,
+            repositories: txn.open_table(REPOS)?.len()?,
+            ..Counts::default()
+        };
+        for e in txn.open_table(BLOBS)?.iter()? {
+            let row: BlobRow = decode(e?.1.value())?;
+            if row.state == BlobState::Live {
+                c.blobs += 1;
+                c.stored_bytes += row.size;
+            }
+        }
+        Ok(c)
+    }
+
     /// Usage from one snapshot.
     pub fn usage(&self) -> Result<Usage, MetaError> {
         let txn = self.read_txn()?;

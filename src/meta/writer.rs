@@ -127,7 +127,12 @@ fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Op>>) {
             if op.run(&txn) { ok.push(op) } else { failed.push(op) }
         }
         if failed.is_empty() {
+            let started = std::time::Instant::now();
             let committed = txn.commit().err().map(|e| e.to_string());
+            let m = crate::metrics::get();
+            m.meta_commit_seconds.observe(started.elapsed().as_secs_f64());
+            #[allow(clippy::cast_precision_loss)] // at most MAX_BATCH
+            m.meta_batch_ops.observe(ok.len() as f64);
             return deliver_all(ok, committed.as_deref());
         }
         drop(txn); // abort: the failures' writes must not land

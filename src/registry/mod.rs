@@ -143,6 +143,20 @@ impl Registry {
         self.meta(Meta::usage).await
     }
 
+    /// Set the store gauges of the metrics from the metadata (at scrape time).
+    pub async fn refresh_gauges(&self) -> Result<(), Error> {
+        let counts = self.meta(Meta::counts).await?;
+        let m = crate::metrics::get();
+        let g = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        m.blobs.set(g(counts.blobs));
+        m.manifests.set(g(counts.manifests));
+        m.tags.set(g(counts.tags));
+        m.repositories.set(g(counts.repositories));
+        m.stored_bytes.set(g(counts.stored_bytes));
+        m.uploads_active.set(g(self.uploads.len() as u64));
+        Ok(())
+    }
+
     /// Whether the staging area accepts a new file (for readiness probes).
     pub async fn check_writable(&self) -> Result<(), Error> {
         let store = self.blobs.clone();

@@ -64,6 +64,11 @@ impl Sessions {
     fn remove(&self, id: Uuid) {
         self.map.lock().expect("sessions lock").remove(&id);
     }
+
+    /// Sessions with state in memory.
+    pub(super) fn len(&self) -> usize {
+        self.map.lock().expect("sessions lock").len()
+    }
 }
 
 type SlotGuard = OwnedMutexGuard<Slot>;

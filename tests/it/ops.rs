@@ -174,3 +174,99 @@ async fn usage_matches_hand_computed_figures() {
     let text = berth_cli(&["du", "--root", berth.root.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("deduplication 1.16x"));
 }
+
+/// The (integer) value of the metric line that starts with `prefix` (name and labels), or 0.
+fn metric(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+async fn scrape(url: String) -> String {
+    let resp = client().get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn metrics_move_with_pushes_pulls_and_gc() {
+    use crate::harness::{push_blob, push_image};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let debug = format!("127.0.0.1:{port}");
+    let berth = Berth::builder()
+        .env("BERTH_GC_GRACE_PERIOD", "0s")
+        .env("BERTH_HTTP_DEBUG_ADDR", &debug)
+        .start();
+    let before = scrape(berth.url("/metrics")).await;
+    assert_eq!(metric(&before, "berth_blobs "), 0);
+    let (_, manifest) = push_image(&berth, "m/app", "v1", &[b"metrics layer one", b"metrics layer two"]).await;
+    push_blob(&berth, "m/app", b"garbage for the collector").await;
+    let got = client().get(berth.url("/v2/m/app/manifests/v1")).send().await.unwrap();
+    assert_eq!(got.bytes().await.unwrap(), manifest);
+    let after_push = scrape(berth.url("/metrics")).await;
+    assert_eq!(
+        metric(
+            &after_push,
+            r#"berth_http_requests_total{group="manifests",method="PUT",status="201"}"#
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &after_push,
+            r#"berth_http_requests_total{group="manifests",method="GET",status="200"}"#
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &after_push,
+            r#"berth_http_requests_total{group="uploads",method="POST",status="201"}"#
+        ),
+        4
+    );
+    assert_eq!(metric(&after_push, "berth_blobs "), 4, "config, two layers, one orphan");
+    assert_eq!(metric(&after_push, "berth_manifests "), 1);
+    assert_eq!(metric(&after_push, "berth_tags "), 1);
+    assert_eq!(metric(&after_push, "berth_repositories "), 1);
+    assert!(metric(&after_push, "berth_http_response_bytes_total") >= manifest.len() as u64);
+    assert!(metric(&after_push, "berth_meta_commit_seconds_count") >= 5);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let job: serde_json::Value = client()
+        .post(berth.url("/admin/gc"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    for _ in 0..200 {
+        let j: serde_json::Value = client()
+            .get(berth.url(&format!("/admin/gc/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if j["state"] == "done" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after_gc = scrape(format!("http://{debug}/metrics")).await;
+    assert_eq!(metric(&after_gc, r#"berth_gc_runs_total{result="done"}"#), 1);
+    assert_eq!(
+        metric(&after_gc, "berth_gc_freed_bytes_total"),
+        25,
+        "the 25-byte orphan"
+    );
+    assert_eq!(metric(&after_gc, "berth_blobs "), 3);
+    assert!(metric(&after_gc, "berth_gc_last_success_timestamp_seconds") > 1_700_000_000);
+}

@@ -1,0 +1,201 @@
+//! Prometheus metrics, served at `GET /metrics` (and on `http.debug_addr` when set).
+//!
+//! Counters and histograms are updated where things happen (the access-log middleware, the
+//! metadata writer, garbage collection, fsck); the store gauges (blobs, manifests, tags,
+//! repositories, stored bytes) are read from the metadata when scraped.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route group: base, catalog, tags, manifests, blobs, uploads, referrers, admin, other.
+    pub group: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub group: String,
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 26 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 19))
+}
+
+/// Every metric Berth exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Family<GroupLabels, Histogram, fn() -> Histogram>,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub uploads_active: Gauge,
+    pub blobs: Gauge,
+    pub manifests: Gauge,
+    pub tags: Gauge,
+    pub repositories: Gauge,
+    pub stored_bytes: Gauge,
+    pub gc_runs: Family<ResultLabels, Counter>,
+    pub gc_seconds: Histogram,
+    pub gc_bytes_freed: Counter,
+    pub gc_last_success: Gauge,
+    pub fsck_runs: Family<ResultLabels, Counter>,
+    pub fsck_problems: Gauge,
+    pub meta_commit_seconds: Histogram,
+    pub meta_batch_ops: Histogram,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("berth"),
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            uploads_active: Gauge::default(),
+            blobs: Gauge::default(),
+            manifests: Gauge::default(),
+            tags: Gauge::default(),
+            repositories: Gauge::default(),
+            stored_bytes: Gauge::default(),
+            gc_runs: Family::default(),
+            gc_seconds: latency_histogram(),
+            gc_bytes_freed: Counter::default(),
+            gc_last_success: Gauge::default(),
+            fsck_runs: Family::default(),
+            fsck_problems: Gauge::default(),
+            meta_commit_seconds: latency_histogram(),
+            meta_batch_ops: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
+        };
+        m.register();
+        m
+    }
+
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "http_requests",
+            "HTTP requests by route group, method and status",
+            self.requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            self.request_seconds.clone(),
+        );
+        r.register(
+            "http_request_bytes",
+            "Request body bytes received",
+            self.bytes_in.clone(),
+        );
+        r.register(
+            "http_response_bytes",
+            "Response body bytes sent",
+            self.bytes_out.clone(),
+        );
+        r.register(
+            "uploads_active",
+            "Upload sessions open in this process",
+            self.uploads_active.clone(),
+        );
+        r.register("blobs", "Live blobs", self.blobs.clone());
+        r.register("manifests", "Manifests", self.manifests.clone());
+        r.register("tags", "Tags", self.tags.clone());
+        r.register("repositories", "Repositories", self.repositories.clone());
+        r.register(
+            "storage_bytes",
+            "Bytes of live blobs, each counted once",
+            self.stored_bytes.clone(),
+        );
+        r.register("gc_runs", "Garbage collection runs by result", self.gc_runs.clone());
+        r.register(
+            "gc_duration_seconds",
+            "Garbage collection run time",
+            self.gc_seconds.clone(),
+        );
+        r.register(
+            "gc_freed_bytes",
+            "Bytes freed by garbage collection",
+            self.gc_bytes_freed.clone(),
+        );
+        r.register(
+            "gc_last_success_timestamp_seconds",
+            "Unix time of the last successful garbage collection",
+            self.gc_last_success.clone(),
+        );
+        r.register(
+            "fsck_runs",
+            "fsck runs by result (clean, problems, failed)",
+            self.fsck_runs.clone(),
+        );
+        r.register(
+            "fsck_problems",
+            "Problems found by the last fsck",
+            self.fsck_problems.clone(),
+        );
+        r.register(
+            "meta_commit_seconds",
+            "Metadata write transaction time",
+            self.meta_commit_seconds.clone(),
+        );
+        r.register(
+            "meta_commit_operations",
+            "Operations per group commit",
+            self.meta_batch_ops.clone(),
+        );
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+/// Record a finished request.
+pub fn request(group: &str, method: &str, status: u16, seconds: f64, bytes_in: u64, bytes_out: u64) {
+    let m = get();
+    m.requests
+        .get_or_create(&RequestLabels {
+            group: group.into(),
+            method: method.into(),
+            status,
+        })
+        .inc();
+    m.request_seconds
+        .get_or_create(&GroupLabels {
+            group: group.into(),
+            method: method.into(),
+        })
+        .observe(seconds);
+    m.bytes_in.inc_by(bytes_in);
+    m.bytes_out.inc_by(bytes_out);
+}
+
+/// Record a finished run of a job (`gc` or `fsck`).
+pub fn job_result(family: &Family<ResultLabels, Counter>, result: &str) {
+    family.get_or_create(&ResultLabels { result: result.into() }).inc();
+}
