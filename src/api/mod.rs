@@ -87,16 +87,30 @@ async fn readyz(State(app): State<App>) -> Response {
 /// One line per request, under the `berth::access` target, and the request metrics. The
 /// query string is left out: it may one day carry credentials.
 async fn access_log(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let bytes_in = content_length(request.headers());
+    let request_id = request_id(request.headers());
+    let public_base = forwarded_base(request.headers());
     let start = std::time::Instant::now();
-    let response = next.run(request).await;
+    let span = tracing::info_span!("request", id = %request_id);
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", id);
+    }
+    if let Some(base) = public_base {
+        absolute_location(&mut response, &base);
+    }
     let status = response.status().as_u16();
     let elapsed = start.elapsed();
     let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     let bytes_out = content_length(response.headers());
     let (group, repo) = route_group(&path);
-    tracing::info!(target: "berth::access", %method, %path, group, repo, status, bytes_in, bytes_out, micros, "request");
+    tracing::info!(
+        target: "berth::access",
+        id = %request_id, %method, %path, group, repo, status, bytes_in, bytes_out, micros, user = "-",
+        "request"
+    );
     crate::metrics::request(
         group,
         method.as_str(),
@@ -106,6 +120,52 @@ async fn access_log(request: axum::extract::Request, next: axum::middleware::Nex
         bytes_out,
     );
     response
+}
+
+/// The client's `X-Request-Id` when it is short visible ASCII, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    let given = headers.get("x-request-id").and_then(|v| v.to_str().ok());
+    match given {
+        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_owned(),
+        _ => uuid::Uuid::new_v4().simple().to_string(),
+    }
+}
+
+/// `scheme://host` as a reverse proxy reports it (`X-Forwarded-Proto`, `X-Forwarded-Host`), if
+/// it does and the values are sane.
+fn forwarded_base(headers: &HeaderMap) -> Option<String> {
+    let host = headers
+        .get("x-forwarded-host")?
+        .to_str()
+        .ok()?
+        .split(',')
+        .next()?
+        .trim();
+    let valid_host = !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .map(|p| p.split(',').next().unwrap_or("").trim());
+    let proto = match proto {
+        Some("https") => "https",
+        _ => "http",
+    };
+    valid_host.then(|| format!("{proto}://{host}"))
+}
+
+/// Behind a proxy that says where clients reach it, make a relative `Location` absolute.
+fn absolute_location(response: &mut Response, base: &str) {
+    let location = response
+        .headers()
+        .get(axum::http::header::LOCATION)
+        .and_then(|v| v.to_str().ok());
+    if let Some(path) = location.filter(|l| l.starts_with('/'))
+        && let Ok(value) = HeaderValue::from_str(&format!("{base}{path}"))
+    {
+        response.headers_mut().insert(axum::http::header::LOCATION, value);
+    }
 }
 
 fn content_length(headers: &HeaderMap) -> u64 {

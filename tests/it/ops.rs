@@ -270,3 +270,59 @@ async fn metrics_move_with_pushes_pulls_and_gc() {
     assert_eq!(metric(&after_gc, "berth_blobs "), 3);
     assert!(metric(&after_gc, "berth_gc_last_success_timestamp_seconds") > 1_700_000_000);
 }
+
+#[tokio::test]
+async fn request_ids_and_locations_behind_a_proxy() {
+    let berth = Berth::start();
+    let resp = client()
+        .get(berth.url("/v2/"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["x-request-id"],
+        "trace-me-42",
+        "a sane incoming id is kept"
+    );
+    let resp = client()
+        .get(berth.url("/v2/"))
+        .header("x-request-id", "has space")
+        .send()
+        .await
+        .unwrap();
+    let generated = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 32, "an unusable id is replaced: {generated}");
+    assert!(berth.log().contains("trace-me-42"), "the access log carries the id");
+    // Without forwarding headers, Location is a path, valid behind any proxy.
+    let resp = client().post(berth.url("/v2/p/blobs/uploads/")).send().await.unwrap();
+    assert!(
+        resp.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/v2/p/blobs/uploads/")
+    );
+    // With them, it is the URL the client used.
+    let resp = client()
+        .post(berth.url("/v2/p/blobs/uploads/"))
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "registry.example.com")
+        .send()
+        .await
+        .unwrap();
+    let location = resp.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with("https://registry.example.com/v2/p/blobs/uploads/"),
+        "{location}"
+    );
+    let resp = client()
+        .post(berth.url("/v2/p/blobs/uploads/"))
+        .header("x-forwarded-host", "evil.example/\"><x")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers()["location"].to_str().unwrap().starts_with('/'),
+        "a malformed host is ignored"
+    );
+}
