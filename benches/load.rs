@@ -1,0 +1,547 @@
+//! Side-by-side load benchmark: Berth against CNCF Distribution (the Debian `docker-registry`
+//! package, started with filesystem storage, delete enabled, access log off), both on
+//! 127.0.0.1, the same scenarios in the same run. Prints a table with both results and their
+//! ratio, the server CPU seconds per GiB where it matters, and each server's peak RSS.
+//!
+//! Run: `cargo bench --bench load` (release build; a few minutes on 2 cores). Sizes scale with
+//! `LOAD_SCALE` (default 1.0; 0.1 for a quick look) and `LOAD_SECS` (hot-read duration,
+//! default 15).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::sha256;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+const MIB: usize = 1 << 20;
+
+/// A registry under test.
+struct Target {
+    name: &'static str,
+    base: String,
+    pid: u32,
+    child: Option<std::process::Child>,
+    _keep: Option<common::Server>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_berth() -> Target {
+    let server = common::Server::start(&[]);
+    Target {
+        name: "berth",
+        base: server.base.clone(),
+        pid: server.pid(),
+        child: None,
+        _keep: Some(server),
+        _dir: None,
+    }
+}
+
+fn start_distribution() -> Target {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
+         rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        dir.path().join("data").display()
+    );
+    let config_path = dir.path().join("config.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("CNCF Distribution is required: apt-get install docker-registry");
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Target {
+        name: "distribution",
+        base,
+        pid: child.id(),
+        child: Some(child),
+        _keep: None,
+        _dir: Some(dir),
+    }
+}
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+/// Peak resident set size in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap()
+}
+
+/// Upload one blob: POST, then PUT with the whole body (or PATCH chunks, then PUT).
+async fn upload(c: &reqwest::Client, base: &str, repo: &str, bytes: Arc<Vec<u8>>, chunk: Option<usize>) -> String {
+    let digest = sha256(&bytes);
+    let r = c.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(r.status(), 202, "POST upload");
+    let mut location = absolute(base, r.headers()["location"].to_str().unwrap());
+    let body = match chunk {
+        None => bytes.to_vec(),
+        Some(size) => {
+            for (i, part) in bytes.chunks(size).enumerate() {
+                let start = i * size;
+                let r = c
+                    .patch(&location)
+                    .header("content-type", "application/octet-stream")
+                    .header("content-range", format!("{start}-{}", start + part.len() - 1))
+                    .body(part.to_vec())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202, "PATCH chunk");
+                location = absolute(base, r.headers()["location"].to_str().unwrap());
+            }
+            Vec::new()
+        }
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{location}{sep}digest={digest}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "PUT upload");
+    digest
+}
+
+fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("http") {
+        location.to_owned()
+    } else {
+        format!("{base}{location}")
+    }
+}
+
+/// Run `n` jobs with `concurrency` in flight.
+async fn run_concurrent<F, Fut>(n: usize, concurrency: usize, job: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut pending = FuturesUnordered::new();
+    let mut next = 0;
+    while next < n || !pending.is_empty() {
+        while next < n && pending.len() < concurrency {
+            pending.push(job(next));
+            next += 1;
+        }
+        pending.next().await;
+    }
+}
+
+fn scaled(n: usize, scale: f64) -> usize {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let v = (n as f64 * scale).round() as usize;
+    v.max(1)
+}
+
+/// One row of results.
+struct Row {
+    scenario: String,
+    unit: &'static str,
+    /// Higher is better unless `lower_better`.
+    lower_better: bool,
+    values: Vec<f64>,
+    cpu_per_gib: Vec<Option<f64>>,
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn gib(bytes: usize) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn mb(bytes: usize) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn big_blobs(n: usize, size: usize, seed: u8) -> Vec<Arc<Vec<u8>>> {
+    (0..n)
+        .map(|i| {
+            let mut v = vec![seed; size];
+            v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            v[size - 1] = seed.wrapping_add(1);
+            Arc::new(v)
+        })
+        .collect()
+}
+
+async fn bench_push(t: &Target, blobs: &[Arc<Vec<u8>>], chunk: Option<usize>, repo: &str) -> (f64, f64) {
+    let c = client();
+    let cpu0 = cpu_seconds(t.pid);
+    let start = Instant::now();
+    run_concurrent(blobs.len(), 4, |i| {
+        let (c, b) = (c.clone(), Arc::clone(&blobs[i]));
+        async move {
+            upload(&c, &t.base, repo, b, chunk).await;
+        }
+    })
+    .await;
+    let secs = start.elapsed().as_secs_f64();
+    let bytes: usize = blobs.iter().map(|b| b.len()).sum();
+    (mb(bytes) / secs, (cpu_seconds(t.pid) - cpu0) / gib(bytes))
+}
+
+async fn bench_pull(t: &Target, digests: &[String], size: usize, rounds: usize) -> (f64, f64) {
+    let c = client();
+    let cpu0 = cpu_seconds(t.pid);
+    let start = Instant::now();
+    run_concurrent(digests.len() * rounds, 4, |i| {
+        let (c, digest) = (c.clone(), digests[i % digests.len()].clone());
+        async move {
+            let resp = c
+                .get(format!("{}/v2/load/big/blobs/{digest}", t.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut stream = resp.bytes_stream();
+            let mut received = 0;
+            while let Some(chunk) = stream.next().await {
+                received += chunk.unwrap().len();
+            }
+            assert_eq!(received, size);
+        }
+    })
+    .await;
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = digests.len() * rounds * size;
+    (mb(bytes) / secs, (cpu_seconds(t.pid) - cpu0) / gib(bytes))
+}
+
+async fn bench_ranges(t: &Target, digests: &[String], size: usize, count: usize) -> f64 {
+    let c = client();
+    let start = Instant::now();
+    run_concurrent(count, 4, |i| {
+        let (c, d) = (c.clone(), digests[i % digests.len()].clone());
+        let offset = (i * 7919 * MIB) % (size - MIB);
+        async move {
+            let r = c
+                .get(format!("{}/v2/load/big/blobs/{d}", t.base))
+                .header("range", format!("bytes={offset}-{}", offset + MIB - 1))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 206);
+            assert_eq!(r.bytes().await.unwrap().len(), MIB);
+        }
+    })
+    .await;
+    mb(count * MIB) / start.elapsed().as_secs_f64()
+}
+
+async fn bench_small(t: &Target, n: usize) -> f64 {
+    let c = client();
+    let start = Instant::now();
+    run_concurrent(n, 16, |i| {
+        let c = c.clone();
+        async move {
+            let mut v = vec![0u8; 4096];
+            v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            upload(&c, &t.base, "load/small", Arc::new(v), None).await;
+        }
+    })
+    .await;
+    #[allow(clippy::cast_precision_loss)]
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    rate
+}
+
+fn manifest(config: &str, layers: &[String]) -> Vec<u8> {
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|d| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": 4096}))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+        "layers": layers,
+    }))
+    .unwrap()
+}
+
+/// Push `n` manifests (3 layers each, distinct) to `repo` tagged t0..; returns manifests/s.
+async fn bench_manifests(t: &Target, repo: &str, n: usize) -> f64 {
+    let c = client();
+    let config = upload(&c, &t.base, repo, Arc::new(b"{}".to_vec()), None).await;
+    let layers: Vec<String> = {
+        let mut out = Vec::new();
+        for i in 0..(n + 2) {
+            let mut v = vec![1u8; 4096];
+            v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            out.push(upload(&c, &t.base, repo, Arc::new(v), None).await);
+        }
+        out
+    };
+    let start = Instant::now();
+    run_concurrent(n, 8, |i| {
+        let (c, body) = (c.clone(), manifest(&config, &layers[i..i + 3]));
+        async move {
+            let r = c
+                .put(format!("{}/v2/{repo}/manifests/t{i}", t.base))
+                .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    })
+    .await;
+    #[allow(clippy::cast_precision_loss)]
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    rate
+}
+
+/// Manifest GET by tag and blob HEAD at concurrency 32 for `secs`: (req/s, p50 ms, p99 ms).
+async fn bench_hot(t: &Target, tags: usize, blob: &str, secs: u64) -> (f64, f64, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..32usize {
+        let (base, blob, stop, count) = (t.base.clone(), blob.to_owned(), Arc::clone(&stop), Arc::clone(&count));
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut lat = Vec::new();
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let r = if i % 2 == 0 {
+                    c.get(format!("{base}/v2/load/manifests/manifests/t{}", i % tags))
+                        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                        .send()
+                        .await
+                } else {
+                    c.head(format!("{base}/v2/load/big/blobs/{blob}")).send().await
+                };
+                let r = r.unwrap();
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap();
+                lat.push(t0.elapsed());
+                count.fetch_add(1, Ordering::Relaxed);
+                i += 32;
+            }
+            lat
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort();
+    let pct = |p: f64| {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let i = ((all.len() as f64 - 1.0) * p) as usize;
+        all[i].as_secs_f64() * 1000.0
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let rate = count.load(Ordering::Relaxed) as f64 / secs as f64;
+    (rate, pct(0.5), pct(0.99))
+}
+
+/// Walk a paginated listing by following `Link`; returns (seconds, entries).
+async fn walk(base: &str, first: &str, key: &str) -> (f64, usize) {
+    let c = client();
+    let start = Instant::now();
+    let mut url = format!("{base}{first}");
+    let mut total = 0;
+    loop {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let next = r.headers().get("link").map(|l| l.to_str().unwrap().to_owned());
+        let v: serde_json::Value = r.json().await.unwrap();
+        total += v[key].as_array().map_or(0, Vec::len);
+        match next {
+            Some(link) => {
+                let path = link.trim_start_matches('<').split('>').next().unwrap().to_owned();
+                url = absolute(base, &path);
+            }
+            None => break,
+        }
+    }
+    (start.elapsed().as_secs_f64(), total)
+}
+
+#[allow(clippy::too_many_lines)]
+#[tokio::main]
+async fn main() {
+    let scale: f64 = std::env::var("LOAD_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let secs: u64 = std::env::var("LOAD_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let (n_big, big) = (scaled(64, scale), 16 * MIB);
+    let (n_small, n_manifests, n_tags, n_repos) = (
+        scaled(2000, scale),
+        scaled(500, scale),
+        scaled(10_000, scale),
+        scaled(1000, scale),
+    );
+    println!("load benchmark: scale {scale}, {cpus} CPUs, hot reads {secs} s");
+    println!("berth vs CNCF Distribution 2.8.2 (Debian docker-registry)");
+    let blobs = big_blobs(n_big, big, 3);
+    let mut rows: Vec<Row> = Vec::new();
+    let mut push_row = |scenario: String, unit, lower_better| {
+        rows.push(Row {
+            scenario,
+            unit,
+            lower_better,
+            values: Vec::new(),
+            cpu_per_gib: Vec::new(),
+        });
+        rows.len() - 1
+    };
+    let r_mono = push_row(format!("blob push {n_big} x 16 MiB, c=4, monolithic"), "MB/s", false);
+    let r_chunk = push_row(format!("blob push {n_big} x 16 MiB, c=4, 5 MiB chunks"), "MB/s", false);
+    let r_small = push_row(format!("small blob push {n_small} x 4 KiB, c=16"), "blobs/s", false);
+    let r_pull = push_row(format!("blob pull {n_big} x 16 MiB x 3 rounds, c=4"), "MB/s", false);
+    let r_range = push_row("ranged pulls, 1 MiB ranges, c=4".into(), "MB/s", false);
+    let r_man = push_row(
+        format!("manifest push {n_manifests} x 3 layers, c=8"),
+        "manifests/s",
+        false,
+    );
+    let r_hot = push_row("manifest GET + blob HEAD, c=32".into(), "req/s", false);
+    let r_p50 = push_row("  p50 latency".into(), "ms", true);
+    let r_p99 = push_row("  p99 latency".into(), "ms", true);
+    let r_tags = push_row(format!("tag list of {n_tags} tags, n=100 pages"), "ms", true);
+    let r_cat = push_row(format!("catalog of {n_repos} repositories, n=100 pages"), "ms", true);
+    let r_rss = push_row("server peak RSS".into(), "MiB", true);
+
+    for make in [start_berth as fn() -> Target, start_distribution] {
+        let t = make();
+        eprintln!("-- {}", t.name);
+        let (rate, cpu) = bench_push(&t, &blobs, None, "load/big").await;
+        rows[r_mono].values.push(rate);
+        rows[r_mono].cpu_per_gib.push(Some(cpu));
+        let chunked = big_blobs(n_big, big, 9);
+        let (rate, cpu) = bench_push(&t, &chunked, Some(5 * MIB), "load/chunked").await;
+        rows[r_chunk].values.push(rate);
+        rows[r_chunk].cpu_per_gib.push(Some(cpu));
+        rows[r_small].values.push(bench_small(&t, n_small).await);
+        let digests: Vec<String> = blobs.iter().map(|b| sha256(b)).collect();
+        let (rate, cpu) = bench_pull(&t, &digests, big, 3).await;
+        rows[r_pull].values.push(rate);
+        rows[r_pull].cpu_per_gib.push(Some(cpu));
+        rows[r_range]
+            .values
+            .push(bench_ranges(&t, &digests, big, scaled(512, scale)).await);
+        rows[r_man]
+            .values
+            .push(bench_manifests(&t, "load/manifests", n_manifests).await);
+        let (rate, p50, p99) = bench_hot(&t, n_manifests, &digests[0], secs).await;
+        rows[r_hot].values.push(rate);
+        rows[r_p50].values.push(p50);
+        rows[r_p99].values.push(p99);
+        // Tags: many tags on one manifest; catalog: one blob in each repository.
+        let c = client();
+        let body = manifest(
+            &upload(&c, &t.base, "load/tags", Arc::new(b"{}".to_vec()), None).await,
+            &[],
+        );
+        run_concurrent(n_tags, 16, |i| {
+            let (c, body, base) = (c.clone(), body.clone(), t.base.clone());
+            async move {
+                let r = c
+                    .put(format!("{base}/v2/load/tags/manifests/tag{i:06}"))
+                    .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+            }
+        })
+        .await;
+        let (s, n) = walk(&t.base, "/v2/load/tags/tags/list?n=100", "tags").await;
+        assert_eq!(n, n_tags);
+        rows[r_tags].values.push(s * 1000.0);
+        run_concurrent(n_repos, 16, |i| {
+            let c = c.clone();
+            let base = t.base.clone();
+            async move {
+                upload(&c, &base, &format!("cat/r{i:05}"), Arc::new(b"x".to_vec()), None).await;
+            }
+        })
+        .await;
+        let (s, n) = walk(&t.base, "/v2/_catalog?n=100", "repositories").await;
+        assert!(n >= n_repos, "catalog listed {n}");
+        rows[r_cat].values.push(s * 1000.0);
+        rows[r_rss].values.push(peak_rss_mib(t.pid));
+    }
+
+    println!();
+    println!("| scenario | unit | berth | distribution | berth / distribution |");
+    println!("|---|---|---|---|---|");
+    for row in &rows {
+        let (b, d) = (row.values[0], row.values[1]);
+        let ratio = if row.lower_better {
+            format!("{:.2}x ({} is better)", d / b, "lower")
+        } else {
+            format!("{:.2}x", b / d)
+        };
+        println!("| {} | {} | {b:.2} | {d:.2} | {ratio} |", row.scenario, row.unit);
+        if let (Some(Some(bc)), Some(Some(dc))) = (row.cpu_per_gib.first(), row.cpu_per_gib.get(1)) {
+            println!("|   server CPU | s/GiB | {bc:.2} | {dc:.2} | {:.2}x less |", dc / bc);
+        }
+    }
+}
