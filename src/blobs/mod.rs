@@ -165,9 +165,9 @@ impl BlobStore {
         }
     }
 
-    /// Map the whole blob for serving; `None` if the file is missing or is not `expected_size`
-    /// bytes long (then the caller answers 404 rather than send a wrong body).
-    pub fn read(&self, digest: &Digest, expected_size: u64) -> io::Result<Option<Bytes>> {
+    /// Open a blob for serving; `None` if the file is missing or is not `expected_size` bytes
+    /// long (then the caller answers 404 rather than send a wrong body).
+    pub fn open_blob(&self, digest: &Digest, expected_size: u64) -> io::Result<Option<BlobReader>> {
         let file = match File::open(self.blob_path(digest)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -178,10 +178,10 @@ impl BlobStore {
             tracing::error!(%digest, expected_size, actual = len, "blob file has the wrong size; refusing to serve it");
             return Ok(None);
         }
-        if len == 0 {
-            return Ok(Some(Bytes::new()));
-        }
-        map_file(&file).map(Some)
+        Ok(Some(BlobReader {
+            file: std::sync::Arc::new(file),
+            size: len,
+        }))
     }
 
     /// Hash a file from the start (used for sha512 finalisation and by verification).
@@ -219,13 +219,45 @@ impl BlobStore {
     }
 }
 
-/// Map a blob file read-only and hand it out as `Bytes` without copying.
+/// Bytes of a blob mapped at a time while it is served: large enough to amortise the mapping,
+/// small enough that a transfer keeps only a window or two resident.
+pub const SERVE_WINDOW: u64 = 4 << 20;
+
+/// An open, size-checked blob file, served in mapped windows.
+#[derive(Debug, Clone)]
+pub struct BlobReader {
+    file: std::sync::Arc<File>,
+    size: u64,
+}
+
+impl BlobReader {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The bytes `start..=end` as a stream of mapped windows of at most `SERVE_WINDOW` bytes:
+    /// no copy through a userspace buffer, and memory bounded whatever the blob's size.
+    pub fn stream(self, start: u64, end: u64) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
+        futures_util::stream::unfold((self, start), move |(reader, pos)| async move {
+            if pos > end || reader.size == 0 {
+                return None;
+            }
+            let len = (end - pos + 1).min(SERVE_WINDOW);
+            #[allow(clippy::cast_possible_truncation)] // at most SERVE_WINDOW
+            let window = map_window(&reader.file, pos, len as usize);
+            Some((window, (reader, pos + len)))
+        })
+    }
+}
+
+/// Map `len` bytes of a blob file at `offset`, read-only, as `Bytes`.
 #[allow(unsafe_code)]
-fn map_file(file: &File) -> io::Result<Bytes> {
+fn map_window(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
     // SAFETY: blob files are immutable once renamed into place (mode 0444, never opened for
     // writing again) and are only ever unlinked, which leaves an existing mapping valid. The
-    // mapping therefore cannot change or shrink under us short of outside tampering.
-    let map = unsafe { memmap2::Mmap::map(file)? };
+    // mapping therefore cannot change or shrink under us short of outside tampering, and the
+    // caller checked the file's size before mapping within it.
+    let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(len).map(file)? };
     let _ = map.advise(memmap2::Advice::Sequential);
     Ok(Bytes::from_owner(map))
 }

@@ -1,17 +1,15 @@
 //! Blob reads, deletes, mounts and the commit of a verified staged upload.
 
-use bytes::Bytes;
-
 use super::{Error, Registry, blocking};
-use crate::blobs::{BlobStore, Staged};
+use crate::blobs::{BlobReader, BlobStore, Staged};
 use crate::meta::now_ms;
 use crate::oci::{Digest, RepoName};
 
-/// A blob's size and, for a GET, its bytes (mapped, not copied).
+/// A blob opened for a GET: its size and a reader that streams it in mapped windows.
 #[derive(Debug, Clone)]
 pub struct BlobBody {
     pub size: u64,
-    pub bytes: Bytes,
+    pub reader: BlobReader,
 }
 
 impl Registry {
@@ -43,10 +41,10 @@ impl Registry {
             .await?
             .ok_or(Error::BlobUnknown)?;
         let (store, d) = (self.blobs.clone(), digest.clone());
-        let bytes = blocking(move || store.read(&d, row.size))
+        let reader = blocking(move || store.open_blob(&d, row.size))
             .await?
             .ok_or(Error::BlobUnknown)?;
-        Ok(BlobBody { size: row.size, bytes })
+        Ok(BlobBody { size: row.size, reader })
     }
 
     /// Unlink a blob from `repo`. The file stays until garbage collection finds it unused.

@@ -24,12 +24,14 @@ pub async fn get(
     let blob = reg.read_blob(name, digest).await?;
     let range = header_str(headers, header::RANGE).map_or(RangeRequest::Ignore, |r| parse_range(r, blob.size));
     match range {
-        RangeRequest::Ignore => Ok(blob_response(StatusCode::OK, digest, blob.size, Body::from(blob.bytes))),
+        RangeRequest::Ignore => {
+            let body = Body::from_stream(blob.reader.stream(0, blob.size.saturating_sub(1)));
+            Ok(blob_response(StatusCode::OK, digest, blob.size, body))
+        }
         RangeRequest::Unsatisfiable => Err(Error::RangeNotSatisfiable { size: blob.size }.into()),
         RangeRequest::Partial(r) => {
-            #[allow(clippy::cast_possible_truncation)] // a mapped blob's offsets fit in usize
-            let slice = blob.bytes.slice(r.start as usize..=r.end as usize);
-            let mut response = blob_response(StatusCode::PARTIAL_CONTENT, digest, r.size(), Body::from(slice));
+            let body = Body::from_stream(blob.reader.stream(r.start, r.end));
+            let mut response = blob_response(StatusCode::PARTIAL_CONTENT, digest, r.size(), body);
             let content_range = format!("bytes {}-{}/{}", r.start, r.end, blob.size);
             response.headers_mut().insert(header::CONTENT_RANGE, hv(&content_range));
             Ok(response)
