@@ -59,6 +59,9 @@ async fn open_parts(config: &Config) -> Result<(Meta, BlobStore, registry::Limit
 
 /// Run the registry until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
+    // Before anything else, and in particular before the "listening" line: a signal that
+    // arrives once a client could know the address must reach the drain logic.
+    let mut signalled = watch_signals()?;
     let registry = open_registry(&config).await?;
     let addr = config.http.addr;
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
@@ -99,13 +102,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let delay = config.http.shutdown_delay;
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        let _ = signalled.wait_for(|s| *s).await;
         ready.store(false, Ordering::SeqCst);
-        tokio::spawn(async {
-            shutdown_signal().await;
-            tracing::warn!("second shutdown signal: exiting at once");
-            std::process::exit(1);
-        });
         tokio::time::sleep(delay).await;
         let _ = stop_tx.send(true);
     });
@@ -149,18 +147,20 @@ fn spawn_periodic_gc(jobs: Arc<Jobs>, registry: Arc<Registry>, opts: gc::Options
     });
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
-    tracing::info!("shutdown signal received; draining");
+/// Watch SIGTERM and SIGINT from start-up on (so that none is missed): the first starts a
+/// graceful shutdown (the returned receiver turns true), the second exits at once.
+fn watch_signals() -> Result<tokio::sync::watch::Receiver<bool>, ServeError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("shutdown signal received; draining");
+        let _ = tx.send(true);
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::warn!("second shutdown signal: exiting at once");
+        std::process::exit(1);
+    });
+    Ok(rx)
 }
