@@ -73,6 +73,11 @@ pub struct Storage {
 pub struct Limits {
     pub manifest_max_size: u64,
     pub blob_max_size: u64,
+    /// Upload sessions open at once, in total and per client address.
+    pub upload_sessions: u64,
+    pub upload_sessions_per_client: u64,
+    /// An upload whose body sends nothing for this long is abandoned.
+    pub body_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +146,10 @@ struct RawStorage {
 struct RawLimits {
     manifest_max_size: Option<ByteSize>,
     blob_max_size: Option<ByteSize>,
+    upload_sessions: Option<u64>,
+    upload_sessions_per_client: Option<u64>,
+    #[serde(with = "humantime_serde")]
+    body_idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +178,13 @@ const ENV_KEYS: &[(&str, Setter)] = &[
         set(&mut r.limits.manifest_max_size, v)
     }),
     ("limits.blob_max_size", |r, v| set(&mut r.limits.blob_max_size, v)),
+    ("limits.upload_sessions", |r, v| set(&mut r.limits.upload_sessions, v)),
+    ("limits.upload_sessions_per_client", |r, v| {
+        set(&mut r.limits.upload_sessions_per_client, v)
+    }),
+    ("limits.body_idle_timeout", |r, v| {
+        set_duration(&mut r.limits.body_idle_timeout, v)
+    }),
     ("log.level", |r, v| set(&mut r.log.level, v)),
     ("log.format", |r, v| set(&mut r.log.format, v)),
     ("gc.grace_period", |r, v| set_duration(&mut r.gc.grace_period, v)),
@@ -321,6 +337,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         limits: Limits {
             manifest_max_size,
             blob_max_size,
+            upload_sessions: raw.limits.upload_sessions.unwrap_or(1024),
+            upload_sessions_per_client: raw.limits.upload_sessions_per_client.unwrap_or(64),
+            body_idle_timeout: raw.limits.body_idle_timeout.unwrap_or(Duration::from_secs(60)),
         },
         log: Log {
             level,
@@ -341,7 +360,8 @@ impl Config {
         };
         format!(
             "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\nstorage:\n  root: {}\n  fsync: {}\nlimits:\n  \
-             manifest_max_size: {}\n  blob_max_size: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
+             manifest_max_size: {}\n  blob_max_size: {}\n  upload_sessions: {}\n  \
+             upload_sessions_per_client: {}\n  body_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
              grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\n",
             self.http.addr,
             d(self.http.drain_timeout),
@@ -351,6 +371,9 @@ impl Config {
             self.storage.fsync,
             self.limits.manifest_max_size,
             self.limits.blob_max_size,
+            self.limits.upload_sessions,
+            self.limits.upload_sessions_per_client,
+            d(self.limits.body_idle_timeout),
             self.log.level,
             d(self.gc.grace_period),
             self.gc.delete_untagged,

@@ -53,6 +53,9 @@ async fn open_parts(config: &Config) -> Result<(Meta, BlobStore, registry::Limit
     let limits = registry::Limits {
         manifest_max_bytes: config.limits.manifest_max_size,
         blob_max_bytes: config.limits.blob_max_size,
+        upload_sessions: config.limits.upload_sessions,
+        upload_sessions_per_client: config.limits.upload_sessions_per_client,
+        body_idle_timeout: config.limits.body_idle_timeout,
     };
     Ok((meta, blobs, limits))
 }

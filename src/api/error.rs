@@ -26,6 +26,7 @@ pub enum Code {
     Unsupported,
     PaginationNumberInvalid,
     Denied,
+    TooManyRequests,
     /// Admin API: no such resource (not an OCI code).
     NotFound,
     Internal,
@@ -47,6 +48,7 @@ impl Code {
             Code::Unsupported => "UNSUPPORTED",
             Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Code::Denied => "DENIED",
+            Code::TooManyRequests => "TOOMANYREQUESTS",
             Code::NotFound => "NOT_FOUND",
             Code::Internal => "UNKNOWN",
         }
@@ -69,6 +71,7 @@ impl Code {
             | Code::PaginationNumberInvalid => StatusCode::BAD_REQUEST,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             Code::Denied => StatusCode::FORBIDDEN,
+            Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,6 +91,7 @@ impl Code {
             Code::Unsupported => "the operation is unsupported",
             Code::PaginationNumberInvalid => "invalid number of results requested",
             Code::Denied => "requested access to the resource is denied",
+            Code::TooManyRequests => "too many requests",
             Code::NotFound => "not found",
             Code::Internal => "internal server error",
         }
@@ -166,6 +170,10 @@ impl From<Error> for ApiError {
             }
             Error::ManifestUnknown => ApiError::new(Code::ManifestUnknown, detail),
             Error::Unsupported(_) => ApiError::new(Code::Unsupported, detail),
+            Error::TooManyRequests(_) => ApiError::new(Code::TooManyRequests, detail),
+            Error::BodyTimeout(_) => {
+                ApiError::new(Code::BlobUploadInvalid, detail).with_status(StatusCode::REQUEST_TIMEOUT)
+            }
             Error::Internal(_) => {
                 // Logged once here, with the cause; the client gets a generic body.
                 tracing::error!(error = %detail, "internal error");

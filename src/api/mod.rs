@@ -218,24 +218,44 @@ async fn api_version_header(mut response: Response) -> Response {
 }
 
 /// One request: route it, run it, and turn any failure into an OCI error response.
-async fn dispatch(State(app): State<App>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn dispatch(
+    State(app): State<App>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let query = query::Query::parse(uri.query());
+    let request = Request {
+        method: &method,
+        query: &query,
+        headers: &headers,
+        client: peer.ip(),
+    };
     let result = match route::parse(uri.path()) {
-        Ok(endpoint) => run(&app, endpoint, &method, &query, &headers, body).await,
+        Ok(endpoint) => run(&app, endpoint, &request, body).await,
         Err(e) => Err(e.into()),
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn run(
-    app: &App,
-    endpoint: Endpoint,
-    method: &Method,
-    query: &query::Query,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+/// What a handler may need of the request besides its body.
+struct Request<'a> {
+    method: &'a Method,
+    query: &'a query::Query,
+    headers: &'a HeaderMap,
+    client: std::net::IpAddr,
+}
+
+async fn run(app: &App, endpoint: Endpoint, request: &Request<'_>, body: Body) -> Result<Response, ApiError> {
     use handlers::{blobs, listing, manifests, uploads};
+    let Request {
+        method,
+        query,
+        headers,
+        client,
+    } = *request;
     let reg = &app.registry;
     let head = method == Method::HEAD;
     match (endpoint, method.clone()) {
@@ -254,7 +274,7 @@ async fn run(
             blobs::get(reg, &name, &digest, headers, head).await
         }
         (Endpoint::Blob { name, digest }, Method::DELETE) => blobs::delete(reg, &name, &digest).await,
-        (Endpoint::UploadStart { name }, Method::POST) => uploads::start(reg, &name, query, body).await,
+        (Endpoint::UploadStart { name }, Method::POST) => uploads::start(reg, &name, query, body, client).await,
         (Endpoint::Upload { name, id }, Method::GET) => uploads::status(reg, &name, &id).await,
         (Endpoint::Upload { name, id }, Method::PATCH) => uploads::patch(reg, &name, &id, headers, body).await,
         (Endpoint::Upload { name, id }, Method::PUT) => uploads::finish(reg, &name, &id, query, headers, body).await,

@@ -30,6 +30,8 @@ pub enum AppendError {
     TooLarge { limit: u64 },
     #[error("body was {got} bytes but {expected} were declared")]
     LengthMismatch { expected: u64, got: u64 },
+    #[error("no body data for {secs} s")]
+    Idle { secs: u64 },
     #[error("staging I/O: {0}")]
     Io(#[from] io::Error),
 }
@@ -113,13 +115,15 @@ impl Staged {
     }
 
     /// Stream `body` onto the end of the file, refusing to grow it past `max_len` bytes, and,
-    /// with `exact`, refusing a body of any other length. Returns the staged file in every case,
+    /// with `exact`, refusing a body of any other length, and giving up when nothing arrives
+    /// for `idle`. Returns the staged file in every case,
     /// with the count of bytes appended or the error (after rolling back).
     pub async fn append<S, E>(
         mut self,
         mut body: S,
         max_len: u64,
         exact: Option<u64>,
+        idle: std::time::Duration,
     ) -> (Self, Result<u64, AppendError>)
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -134,7 +138,12 @@ impl Staged {
         let mut received = 0u64;
         let mut outcome = Ok(());
         let mut batch = Batch::default();
-        while let Some(item) = body.next().await {
+        loop {
+            let Ok(next) = tokio::time::timeout(idle, body.next()).await else {
+                outcome = Err(AppendError::Idle { secs: idle.as_secs() });
+                break;
+            };
+            let Some(item) = next else { break };
             let chunk = match item {
                 Ok(chunk) => chunk,
                 Err(e) => {

@@ -135,6 +135,12 @@ impl Meta {
         txn.open_table(UPLOADS)?.get(id)?.map(|v| decode(v.value())).transpose()
     }
 
+    /// How many upload sessions are open.
+    pub fn upload_count(&self) -> Result<u64, MetaError> {
+        use redb::ReadableTableMetadata;
+        Ok(self.read_txn()?.open_table(UPLOADS)?.len()?)
+    }
+
     /// Every upload session id.
     pub fn upload_ids(&self) -> Result<Vec<String>, MetaError> {
         self.keys(UPLOADS)

@@ -39,6 +39,10 @@ pub enum Error {
     ManifestUnknown,
     #[error("operation not supported: {0}")]
     Unsupported(String),
+    #[error("too many requests: {0}")]
+    TooManyRequests(String),
+    #[error("request body stalled: {0}")]
+    BodyTimeout(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -76,6 +80,7 @@ impl Error {
         match e {
             AppendError::TooLarge { limit } => Error::BlobTooLarge { limit },
             e @ (AppendError::Body(_) | AppendError::LengthMismatch { .. }) => Error::BlobUploadInvalid(e.to_string()),
+            e @ AppendError::Idle { .. } => Error::BodyTimeout(e.to_string()),
             AppendError::Io(io) => io.into(),
         }
     }

@@ -34,6 +34,9 @@ pub use uploads::UploadStatus;
 pub struct Limits {
     pub manifest_max_bytes: u64,
     pub blob_max_bytes: u64,
+    pub upload_sessions: u64,
+    pub upload_sessions_per_client: u64,
+    pub body_idle_timeout: std::time::Duration,
 }
 
 /// The registry: metadata, blob files and in-flight uploads.

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -34,11 +35,15 @@ pub struct UploadStatus {
 #[derive(Debug, Default)]
 pub(super) struct Sessions {
     map: Mutex<HashMap<Uuid, Arc<AsyncMutex<Slot>>>>,
+    /// Open sessions per client address.
+    clients: Mutex<HashMap<IpAddr, u64>>,
 }
 
 #[derive(Debug)]
 struct Slot {
     repo: String,
+    /// The client that opened the session, counted against its limit until the session ends.
+    client: Option<IpAddr>,
     /// `None` until loaded after a restart, or while a request has it out.
     staged: Option<Staged>,
     closed: bool,
@@ -50,11 +55,33 @@ impl Sessions {
         let slot = map.entry(id).or_insert_with(|| {
             Arc::new(AsyncMutex::new(Slot {
                 repo: repo.to_owned(),
+                client: None,
                 staged: None,
                 closed: false,
             }))
         });
         Arc::clone(slot)
+    }
+
+    /// Count a new session against `client`, unless it already has `limit` open.
+    fn claim(&self, client: IpAddr, limit: u64) -> bool {
+        let mut clients = self.clients.lock().expect("clients lock");
+        let open = clients.entry(client).or_default();
+        if *open >= limit {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    fn release(&self, client: IpAddr) {
+        let mut clients = self.clients.lock().expect("clients lock");
+        if let Some(open) = clients.get_mut(&client) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                clients.remove(&client);
+            }
+        }
     }
 
     fn get(&self, id: Uuid) -> Option<Arc<AsyncMutex<Slot>>> {
@@ -75,7 +102,30 @@ type SlotGuard = OwnedMutexGuard<Slot>;
 
 impl Registry {
     /// Open a new upload session in `repo`.
-    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus, Error> {
+    /// Open a new upload session in `repo` for `client`, within the session limits.
+    pub async fn start_upload(&self, repo: &RepoName, client: Option<IpAddr>) -> Result<UploadStatus, Error> {
+        let open = self.meta(crate::meta::Meta::upload_count).await?;
+        if open >= self.limits.upload_sessions {
+            return Err(Error::TooManyRequests(format!(
+                "{open} upload sessions are open, the limit"
+            )));
+        }
+        if let Some(ip) = client
+            && !self.uploads.claim(ip, self.limits.upload_sessions_per_client)
+        {
+            let limit = self.limits.upload_sessions_per_client;
+            return Err(Error::TooManyRequests(format!(
+                "{ip} has {limit} upload sessions open, the limit"
+            )));
+        }
+        let started = self.open_new_session(repo, client).await;
+        if let (Err(_), Some(ip)) = (&started, client) {
+            self.uploads.release(ip);
+        }
+        started
+    }
+
+    async fn open_new_session(&self, repo: &RepoName, client: Option<IpAddr>) -> Result<UploadStatus, Error> {
         let id = Uuid::new_v4();
         let store = self.blobs.clone();
         let staged = blocking(move || store.create_upload(id)).await?;
@@ -86,7 +136,9 @@ impl Registry {
         };
         self.meta(move |m| m.create_upload(&id.to_string(), &row)).await?;
         let slot = self.uploads.get_or_insert(id, repo.as_str());
-        slot.lock().await.staged = Some(staged);
+        let mut slot = slot.lock().await;
+        slot.staged = Some(staged);
+        slot.client = client;
         Ok(UploadStatus { id, offset: 0 })
     }
 
@@ -145,6 +197,9 @@ impl Registry {
         self.commit_staged(repo, staged, digest, Some(id)).await?;
         slot.closed = true;
         self.uploads.remove(id);
+        if let Some(ip) = slot.client.take() {
+            self.uploads.release(ip);
+        }
         Ok(())
     }
 
@@ -162,7 +217,9 @@ impl Registry {
     {
         let store = self.blobs.clone();
         let staged = blocking(move || store.temp_upload()).await?;
-        let (staged, appended) = staged.append(body, self.limits.blob_max_bytes, None).await;
+        let (staged, appended) = staged
+            .append(body, self.limits.blob_max_bytes, None, self.limits.body_idle_timeout)
+            .await;
         appended.map_err(Error::from_append)?;
         let staged = verify(staged, digest).await??;
         self.commit_staged(repo, staged, digest, None).await
@@ -181,7 +238,12 @@ impl Registry {
             return Err(Error::UploadRangeInvalid { offset });
         }
         let (staged, appended) = staged
-            .append(body, self.limits.blob_max_bytes, range.map(ByteRange::size))
+            .append(
+                body,
+                self.limits.blob_max_bytes,
+                range.map(ByteRange::size),
+                self.limits.body_idle_timeout,
+            )
             .await;
         slot.staged = Some(staged);
         appended.map(drop).map_err(Error::from_append)
@@ -221,6 +283,9 @@ impl Registry {
     async fn close_session(&self, id: Uuid, slot: &mut SlotGuard) -> Result<(), Error> {
         slot.closed = true;
         slot.staged = None;
+        if let Some(ip) = slot.client.take() {
+            self.uploads.release(ip);
+        }
         self.uploads.remove(id);
         self.meta(move |m| m.delete_upload(&id.to_string())).await?;
         let store = self.blobs.clone();

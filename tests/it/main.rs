@@ -6,5 +6,6 @@ mod fsck;
 mod gc;
 mod gc_stress;
 mod harness;
+mod limits;
 mod ops;
 mod smoke;

@@ -13,7 +13,13 @@ use crate::oci::range::{ByteRange, parse_content_range};
 use crate::oci::{Digest, RepoName};
 use crate::registry::{Error, Registry, UploadStatus};
 
-pub async fn start(reg: &Registry, name: &RepoName, query: &Query, body: Body) -> Result<Response, ApiError> {
+pub async fn start(
+    reg: &Registry,
+    name: &RepoName,
+    query: &Query,
+    body: Body,
+    client: std::net::IpAddr,
+) -> Result<Response, ApiError> {
     if let Some(mount) = query.get("mount") {
         let digest = Digest::parse(mount).map_err(Error::from)?;
         let from = query
@@ -30,7 +36,7 @@ pub async fn start(reg: &Registry, name: &RepoName, query: &Query, body: Body) -
         reg.monolithic_upload(name, &digest, body.into_data_stream()).await?;
         return Ok(created(name, &digest));
     }
-    let status = reg.start_upload(name).await?;
+    let status = reg.start_upload(name, Some(client)).await?;
     Ok(progress(StatusCode::ACCEPTED, name, status))
 }
 

@@ -1,0 +1,95 @@
+//! Limits against hostile or careless clients: upload sessions per client and in total
+//! (429 `TOOMANYREQUESTS`), a stalled upload body (408, session rolled back), and oversized
+//! bodies (413).
+
+use std::time::Duration;
+
+use crate::harness::{Berth, client, error_codes, sha256};
+
+#[tokio::test]
+async fn upload_sessions_are_limited_per_client_and_in_total() {
+    let berth = Berth::builder()
+        .env("BERTH_LIMITS_UPLOAD_SESSIONS_PER_CLIENT", "2")
+        .env("BERTH_LIMITS_UPLOAD_SESSIONS", "3")
+        .start();
+    let c = client();
+    let mut locations = Vec::new();
+    for _ in 0..2 {
+        let resp = c.post(berth.url("/v2/l/blobs/uploads/")).send().await.unwrap();
+        assert_eq!(resp.status(), 202);
+        locations.push(resp.headers()["location"].to_str().unwrap().to_owned());
+    }
+    let resp = c.post(berth.url("/v2/l/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(error_codes(resp).await, ["TOOMANYREQUESTS"]);
+    // Finishing or cancelling a session frees its slot.
+    let resp = c.delete(berth.url(&locations[0])).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    let resp = c.post(berth.url("/v2/l/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let done = b"finished";
+    let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+    let resp = c
+        .put(berth.url(&format!("{loc}?digest={}", sha256(done))))
+        .body(done.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let resp = c.post(berth.url("/v2/l/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(resp.status(), 202, "the finished session freed its slot");
+}
+
+#[tokio::test]
+async fn a_stalled_upload_body_is_cut_off_and_rolled_back() {
+    let berth = Berth::builder().env("BERTH_LIMITS_BODY_IDLE_TIMEOUT", "1s").start();
+    let c = client();
+    let resp = c.post(berth.url("/v2/slow/blobs/uploads/")).send().await.unwrap();
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let url = berth.url(&location);
+    let patch = tokio::spawn(async move { client().patch(url).body(body).send().await });
+    tx.send(Ok(b"some bytes".to_vec())).await.unwrap();
+    // Then nothing: the server gives up after a second.
+    let outcome = tokio::time::timeout(Duration::from_secs(10), patch)
+        .await
+        .expect("cut off")
+        .unwrap();
+    if let Ok(resp) = outcome {
+        assert_eq!(resp.status(), 408);
+    }
+    drop(tx);
+    let resp = c.get(berth.url(&location)).send().await.unwrap();
+    assert_eq!(resp.status(), 204, "the session survives");
+    assert_eq!(
+        resp.headers()["range"],
+        "0-0",
+        "rolled back to before the stalled request"
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let berth = Berth::builder()
+        .env("BERTH_LIMITS_BLOB_MAX_SIZE", "1KiB")
+        .env("BERTH_LIMITS_MANIFEST_MAX_SIZE", "512")
+        .start();
+    let big = vec![7u8; 2048];
+    let url = berth.url(&format!("/v2/big/blobs/uploads/?digest={}", sha256(&big)));
+    let resp = client().post(url).body(big).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(error_codes(resp).await, ["SIZE_INVALID"]);
+    let resp = client()
+        .put(berth.url("/v2/big/manifests/v1"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(vec![b' '; 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert!(
+        std::fs::read_dir(berth.root.join("uploads")).unwrap().next().is_none(),
+        "nothing left staged"
+    );
+}
