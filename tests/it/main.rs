@@ -2,6 +2,7 @@
 //! 127.0.0.1 (see `harness`) and talks to it over HTTP or with a real client.
 
 mod clients;
+mod concurrency;
 mod crash_points;
 mod fsck;
 mod gc;
@@ -9,4 +10,5 @@ mod gc_stress;
 mod harness;
 mod limits;
 mod ops;
+mod restart;
 mod smoke;
