@@ -74,9 +74,9 @@ fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            out.extend(walkdir(&path))
+            out.extend(walkdir(&path));
         } else {
-            out.push(path)
+            out.push(path);
         }
     }
     out
