@@ -3,6 +3,7 @@
 
 mod clients;
 mod concurrency;
+mod crash;
 mod crash_points;
 mod fsck;
 mod gc;
