@@ -1,6 +1,7 @@
 //! Berth's integration tests, built into one binary. Each test runs a real server on
 //! 127.0.0.1 (see `harness`) and talks to it over HTTP or with a real client.
 
+mod cli;
 mod clients;
 mod concurrency;
 mod crash;
