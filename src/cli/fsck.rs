@@ -10,10 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use berth::config::{self, Flags};
 use berth::fsck::{self, Progress, Report};
-use berth::jobs::{JobState, JobView};
 use berth::meta::{self, MetaError};
 use berth::server::{ServeError, open_registry_as_is};
 
@@ -124,35 +122,7 @@ fn spawn_bar(progress: Arc<Progress>) -> (Arc<std::sync::atomic::AtomicBool>, st
 }
 
 async fn remote(url: &str, opts: fsck::Options) -> anyhow::Result<Report> {
-    let base = url.trim_end_matches('/');
-    let client = reqwest::Client::new();
-    let start = client
-        .post(format!("{base}/admin/fsck?repair={}&quick={}", opts.repair, opts.quick))
-        .send()
-        .await
-        .context("contacting the server")?;
-    if !start.status().is_success() {
-        bail!(
-            "the server refused to start fsck: {} {}",
-            start.status(),
-            start.text().await?
-        );
-    }
-    let mut job: JobView = start.json().await?;
-    while job.state == JobState::Running {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        job = client
-            .get(format!("{base}/admin/fsck/{}", job.id))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-    }
-    match (job.state, job.report) {
-        (JobState::Done, Some(report)) => Ok(serde_json::from_value(report)?),
-        _ => bail!("fsck failed: {}", job.error.unwrap_or_default()),
-    }
+    super::remote::run_job(url, "fsck", &format!("repair={}&quick={}", opts.repair, opts.quick)).await
 }
 
 fn print_report(r: &Report) {

@@ -4,12 +4,10 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use berth::config::{self, Config, Flags};
 use berth::gc::{self, Phase, Report};
-use berth::jobs::JobState;
 use berth::meta::MetaError;
 use berth::server::{ServeError, open_registry};
 
@@ -80,51 +78,7 @@ async fn offline(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
 }
 
 async fn remote(url: &str, dry_run: bool) -> anyhow::Result<Report> {
-    let base = url.trim_end_matches('/');
-    let client = reqwest::Client::new();
-    let start = client
-        .post(format!("{base}/admin/gc?dry_run={dry_run}"))
-        .send()
-        .await
-        .context("contacting the server")?;
-    if !start.status().is_success() {
-        bail!(
-            "the server refused to start garbage collection: {} {}",
-            start.status(),
-            start.text().await?
-        );
-    }
-    let mut job: JobViewWire = start.json().await?;
-    let show = std::io::stderr().is_terminal();
-    let mut last_phase = String::new();
-    while job.state == JobState::Running {
-        if show && job.phase != last_phase {
-            eprintln!("gc: {}", job.phase.replace('_', " "));
-            last_phase.clone_from(&job.phase);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        job = client
-            .get(format!("{base}/admin/gc/{}", job.id))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-    }
-    match (job.state, job.report) {
-        (JobState::Done, Some(report)) => Ok(serde_json::from_value(report)?),
-        _ => bail!("garbage collection failed: {}", job.error.unwrap_or_default()),
-    }
-}
-
-/// The fields of a `gc::JobView` that the CLI reads back.
-#[derive(serde::Deserialize)]
-struct JobViewWire {
-    id: String,
-    state: JobState,
-    phase: String,
-    report: Option<serde_json::Value>,
-    error: Option<String>,
+    super::remote::run_job(url, "gc", &format!("dry_run={dry_run}")).await
 }
 
 fn phase_name(phase: Phase) -> &'static str {

@@ -3,3 +3,4 @@
 pub mod du;
 pub mod fsck;
 pub mod gc;
+mod remote;

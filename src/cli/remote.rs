@@ -1,0 +1,43 @@
+//! Running an admin job (`gc`, `fsck`) through a running server: start it, follow its phases
+//! on a terminal, and return its report.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use berth::jobs::{JobState, JobView};
+use serde::de::DeserializeOwned;
+
+/// `POST {url}/admin/{kind}?{query}`, then poll `GET {url}/admin/{kind}/{id}` until it ends.
+pub async fn run_job<R: DeserializeOwned>(url: &str, kind: &str, query: &str) -> anyhow::Result<R> {
+    let base = url.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let start = client
+        .post(format!("{base}/admin/{kind}?{query}"))
+        .send()
+        .await
+        .context("contacting the server")?;
+    if !start.status().is_success() {
+        bail!(
+            "the server refused to start {kind}: {} {}",
+            start.status(),
+            start.text().await?
+        );
+    }
+    let mut job: JobView = start.json().await?;
+    let show = std::io::stderr().is_terminal();
+    let mut last_phase = String::new();
+    while job.state == JobState::Running {
+        if show && job.phase != last_phase {
+            eprintln!("{kind}: {}", job.phase.replace('_', " "));
+            last_phase.clone_from(&job.phase);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let url = format!("{base}/admin/{kind}/{}", job.id);
+        job = client.get(url).send().await?.error_for_status()?.json().await?;
+    }
+    match (job.state, job.report) {
+        (JobState::Done, Some(report)) => Ok(serde_json::from_value(report)?),
+        _ => bail!("{kind} failed: {}", job.error.unwrap_or_default()),
+    }
+}
