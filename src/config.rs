@@ -5,13 +5,14 @@
 //! overrides, fill defaults, validate. Every key is documented, with its default, in
 //! `config.example.yml`; a test keeps that file and this one in step.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// The prefix of every environment override; `BERTH_HTTP_ADDR` sets `http.addr`.
 pub const ENV_PREFIX: &str = "BERTH_";
@@ -40,6 +41,97 @@ pub struct Config {
     pub limits: Limits,
     pub log: Log,
     pub gc: Gc,
+    /// `None`: no authentication; every client may do everything (admin: loopback only).
+    pub auth: Option<Auth>,
+}
+
+/// HTTPS with rustls (TLS 1.2 and 1.3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    /// PEM: the server certificate, then its chain.
+    pub certificate: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM: the CAs client certificates must chain to; set, a client certificate is required
+    /// and its subject common name is the client's user name.
+    pub client_ca: Option<PathBuf>,
+    /// How often the files are checked for changes (SIGHUP reloads at once).
+    pub reload_interval: Duration,
+}
+
+/// Who may do what. Authentication comes from htpasswd (Basic, or Bearer tokens Berth issues),
+/// tokens of an external issuer, or client certificates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth {
+    /// The realm of Basic challenges.
+    pub realm: String,
+    /// An htpasswd file of bcrypt entries (`htpasswd -B`), reloaded when it changes.
+    pub htpasswd: Option<PathBuf>,
+    pub token: Option<Token>,
+    /// Group name -> its members' user names.
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Who holds the admin role (the `/admin` endpoints).
+    pub admins: Subjects,
+    /// Access rules; none means every authenticated user may pull, push and delete everything.
+    pub rules: Vec<Rule>,
+    /// Failed logins a source address may make per minute; past it, 429.
+    pub login_failures_per_minute: u32,
+}
+
+/// Bearer tokens (the Docker registry token specification).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    /// Where clients get tokens; `None` (Berth issues them): this server's `/auth/token`.
+    pub realm: Option<String>,
+    /// The `service` of challenges and the audience of tokens.
+    pub service: String,
+    /// The `iss` tokens must carry.
+    pub issuer: String,
+    /// Lifetime of the tokens Berth issues.
+    pub expiry: Duration,
+    pub keys: TokenKeys,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenKeys {
+    /// Berth issues tokens, signed with this Ed25519 PKCS#8 PEM key, or with a key made at
+    /// start-up (tokens then end with the process).
+    Issue { signing_key: Option<PathBuf> },
+    /// An external issuer's public key (PEM) verifies tokens.
+    PublicKey(PathBuf),
+    /// An external issuer's JWKS file verifies tokens (by `kid`).
+    Jwks(PathBuf),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Subjects {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// Grants `actions` on the repositories matching any of `repositories` (globs: `*` within a
+/// path component, `**` across them) to `users`, members of `groups`, and, when `anonymous`,
+/// to everyone (pull only).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub repositories: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub anonymous: bool,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Pull,
+    Push,
+    Delete,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +153,9 @@ pub struct Http {
     pub shutdown_delay: Duration,
     /// A second listener serving only `/metrics`, `/healthz` and `/readyz`.
     pub debug_addr: Option<SocketAddr>,
+    /// How long a client may take to send a request's headers (and a TLS handshake).
+    pub header_timeout: Duration,
+    pub tls: Option<Tls>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +203,49 @@ struct RawConfig {
     limits: RawLimits,
     log: RawLog,
     gc: RawGc,
+    auth: RawAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTls {
+    certificate: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    reload_interval: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAuth {
+    realm: Option<String>,
+    htpasswd: RawHtpasswd,
+    token: RawToken,
+    groups: BTreeMap<String, Vec<String>>,
+    admins: Subjects,
+    rules: Vec<Rule>,
+    login_failures_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHtpasswd {
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawToken {
+    enabled: Option<bool>,
+    realm: Option<String>,
+    service: Option<String>,
+    issuer: Option<String>,
+    #[serde(with = "humantime_serde")]
+    expiry: Option<Duration>,
+    signing_key: Option<PathBuf>,
+    public_key: Option<PathBuf>,
+    jwks: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +270,9 @@ struct RawHttp {
     shutdown_delay: Option<Duration>,
     /// IP:PORT, or `off`.
     debug_addr: Option<String>,
+    #[serde(with = "humantime_serde")]
+    header_timeout: Option<Duration>,
+    tls: RawTls,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,6 +313,15 @@ const ENV_KEYS: &[(&str, Setter)] = &[
         r.http.debug_addr = Some(v.to_owned());
         Ok(())
     }),
+    ("http.header_timeout", |r, v| {
+        set_duration(&mut r.http.header_timeout, v)
+    }),
+    ("http.tls.certificate", |r, v| set(&mut r.http.tls.certificate, v)),
+    ("http.tls.key", |r, v| set(&mut r.http.tls.key, v)),
+    ("http.tls.client_ca", |r, v| set(&mut r.http.tls.client_ca, v)),
+    ("http.tls.reload_interval", |r, v| {
+        set_duration(&mut r.http.tls.reload_interval, v)
+    }),
     ("storage.root", |r, v| set(&mut r.storage.root, v)),
     ("storage.fsync", |r, v| set(&mut r.storage.fsync, v)),
     ("limits.manifest_max_size", |r, v| {
@@ -194,6 +344,19 @@ const ENV_KEYS: &[(&str, Setter)] = &[
         Ok(())
     }),
     ("gc.upload_max_age", |r, v| set_duration(&mut r.gc.upload_max_age, v)),
+    ("auth.realm", |r, v| set(&mut r.auth.realm, v)),
+    ("auth.htpasswd.path", |r, v| set(&mut r.auth.htpasswd.path, v)),
+    ("auth.login_failures_per_minute", |r, v| {
+        set(&mut r.auth.login_failures_per_minute, v)
+    }),
+    ("auth.token.enabled", |r, v| set(&mut r.auth.token.enabled, v)),
+    ("auth.token.realm", |r, v| set(&mut r.auth.token.realm, v)),
+    ("auth.token.service", |r, v| set(&mut r.auth.token.service, v)),
+    ("auth.token.issuer", |r, v| set(&mut r.auth.token.issuer, v)),
+    ("auth.token.expiry", |r, v| set_duration(&mut r.auth.token.expiry, v)),
+    ("auth.token.signing_key", |r, v| set(&mut r.auth.token.signing_key, v)),
+    ("auth.token.public_key", |r, v| set(&mut r.auth.token.public_key, v)),
+    ("auth.token.jwks", |r, v| set(&mut r.auth.token.jwks, v)),
 ];
 
 fn set_duration(field: &mut Option<Duration>, value: &str) -> Result<(), String> {
@@ -316,6 +479,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             message: format!("{text:?} is neither a duration nor off ({e})"),
         })?),
     };
+    let tls = validate_tls(raw.http.tls)?;
+    let auth = validate_auth(raw.auth, tls.as_ref().is_some_and(|t| t.client_ca.is_some()))?;
     let gc = Gc {
         grace_period: raw.gc.grace_period.unwrap_or(Duration::from_secs(3600)),
         delete_untagged: raw.gc.delete_untagged.unwrap_or(true),
@@ -329,7 +494,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             drain_timeout: raw.http.drain_timeout.unwrap_or(Duration::from_secs(30)),
             shutdown_delay: raw.http.shutdown_delay.unwrap_or(Duration::ZERO),
             debug_addr,
+            header_timeout: raw.http.header_timeout.unwrap_or(Duration::from_secs(30)),
+            tls,
         },
+        auth,
         storage: Storage {
             root,
             fsync: raw.storage.fsync.unwrap_or(true),
@@ -348,6 +516,126 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+fn validate_tls(raw: RawTls) -> Result<Option<Tls>, ConfigError> {
+    let reload_interval = raw.reload_interval.unwrap_or(Duration::from_secs(10));
+    if reload_interval.is_zero() {
+        return Err(invalid("http.tls.reload_interval", "must be positive"));
+    }
+    match (raw.certificate, raw.key) {
+        (None, None) if raw.client_ca.is_some() => Err(invalid(
+            "http.tls.client_ca",
+            "needs http.tls.certificate and http.tls.key",
+        )),
+        (None, None) => Ok(None),
+        (Some(certificate), Some(key)) => Ok(Some(Tls {
+            certificate,
+            key,
+            client_ca: raw.client_ca,
+            reload_interval,
+        })),
+        (Some(_), None) => Err(invalid("http.tls.key", "must be set with http.tls.certificate")),
+        (None, Some(_)) => Err(invalid("http.tls.certificate", "must be set with http.tls.key")),
+    }
+}
+
+/// `None` when nothing authenticates clients; rules without a way to authenticate are an error.
+fn validate_auth(raw: RawAuth, client_certificates: bool) -> Result<Option<Auth>, ConfigError> {
+    let token = validate_token(raw.token, raw.htpasswd.path.is_some())?;
+    if raw.htpasswd.path.is_none() && token.is_none() && !client_certificates {
+        let configured = !raw.rules.is_empty() || !raw.groups.is_empty() || raw.admins != Subjects::default();
+        if configured {
+            return Err(invalid(
+                "auth",
+                "rules, groups and admins need a way to authenticate: auth.htpasswd.path, auth.token or http.tls.client_ca",
+            ));
+        }
+        return Ok(None);
+    }
+    for rule in &raw.rules {
+        validate_rule(rule)?;
+    }
+    let login_failures_per_minute = raw.login_failures_per_minute.unwrap_or(10);
+    if login_failures_per_minute == 0 {
+        return Err(invalid("auth.login_failures_per_minute", "must be positive"));
+    }
+    Ok(Some(Auth {
+        realm: raw.realm.unwrap_or_else(|| "berth".into()),
+        htpasswd: raw.htpasswd.path,
+        token,
+        groups: raw.groups,
+        admins: raw.admins,
+        rules: raw.rules,
+        login_failures_per_minute,
+    }))
+}
+
+fn validate_token(raw: RawToken, htpasswd: bool) -> Result<Option<Token>, ConfigError> {
+    let external = raw.public_key.is_some() || raw.jwks.is_some();
+    if !raw.enabled.unwrap_or(external) {
+        return Ok(None);
+    }
+    let keys = match (raw.public_key, raw.jwks) {
+        (Some(_), Some(_)) => return Err(invalid("auth.token.jwks", "set public_key or jwks, not both")),
+        (Some(path), None) => TokenKeys::PublicKey(path),
+        (None, Some(path)) => TokenKeys::Jwks(path),
+        (None, None) if htpasswd => TokenKeys::Issue {
+            signing_key: raw.signing_key,
+        },
+        (None, None) => {
+            return Err(invalid(
+                "auth.token",
+                "Berth issues tokens to htpasswd users: set auth.htpasswd.path, or an external issuer's public_key or jwks",
+            ));
+        }
+    };
+    if external && raw.realm.is_none() {
+        return Err(invalid(
+            "auth.token.realm",
+            "an external issuer needs its token URL here",
+        ));
+    }
+    let expiry = raw.expiry.unwrap_or(Duration::from_secs(300));
+    if expiry < Duration::from_secs(10) || expiry > Duration::from_secs(24 * 3600) {
+        return Err(invalid("auth.token.expiry", "must be 10s to 24h"));
+    }
+    Ok(Some(Token {
+        realm: raw.realm,
+        service: raw.service.unwrap_or_else(|| "berth".into()),
+        issuer: raw.issuer.unwrap_or_else(|| "berth".into()),
+        expiry,
+        keys,
+    }))
+}
+
+fn validate_rule(rule: &Rule) -> Result<(), ConfigError> {
+    if rule.repositories.is_empty() || rule.actions.is_empty() {
+        return Err(invalid("auth.rules", "each rule needs repositories and actions"));
+    }
+    if rule.users.is_empty() && rule.groups.is_empty() && !rule.anonymous {
+        return Err(invalid(
+            "auth.rules",
+            "each rule needs users, groups or anonymous: true",
+        ));
+    }
+    if rule.anonymous && rule.actions.iter().any(|a| *a != Action::Pull) {
+        return Err(invalid("auth.rules", "anonymous rules may only grant pull"));
+    }
+    for glob in &rule.repositories {
+        globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| invalid("auth.rules", format!("repository glob {glob:?}: {e}")))?;
+    }
+    Ok(())
+}
+
 impl Config {
     /// The effective configuration as YAML, every key set, in the layout of
     /// `config.example.yml`. (No key holds a secret yet; those will print as `<redacted>`.)
@@ -359,7 +647,7 @@ impl Config {
             LogFormat::Json => "json",
         };
         format!(
-            "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\nstorage:\n  root: {}\n  fsync: {}\nlimits:\n  \
+            "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\n  header_timeout: {}\n{}storage:\n  root: {}\n  fsync: {}\nlimits:\n  \
              manifest_max_size: {}\n  blob_max_size: {}\n  upload_sessions: {}\n  \
              upload_sessions_per_client: {}\n  body_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
              grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\n",
@@ -367,6 +655,8 @@ impl Config {
             d(self.http.drain_timeout),
             d(self.http.shutdown_delay),
             self.http.debug_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            d(self.http.header_timeout),
+            self.tls_yaml(),
             self.storage.root.display(),
             self.storage.fsync,
             self.limits.manifest_max_size,
@@ -378,7 +668,52 @@ impl Config {
             d(self.gc.grace_period),
             self.gc.delete_untagged,
             d(self.gc.upload_max_age),
+        ) + &self.auth_yaml()
+    }
+
+    fn tls_yaml(&self) -> String {
+        let Some(tls) = &self.http.tls else {
+            return String::new();
+        };
+        let ca = tls
+            .client_ca
+            .as_ref()
+            .map(|p| format!("    client_ca: {}\n", p.display()))
+            .unwrap_or_default();
+        format!(
+            "  tls:\n    certificate: {}\n    key: {}\n{ca}    reload_interval: {}\n",
+            tls.certificate.display(),
+            tls.key.display(),
+            humantime::format_duration(tls.reload_interval)
         )
+    }
+
+    fn auth_yaml(&self) -> String {
+        let Some(auth) = &self.auth else {
+            return String::new();
+        };
+        let token = auth.token.as_ref().map(|t| {
+            let (signing_key, public_key, jwks) = match &t.keys {
+                TokenKeys::Issue { signing_key } => (signing_key.clone(), None, None),
+                TokenKeys::PublicKey(p) => (None, Some(p.clone()), None),
+                TokenKeys::Jwks(p) => (None, None, Some(p.clone())),
+            };
+            serde_json::json!({
+                "enabled": true, "realm": t.realm, "service": t.service, "issuer": t.issuer,
+                "expiry": humantime::format_duration(t.expiry).to_string(),
+                "signing_key": signing_key, "public_key": public_key, "jwks": jwks,
+            })
+        });
+        let value = serde_json::json!({"auth": {
+            "realm": auth.realm,
+            "htpasswd": {"path": auth.htpasswd},
+            "token": token.unwrap_or_else(|| serde_json::json!({"enabled": false})),
+            "groups": auth.groups,
+            "admins": auth.admins,
+            "rules": auth.rules,
+            "login_failures_per_minute": auth.login_failures_per_minute,
+        }});
+        serde_saphyr::to_string(&value).unwrap_or_default()
     }
 }
 

@@ -6,6 +6,7 @@
 //! ordering.
 
 pub mod api;
+pub mod auth;
 pub mod blobs;
 pub mod config;
 pub mod crashpoint;

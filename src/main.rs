@@ -79,6 +79,9 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS implementation for the whole process: rustls on ring (the HTTPS listener, and
+    // `--url https://...` clients).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Serve(args) => serve(args).map(|()| 0),
         Command::Gc(args) => cli::gc::run(args).map(|()| 0),

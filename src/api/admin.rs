@@ -1,14 +1,13 @@
 //! The admin API: `POST /admin/gc` starts garbage collection (`?dry_run=true` for a dry run),
 //! `GET /admin/gc` lists recent runs, `GET /admin/gc/{id}` shows one; `/admin/fsck` does the
-//! same for fsck (`?repair=true`, `?quick=true`). Without authentication
-//! configured, only loopback clients may call these; others get 403 `DENIED`.
+//! same for fsck (`?repair=true`, `?quick=true`). Who may call them is decided by
+//! `access::admin_guard`: the admin role, or loopback clients when authentication is off.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
@@ -18,8 +17,8 @@ use super::{ApiError, App, Code};
 /// The longest test pause the API accepts.
 const MAX_PAUSE: Duration = Duration::from_secs(60);
 
-pub async fn gc_start(State(app): State<App>, ConnectInfo(peer): ConnectInfo<SocketAddr>, uri: Uri) -> Response {
-    handle(peer, || {
+pub async fn gc_start(State(app): State<App>, uri: Uri) -> Response {
+    handle(|| {
         let query = Query::parse(uri.query());
         let mut opts = app.gc_options.clone();
         opts.dry_run = matches!(query.get("dry_run"), Some("true" | "1"));
@@ -31,8 +30,8 @@ pub async fn gc_start(State(app): State<App>, ConnectInfo(peer): ConnectInfo<Soc
     })
 }
 
-pub async fn fsck_start(State(app): State<App>, ConnectInfo(peer): ConnectInfo<SocketAddr>, uri: Uri) -> Response {
-    handle(peer, || {
+pub async fn fsck_start(State(app): State<App>, uri: Uri) -> Response {
+    handle(|| {
         let query = Query::parse(uri.query());
         let flag = |k| matches!(query.get(k), Some("true" | "1"));
         let opts = crate::fsck::Options {
@@ -45,16 +44,12 @@ pub async fn fsck_start(State(app): State<App>, ConnectInfo(peer): ConnectInfo<S
     })
 }
 
-pub async fn fsck_list(State(app): State<App>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
-    handle(peer, || Ok(Json(app.fsck.list()).into_response()))
+pub async fn fsck_list(State(app): State<App>) -> Response {
+    handle(|| Ok(Json(app.fsck.list()).into_response()))
 }
 
-pub async fn fsck_get(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-) -> Response {
-    handle(peer, || {
+pub async fn fsck_get(State(app): State<App>, Path(id): Path<String>) -> Response {
+    handle(|| {
         let job = app
             .fsck
             .get(&id)
@@ -63,26 +58,19 @@ pub async fn fsck_get(
     })
 }
 
-pub async fn usage(State(app): State<App>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
-    if let Some(denied) = refuse_remote(peer) {
-        return denied;
-    }
+pub async fn usage(State(app): State<App>) -> Response {
     match app.registry.usage().await {
         Ok(usage) => Json(usage).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }
 
-pub async fn gc_list(State(app): State<App>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
-    handle(peer, || Ok(Json(app.gc.list()).into_response()))
+pub async fn gc_list(State(app): State<App>) -> Response {
+    handle(|| Ok(Json(app.gc.list()).into_response()))
 }
 
-pub async fn gc_get(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-) -> Response {
-    handle(peer, || {
+pub async fn gc_get(State(app): State<App>, Path(id): Path<String>) -> Response {
+    handle(|| {
         let job = app
             .gc
             .get(&id)
@@ -104,35 +92,7 @@ fn pause(query: &Query, key: &str) -> Result<Option<Duration>, ApiError> {
         .transpose()
 }
 
-/// Refuse non-loopback callers, then run `f`.
-fn handle(peer: SocketAddr, f: impl FnOnce() -> Result<Response, ApiError>) -> Response {
-    refuse_remote(peer).unwrap_or_else(|| f().unwrap_or_else(IntoResponse::into_response))
-}
-
-/// The 403 for a caller that is not on loopback, if it is not.
-fn refuse_remote(peer: SocketAddr) -> Option<Response> {
-    if peer.ip().is_loopback() {
-        return None;
-    }
-    tracing::warn!(%peer, "admin request from a non-loopback client refused");
-    Some(ApiError::new(Code::Denied, "the admin API answers loopback clients only").into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_loopback_callers_get_through() {
-        let ok = || Ok(StatusCode::NO_CONTENT.into_response());
-        assert_eq!(
-            handle("127.0.0.1:1".parse().unwrap(), ok).status(),
-            StatusCode::NO_CONTENT
-        );
-        assert_eq!(handle("[::1]:1".parse().unwrap(), ok).status(), StatusCode::NO_CONTENT);
-        assert_eq!(
-            handle("192.0.2.7:1".parse().unwrap(), ok).status(),
-            StatusCode::FORBIDDEN
-        );
-    }
+/// Run `f`, answering its error as an OCI error.
+fn handle(f: impl FnOnce() -> Result<Response, ApiError>) -> Response {
+    f().unwrap_or_else(IntoResponse::into_response)
 }

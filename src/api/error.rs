@@ -25,6 +25,7 @@ pub enum Code {
     SizeInvalid,
     Unsupported,
     PaginationNumberInvalid,
+    Unauthorized,
     Denied,
     TooManyRequests,
     /// Admin API: no such resource (not an OCI code).
@@ -47,6 +48,7 @@ impl Code {
             Code::SizeInvalid => "SIZE_INVALID",
             Code::Unsupported => "UNSUPPORTED",
             Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            Code::Unauthorized => "UNAUTHORIZED",
             Code::Denied => "DENIED",
             Code::TooManyRequests => "TOOMANYREQUESTS",
             Code::NotFound => "NOT_FOUND",
@@ -70,6 +72,7 @@ impl Code {
             | Code::SizeInvalid
             | Code::PaginationNumberInvalid => StatusCode::BAD_REQUEST,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Denied => StatusCode::FORBIDDEN,
             Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,6 +93,7 @@ impl Code {
             Code::SizeInvalid => "provided length did not match content length",
             Code::Unsupported => "the operation is unsupported",
             Code::PaginationNumberInvalid => "invalid number of results requested",
+            Code::Unauthorized => "authentication required",
             Code::Denied => "requested access to the resource is denied",
             Code::TooManyRequests => "too many requests",
             Code::NotFound => "not found",
@@ -177,6 +181,30 @@ impl From<Error> for ApiError {
             Error::Internal(_) => {
                 // Logged once here, with the cause; the client gets a generic body.
                 tracing::error!(error = %detail, "internal error");
+                ApiError::new(Code::Internal, "internal server error")
+            }
+        }
+    }
+}
+
+impl ApiError {
+    /// An authentication or authorization failure; a 401 carries `challenge` as its
+    /// `WWW-Authenticate` header.
+    pub fn auth(e: &crate::auth::AuthError, challenge: &str) -> Self {
+        use crate::auth::AuthError;
+        let detail = e.to_string();
+        match e {
+            AuthError::Missing | AuthError::BadCredentials => {
+                let mut err = ApiError::new(Code::Unauthorized, detail);
+                if let Ok(value) = HeaderValue::from_str(challenge) {
+                    err.headers.push((header::WWW_AUTHENTICATE, value));
+                }
+                err
+            }
+            AuthError::Denied => ApiError::new(Code::Denied, detail),
+            AuthError::TooManyFailures => ApiError::new(Code::TooManyRequests, detail),
+            AuthError::File { .. } | AuthError::Internal(_) => {
+                tracing::error!(error = %detail, "authentication failed internally");
                 ApiError::new(Code::Internal, "internal server error")
             }
         }

@@ -4,6 +4,7 @@
 //! matches `(endpoint, method)` once. Handlers are short: parse headers and query, make one
 //! call into `registry`, shape the response. Nothing here touches storage directly.
 
+pub(crate) mod access;
 mod admin;
 mod error;
 mod handlers;
@@ -36,6 +37,8 @@ pub struct App {
     pub gc_options: crate::gc::Options,
     /// False once shutdown has begun: `/readyz` answers 503.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// `None`: authentication is off.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 /// The router of `http.debug_addr`: metrics and probes only.
@@ -49,13 +52,7 @@ pub fn debug_router(app: App) -> Router {
 
 /// Build the router.
 pub fn router(app: App) -> Router {
-    Router::new()
-        .route("/v2", any(dispatch))
-        .route("/v2/", any(dispatch))
-        .route("/v2/{*rest}", any(dispatch))
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .route("/metrics", axum::routing::get(metrics))
-        .route("/readyz", axum::routing::get(readyz))
+    let admin = Router::new()
         .route("/admin/gc", axum::routing::post(admin::gc_start).get(admin::gc_list))
         .route("/admin/gc/{id}", axum::routing::get(admin::gc_get))
         .route(
@@ -64,6 +61,16 @@ pub fn router(app: App) -> Router {
         )
         .route("/admin/fsck/{id}", axum::routing::get(admin::fsck_get))
         .route("/admin/usage", axum::routing::get(admin::usage))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), access::admin_guard));
+    Router::new()
+        .route("/v2", any(dispatch))
+        .route("/v2/", any(dispatch))
+        .route("/v2/{*rest}", any(dispatch))
+        .route("/auth/token", axum::routing::get(access::token))
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/readyz", axum::routing::get(readyz))
+        .merge(admin)
         .fallback(|| async { ApiError::not_found_route() })
         .layer(axum::middleware::map_response(api_version_header))
         .layer(axum::middleware::from_fn(access_log))
@@ -106,9 +113,13 @@ async fn access_log(request: axum::extract::Request, next: axum::middleware::Nex
     let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     let bytes_out = content_length(response.headers());
     let (group, repo) = route_group(&path);
+    let user = response
+        .extensions()
+        .get::<access::LoggedUser>()
+        .map_or("-", |u| u.0.as_str());
     tracing::info!(
         target: "berth::access",
-        id = %request_id, %method, %path, group, repo, status, bytes_in, bytes_out, micros, user = "-",
+        id = %request_id, %method, %path, group, repo, status, bytes_in, bytes_out, micros, user,
         "request"
     );
     crate::metrics::request(
@@ -133,7 +144,7 @@ fn request_id(headers: &HeaderMap) -> String {
 
 /// `scheme://host` as a reverse proxy reports it (`X-Forwarded-Proto`, `X-Forwarded-Host`), if
 /// it does and the values are sane.
-fn forwarded_base(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn forwarded_base(headers: &HeaderMap) -> Option<String> {
     let host = headers
         .get("x-forwarded-host")?
         .to_str()
@@ -220,24 +231,36 @@ async fn api_version_header(mut response: Response) -> Response {
 /// One request: route it, run it, and turn any failure into an OCI error response.
 async fn dispatch(
     State(app): State<App>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::Extension(peer): axum::Extension<crate::server::Peer>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let query = query::Query::parse(uri.query());
+    let endpoint = match route::parse(uri.path()) {
+        Ok(endpoint) => endpoint,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let caller = match access::check(&app, &endpoint, &method, &headers, &peer).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let user = caller.as_ref().map(|c| access::LoggedUser(c.subject.name().to_owned()));
     let request = Request {
         method: &method,
         query: &query,
         headers: &headers,
-        client: peer.ip(),
+        client: peer.addr.ip(),
+        caller,
     };
-    let result = match route::parse(uri.path()) {
-        Ok(endpoint) => run(&app, endpoint, &request, body).await,
-        Err(e) => Err(e.into()),
-    };
-    result.unwrap_or_else(IntoResponse::into_response)
+    let mut response = run(&app, endpoint, request, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    if let Some(user) = user {
+        response.extensions_mut().insert(user);
+    }
+    response
 }
 
 /// What a handler may need of the request besides its body.
@@ -246,21 +269,24 @@ struct Request<'a> {
     query: &'a query::Query,
     headers: &'a HeaderMap,
     client: std::net::IpAddr,
+    /// Who is calling, with authentication on.
+    caller: Option<crate::auth::Caller>,
 }
 
-async fn run(app: &App, endpoint: Endpoint, request: &Request<'_>, body: Body) -> Result<Response, ApiError> {
+async fn run(app: &App, endpoint: Endpoint, request: Request<'_>, body: Body) -> Result<Response, ApiError> {
     use handlers::{blobs, listing, manifests, uploads};
     let Request {
         method,
         query,
         headers,
         client,
-    } = *request;
+        caller,
+    } = request;
     let reg = &app.registry;
     let head = method == Method::HEAD;
     match (endpoint, method.clone()) {
         (Endpoint::Base, Method::GET | Method::HEAD) => Ok(listing::base()),
-        (Endpoint::Catalog, Method::GET) => listing::catalog(reg, query).await,
+        (Endpoint::Catalog, Method::GET) => listing::catalog(reg, query, access::catalog_filter(app, caller)).await,
         (Endpoint::Tags { name }, Method::GET) => listing::tags(reg, &name, query).await,
         (Endpoint::Referrers { name, digest }, Method::GET) => listing::referrers(reg, &name, &digest, query).await,
         (Endpoint::Manifest { name, reference }, Method::GET | Method::HEAD) => {
@@ -274,7 +300,10 @@ async fn run(app: &App, endpoint: Endpoint, request: &Request<'_>, body: Body) -
             blobs::get(reg, &name, &digest, headers, head).await
         }
         (Endpoint::Blob { name, digest }, Method::DELETE) => blobs::delete(reg, &name, &digest).await,
-        (Endpoint::UploadStart { name }, Method::POST) => uploads::start(reg, &name, query, body, client).await,
+        (Endpoint::UploadStart { name }, Method::POST) => {
+            let may_mount = access::may_mount(app, caller.as_ref(), query.get("from"));
+            uploads::start(reg, &name, query, body, client, may_mount).await
+        }
         (Endpoint::Upload { name, id }, Method::GET) => uploads::status(reg, &name, &id).await,
         (Endpoint::Upload { name, id }, Method::PATCH) => uploads::patch(reg, &name, &id, headers, body).await,
         (Endpoint::Upload { name, id }, Method::PUT) => uploads::finish(reg, &name, &id, query, headers, body).await,

@@ -18,6 +18,38 @@ impl Registry {
         self.meta(move |m| m.repos(last.as_deref(), n)).await
     }
 
+    /// Repositories after `last` that `visible` keeps, at most `n`: pages of the catalog are
+    /// read until `n` are kept or none are left.
+    pub async fn catalog_visible(
+        &self,
+        mut last: Option<String>,
+        n: usize,
+        visible: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<Page, Error> {
+        let mut kept = Vec::new();
+        loop {
+            let page = self.catalog(last.clone(), n.max(100)).await?;
+            for name in page.items {
+                if kept.len() == n {
+                    return Ok(Page {
+                        items: kept,
+                        more: true,
+                    });
+                }
+                if visible(&name) {
+                    kept.push(name.clone());
+                }
+                last = Some(name);
+            }
+            if !page.more {
+                return Ok(Page {
+                    items: kept,
+                    more: false,
+                });
+            }
+        }
+    }
+
     /// Manifests of `repo` whose subject is `subject`, optionally only those of one artifact type.
     pub async fn referrers(
         &self,

@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 /// A running Berth server.
 pub struct Berth {
     child: Option<Child>,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`, or `https://` with TLS on.
     pub base: String,
     /// `127.0.0.1:PORT`, as clients such as docker and skopeo name the registry.
     pub host: String,
@@ -33,6 +33,7 @@ impl Berth {
         Builder::default()
     }
 
+    /// Start `berth serve`; returns the child and its base URL (`http://` or `https://`).
     fn spawn(root: &Path, extra_args: &[String], env: &[(String, String)]) -> (Child, String) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -57,16 +58,15 @@ impl Berth {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .expect("read listening line");
-        let addr = line
+        let base = line
             .trim()
-            .rsplit("http://")
-            .next()
-            .filter(|a| a.contains(':'))
+            .strip_prefix("berth listening on ")
+            .filter(|a| a.starts_with("http://") || a.starts_with("https://"))
             .unwrap_or_else(|| {
                 let log = std::fs::read_to_string(root.with_extension("log")).unwrap_or_default();
                 panic!("berth did not start (stdout {line:?}); log:\n{log}")
             });
-        (child, addr.to_owned())
+        (child, base.to_owned())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -96,10 +96,10 @@ impl Berth {
     /// Start again on the same root (after `kill` or `stop`), on a new port.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = Self::spawn(&self.root, &self.extra_args, &self.env);
+        let (child, base) = Self::spawn(&self.root, &self.extra_args, &self.env);
         self.child = Some(child);
-        self.base = format!("http://{addr}");
-        self.host = addr;
+        self.host = host_of(&base);
+        self.base = base;
     }
 
     pub fn pid(&self) -> u32 {
@@ -146,17 +146,22 @@ impl Builder {
             let root = dir.path().join("data");
             (Some(dir), root)
         };
-        let (child, addr) = Berth::spawn(&root, &self.args, &self.env);
+        let (child, base) = Berth::spawn(&root, &self.args, &self.env);
         Berth {
             child: Some(child),
-            base: format!("http://{addr}"),
-            host: addr,
+            host: host_of(&base),
+            base,
             root,
             extra_args: self.args,
             env: self.env,
             _dir: dir,
         }
     }
+}
+
+/// `127.0.0.1:PORT` of `http(s)://127.0.0.1:PORT`.
+fn host_of(base: &str) -> String {
+    base.split_once("://").map_or(base, |(_, host)| host).to_owned()
 }
 
 /// `sha256:<hex>` of `bytes`.

@@ -21,9 +21,18 @@ pub fn base() -> Response {
     json_response(StatusCode::OK, "application/json", &json!({}))
 }
 
-pub async fn catalog(reg: &Registry, query: &Query) -> Result<Response, ApiError> {
+/// The catalog, of the repositories `visible` keeps (all of them without authentication).
+pub async fn catalog(
+    reg: &Registry,
+    query: &Query,
+    visible: Option<crate::api::access::Visible>,
+) -> Result<Response, ApiError> {
     let n = page_size(query)?.unwrap_or(CATALOG_DEFAULT_PAGE);
-    let page = reg.catalog(query.get("last").map(str::to_owned), n).await?;
+    let last = query.get("last").map(str::to_owned);
+    let page = match visible {
+        None => reg.catalog(last, n).await?,
+        Some(visible) => reg.catalog_visible(last, n, visible).await?,
+    };
     let mut response = json_response(StatusCode::OK, "application/json", &json!({"repositories": page.items}));
     link_next(&mut response, "/v2/_catalog", n, &page);
     Ok(response)

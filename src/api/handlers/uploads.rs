@@ -19,8 +19,9 @@ pub async fn start(
     query: &Query,
     body: Body,
     client: std::net::IpAddr,
+    may_mount: bool,
 ) -> Result<Response, ApiError> {
-    if let Some(mount) = query.get("mount") {
+    if let Some(mount) = query.get("mount").filter(|_| may_mount) {
         let digest = Digest::parse(mount).map_err(Error::from)?;
         let from = query
             .get("from")
@@ -30,7 +31,8 @@ pub async fn start(
         if reg.mount_blob(name, &digest, from.as_ref()).await? {
             return Ok(created(name, &digest));
         }
-        // Not mountable: fall back to an ordinary upload session, as the spec asks.
+        // Not mountable: fall back to an ordinary upload session, as the spec asks. (So is a
+        // mount the caller may not make.)
     } else if let Some(digest) = query.get("digest") {
         let digest = Digest::parse(digest).map_err(Error::from)?;
         reg.monolithic_upload(name, &digest, body.into_data_stream()).await?;

@@ -1,13 +1,19 @@
-//! Serving: open the store, bind, serve until a signal, then drain in-flight requests for at
-//! most `http.drain_timeout` and close the database.
+//! Serving: open the store, load TLS and authentication, bind, serve until a signal, then
+//! drain in-flight requests for at most `http.drain_timeout` and close the database. SIGHUP
+//! reloads the TLS files and the htpasswd file.
+
+mod listen;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
+pub use listen::Peer;
+
 use crate::api::{self, App};
+use crate::auth::{Auth, AuthError};
 use crate::blobs::BlobStore;
 use crate::config::Config;
 use crate::gc;
@@ -27,6 +33,10 @@ pub enum ServeError {
     Bind { addr: String, source: std::io::Error },
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("auth: {0}")]
+    Auth(#[from] AuthError),
 }
 
 /// Open the store under `config.storage.root` as a registry, finishing whatever a crash left.
@@ -65,6 +75,19 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // Before anything else, and in particular before the "listening" line: a signal that
     // arrives once a client could know the address must reach the drain logic.
     let mut signalled = watch_signals()?;
+    let reloads = watch_reload_signal()?;
+    let tls = config
+        .http
+        .tls
+        .as_ref()
+        .map(tls::Reloadable::load)
+        .transpose()?
+        .map(Arc::new);
+    let auth = config.auth.as_ref().map(Auth::open).transpose()?.map(Arc::new);
+    if auth.is_some() && tls.is_none() && !config.http.addr.ip().is_loopback() {
+        tracing::warn!("authentication without TLS: passwords and tokens cross the network in the clear");
+    }
+    spawn_reloader(tls.clone(), auth.clone(), reloads);
     let registry = open_registry(&config).await?;
     let addr = config.http.addr;
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
@@ -72,12 +95,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         source,
     })?;
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, root = %config.storage.root.display(), "berth listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %local, root = %config.storage.root.display(), scheme, "berth listening");
     // The one line on stdout, for scripts and tests that bind port 0.
-    println!("berth listening on http://{local}");
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    println!("berth listening on {scheme}://{local}");
     let gc_options = gc::Options {
         grace_period: config.gc.grace_period,
         delete_untagged: config.gc.delete_untagged,
@@ -97,29 +118,72 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         fsck: Arc::default(),
         gc_options,
         ready: Arc::clone(&ready),
+        auth,
     };
     if let Some(debug_addr) = config.http.debug_addr {
         spawn_debug_listener(debug_addr, api::debug_router(app.clone())).await?;
     }
-    let router = api::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let delay = config.http.shutdown_delay;
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let stop = async move {
         let _ = signalled.wait_for(|s| *s).await;
         ready.store(false, Ordering::SeqCst);
         tokio::time::sleep(delay).await;
-        let _ = stop_tx.send(true);
-    });
+    };
+    let router = api::router(app);
+    let draining = listen::serve(listener, tls, router, config.http.header_timeout, stop).await;
     let drain = config.http.drain_timeout;
-    tokio::select! {
-        result = server => result?,
-        () = async { let _ = stop_rx.wait_for(|s| *s).await; tokio::time::sleep(drain).await } => {
-            tracing::warn!(?drain, "drain timeout reached; closing with requests still in flight");
-        }
+    if tokio::time::timeout(drain, draining.shutdown()).await.is_err() {
+        tracing::warn!(?drain, "drain timeout reached; closing with requests still in flight");
     }
     drop(registry);
     tracing::info!("berth stopped");
     Ok(())
+}
+
+/// SIGHUP, as a stream of ticks.
+fn watch_reload_signal() -> Result<tokio::sync::watch::Receiver<u64>, ServeError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading TLS and htpasswd files");
+            tx.send_modify(|n| *n += 1);
+        }
+    });
+    Ok(rx)
+}
+
+/// Reload the TLS files when they change (checked every `http.tls.reload_interval`), and TLS and
+/// htpasswd on SIGHUP. (htpasswd also notices changes by itself, when it is used.)
+fn spawn_reloader(
+    tls: Option<Arc<tls::Reloadable>>,
+    auth: Option<Arc<Auth>>,
+    mut reloads: tokio::sync::watch::Receiver<u64>,
+) {
+    let every = tls
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(3600), |t| t.interval());
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            let forced = tokio::select! {
+                _ = ticks.tick() => false,
+                changed = reloads.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    true
+                }
+            };
+            if let Some(tls) = &tls {
+                tls.reload(forced);
+            }
+            if forced && let Some(auth) = &auth {
+                auth.reload();
+            }
+        }
+    });
 }
 
 /// Serve `/metrics` and the probes on their own address until the process exits.

@@ -1,0 +1,182 @@
+//! Who may call what. Each endpoint's need is checked against `crate::auth` before its handler
+//! runs; the admin routes have their own guard; `GET /auth/token` is where Berth issues
+//! tokens. Without authentication configured, everything is allowed (admin: loopback only).
+
+use axum::Json;
+use axum::extract::{Extension, Request, State};
+use axum::http::{HeaderMap, Method, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::route::Endpoint;
+use super::{ApiError, App, Code, forwarded_base};
+use crate::auth::{Auth, Caller, Scope};
+use crate::config::Action;
+use crate::oci::RepoName;
+use crate::server::Peer;
+
+/// Which repositories a caller may see in the catalog.
+pub(super) type Visible = Box<dyn Fn(&str) -> bool + Send>;
+
+/// The user name the access log shows, set on responses by whoever authenticated the request.
+#[derive(Debug, Clone)]
+pub struct LoggedUser(pub String);
+
+/// What a request needs.
+enum Need<'a> {
+    /// Any authenticated caller: `GET /v2/` (so that clients learn to log in) and the catalog.
+    Login,
+    Repo(&'a RepoName, Action),
+}
+
+fn need<'a>(endpoint: &'a Endpoint, method: &Method) -> Need<'a> {
+    let write = matches!(*method, Method::PUT | Method::POST | Method::PATCH);
+    match endpoint {
+        Endpoint::Base | Endpoint::Catalog => Need::Login,
+        Endpoint::Manifest { name, .. } | Endpoint::Blob { name, .. } if *method == Method::DELETE => {
+            Need::Repo(name, Action::Delete)
+        }
+        Endpoint::Manifest { name, .. } | Endpoint::Blob { name, .. } if write => Need::Repo(name, Action::Push),
+        Endpoint::Tags { name }
+        | Endpoint::Referrers { name, .. }
+        | Endpoint::Manifest { name, .. }
+        | Endpoint::Blob { name, .. } => Need::Repo(name, Action::Pull),
+        Endpoint::UploadStart { name } | Endpoint::Upload { name, .. } => Need::Repo(name, Action::Push),
+    }
+}
+
+fn scope(need: &Need) -> Option<Scope> {
+    match need {
+        Need::Login => None,
+        Need::Repo(name, action) => Some(Scope {
+            repository: name.to_string(),
+            actions: match action {
+                Action::Push => vec![Action::Pull, Action::Push],
+                other => vec![*other],
+            },
+        }),
+    }
+}
+
+/// Authenticate and authorize a `/v2/` request; `Ok(None)` when authentication is off.
+pub(super) async fn check(
+    app: &App,
+    endpoint: &Endpoint,
+    method: &Method,
+    headers: &HeaderMap,
+    peer: &Peer,
+) -> Result<Option<Caller>, ApiError> {
+    let Some(auth) = &app.auth else {
+        return Ok(None);
+    };
+    let need = need(endpoint, method);
+    let challenge = auth.challenge(scope(&need).as_ref(), &base(headers, peer));
+    let caller = authenticate(auth, headers, peer)
+        .await
+        .map_err(|e| ApiError::auth(&e, &challenge))?;
+    let refusal = match need {
+        Need::Login if caller.is_anonymous() => crate::auth::AuthError::Missing,
+        Need::Login => return Ok(Some(caller)),
+        Need::Repo(name, action) if auth.allowed(&caller, name.as_str()).contains(&action) => {
+            return Ok(Some(caller));
+        }
+        Need::Repo(name, action) => auth.refusal(&caller, name.as_str(), action),
+    };
+    tracing::info!(target: "berth::auth", user = caller.subject.name(), source = %peer.addr.ip(), "access refused");
+    Err(ApiError::auth(&refusal, &challenge))
+}
+
+async fn authenticate(auth: &Auth, headers: &HeaderMap, peer: &Peer) -> Result<Caller, crate::auth::AuthError> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    auth.authenticate(authorization, peer.cert_user.as_deref(), peer.addr.ip())
+        .await
+}
+
+/// May `caller` mount from `from`? (Pull access to the source; a mount that names no source
+/// could reach any repository, so with authentication on it becomes an ordinary upload.)
+pub(super) fn may_mount(app: &App, caller: Option<&Caller>, from: Option<&str>) -> bool {
+    match (&app.auth, caller) {
+        (None, _) => true,
+        (Some(auth), Some(caller)) => from.is_some_and(|f| auth.allowed(caller, f).contains(&Action::Pull)),
+        (Some(_), None) => false,
+    }
+}
+
+/// The catalog's filter for `caller`, if authentication is on.
+pub(super) fn catalog_filter(app: &App, caller: Option<Caller>) -> Option<Visible> {
+    let auth = app.auth.clone()?;
+    let caller = caller?;
+    Some(Box::new(move |repo: &str| auth.may_list(&caller, repo)))
+}
+
+/// How the client reaches this server, for the token realm of a challenge.
+fn base(headers: &HeaderMap, peer: &Peer) -> String {
+    if let Some(base) = forwarded_base(headers) {
+        return base;
+    }
+    let scheme = if peer.tls { "https" } else { "http" };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).filter(|h| {
+        !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    });
+    match host {
+        Some(host) => format!("{scheme}://{host}"),
+        None => format!("{scheme}://{}", peer.addr),
+    }
+}
+
+/// `GET /auth/token?service=...&scope=...`: a token for the caller (Basic credentials, a client
+/// certificate, or anonymous) granting what it asks and the rules allow.
+pub async fn token(State(app): State<App>, Extension(peer): Extension<Peer>, uri: Uri, headers: HeaderMap) -> Response {
+    let Some(auth) = app.auth.as_ref().filter(|a| a.issues_tokens()) else {
+        return ApiError::not_found_route().into_response();
+    };
+    let basic = auth.basic_challenge();
+    let caller = match authenticate(auth, &headers, &peer).await {
+        Ok(caller) if caller.token_access.is_none() => caller,
+        Ok(_) => return ApiError::new(Code::Unauthorized, "a token cannot buy a token").into_response(),
+        Err(e) => return ApiError::auth(&e, &basic).into_response(),
+    };
+    let scopes: Vec<String> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    let user = caller.subject.name().to_owned();
+    let mut response = match auth.issue(&caller, &scopes) {
+        Ok(issued) => Json(issued).into_response(),
+        Err(e) => ApiError::auth(&e, &basic).into_response(),
+    };
+    response.extensions_mut().insert(LoggedUser(user));
+    response
+}
+
+/// The admin routes: the admin role with authentication on, loopback callers without it.
+pub async fn admin_guard(
+    State(app): State<App>,
+    Extension(peer): Extension<Peer>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(auth) = &app.auth else {
+        if peer.addr.ip().is_loopback() {
+            return next.run(request).await;
+        }
+        tracing::warn!(peer = %peer.addr, "admin request from a non-loopback client refused");
+        return ApiError::new(Code::Denied, "the admin API answers loopback clients only").into_response();
+    };
+    let challenge = auth.challenge(None, &base(request.headers(), &peer));
+    let caller = match authenticate(auth, request.headers(), &peer).await {
+        Ok(caller) if caller.is_anonymous() => {
+            return ApiError::auth(&crate::auth::AuthError::Missing, &challenge).into_response();
+        }
+        Ok(caller) => caller,
+        Err(e) => return ApiError::auth(&e, &challenge).into_response(),
+    };
+    let user = LoggedUser(caller.subject.name().to_owned());
+    let mut response = if auth.is_admin(&caller) {
+        next.run(request).await
+    } else {
+        ApiError::new(Code::Denied, "the admin API needs the admin role").into_response()
+    };
+    response.extensions_mut().insert(user);
+    response
+}

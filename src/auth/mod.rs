@@ -1,0 +1,408 @@
+//! Authentication and authorization: who a request comes from (HTTP Basic against htpasswd,
+//! a Bearer token, or a client certificate) and what it may do (the config's rules).
+//!
+//! Knows nothing of HTTP beyond the `Authorization` header's text: `api` asks, and maps the
+//! answers (`AuthError`) to 401 `UNAUTHORIZED` with a challenge, 403 `DENIED` or 429.
+//! Credentials never reach a log line: failed logins log the user name and source only.
+
+mod htpasswd;
+mod rules;
+pub mod token;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+pub use self::htpasswd::Htpasswd;
+pub use self::rules::{Rules, Subject};
+use self::token::{Access, Issued, Tokens};
+use crate::config::{self, Action};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("authentication required")]
+    Missing,
+    #[error("invalid credentials")]
+    BadCredentials,
+    #[error("too many failed logins from this address; try again later")]
+    TooManyFailures,
+    #[error("requested access to the resource is denied")]
+    Denied,
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Who a request comes from, and for a Bearer token, what the token grants.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub subject: Subject,
+    /// `Some` for a Bearer token: its `access` claim.
+    pub token_access: Option<Vec<Access>>,
+}
+
+impl Caller {
+    pub fn anonymous() -> Self {
+        Caller {
+            subject: Subject::Anonymous,
+            token_access: None,
+        }
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.subject == Subject::Anonymous
+    }
+}
+
+/// What a request needs, for the challenge of a 401: `repository:<name>:<actions>`.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub repository: String,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug)]
+pub struct Auth {
+    realm: String,
+    htpasswd: Option<Arc<Htpasswd>>,
+    tokens: Option<Tokens>,
+    rules: Rules,
+    failures: Failures,
+}
+
+impl Auth {
+    /// Load the htpasswd file and the token keys the config names.
+    pub fn open(config: &config::Auth) -> Result<Self, AuthError> {
+        let htpasswd = config
+            .htpasswd
+            .as_deref()
+            .map(Htpasswd::open)
+            .transpose()?
+            .map(Arc::new);
+        let tokens = config.token.as_ref().map(Tokens::open).transpose()?;
+        Ok(Auth {
+            realm: config.realm.clone(),
+            htpasswd,
+            tokens,
+            rules: Rules::new(&config.rules, config.groups.clone(), config.admins.clone()),
+            failures: Failures::new(config.login_failures_per_minute),
+        })
+    }
+
+    /// Re-read the htpasswd file (on SIGHUP).
+    pub fn reload(&self) {
+        if let Some(h) = &self.htpasswd {
+            h.reload_if_changed(true);
+        }
+    }
+
+    /// Who sent a request with this `Authorization` header, over a connection whose client
+    /// certificate (if any) names `cert_user`.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        cert_user: Option<&str>,
+        source: IpAddr,
+    ) -> Result<Caller, AuthError> {
+        match authorization.map(parse_authorization).transpose()? {
+            None => Ok(cert_user.map_or_else(Caller::anonymous, |user| self.user(user))),
+            Some(Credentials::Basic { user, password }) => {
+                self.check_password(&user, password, source).await?;
+                Ok(self.user(&user))
+            }
+            Some(Credentials::Bearer(token)) => {
+                let tokens = self.tokens.as_ref().ok_or(AuthError::BadCredentials)?;
+                let claims = tokens.verify(&token).inspect_err(|_| {
+                    tracing::warn!(target: "berth::auth", %source, "invalid or expired bearer token");
+                })?;
+                let subject = if claims.sub.is_empty() {
+                    Subject::Anonymous
+                } else {
+                    self.rules.user(&claims.sub, &claims.groups)
+                };
+                Ok(Caller {
+                    subject,
+                    token_access: Some(claims.access),
+                })
+            }
+        }
+    }
+
+    fn user(&self, name: &str) -> Caller {
+        Caller {
+            subject: self.rules.user(name, &[]),
+            token_access: None,
+        }
+    }
+
+    async fn check_password(&self, user: &str, password: String, source: IpAddr) -> Result<(), AuthError> {
+        if self.failures.blocked(source) {
+            tracing::warn!(target: "berth::auth", %user, %source, "login refused: too many failures from this address");
+            return Err(AuthError::TooManyFailures);
+        }
+        let Some(htpasswd) = self.htpasswd.clone() else {
+            return Err(AuthError::BadCredentials);
+        };
+        let u = user.to_owned();
+        let ok = tokio::task::spawn_blocking(move || htpasswd.verify(&u, &password))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        if ok {
+            return Ok(());
+        }
+        self.failures.record(source);
+        tracing::warn!(target: "berth::auth", %user, %source, "failed login");
+        Err(AuthError::BadCredentials)
+    }
+
+    /// What `caller` may do on `repo`: a token's grants, else the rules.
+    pub fn allowed(&self, caller: &Caller, repo: &str) -> BTreeSet<Action> {
+        match &caller.token_access {
+            Some(access) => granted(access, repo),
+            None => self.rules.allowed(&caller.subject, repo),
+        }
+    }
+
+    /// Whether the rules let `caller` pull `repo` (the catalog's filter).
+    pub fn may_list(&self, caller: &Caller, repo: &str) -> bool {
+        self.rules.allowed(&caller.subject, repo).contains(&Action::Pull)
+            || self.allowed(caller, repo).contains(&Action::Pull)
+    }
+
+    pub fn is_admin(&self, caller: &Caller) -> bool {
+        self.rules.is_admin(&caller.subject)
+    }
+
+    /// Refuse `caller` `action` on `repo`: 401 (log in, or fetch a token with the scope) when
+    /// that could help, else 403.
+    pub fn refusal(&self, caller: &Caller, repo: &str, action: Action) -> AuthError {
+        if caller.is_anonymous() {
+            return AuthError::Missing;
+        }
+        if caller.token_access.is_some() {
+            // A fresh token could carry the action: an external issuer decides; Berth grants
+            // what the rules allow.
+            if !self.issues_tokens() || self.rules.allowed(&caller.subject, repo).contains(&action) {
+                return AuthError::Missing;
+            }
+        }
+        AuthError::Denied
+    }
+
+    /// The `WWW-Authenticate` value for a wrong password at `/auth/token`.
+    pub fn basic_challenge(&self) -> String {
+        format!("Basic realm=\"{}\"", self.realm)
+    }
+
+    /// The `WWW-Authenticate` value of a 401; `base` is how the client reaches this server.
+    pub fn challenge(&self, scope: Option<&Scope>, base: &str) -> String {
+        let Some(tokens) = &self.tokens else {
+            return format!("Basic realm=\"{}\"", self.realm);
+        };
+        let realm = tokens
+            .config()
+            .realm
+            .clone()
+            .unwrap_or_else(|| format!("{base}/auth/token"));
+        let mut value = format!("Bearer realm=\"{realm}\",service=\"{}\"", tokens.config().service);
+        if let Some(scope) = scope {
+            let actions: Vec<&str> = scope.actions.iter().map(|a| action_name(*a)).collect();
+            let _ = write!(
+                value,
+                ",scope=\"repository:{}:{}\"",
+                scope.repository,
+                actions.join(",")
+            );
+        }
+        value
+    }
+
+    /// Whether Berth issues tokens at `/auth/token`.
+    pub fn issues_tokens(&self) -> bool {
+        self.tokens.as_ref().is_some_and(Tokens::issues)
+    }
+
+    /// `GET /auth/token`: a token for `caller` granting what it asks in `scopes` and the rules
+    /// allow (`repository:<name>:<actions>`; `registry:catalog:*` for authenticated callers).
+    pub fn issue(&self, caller: &Caller, scopes: &[String]) -> Result<Issued, AuthError> {
+        let tokens = self.tokens.as_ref().filter(|t| t.issues()).ok_or(AuthError::Denied)?;
+        let access = scopes
+            .iter()
+            .flat_map(|s| s.split(' '))
+            .filter_map(|scope| self.grant(caller, scope))
+            .collect();
+        let sub = match &caller.subject {
+            Subject::Anonymous => "",
+            Subject::User { name, .. } => name,
+        };
+        tokens.issue(sub, access)
+    }
+
+    fn grant(&self, caller: &Caller, scope: &str) -> Option<Access> {
+        let mut parts = scope.splitn(3, ':');
+        let (kind, rest) = (parts.next()?, parts.next()?);
+        // A name may hold a port-like `:`? No: repository names have no `:`; the last field
+        // is the action list.
+        let actions = parts.next()?;
+        match kind {
+            "repository" => {
+                let allowed = self.rules.allowed(&caller.subject, rest);
+                let actions: Vec<String> = actions
+                    .split(',')
+                    .filter(|a| parse_action(a).is_some_and(|a| allowed.contains(&a)))
+                    .map(str::to_owned)
+                    .collect();
+                Some(Access {
+                    kind: kind.into(),
+                    name: rest.into(),
+                    actions,
+                })
+            }
+            "registry" if rest == "catalog" && !caller.is_anonymous() => Some(Access {
+                kind: kind.into(),
+                name: rest.into(),
+                actions: vec!["*".into()],
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn granted(access: &[Access], repo: &str) -> BTreeSet<Action> {
+    access
+        .iter()
+        .filter(|a| a.kind == "repository" && a.name == repo)
+        .flat_map(|a| a.actions.iter())
+        .flat_map(|a| match a.as_str() {
+            "*" => vec![Action::Pull, Action::Push, Action::Delete],
+            other => parse_action(other).into_iter().collect(),
+        })
+        .collect()
+}
+
+fn parse_action(a: &str) -> Option<Action> {
+    match a {
+        "pull" => Some(Action::Pull),
+        "push" => Some(Action::Push),
+        "delete" => Some(Action::Delete),
+        _ => None,
+    }
+}
+
+pub fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Pull => "pull",
+        Action::Push => "push",
+        Action::Delete => "delete",
+    }
+}
+
+enum Credentials {
+    Basic { user: String, password: String },
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Basic { user, .. } => write!(f, "Basic({user}, <redacted>)"),
+            Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+        }
+    }
+}
+
+fn parse_authorization(value: &str) -> Result<Credentials, AuthError> {
+    let (scheme, rest) = value.trim().split_once(' ').ok_or(AuthError::BadCredentials)?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .map_err(|_| AuthError::BadCredentials)?;
+        let text = String::from_utf8(decoded).map_err(|_| AuthError::BadCredentials)?;
+        let (user, password) = text.split_once(':').ok_or(AuthError::BadCredentials)?;
+        return Ok(Credentials::Basic {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        });
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Credentials::Bearer(rest.to_owned()));
+    }
+    Err(AuthError::BadCredentials)
+}
+
+/// Failed logins per source address in the current minute.
+#[derive(Debug)]
+struct Failures {
+    per_minute: u32,
+    counts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+/// Sources remembered before the stale ones are dropped.
+const MAX_SOURCES: usize = 100_000;
+
+impl Failures {
+    fn new(per_minute: u32) -> Self {
+        Failures {
+            per_minute,
+            counts: Mutex::default(),
+        }
+    }
+
+    fn blocked(&self, source: IpAddr) -> bool {
+        let counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts
+            .get(&source)
+            .is_some_and(|(start, n)| start.elapsed() < WINDOW && *n >= self.per_minute)
+    }
+
+    fn record(&self, source: IpAddr) {
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if counts.len() >= MAX_SOURCES {
+            counts.retain(|_, (start, _)| start.elapsed() < WINDOW);
+        }
+        let entry = counts.entry(source).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_headers_parse_and_never_print_secrets() {
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice:pa:ss")
+        );
+        let c = parse_authorization(&basic).unwrap();
+        assert!(matches!(&c, Credentials::Basic { user, password } if user == "alice" && password == "pa:ss"));
+        assert!(!format!("{c:?}").contains("pa:ss"));
+        let c = parse_authorization("Bearer abc.def.ghi").unwrap();
+        assert!(!format!("{c:?}").contains("abc"));
+        assert!(parse_authorization("Basic !!!").is_err());
+        assert!(parse_authorization("Digest x").is_err());
+        assert!(parse_authorization("Basic").is_err());
+    }
+
+    #[test]
+    fn failures_block_a_source_past_the_limit_only() {
+        let f = Failures::new(2);
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        f.record(a);
+        assert!(!f.blocked(a));
+        f.record(a);
+        assert!(f.blocked(a));
+        assert!(!f.blocked(b));
+    }
+}

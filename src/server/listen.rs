@@ -1,0 +1,147 @@
+//! Accepting connections, plain or TLS, and serving HTTP/1.1 on them: a client has
+//! `http.header_timeout` to finish its TLS handshake and then each request's headers, every
+//! request learns its peer (`ConnectInfo<SocketAddr>` and `Peer`), and shutdown is graceful.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tower::Service;
+
+use super::tls::{Reloadable, certificate_user};
+
+/// Who is on the other end of a request's connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The user a verified client certificate names (mutual TLS).
+    pub cert_user: Option<String>,
+    pub tls: bool,
+}
+
+/// What a client that speaks plain HTTP to the TLS port is told before the connection closes.
+const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\
+Content-Length: 48\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// Accept and serve until `stop` resolves; returns the handle that drains open connections.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<Reloadable>>,
+    router: Router,
+    header_timeout: Duration,
+    stop: impl Future<Output = ()>,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let conn = Conn {
+            router: router.clone(),
+            watcher: graceful.watcher(),
+            header_timeout,
+        };
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => conn.serve_plain(tcp, addr).await,
+                Some(tls) => conn.serve_tls(tcp, addr, &tls).await,
+            }
+        });
+    }
+    graceful
+}
+
+struct Conn {
+    router: Router,
+    watcher: Watcher,
+    header_timeout: Duration,
+}
+
+impl Conn {
+    async fn serve_plain(self, tcp: TcpStream, addr: SocketAddr) {
+        let peer = Peer {
+            addr,
+            cert_user: None,
+            tls: false,
+        };
+        self.serve(TokioIo::new(tcp), peer).await;
+    }
+
+    async fn serve_tls(self, mut tcp: TcpStream, addr: SocketAddr, tls: &Reloadable) {
+        let mut first = [0u8; 1];
+        let peeked = tokio::time::timeout(self.header_timeout, tcp.peek(&mut first)).await;
+        if !matches!(peeked, Ok(Ok(1))) {
+            return;
+        }
+        if first[0] != 0x16 {
+            // Not a TLS handshake record: most likely plain HTTP.
+            let _ = tcp.write_all(PLAIN_TO_TLS).await;
+            let _ = tcp.shutdown().await;
+            return;
+        }
+        let handshake = tokio::time::timeout(self.header_timeout, tls.acceptor().accept(tcp)).await;
+        let stream = match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %addr, "TLS handshake timed out");
+                return;
+            }
+        };
+        let cert_user = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(certificate_user);
+        let peer = Peer {
+            addr,
+            cert_user,
+            tls: true,
+        };
+        self.serve(TokioIo::new(stream), peer).await;
+    }
+
+    async fn serve<I>(self, io: TokioIo<I>, peer: Peer)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let router = self.router;
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer.addr));
+            request.extensions_mut().insert(peer.clone());
+            router.clone().call(request)
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout);
+        let connection = self.watcher.watch(builder.serve_connection(io, service));
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
