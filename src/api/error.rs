@@ -145,6 +145,7 @@ impl From<Error> for ApiError {
             Error::BlobUnknown => ApiError::new(Code::BlobUnknown, detail),
             Error::BlobUploadUnknown => ApiError::new(Code::BlobUploadUnknown, detail),
             Error::BlobUploadInvalid(_) => ApiError::new(Code::BlobUploadInvalid, detail),
+            Error::SizeInvalid(_) => ApiError::new(Code::SizeInvalid, detail),
             Error::UploadRangeInvalid { offset } => {
                 let mut err =
                     ApiError::new(Code::BlobUploadInvalid, detail).with_status(StatusCode::RANGE_NOT_SATISFIABLE);
