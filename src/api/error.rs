@@ -132,8 +132,16 @@ impl ApiError {
         ApiError::new(Code::Unsupported, "no such endpoint").with_status(StatusCode::NOT_FOUND)
     }
 
-    pub fn method_not_allowed() -> Self {
-        ApiError::new(Code::Unsupported, "method not allowed on this endpoint")
+    /// 405 for a method the endpoint does not answer; `allow` lists those it does.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        ApiError::new(Code::Unsupported, "method not allowed on this endpoint").with_allow(allow)
+    }
+
+    /// Add the `Allow` header that RFC 9110 requires of every 405.
+    #[must_use]
+    pub fn with_allow(mut self, allow: &'static str) -> Self {
+        self.headers.push((header::ALLOW, HeaderValue::from_static(allow)));
+        self
     }
 }
 
@@ -149,6 +157,7 @@ impl From<Error> for ApiError {
             Error::BlobUnknown => ApiError::new(Code::BlobUnknown, detail),
             Error::BlobUploadUnknown => ApiError::new(Code::BlobUploadUnknown, detail),
             Error::BlobUploadInvalid(_) => ApiError::new(Code::BlobUploadInvalid, detail),
+            Error::SizeInvalid(_) => ApiError::new(Code::SizeInvalid, detail),
             Error::UploadRangeInvalid { offset } => {
                 let mut err =
                     ApiError::new(Code::BlobUploadInvalid, detail).with_status(StatusCode::RANGE_NOT_SATISFIABLE);

@@ -284,6 +284,7 @@ async fn run(app: &App, endpoint: Endpoint, request: Request<'_>, body: Body) ->
     } = request;
     let reg = &app.registry;
     let head = method == Method::HEAD;
+    let allow = endpoint.allow();
     match (endpoint, method.clone()) {
         (Endpoint::Base, Method::GET | Method::HEAD) => Ok(listing::base()),
         (Endpoint::Catalog, Method::GET) => listing::catalog(reg, query, access::catalog_filter(app, caller)).await,
@@ -308,6 +309,6 @@ async fn run(app: &App, endpoint: Endpoint, request: Request<'_>, body: Body) ->
         (Endpoint::Upload { name, id }, Method::PATCH) => uploads::patch(reg, &name, &id, headers, body).await,
         (Endpoint::Upload { name, id }, Method::PUT) => uploads::finish(reg, &name, &id, query, headers, body).await,
         (Endpoint::Upload { name, id }, Method::DELETE) => uploads::cancel(reg, &name, &id).await,
-        _ => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::method_not_allowed(allow)),
     }
 }

@@ -26,6 +26,20 @@ pub enum Endpoint {
     Referrers { name: RepoName, digest: Digest },
 }
 
+impl Endpoint {
+    /// The methods this endpoint answers, for the `Allow` header of a 405 (RFC 9110 15.5.6).
+    pub fn allow(&self) -> &'static str {
+        match self {
+            Endpoint::Base => "GET, HEAD",
+            Endpoint::Catalog | Endpoint::Tags { .. } | Endpoint::Referrers { .. } => "GET",
+            Endpoint::Manifest { .. } => "GET, HEAD, PUT, DELETE",
+            Endpoint::Blob { .. } => "GET, HEAD, DELETE",
+            Endpoint::UploadStart { .. } => "POST",
+            Endpoint::Upload { .. } => "GET, PATCH, PUT, DELETE",
+        }
+    }
+}
+
 /// Why a path did not route.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {

@@ -21,6 +21,9 @@ pub enum Error {
     BlobUploadUnknown,
     #[error("blob upload invalid: {0}")]
     BlobUploadInvalid(String),
+    /// A chunk whose length is not the one its `Content-Range` gives.
+    #[error("chunk length invalid: {0}")]
+    SizeInvalid(String),
     #[error("chunk out of order: the upload is at offset {offset}")]
     UploadRangeInvalid { offset: u64 },
     #[error("blob exceeds the size limit of {limit} bytes")]
@@ -79,7 +82,8 @@ impl Error {
     pub(crate) fn from_append(e: AppendError) -> Self {
         match e {
             AppendError::TooLarge { limit } => Error::BlobTooLarge { limit },
-            e @ (AppendError::Body(_) | AppendError::LengthMismatch { .. }) => Error::BlobUploadInvalid(e.to_string()),
+            e @ AppendError::Body(_) => Error::BlobUploadInvalid(e.to_string()),
+            e @ AppendError::LengthMismatch { .. } => Error::SizeInvalid(e.to_string()),
             e @ AppendError::Idle { .. } => Error::BodyTimeout(e.to_string()),
             AppendError::Io(io) => io.into(),
         }

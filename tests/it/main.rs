@@ -1,6 +1,8 @@
 //! Berth's integration tests, built into one binary. Each test runs a real server on
 //! 127.0.0.1 (see `harness`) and talks to it over HTTP or with a real client.
 
+mod api_blobs;
+mod api_uploads;
 mod cli;
 mod clients;
 mod concurrency;

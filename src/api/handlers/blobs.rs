@@ -52,8 +52,13 @@ fn blob_response(status: StatusCode, digest: &Digest, len: u64, body: Body) -> R
 }
 
 pub async fn delete(reg: &Registry, name: &RepoName, digest: &Digest) -> Result<Response, ApiError> {
-    reg.delete_blob(name, digest).await?;
-    Ok(accepted())
+    match reg.delete_blob(name, digest).await {
+        Ok(()) => Ok(accepted()),
+        // Refused (405) while a manifest of the repository references the blob: for now the
+        // blob answers only reads.
+        Err(e @ Error::Unsupported(_)) => Err(ApiError::from(e).with_allow("GET, HEAD")),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `202 Accepted` with an empty body.
