@@ -50,7 +50,7 @@ async fn main() {
     for w in 0..8 {
         let base = server.base.clone();
         tasks.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
+            let c = common::http_client().build().unwrap();
             for i in (w..blobs).step_by(8) {
                 let mut bytes = vec![0u8; kib << 10];
                 bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());

@@ -51,7 +51,7 @@ async fn read_load(base: String, tagged: usize, readers: usize, stop: Arc<Atomic
     for r in 0..readers {
         let (base, stop) = (base.clone(), Arc::clone(&stop));
         tasks.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
+            let c = common::http_client().build().unwrap();
             let mut lat = Vec::new();
             let mut i = r;
             while !stop.load(Ordering::Relaxed) && lat.len() < 200_000 {
@@ -108,7 +108,7 @@ async fn main() {
     for w in 0..concurrency {
         let base = base.clone();
         tasks.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
+            let c = common::http_client().build().unwrap();
             for i in (w..manifests).step_by(concurrency) {
                 push_image(&c, &base, i, layers, i % 2 == 0).await;
             }
@@ -126,7 +126,7 @@ async fn main() {
     idle_stop.store(true, Ordering::Relaxed);
     let idle = idle.await.unwrap();
 
-    let c = reqwest::Client::new();
+    let c = common::http_client().build().unwrap();
     let gc_stop = Arc::new(AtomicBool::new(false));
     let during = tokio::spawn(read_load(base.clone(), tagged, 8, Arc::clone(&gc_stop)));
     let job: serde_json::Value = c

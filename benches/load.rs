@@ -110,7 +110,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap()
+    common::http_client().pool_max_idle_per_host(64).build().unwrap()
 }
 
 /// Upload one blob: POST, then PUT with the whole body (or PATCH chunks, then PUT).

@@ -6,6 +6,12 @@ use std::io::BufRead;
 
 use sha2::{Digest as _, Sha256};
 
+/// An HTTP client (reqwest needs a TLS provider chosen before the first one is built).
+pub fn http_client() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }

@@ -171,6 +171,8 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 /// An HTTP client that does not follow redirects.
 pub fn client() -> reqwest::Client {
+    // reqwest's TLS has no provider of its own here: choose ring, as the server does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
