@@ -10,12 +10,17 @@ use serde_json::{Value, json};
 
 use crate::harness::{Berth, client, random_bytes, sha256};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 fn run(tool: &str, args: &[&str], install: &str) -> Output {
+    run_env(tool, args, &[], install)
+}
+
+fn run_env(tool: &str, args: &[&str], env: &[(&str, &str)], install: &str) -> Output {
     let out = Command::new(tool)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("{tool} is required for this test and could not run ({e}); {install}"));
     assert!(
@@ -27,21 +32,27 @@ fn run(tool: &str, args: &[&str], install: &str) -> Output {
     out
 }
 
-fn skopeo(args: &[&str]) -> Output {
+pub fn skopeo(args: &[&str]) -> Output {
     run("skopeo", args, "install it with `apt-get install skopeo`")
 }
 
-fn docker(args: &[&str]) -> Output {
-    run(
+pub fn docker(args: &[&str]) -> Output {
+    docker_env(args, &[])
+}
+
+/// `docker` with extra environment, such as `DOCKER_CONFIG` for a login of its own.
+pub fn docker_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_env(
         "docker",
         args,
+        env,
         "the Docker engine must be installed and running (CI machines have it)",
     )
 }
 
 /// An OCI image layout being written by hand.
-struct Layout<'a> {
-    dir: &'a Path,
+pub struct Layout<'a> {
+    pub dir: &'a Path,
 }
 
 impl Layout<'_> {
@@ -56,7 +67,7 @@ impl Layout<'_> {
         json!({"digest": digest, "size": bytes.len()})
     }
 
-    fn image(&self, arch: &str, layers: &[Vec<u8>]) -> Vec<u8> {
+    pub fn image(&self, arch: &str, layers: &[Vec<u8>]) -> Vec<u8> {
         let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
         let config = serde_json::to_vec(&json!({
             "architecture": arch, "os": "linux",
@@ -82,7 +93,7 @@ impl Layout<'_> {
         manifest
     }
 
-    fn index(&self, media_type: &str, top: &[u8], tag: &str) {
+    pub fn index(&self, media_type: &str, top: &[u8], tag: &str) {
         std::fs::write(self.dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
         let index = json!({
             "schemaVersion": 2,
@@ -209,32 +220,26 @@ async fn skopeo_copies_a_multi_arch_index_in_and_back_byte_identical() {
 }
 
 /// The `sha256:...` digest printed after `marker` in a docker command's output.
-fn digest_after(text: &str, marker: &str) -> String {
+pub fn digest_after(text: &str, marker: &str) -> String {
     let at = text
         .find(marker)
         .unwrap_or_else(|| panic!("no {marker:?} in docker output:\n{text}"));
     text[at + marker.len()..].split_whitespace().next().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn docker_builds_pushes_removes_and_pulls_back_the_same_image() {
-    let berth = Berth::start();
+/// `docker build` a `FROM scratch` image tagged `tag`, with content unique to `tag`.
+pub fn docker_build(tag: &str) {
     let context = tempfile::tempdir().unwrap();
-    std::fs::write(
-        context.path().join("hello.txt"),
-        format!("hello from berth on {}\n", berth.host),
-    )
-    .unwrap();
+    std::fs::write(context.path().join("hello.txt"), format!("hello from {tag}\n")).unwrap();
     std::fs::write(context.path().join("data.bin"), random_bytes(1_500_000, 42)).unwrap();
     std::fs::write(
         context.path().join("Dockerfile"),
         "FROM scratch\nCOPY hello.txt /hello.txt\nCOPY data.bin /data.bin\n",
     )
     .unwrap();
-    let tag = format!("{}/docker/app:v1", berth.host);
     let ctx = context.path().to_str().unwrap();
     let built = Command::new("docker")
-        .args(["build", "-q", "-t", &tag, ctx])
+        .args(["build", "-q", "-t", tag, ctx])
         .env("DOCKER_BUILDKIT", "0")
         .output()
         .expect("the Docker engine must be installed and running (CI machines have it)");
@@ -243,6 +248,27 @@ async fn docker_builds_pushes_removes_and_pulls_back_the_same_image() {
         "docker build: {}",
         String::from_utf8_lossy(&built.stderr)
     );
+}
+
+/// Build `tag`, push it, remove it locally and pull it back (with `env`, such as a
+/// `DOCKER_CONFIG` holding a login); returns the digest, checked equal both ways.
+pub fn docker_round_trip(tag: &str, env: &[(&str, &str)]) -> String {
+    docker_build(tag);
+    let pushed = docker_env(&["push", tag], env);
+    let pushed_digest = digest_after(&String::from_utf8_lossy(&pushed.stdout), "digest: ");
+    docker(&["rmi", "-f", tag]);
+    let pulled = docker_env(&["pull", tag], env);
+    let pulled_digest = digest_after(&String::from_utf8_lossy(&pulled.stdout), "Digest: ");
+    assert_eq!(pulled_digest, pushed_digest);
+    docker(&["rmi", "-f", tag]);
+    pushed_digest
+}
+
+#[tokio::test]
+async fn docker_builds_pushes_removes_and_pulls_back_the_same_image() {
+    let berth = Berth::start();
+    let tag = format!("{}/docker/app:v1", berth.host);
+    docker_build(&tag);
     let pushed = docker(&["push", &tag]);
     let pushed_digest = digest_after(&String::from_utf8_lossy(&pushed.stdout), "digest: ");
     docker(&["rmi", "-f", &tag]);

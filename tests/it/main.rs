@@ -14,5 +14,7 @@ mod gc_stress;
 mod harness;
 mod limits;
 mod ops;
+mod pki;
 mod restart;
 mod smoke;
+mod tls;
