@@ -3,6 +3,7 @@
 
 mod api_blobs;
 mod api_uploads;
+mod auth;
 mod cli;
 mod clients;
 mod concurrency;
