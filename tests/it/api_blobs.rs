@@ -7,7 +7,7 @@
 use serde_json::Value;
 use sha2::{Digest as _, Sha512};
 
-use crate::harness::{Berth, client, error_codes, push_blob, push_image, random_bytes, sha256};
+use crate::harness::{Berth, client, error_codes, push_blob, push_image, random_bytes, raw_request, sha256};
 
 #[tokio::test]
 async fn base_endpoint_answers_200_with_the_api_version() {
@@ -566,22 +566,4 @@ fn header(resp: &reqwest::Response, name: &str) -> String {
 /// `sha512:<hex>` of `bytes`.
 fn sha512(bytes: &[u8]) -> String {
     format!("sha512:{}", hex::encode(Sha512::digest(bytes)))
-}
-
-/// Send one HTTP/1.1 request with the path exactly as given (no normalisation of `.`, `..` or
-/// percent escapes); returns the status and the body.
-async fn raw_request(berth: &Berth, method: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(&berth.host).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        berth.host
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8(response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("a complete response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
 }

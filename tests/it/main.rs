@@ -13,6 +13,7 @@ mod fsck;
 mod gc;
 mod gc_stress;
 mod harness;
+mod hostile;
 mod limits;
 mod ops;
 mod pki;
