@@ -2,6 +2,8 @@
 //! 127.0.0.1 (see `harness`) and talks to it over HTTP or with a real client.
 
 mod api_blobs;
+mod api_errors;
+mod api_listing;
 mod api_manifests;
 mod api_uploads;
 mod auth;
