@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 pub const ENV_PREFIX: &str = "BERTH_";
 /// Names the config file; read by the CLI, not an override of a key.
 pub const ENV_CONFIG_FILE: &str = "BERTH_CONFIG";
+/// Credentials `berth gc --url` and `berth fsck --url` send; read by the CLI, not keys.
+pub const ENV_ADMIN_USER: &str = "BERTH_ADMIN_USER";
+pub const ENV_ADMIN_PASSWORD: &str = "BERTH_ADMIN_PASSWORD";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -411,7 +414,13 @@ fn parse_file(path: &Path) -> Result<RawConfig, ConfigError> {
 
 fn apply_env(raw: &mut RawConfig, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
     for (var, value) in env {
-        if !var.starts_with(ENV_PREFIX) || var == ENV_CONFIG_FILE || var == crate::crashpoint::ENV {
+        let not_a_key = [
+            ENV_CONFIG_FILE,
+            ENV_ADMIN_USER,
+            ENV_ADMIN_PASSWORD,
+            crate::crashpoint::ENV,
+        ];
+        if !var.starts_with(ENV_PREFIX) || not_a_key.contains(&var.as_str()) {
             continue;
         }
         let Some((_, setter)) = ENV_KEYS.iter().find(|(key, _)| env_var_for(key) == var) else {

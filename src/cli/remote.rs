@@ -1,5 +1,7 @@
 //! Running an admin job (`gc`, `fsck`) through a running server: start it, follow its phases
-//! on a terminal, and return its report.
+//! on a terminal, and return its report. With authentication on, the server wants the admin
+//! role: `BERTH_ADMIN_USER` and `BERTH_ADMIN_PASSWORD` give the credentials (environment, not
+//! flags, so that the password never shows in a process listing).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -12,8 +14,12 @@ use serde::de::DeserializeOwned;
 pub async fn run_job<R: DeserializeOwned>(url: &str, kind: &str, query: &str) -> anyhow::Result<R> {
     let base = url.trim_end_matches('/');
     let client = reqwest::Client::new();
-    let start = client
-        .post(format!("{base}/admin/{kind}?{query}"))
+    let credentials = admin_credentials();
+    let with_auth = |req: reqwest::RequestBuilder| match &credentials {
+        Some((user, password)) => req.basic_auth(user, Some(password)),
+        None => req,
+    };
+    let start = with_auth(client.post(format!("{base}/admin/{kind}?{query}")))
         .send()
         .await
         .context("contacting the server")?;
@@ -34,10 +40,22 @@ pub async fn run_job<R: DeserializeOwned>(url: &str, kind: &str, query: &str) ->
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let url = format!("{base}/admin/{kind}/{}", job.id);
-        job = client.get(url).send().await?.error_for_status()?.json().await?;
+        job = with_auth(client.get(url))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
     }
     match (job.state, job.report) {
         (JobState::Done, Some(report)) => Ok(serde_json::from_value(report)?),
         _ => bail!("{kind} failed: {}", job.error.unwrap_or_default()),
     }
+}
+
+/// `BERTH_ADMIN_USER` and `BERTH_ADMIN_PASSWORD`, if both are set.
+fn admin_credentials() -> Option<(String, String)> {
+    let user = std::env::var(berth::config::ENV_ADMIN_USER).ok()?;
+    let password = std::env::var(berth::config::ENV_ADMIN_PASSWORD).ok()?;
+    Some((user, password))
 }

@@ -623,3 +623,38 @@ async fn docker_login_push_and_pull_through_berths_token_flow() {
     docker_login_round_trip(&berth.host, "team-a/docker-token");
     assert!(berth.log().contains("/auth/token"), "docker used the token endpoint");
 }
+
+/// `berth gc --url <berth> --dry-run` with the admin credentials `user` (None: none).
+fn remote_gc(berth: &Berth, user: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.args(["gc", "--dry-run", "--url", &berth.base]);
+    cmd.env_remove("BERTH_ADMIN_USER").env_remove("BERTH_ADMIN_PASSWORD");
+    if let Some(user) = user {
+        cmd.env("BERTH_ADMIN_USER", user)
+            .env("BERTH_ADMIN_PASSWORD", password(user));
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_runs_admin_jobs_with_credentials_from_the_environment() {
+    let site = Site::new();
+    let berth = start_with(&site.config(RULES));
+    let out = remote_gc(&berth, Some("carol"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = remote_gc(&berth, Some("bob"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = remote_gc(&berth, None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!berth.log().contains("carol-pw"), "a password reached the log");
+}
