@@ -806,4 +806,57 @@ mod tests {
             .to_string();
         assert!(e.contains("BERTH_STORAGE_FSYNC"), "{e}");
     }
+
+    #[test]
+    fn tls_and_auth_errors_name_the_key() {
+        let e = load_str("http:\n  tls:\n    certificate: c.pem\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.tls.key"), "{e}");
+        let e = load_str("http:\n  tls:\n    client_ca: ca.pem\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.tls.client_ca"), "{e}");
+        let rule = "auth:\n  rules:\n    - repositories: [\"a/**\"]\n      users: [x]\n      actions: [pull]\n";
+        let e = load_str(rule, &[]).unwrap_err().to_string();
+        assert!(e.contains("auth") && e.contains("authenticate"), "{e}");
+        let htpasswd = "auth:\n  htpasswd:\n    path: /h\n";
+        let anon_push =
+            format!("{htpasswd}  rules:\n    - repositories: [\"a\"]\n      anonymous: true\n      actions: [push]\n");
+        let e = load_str(&anon_push, &[]).unwrap_err().to_string();
+        assert!(e.contains("auth.rules") && e.contains("anonymous"), "{e}");
+        let bad_glob =
+            format!("{htpasswd}  rules:\n    - repositories: [\"a[\"]\n      users: [x]\n      actions: [pull]\n");
+        let e = load_str(&bad_glob, &[]).unwrap_err().to_string();
+        assert!(e.contains("a["), "{e}");
+        let e = load_str(
+            &format!("{htpasswd}  rules:\n    - repositories: [a]\n      users: [x]\n      actions: [fly]\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("fly"), "{e}");
+        let e = load_str("auth:\n  token:\n    enabled: true\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth.token"), "{e}");
+        let e = load_str("auth:\n  token:\n    public_key: /k.pem\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth.token.realm"), "{e}");
+    }
+
+    /// `config check` prints TLS and auth too, and they load back the same.
+    #[test]
+    fn effective_yaml_round_trips_with_tls_and_auth() {
+        let yaml = "http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n    client_ca: /ca.pem\nauth:\n  htpasswd:\n    path: /h\n  token:\n    enabled: true\n    expiry: 2m\n  groups:\n    g: [a, b]\n  admins:\n    users: [a]\n  rules:\n    - repositories: [\"x/**\", \"y\"]\n      groups: [g]\n      actions: [pull, push]\n    - repositories: [\"pub/**\"]\n      anonymous: true\n      actions: [pull]\n";
+        let c = load_str(yaml, &[]).unwrap();
+        assert_eq!(c.auth.as_ref().unwrap().rules.len(), 2);
+        assert_eq!(
+            c.auth.as_ref().unwrap().token.as_ref().unwrap().expiry,
+            Duration::from_secs(120)
+        );
+        let again = load_str(&c.to_yaml(), &[]).unwrap();
+        assert_eq!(again, c);
+    }
 }
