@@ -5,9 +5,10 @@
 //! for other methods. Every status, header and OCI error code is checked exactly.
 
 use serde_json::Value;
-use sha2::{Digest as _, Sha512};
 
-use crate::harness::{Berth, client, error_codes, push_blob, push_image, random_bytes, raw_request, sha256};
+use crate::harness::{
+    Berth, client, error_codes, header, push_blob, push_image, random_bytes, raw_request, sha256, sha512,
+};
 
 #[tokio::test]
 async fn base_endpoint_answers_200_with_the_api_version() {
@@ -551,19 +552,4 @@ async fn other_methods_on_a_blob_are_405_with_allow() {
         assert_eq!(resp.status(), 405, "{method} /v2/");
         assert_eq!(header(&resp, "allow"), "GET, HEAD", "{method} /v2/");
     }
-}
-
-/// The value of response header `name`, which must be present.
-fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} header in {:?}", resp.headers()))
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// `sha512:<hex>` of `bytes`.
-fn sha512(bytes: &[u8]) -> String {
-    format!("sha512:{}", hex::encode(Sha512::digest(bytes)))
 }

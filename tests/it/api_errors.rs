@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Berth, client, push_image, raw_request};
+use crate::harness::{Berth, client, get_json, push_image, raw_request};
 
 const ZERO: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -228,13 +228,6 @@ async fn names_and_tags_follow_the_spec_grammar() {
             "{tag}: {body}"
         );
     }
-    let catalog: Value = client()
-        .get(berth.url("/v2/_catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: Value = get_json(berth.url("/v2/_catalog")).await;
     assert_eq!(catalog["repositories"].as_array().unwrap().len(), 6, "{catalog}");
 }

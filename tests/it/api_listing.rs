@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Berth, client, error_codes, push_image};
+use crate::harness::{Berth, client, error_codes, get_json, push_image};
 
 /// Follow `Link` headers from `first`; every page's `key` items, and the pages' sizes.
 async fn walk(berth: &Berth, first: &str, key: &str) -> (Vec<String>, Vec<usize>) {
@@ -40,14 +40,7 @@ async fn tags_list_in_lexical_order_and_paginate_with_link() {
     }
     let mut sorted: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
     sorted.sort();
-    let all: Value = client()
-        .get(berth.url("/v2/list/tags/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = get_json(berth.url("/v2/list/tags/tags/list")).await;
     assert_eq!(all, json!({"name": "list/tags", "tags": sorted}));
     let (walked, sizes) = walk(&berth, "/v2/list/tags/tags/list?n=3", "tags").await;
     assert_eq!(walked, sorted);
@@ -60,24 +53,10 @@ async fn tags_list_in_lexical_order_and_paginate_with_link() {
         .unwrap();
     assert!(!resp.headers().contains_key("link"));
     // `last` starts after the given tag, even one that is not there.
-    let after: Value = client()
-        .get(berth.url("/v2/list/tags/tags/list?last=v1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value = get_json(berth.url("/v2/list/tags/tags/list?last=v1")).await;
     assert_eq!(after["tags"], json!(["v1.0-rc.1", "v10", "v2"]));
     // n=0: an empty page.
-    let zero: Value = client()
-        .get(berth.url("/v2/list/tags/tags/list?n=0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let zero: Value = get_json(berth.url("/v2/list/tags/tags/list?n=0")).await;
     assert_eq!(zero["tags"], json!([]));
 }
 

@@ -4,18 +4,13 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Berth, client, error_codes, push_blob, random_bytes, sha256};
+use crate::harness::{Berth, client, error_codes, get_json, push_blob, random_bytes, sha256, sha512};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const EMPTY: &str = "application/vnd.oci.empty.v1+json";
-
-fn sha512(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("sha512:{}", hex::encode(sha2::Sha512::digest(bytes)))
-}
 
 /// A descriptor of `bytes` with `media_type`.
 fn desc(media_type: &str, bytes: &[u8]) -> Value {
@@ -131,14 +126,7 @@ async fn every_accepted_type_is_stored_verbatim_under_its_tag_and_digest() {
     .unwrap();
     let digest = put_ok(&berth, repo, &sha256(&untagged), Some(OCI_MANIFEST), &untagged).await;
     assert_served(&berth, repo, &digest, OCI_MANIFEST, &untagged, &digest).await;
-    let tags: Value = client()
-        .get(berth.url(&format!("/v2/{repo}/tags/list")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = get_json(berth.url(&format!("/v2/{repo}/tags/list"))).await;
     assert_eq!(tags["tags"], json!(["artifact", "docker", "index", "list", "oci"]));
 }
 
@@ -306,14 +294,7 @@ async fn delete_by_digest_removes_tags_and_delete_by_tag_keeps_the_manifest() {
     put_ok(&berth, repo, "b", Some(OCI_MANIFEST), &one).await;
     let d2 = put_ok(&berth, repo, "c", Some(OCI_MANIFEST), &two).await;
     let tags = || async {
-        let v: Value = client()
-            .get(berth.url(&format!("/v2/{repo}/tags/list")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(berth.url(&format!("/v2/{repo}/tags/list"))).await;
         v["tags"].clone()
     };
     let del = |reference: String| {

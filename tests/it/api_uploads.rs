@@ -7,9 +7,8 @@
 //! followed as given, never rebuilt.
 
 use futures_util::stream;
-use sha2::{Digest as _, Sha512};
 
-use crate::harness::{Berth, client, error_codes, push_blob, random_bytes, sha256};
+use crate::harness::{Berth, client, error_codes, header, push_blob, random_bytes, sha256, sha512};
 
 const MIB: usize = 1 << 20;
 
@@ -918,21 +917,6 @@ fn with_digest(location: &str, digest: &str) -> String {
     let mut url = reqwest::Url::parse(location).unwrap();
     url.query_pairs_mut().append_pair("digest", digest);
     url.to_string()
-}
-
-/// The value of response header `name`, which must be present.
-fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} header in {:?}", resp.headers()))
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// `sha512:<hex>` of `bytes`.
-fn sha512(bytes: &[u8]) -> String {
-    format!("sha512:{}", hex::encode(Sha512::digest(bytes)))
 }
 
 /// GET `url` answers 200 with exactly `bytes`, and their sha256 digest.

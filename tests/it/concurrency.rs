@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::harness::{Berth, client, push_blob, push_manifest, random_bytes, sha256};
+use crate::harness::{Berth, client, get_json, push_blob, push_manifest, random_bytes, sha256};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_layer_from_sixteen_clients_into_four_repositories() {
@@ -103,14 +103,7 @@ async fn concurrent_manifest_pushes_of_different_tags() {
     for t in tasks {
         t.await.unwrap();
     }
-    let tags: serde_json::Value = client()
-        .get(berth.url("/v2/tags/app/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: serde_json::Value = get_json(berth.url("/v2/tags/app/tags/list")).await;
     let want: Vec<String> = (0..24).map(|i| format!("t{i:02}")).collect();
     assert_eq!(tags["tags"], serde_json::json!(want));
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Berth, client, error_codes, push_blob, push_image, push_manifest, sha256};
+use crate::harness::{Berth, client, error_codes, get_json, push_blob, push_image, push_manifest, sha256};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -35,14 +35,7 @@ async fn start_gc(berth: &Berth, query: &str) -> String {
 }
 
 async fn job(berth: &Berth, id: &str) -> Value {
-    client()
-        .get(berth.url(&format!("/admin/gc/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(berth.url(&format!("/admin/gc/{id}"))).await
 }
 
 /// Poll a job until `done` (panics on `failed` or after 60 s); returns its report.
@@ -224,14 +217,7 @@ async fn referrers_follow_their_subject() {
     let report = gc(&berth, "").await;
     assert_eq!(report["manifests_deleted"], 2, "{report}");
     assert_eq!(status(berth.url(&format!("/v2/signed/manifests/{sig}"))).await, 404);
-    let referrers: Value = client()
-        .get(berth.url(&format!("/v2/signed/referrers/{subject}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let referrers: Value = get_json(berth.url(&format!("/v2/signed/referrers/{subject}"))).await;
     assert_eq!(referrers["manifests"], json!([]));
 }
 
@@ -323,14 +309,7 @@ async fn admin_api_runs_one_job_at_a_time() {
     assert_eq!(second["id"], first.as_str());
     assert_eq!(second["state"], "running");
     wait_done(&berth, &first).await;
-    let list: Value = client()
-        .get(berth.url("/admin/gc"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(berth.url("/admin/gc")).await;
     assert_eq!(list[0]["id"], first.as_str());
     assert!(list[0]["finished_at"].is_string());
     let resp = client().get(berth.url("/admin/gc/nope")).send().await.unwrap();
@@ -536,14 +515,7 @@ async fn gc_interval_runs_collections_periodically() {
     push_image(&berth, "periodic", "v1", &[b"periodic new"]).await;
     for _ in 0..100 {
         if status(berth.url(&format!("/v2/periodic/manifests/{old}"))).await == 404 {
-            let runs: Value = client()
-                .get(berth.url("/admin/gc"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let runs: Value = get_json(berth.url("/admin/gc")).await;
             assert!(!runs.as_array().unwrap().is_empty());
             return;
         }

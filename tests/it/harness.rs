@@ -179,6 +179,26 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// GET `url` and decode its JSON body.
+pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
+    client().get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The value of response header `name`, which must be present.
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header in {:?}", resp.headers()))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `sha512:<hex>` of `bytes`.
+pub fn sha512(bytes: &[u8]) -> String {
+    format!("sha512:{}", hex::encode(sha2::Sha512::digest(bytes)))
+}
+
 /// Push `bytes` as a blob of `repo` in one request; returns its digest.
 pub async fn push_blob(berth: &Berth, repo: &str, bytes: &[u8]) -> String {
     let digest = sha256(bytes);

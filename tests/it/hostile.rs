@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::harness::{Berth, client, error_codes, push_blob, push_image, raw_request, sha256};
+use crate::harness::{Berth, client, error_codes, get_json, push_blob, push_image, raw_request, sha256};
 
 /// Read until the server closes the connection; how long that took.
 async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
@@ -125,14 +125,7 @@ async fn abusive_manifests_are_refused_and_change_nothing() {
         .unwrap();
     assert_eq!(resp.headers()["docker-content-digest"], digest.as_str());
     assert_eq!(resp.bytes().await.unwrap(), body);
-    let tags: serde_json::Value = client()
-        .get(berth.url("/v2/victim/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: serde_json::Value = get_json(berth.url("/v2/victim/tags/list")).await;
     assert_eq!(tags["tags"], json!(["latest"]));
 }
 

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Berth, client, random_bytes, sha256};
+use crate::harness::{Berth, client, get_json, random_bytes, sha256};
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -150,14 +150,7 @@ async fn usage_matches_hand_computed_figures() {
         "stored_bytes": 6250,
         "blobs": 5,
     });
-    let online: serde_json::Value = client()
-        .get(berth.url("/admin/usage"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let online: serde_json::Value = get_json(berth.url("/admin/usage")).await;
     assert_eq!(online, expected);
     let via_url = berth_cli(&["du", "--json", "--url", &berth.base]);
     assert_eq!(
@@ -247,14 +240,7 @@ async fn metrics_move_with_pushes_pulls_and_gc() {
         .unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
     for _ in 0..200 {
-        let j: serde_json::Value = client()
-            .get(berth.url(&format!("/admin/gc/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let j: serde_json::Value = get_json(berth.url(&format!("/admin/gc/{id}"))).await;
         if j["state"] == "done" {
             break;
         }
