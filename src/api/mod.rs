@@ -72,6 +72,11 @@ pub fn router(app: App) -> Router {
         .route("/readyz", axum::routing::get(readyz))
         .merge(admin)
         .fallback(|| async { ApiError::not_found_route() })
+        // A known path with a method it does not answer: 405 with `Allow` (set by axum) and an
+        // OCI body, as every other failure.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(Code::Unsupported, "method not allowed on this endpoint")
+        })
         .layer(axum::middleware::map_response(api_version_header))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(app)
