@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -48,8 +49,9 @@ pub async fn fsck_list(State(app): State<App>) -> Response {
     handle(|| Ok(Json(app.fsck.list()).into_response()))
 }
 
-pub async fn fsck_get(State(app): State<App>, Path(id): Path<String>) -> Response {
+pub async fn fsck_get(State(app): State<App>, id: Result<Path<String>, PathRejection>) -> Response {
     handle(|| {
+        let id = run_id(id)?;
         let job = app
             .fsck
             .get(&id)
@@ -69,8 +71,9 @@ pub async fn gc_list(State(app): State<App>) -> Response {
     handle(|| Ok(Json(app.gc.list()).into_response()))
 }
 
-pub async fn gc_get(State(app): State<App>, Path(id): Path<String>) -> Response {
+pub async fn gc_get(State(app): State<App>, id: Result<Path<String>, PathRejection>) -> Response {
     handle(|| {
+        let id = run_id(id)?;
         let job = app
             .gc
             .get(&id)
@@ -90,6 +93,13 @@ fn pause(query: &Query, key: &str) -> Result<Option<Duration>, ApiError> {
             Ok(Duration::from_millis(ms).min(MAX_PAUSE))
         })
         .transpose()
+}
+
+/// The run id of the path; one that does not decode (say `%ff`) names no run, and is answered
+/// with an OCI body like every other failure rather than axum's plain-text rejection.
+fn run_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    id.map(|Path(id)| id)
+        .map_err(|e| ApiError::new(Code::NotFound, e.body_text()))
 }
 
 /// Run `f`, answering its error as an OCI error.
