@@ -224,8 +224,9 @@ impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
         match e {
             RouteError::NotFound => ApiError::not_found_route(),
+            // A manifest reference with a `:` is a digest: report it as one, not as a bad name.
+            RouteError::Name(NameError::Digest(d)) | RouteError::Digest(d) => Error::DigestInvalid(d).into(),
             RouteError::Name(n) => Error::NameInvalid(n).into(),
-            RouteError::Digest(d) => Error::DigestInvalid(d).into(),
         }
     }
 }
