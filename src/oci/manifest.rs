@@ -77,11 +77,13 @@ impl ParsedManifest {
         self.config.iter().chain(&self.layers).filter(|d| !d.external)
     }
 
-    /// The artifact type a referrers listing reports: `artifactType`, else the config's media
-    /// type (distribution-spec, "Listing Referrers").
+    /// The artifact type a referrers listing reports: `artifactType`, else (when it is missing
+    /// or empty) the config's media type, or none for an index (distribution-spec, "Listing
+    /// Referrers").
     pub fn referrer_artifact_type(&self) -> Option<String> {
         self.artifact_type
             .clone()
+            .filter(|t| !t.is_empty())
             .or_else(|| self.config.as_ref().map(|c| c.media_type.clone()))
     }
 }
