@@ -3,6 +3,7 @@
 
 mod api_blobs;
 mod api_errors;
+mod api_fixtures;
 mod api_listing;
 mod api_manifests;
 mod api_uploads;
