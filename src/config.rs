@@ -398,15 +398,25 @@ pub fn load(
     validate(raw)
 }
 
+/// Load a configuration from YAML text alone (no environment, no flags); what `load` does
+/// with a file's contents. The fuzz target's entry point.
+pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+    validate(parse_text(text, Path::new("<text>"))?)
+}
+
 fn parse_file(path: &Path) -> Result<RawConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
+    parse_text(&text, path)
+}
+
+fn parse_text(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     if text.trim().is_empty() {
         return Ok(RawConfig::default());
     }
-    serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+    serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string(),
     })

@@ -227,6 +227,7 @@ impl From<RouteError> for ApiError {
             // A manifest reference with a `:` is a digest: report it as one, not as a bad name.
             RouteError::Name(NameError::Digest(d)) | RouteError::Digest(d) => Error::DigestInvalid(d).into(),
             RouteError::Name(n) => Error::NameInvalid(n).into(),
+            RouteError::UploadUnknown => Error::BlobUploadUnknown.into(),
         }
     }
 }

@@ -49,6 +49,9 @@ pub enum RouteError {
     Name(#[from] NameError),
     #[error(transparent)]
     Digest(#[from] DigestError),
+    /// An upload id that is not a UUID: no such session can exist.
+    #[error("blob upload unknown to registry")]
+    UploadUnknown,
 }
 
 /// Parse a request path (as sent, before any decoding).
@@ -73,10 +76,16 @@ pub fn parse(path: &str) -> Result<Endpoint, RouteError> {
     let tail = |k: usize| segs.get(n.wrapping_sub(k)).copied();
     match (tail(3), tail(2), tail(1)) {
         (Some("blobs"), Some("uploads"), Some("")) => Ok(Endpoint::UploadStart { name: name_of(n - 3)? }),
-        (Some("blobs"), Some("uploads"), Some(id)) => Ok(Endpoint::Upload {
-            name: name_of(n - 3)?,
-            id: id.to_owned(),
-        }),
+        (Some("blobs"), Some("uploads"), Some(id)) => {
+            let name = name_of(n - 3)?;
+            if uuid::Uuid::try_parse(id).is_err() {
+                return Err(RouteError::UploadUnknown);
+            }
+            Ok(Endpoint::Upload {
+                name,
+                id: id.to_owned(),
+            })
+        }
         (_, Some("blobs"), Some("uploads")) => Ok(Endpoint::UploadStart { name: name_of(n - 2)? }),
         (_, Some("tags"), Some("list")) => Ok(Endpoint::Tags { name: name_of(n - 2)? }),
         (_, Some("manifests"), Some(r)) if !r.is_empty() => {
@@ -128,11 +137,12 @@ mod tests {
             parse("/v2/a/blobs/uploads"),
             Ok(Endpoint::UploadStart { name: name("a") })
         );
+        assert_eq!(parse("/v2/a/blobs/uploads/xyz"), Err(RouteError::UploadUnknown));
         assert_eq!(
-            parse("/v2/a/blobs/uploads/xyz"),
+            parse("/v2/a/blobs/uploads/0b8a7c3e-1f6d-4f2b-9a54-1c2d3e4f5a6b"),
             Ok(Endpoint::Upload {
                 name: name("a"),
-                id: "xyz".into()
+                id: "0b8a7c3e-1f6d-4f2b-9a54-1c2d3e4f5a6b".into()
             })
         );
         assert!(matches!(
@@ -181,5 +191,18 @@ mod tests {
             Err(RouteError::Name(NameError::Digest(_)))
         ));
         assert!(matches!(parse("/v2/a/manifests/-bad"), Err(RouteError::Name(_))));
+    }
+
+    /// Found by the `route` fuzz target: `/v2/a/blobs/uploads/0\u{1}\0\0\0c3e-...` routed,
+    /// carrying control bytes in the upload id as far as the registry (which then failed to
+    /// parse it as a UUID, so nothing was reached, but the route promised more than it had
+    /// checked). The route now accepts only ids that are UUIDs, and answers the rest as unknown
+    /// sessions, which is what they are.
+    #[test]
+    fn upload_ids_are_uuids_or_unknown() {
+        for id in ["0\u{1}\0\0\0c3e-1f6d-4f2b-9a54-,c1d", "..", "%2e%2e", "a b", ""] {
+            let path = format!("/v2/a/blobs/uploads/{id}x");
+            assert_eq!(parse(&path), Err(RouteError::UploadUnknown), "{path:?}");
+        }
     }
 }

@@ -139,6 +139,10 @@ fn is_manifest_type(mt: &str) -> bool {
 /// Parse a manifest body. `content_type` is the request's `Content-Type`, if any; it decides the
 /// media type when it names a manifest type, and must then agree with the body's `mediaType`.
 pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, ManifestError> {
+    // JSON is UTF-8 (RFC 8259). serde_json skips the fields Berth ignores without looking
+    // inside their strings, so check the whole text here: a client must be able to parse
+    // what Berth stores.
+    std::str::from_utf8(bytes).map_err(|e| ManifestError::Json(format!("not UTF-8: {e}")))?;
     let raw: RawManifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
     let header = content_type.map(|c| c.split(';').next().unwrap_or("").trim());
     if matches!(header, Some(media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED)) || raw.schema_version == Some(1) {
@@ -253,5 +257,22 @@ mod tests {
         assert!(matches!(parse(bad.as_bytes(), None), Err(ManifestError::Digest { .. })));
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(parse(deep.as_bytes(), None).is_err());
+    }
+
+    /// Found by the `manifest` fuzz target: a manifest whose unknown field held a string with
+    /// invalid UTF-8 (`"#onfig":[{"digest":"sha256:00\xd0\xcf..."}]`) was accepted, because
+    /// `serde_json` does not validate strings it skips, and would have been stored as JSON no
+    /// client can parse. The whole body is now checked to be UTF-8 first.
+    #[test]
+    fn invalid_utf8_anywhere_is_refused() {
+        let mut body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a","digest":"sha256:"#.to_vec();
+        body.extend_from_slice(&[b'0'; 64]);
+        body.extend_from_slice(br#"","size":2},"ignored":""#);
+        body.extend_from_slice(&[0xd0, 0xcf, 0xcf, 0xd5]);
+        body.extend_from_slice(br#""}"#);
+        assert!(matches!(parse(&body, None), Err(ManifestError::Json(m)) if m.contains("UTF-8")));
+        let len = body.len();
+        body[len - 6..len - 2].copy_from_slice(b"okay");
+        assert!(parse(&body, None).is_ok());
     }
 }
