@@ -12,7 +12,7 @@ use crate::api_fixtures::{
     OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, assert_error, blob_desc, desc, error_json, header, image, put_manifest,
     to_bytes,
 };
-use crate::harness::{Berth, client, push_blob, push_image, raw_request, sha256};
+use crate::harness::{Berth, client, get_json, push_blob, push_image, raw_request, sha256};
 
 const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
 const NAME_RULE: &str = r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*";
@@ -395,14 +395,7 @@ async fn repository_names_outside_the_grammar_are_400_name_invalid() {
         )
     );
     // Nothing was created by any of it.
-    let catalog: Value = client()
-        .get(berth.url("/v2/_catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: Value = get_json(berth.url("/v2/_catalog")).await;
     assert_eq!(catalog, json!({"repositories": []}));
 }
 
@@ -453,14 +446,7 @@ async fn tags_outside_the_grammar_are_400_name_invalid() {
             .unwrap();
         assert_eq!(resp.status(), 200, "{tag}");
     }
-    let listed: Value = client()
-        .get(berth.url("/v2/e/tags/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(berth.url("/v2/e/tags/tags/list")).await;
     let mut expected: Vec<&str> = valid.to_vec();
     expected.push("v1");
     expected.sort_unstable();
@@ -492,24 +478,10 @@ async fn names_at_the_edges_of_the_grammar_work() {
             assert_eq!(resp.status(), 200, "{name} {reference}");
             assert_eq!(resp.bytes().await.unwrap().as_ref(), body.as_slice());
         }
-        let tags: Value = client()
-            .get(berth.url(&format!("/v2/{name}/tags/list")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let tags: Value = get_json(berth.url(&format!("/v2/{name}/tags/list"))).await;
         assert_eq!(tags, json!({"name": name, "tags": ["v1"]}));
     }
-    let catalog: Value = client()
-        .get(berth.url("/v2/_catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: Value = get_json(berth.url("/v2/_catalog")).await;
     let mut expected = names.to_vec();
     expected.sort_unstable();
     assert_eq!(catalog, json!({"repositories": expected}));
