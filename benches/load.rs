@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::sha256;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -114,28 +115,29 @@ fn client() -> reqwest::Client {
 }
 
 /// Upload one blob: POST, then PUT with the whole body (or PATCH chunks, then PUT).
-async fn upload(c: &reqwest::Client, base: &str, repo: &str, bytes: Arc<Vec<u8>>, chunk: Option<usize>) -> String {
+/// Bodies are `Bytes` handed to reqwest by reference count: the client copies nothing.
+async fn upload(c: &reqwest::Client, base: &str, repo: &str, bytes: Bytes, chunk: Option<usize>) -> String {
     let digest = sha256(&bytes);
     let r = c.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.unwrap();
     assert_eq!(r.status(), 202, "POST upload");
     let mut location = absolute(base, r.headers()["location"].to_str().unwrap());
     let body = match chunk {
-        None => bytes.to_vec(),
+        None => bytes,
         Some(size) => {
-            for (i, part) in bytes.chunks(size).enumerate() {
-                let start = i * size;
+            for start in (0..bytes.len()).step_by(size) {
+                let part = bytes.slice(start..(start + size).min(bytes.len()));
                 let r = c
                     .patch(&location)
                     .header("content-type", "application/octet-stream")
                     .header("content-range", format!("{start}-{}", start + part.len() - 1))
-                    .body(part.to_vec())
+                    .body(part)
                     .send()
                     .await
                     .unwrap();
                 assert_eq!(r.status(), 202, "PATCH chunk");
                 location = absolute(base, r.headers()["location"].to_str().unwrap());
             }
-            Vec::new()
+            Bytes::new()
         }
     };
     let sep = if location.contains('?') { '&' } else { '?' };
@@ -184,14 +186,47 @@ fn scaled(n: usize, scale: f64) -> usize {
     v.max(1)
 }
 
-/// One row of results.
+/// One row of results: a value (and, for bulk transfers, server CPU per GiB) per target.
 struct Row {
     scenario: String,
     unit: &'static str,
     /// Higher is better unless `lower_better`.
     lower_better: bool,
-    values: Vec<f64>,
-    cpu_per_gib: Vec<Option<f64>>,
+    values: [Option<f64>; 2],
+    cpu_per_gib: [Option<f64>; 2],
+}
+
+/// Which scenarios and targets to run: `LOAD_ONLY` (comma-separated scenario keys: mono,
+/// chunked, small, pull, range, manifest, hot, tags, catalog) and `LOAD_TARGETS` (berth,
+/// distribution); both default to everything.
+struct Selection {
+    only: Option<Vec<String>>,
+    targets: Vec<String>,
+}
+
+impl Selection {
+    fn from_env() -> Self {
+        let list = |key: &str| {
+            std::env::var(key).ok().map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+        };
+        Selection {
+            only: list("LOAD_ONLY"),
+            targets: list("LOAD_TARGETS").unwrap_or_else(|| vec!["berth".into(), "distribution".into()]),
+        }
+    }
+
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.as_ref().is_none_or(|o| o.iter().any(|s| s == scenario))
+    }
+
+    fn wants_target(&self, name: &str) -> bool {
+        self.targets.iter().any(|t| t == name)
+    }
 }
 
 #[allow(clippy::cast_precision_loss)]
@@ -204,23 +239,23 @@ fn mb(bytes: usize) -> f64 {
     bytes as f64 / 1e6
 }
 
-fn big_blobs(n: usize, size: usize, seed: u8) -> Vec<Arc<Vec<u8>>> {
+fn big_blobs(n: usize, size: usize, seed: u8) -> Vec<Bytes> {
     (0..n)
         .map(|i| {
             let mut v = vec![seed; size];
             v[..8].copy_from_slice(&(i as u64).to_le_bytes());
             v[size - 1] = seed.wrapping_add(1);
-            Arc::new(v)
+            Bytes::from(v)
         })
         .collect()
 }
 
-async fn bench_push(t: &Target, blobs: &[Arc<Vec<u8>>], chunk: Option<usize>, repo: &str) -> (f64, f64) {
+async fn bench_push(t: &Target, blobs: &[Bytes], chunk: Option<usize>, repo: &str) -> (f64, f64) {
     let c = client();
     let cpu0 = cpu_seconds(t.pid);
     let start = Instant::now();
     run_concurrent(blobs.len(), 4, |i| {
-        let (c, b) = (c.clone(), Arc::clone(&blobs[i]));
+        let (c, b) = (c.clone(), blobs[i].clone());
         async move {
             upload(&c, &t.base, repo, b, chunk).await;
         }
@@ -287,7 +322,7 @@ async fn bench_small(t: &Target, n: usize) -> f64 {
         async move {
             let mut v = vec![0u8; 4096];
             v[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            upload(&c, &t.base, "load/small", Arc::new(v), None).await;
+            upload(&c, &t.base, "load/small", Bytes::from(v), None).await;
         }
     })
     .await;
@@ -312,13 +347,13 @@ fn manifest(config: &str, layers: &[String]) -> Vec<u8> {
 /// Push `n` manifests (3 layers each, distinct) to `repo` tagged t0..; returns manifests/s.
 async fn bench_manifests(t: &Target, repo: &str, n: usize) -> f64 {
     let c = client();
-    let config = upload(&c, &t.base, repo, Arc::new(b"{}".to_vec()), None).await;
+    let config = upload(&c, &t.base, repo, Bytes::from_static(b"{}"), None).await;
     let layers: Vec<String> = {
         let mut out = Vec::new();
         for i in 0..(n + 2) {
             let mut v = vec![1u8; 4096];
             v[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            out.push(upload(&c, &t.base, repo, Arc::new(v), None).await);
+            out.push(upload(&c, &t.base, repo, Bytes::from(v), None).await);
         }
         out
     };
@@ -438,6 +473,7 @@ async fn main() {
     );
     println!("load benchmark: scale {scale}, {cpus} CPUs, hot reads {secs} s");
     println!("berth vs CNCF Distribution 2.8.2 (Debian docker-registry)");
+    let sel = Selection::from_env();
     let blobs = big_blobs(n_big, big, 3);
     let mut rows: Vec<Row> = Vec::new();
     let mut push_row = |scenario: String, unit, lower_better| {
@@ -445,8 +481,8 @@ async fn main() {
             scenario,
             unit,
             lower_better,
-            values: Vec::new(),
-            cpu_per_gib: Vec::new(),
+            values: [None; 2],
+            cpu_per_gib: [None; 2],
         });
         rows.len() - 1
     };
@@ -467,81 +503,132 @@ async fn main() {
     let r_cat = push_row(format!("catalog of {n_repos} repositories, n=100 pages"), "ms", true);
     let r_rss = push_row("server peak RSS".into(), "MiB", true);
 
-    for make in [start_berth as fn() -> Target, start_distribution] {
+    let makers = [start_berth as fn() -> Target, start_distribution];
+    for (k, make) in makers.into_iter().enumerate() {
+        if !sel.wants_target(["berth", "distribution"][k]) {
+            continue;
+        }
         let t = make();
-        eprintln!("-- {}", t.name);
-        let (rate, cpu) = bench_push(&t, &blobs, None, "load/big").await;
-        rows[r_mono].values.push(rate);
-        rows[r_mono].cpu_per_gib.push(Some(cpu));
-        let chunked = big_blobs(n_big, big, 9);
-        let (rate, cpu) = bench_push(&t, &chunked, Some(5 * MIB), "load/chunked").await;
-        rows[r_chunk].values.push(rate);
-        rows[r_chunk].cpu_per_gib.push(Some(cpu));
-        rows[r_small].values.push(bench_small(&t, n_small).await);
+        eprintln!("-- {} (pid {})", t.name, t.pid);
         let digests: Vec<String> = blobs.iter().map(|b| sha256(b)).collect();
-        let (rate, cpu) = bench_pull(&t, &digests, big, 3).await;
-        rows[r_pull].values.push(rate);
-        rows[r_pull].cpu_per_gib.push(Some(cpu));
-        rows[r_range]
-            .values
-            .push(bench_ranges(&t, &digests, big, scaled(512, scale)).await);
-        rows[r_man]
-            .values
-            .push(bench_manifests(&t, "load/manifests", n_manifests).await);
-        let (rate, p50, p99) = bench_hot(&t, n_manifests, &digests[0], secs).await;
-        rows[r_hot].values.push(rate);
-        rows[r_p50].values.push(p50);
-        rows[r_p99].values.push(p99);
-        // Tags: many tags on one manifest; catalog: one blob in each repository.
-        let c = client();
-        let body = manifest(
-            &upload(&c, &t.base, "load/tags", Arc::new(b"{}".to_vec()), None).await,
-            &[],
-        );
-        run_concurrent(n_tags, 16, |i| {
-            let (c, body, base) = (c.clone(), body.clone(), t.base.clone());
-            async move {
-                let r = c
-                    .put(format!("{base}/v2/load/tags/manifests/tag{i:06}"))
-                    .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 201);
+        if sel.wants("mono") || sel.wants("pull") || sel.wants("range") || sel.wants("hot") {
+            let (rate, cpu) = bench_push(&t, &blobs, None, "load/big").await;
+            if sel.wants("mono") {
+                rows[r_mono].values[k] = Some(rate);
+                rows[r_mono].cpu_per_gib[k] = Some(cpu);
             }
-        })
-        .await;
-        let (s, n) = walk(&t.base, "/v2/load/tags/tags/list?n=100", "tags").await;
-        assert_eq!(n, n_tags);
-        rows[r_tags].values.push(s * 1000.0);
-        run_concurrent(n_repos, 16, |i| {
-            let c = c.clone();
-            let base = t.base.clone();
-            async move {
-                upload(&c, &base, &format!("cat/r{i:05}"), Arc::new(b"x".to_vec()), None).await;
-            }
-        })
-        .await;
-        let (s, n) = walk(&t.base, "/v2/_catalog?n=100", "repositories").await;
-        assert!(n >= n_repos, "catalog listed {n}");
-        rows[r_cat].values.push(s * 1000.0);
-        rows[r_rss].values.push(peak_rss_mib(t.pid));
+        }
+        if sel.wants("chunked") {
+            let chunked = big_blobs(n_big, big, 9);
+            let (rate, cpu) = bench_push(
+                &t,
+                &chunked,
+                Some(common::env_num("LOAD_CHUNK_MIB", 5) * MIB),
+                "load/chunked",
+            )
+            .await;
+            rows[r_chunk].values[k] = Some(rate);
+            rows[r_chunk].cpu_per_gib[k] = Some(cpu);
+        }
+        if sel.wants("small") {
+            rows[r_small].values[k] = Some(bench_small(&t, n_small).await);
+        }
+        if sel.wants("pull") {
+            let (rate, cpu) = bench_pull(&t, &digests, big, 3).await;
+            rows[r_pull].values[k] = Some(rate);
+            rows[r_pull].cpu_per_gib[k] = Some(cpu);
+        }
+        if sel.wants("range") {
+            rows[r_range].values[k] = Some(bench_ranges(&t, &digests, big, scaled(512, scale)).await);
+        }
+        if sel.wants("manifest") || sel.wants("hot") {
+            let rate = bench_manifests(&t, "load/manifests", n_manifests).await;
+            rows[r_man].values[k] = sel.wants("manifest").then_some(rate);
+        }
+        if sel.wants("hot") {
+            let (rate, p50, p99) = bench_hot(&t, n_manifests, &digests[0], secs).await;
+            rows[r_hot].values[k] = Some(rate);
+            rows[r_p50].values[k] = Some(p50);
+            rows[r_p99].values[k] = Some(p99);
+        }
+        if sel.wants("tags") {
+            rows[r_tags].values[k] = Some(bench_tags(&t, n_tags).await);
+        }
+        if sel.wants("catalog") {
+            rows[r_cat].values[k] = Some(bench_catalog(&t, n_repos).await);
+        }
+        rows[r_rss].values[k] = Some(peak_rss_mib(t.pid));
     }
+    print_table(&rows);
+}
 
+/// Many tags on one manifest, then the paginated tag list walked; returns milliseconds.
+async fn bench_tags(t: &Target, n_tags: usize) -> f64 {
+    let c = client();
+    let body = manifest(
+        &upload(&c, &t.base, "load/tags", Bytes::from_static(b"{}"), None).await,
+        &[],
+    );
+    run_concurrent(n_tags, 16, |i| {
+        let (c, body, base) = (c.clone(), body.clone(), t.base.clone());
+        async move {
+            let r = c
+                .put(format!("{base}/v2/load/tags/manifests/tag{i:06}"))
+                .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    })
+    .await;
+    let (s, n) = walk(&t.base, "/v2/load/tags/tags/list?n=100", "tags").await;
+    assert_eq!(n, n_tags);
+    s * 1000.0
+}
+
+/// One blob in each of `n_repos` repositories, then the paginated catalog walked; returns
+/// milliseconds.
+async fn bench_catalog(t: &Target, n_repos: usize) -> f64 {
+    let c = client();
+    run_concurrent(n_repos, 16, |i| {
+        let c = c.clone();
+        let base = t.base.clone();
+        async move {
+            upload(&c, &base, &format!("cat/r{i:05}"), Bytes::from_static(b"x"), None).await;
+        }
+    })
+    .await;
+    let (s, n) = walk(&t.base, "/v2/_catalog?n=100", "repositories").await;
+    assert!(n >= n_repos, "catalog listed {n}");
+    s * 1000.0
+}
+
+fn print_table(rows: &[Row]) {
+    let cell = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
     println!();
     println!("| scenario | unit | berth | distribution | berth / distribution |");
     println!("|---|---|---|---|---|");
-    for row in &rows {
-        let (b, d) = (row.values[0], row.values[1]);
-        let ratio = if row.lower_better {
-            format!("{:.2}x ({} is better)", d / b, "lower")
-        } else {
-            format!("{:.2}x", b / d)
+    for row in rows {
+        let [b, d] = row.values;
+        let ratio = match (b, d) {
+            (Some(b), Some(d)) if row.lower_better => format!("{:.2}x (lower is better)", d / b),
+            (Some(b), Some(d)) => format!("{:.2}x", b / d),
+            _ => "-".to_owned(),
         };
-        println!("| {} | {} | {b:.2} | {d:.2} | {ratio} |", row.scenario, row.unit);
-        if let (Some(Some(bc)), Some(Some(dc))) = (row.cpu_per_gib.first(), row.cpu_per_gib.get(1)) {
+        println!(
+            "| {} | {} | {} | {} | {ratio} |",
+            row.scenario,
+            row.unit,
+            cell(b),
+            cell(d)
+        );
+        if let [Some(bc), Some(dc)] = row.cpu_per_gib {
             println!("|   server CPU | s/GiB | {bc:.2} | {dc:.2} | {:.2}x less |", dc / bc);
+        } else if row.cpu_per_gib.iter().any(Option::is_some) {
+            let [bc, dc] = row.cpu_per_gib;
+            println!("|   server CPU | s/GiB | {} | {} | - |", cell(bc), cell(dc));
         }
     }
 }
