@@ -262,7 +262,7 @@ async fn bench_push(t: &Target, blobs: &[Bytes], chunk: Option<usize>, repo: &st
     })
     .await;
     let secs = start.elapsed().as_secs_f64();
-    let bytes: usize = blobs.iter().map(|b| b.len()).sum();
+    let bytes: usize = blobs.iter().map(Bytes::len).sum();
     (mb(bytes) / secs, (cpu_seconds(t.pid) - cpu0) / gib(bytes))
 }
 
