@@ -158,6 +158,8 @@ pub struct Http {
     pub debug_addr: Option<SocketAddr>,
     /// How long a client may take to send a request's headers (and a TLS handshake).
     pub header_timeout: Duration,
+    /// Send blob bodies on plain connections with `sendfile(2)` (no userspace copy).
+    pub sendfile: bool,
     pub tls: Option<Tls>,
 }
 
@@ -275,6 +277,7 @@ struct RawHttp {
     debug_addr: Option<String>,
     #[serde(with = "humantime_serde")]
     header_timeout: Option<Duration>,
+    sendfile: Option<bool>,
     tls: RawTls,
 }
 
@@ -319,6 +322,7 @@ const ENV_KEYS: &[(&str, Setter)] = &[
     ("http.header_timeout", |r, v| {
         set_duration(&mut r.http.header_timeout, v)
     }),
+    ("http.sendfile", |r, v| set(&mut r.http.sendfile, v)),
     ("http.tls.certificate", |r, v| set(&mut r.http.tls.certificate, v)),
     ("http.tls.key", |r, v| set(&mut r.http.tls.key, v)),
     ("http.tls.client_ca", |r, v| set(&mut r.http.tls.client_ca, v)),
@@ -514,6 +518,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             shutdown_delay: raw.http.shutdown_delay.unwrap_or(Duration::ZERO),
             debug_addr,
             header_timeout: raw.http.header_timeout.unwrap_or(Duration::from_secs(30)),
+            sendfile: raw.http.sendfile.unwrap_or(true),
             tls,
         },
         auth,
@@ -666,7 +671,7 @@ impl Config {
             LogFormat::Json => "json",
         };
         format!(
-            "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\n  header_timeout: {}\n{}storage:\n  root: {}\n  fsync: {}\nlimits:\n  \
+            "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\n  header_timeout: {}\n  sendfile: {}\n{}storage:\n  root: {}\n  fsync: {}\nlimits:\n  \
              manifest_max_size: {}\n  blob_max_size: {}\n  upload_sessions: {}\n  \
              upload_sessions_per_client: {}\n  body_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
              grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\n",
@@ -675,6 +680,7 @@ impl Config {
             d(self.http.shutdown_delay),
             self.http.debug_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             d(self.http.header_timeout),
+            self.http.sendfile,
             self.tls_yaml(),
             self.storage.root.display(),
             self.storage.fsync,

@@ -24,6 +24,7 @@
 //! whose content hashed to its name, and is never written to again.
 
 mod stage;
+mod window;
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -35,6 +36,7 @@ use bytes::Bytes;
 use crate::oci::{Algorithm, Digest};
 
 pub use stage::{AppendError, Staged};
+pub use window::{FileRegion, file_region};
 
 /// The blob file store rooted at one directory.
 #[derive(Debug, Clone)]
@@ -236,7 +238,8 @@ impl BlobReader {
     }
 
     /// The bytes `start..=end` as a stream of mapped windows of at most `SERVE_WINDOW` bytes:
-    /// no copy through a userspace buffer, and memory bounded whatever the blob's size.
+    /// no copy through a userspace buffer, and memory bounded whatever the blob's size. A plain
+    /// TCP connection sends each window with `sendfile` (see `window`), never touching its pages.
     pub fn stream(self, start: u64, end: u64) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
         futures_util::stream::unfold((self, start), move |(reader, pos)| async move {
             if pos > end || reader.size == 0 {
@@ -244,22 +247,10 @@ impl BlobReader {
             }
             let len = (end - pos + 1).min(SERVE_WINDOW);
             #[allow(clippy::cast_possible_truncation)] // at most SERVE_WINDOW
-            let window = map_window(&reader.file, pos, len as usize);
+            let window = window::map(&reader.file, pos, len as usize);
             Some((window, (reader, pos + len)))
         })
     }
-}
-
-/// Map `len` bytes of a blob file at `offset`, read-only, as `Bytes`.
-#[allow(unsafe_code)]
-fn map_window(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
-    // SAFETY: blob files are immutable once renamed into place (mode 0444, never opened for
-    // writing again) and are only ever unlinked, which leaves an existing mapping valid. The
-    // mapping therefore cannot change or shrink under us short of outside tampering, and the
-    // caller checked the file's size before mapping within it.
-    let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(len).map(file)? };
-    let _ = map.advise(memmap2::Advice::Sequential);
-    Ok(Bytes::from_owner(map))
 }
 
 fn ignore_not_found(r: io::Result<()>) -> io::Result<()> {

@@ -1,6 +1,7 @@
 //! Accepting connections, plain or TLS, and serving HTTP/1.1 on them: a client has
 //! `http.header_timeout` to finish its TLS handshake and then each request's headers, every
 //! request learns its peer (`ConnectInfo<SocketAddr>` and `Peer`), and shutdown is graceful.
+//! Plain connections send blob bodies with `sendfile` (see `sendfile`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::Service;
 
+use super::sendfile::PlainTcp;
 use super::tls::{Reloadable, certificate_user};
 
 /// Who is on the other end of a request's connection.
@@ -36,7 +38,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<Reloadable>>,
     router: Router,
-    header_timeout: Duration,
+    opts: ConnOptions,
     stop: impl Future<Output = ()>,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
@@ -58,7 +60,7 @@ pub async fn serve(
         let conn = Conn {
             router: router.clone(),
             watcher: graceful.watcher(),
-            header_timeout,
+            opts,
         };
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -71,10 +73,19 @@ pub async fn serve(
     graceful
 }
 
+/// How each connection is served.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnOptions {
+    /// For the TLS handshake and then each request's headers.
+    pub header_timeout: Duration,
+    /// Send blob bodies on plain connections with `sendfile`.
+    pub sendfile: bool,
+}
+
 struct Conn {
     router: Router,
     watcher: Watcher,
-    header_timeout: Duration,
+    opts: ConnOptions,
 }
 
 impl Conn {
@@ -84,12 +95,16 @@ impl Conn {
             cert_user: None,
             tls: false,
         };
-        self.serve(TokioIo::new(tcp), peer).await;
+        if self.opts.sendfile {
+            self.serve(TokioIo::new(PlainTcp(tcp)), peer).await;
+        } else {
+            self.serve(TokioIo::new(tcp), peer).await;
+        }
     }
 
     async fn serve_tls(self, mut tcp: TcpStream, addr: SocketAddr, tls: &Reloadable) {
         let mut first = [0u8; 1];
-        let peeked = tokio::time::timeout(self.header_timeout, tcp.peek(&mut first)).await;
+        let peeked = tokio::time::timeout(self.opts.header_timeout, tcp.peek(&mut first)).await;
         if !matches!(peeked, Ok(Ok(1))) {
             return;
         }
@@ -99,7 +114,7 @@ impl Conn {
             let _ = tcp.shutdown().await;
             return;
         }
-        let handshake = tokio::time::timeout(self.header_timeout, tls.acceptor().accept(tcp)).await;
+        let handshake = tokio::time::timeout(self.opts.header_timeout, tls.acceptor().accept(tcp)).await;
         let stream = match handshake {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
@@ -138,7 +153,7 @@ impl Conn {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(self.header_timeout);
+            .header_read_timeout(self.opts.header_timeout);
         let connection = self.watcher.watch(builder.serve_connection(io, service));
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "connection ended with an error");

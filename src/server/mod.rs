@@ -3,6 +3,7 @@
 //! reloads the TLS files and the htpasswd file.
 
 mod listen;
+mod sendfile;
 mod tls;
 
 use std::sync::Arc;
@@ -130,7 +131,17 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         tokio::time::sleep(delay).await;
     };
     let router = api::router(app);
-    let draining = listen::serve(listener, tls, router, config.http.header_timeout, stop).await;
+    let draining = listen::serve(
+        listener,
+        tls,
+        router,
+        listen::ConnOptions {
+            header_timeout: config.http.header_timeout,
+            sendfile: config.http.sendfile,
+        },
+        stop,
+    )
+    .await;
     let drain = config.http.drain_timeout;
     if tokio::time::timeout(drain, draining.shutdown()).await.is_err() {
         tracing::warn!(?drain, "drain timeout reached; closing with requests still in flight");

@@ -553,3 +553,58 @@ async fn other_methods_on_a_blob_are_405_with_allow() {
         assert_eq!(header(&resp, "allow"), "GET, HEAD", "{method} /v2/");
     }
 }
+
+/// Blob bodies on plain connections go out with `sendfile` from mapped windows of 4 MiB
+/// (`http.sendfile`, on by default), or are copied from the windows when it is off. Either way
+/// a blob spanning several windows, ranges across a window boundary and inside the last
+/// window, and the requests that follow on the same keep-alive connection must be exact.
+#[tokio::test]
+async fn multi_window_blobs_and_ranges_are_exact_with_and_without_sendfile() {
+    const WINDOW: usize = 4 << 20;
+    let bytes = random_bytes(2 * WINDOW + 12_345, 7);
+    for sendfile in ["true", "false"] {
+        let berth = Berth::builder().env("BERTH_HTTP_SENDFILE", sendfile).start();
+        let digest = push_blob(&berth, "blobs/windows", &bytes).await;
+        let url = berth.url(&format!("/v2/blobs/windows/blobs/{digest}"));
+        // One client, so the requests share a connection where reqwest can reuse it.
+        let c = client();
+        for _ in 0..2 {
+            let resp = c.get(&url).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "sendfile {sendfile}");
+            assert_eq!(header(&resp, "content-length"), bytes.len().to_string());
+            let body = resp.bytes().await.unwrap();
+            assert!(
+                body.as_ref() == bytes.as_slice(),
+                "sendfile {sendfile}: whole body differs"
+            );
+        }
+        let ranges = [
+            (WINDOW - 10, WINDOW + 9),
+            (0, 0),
+            (2 * WINDOW + 5, bytes.len() - 1),
+            (1, 3 * WINDOW / 2),
+        ];
+        for (start, end) in ranges {
+            let resp = c
+                .get(&url)
+                .header("range", format!("bytes={start}-{end}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 206, "sendfile {sendfile}: {start}-{end}");
+            assert_eq!(
+                header(&resp, "content-range"),
+                format!("bytes {start}-{end}/{}", bytes.len())
+            );
+            let body = resp.bytes().await.unwrap();
+            assert!(
+                body.as_ref() == &bytes[start..=end],
+                "sendfile {sendfile}: range {start}-{end} differs"
+            );
+        }
+        // The connection is still in step: a JSON answer after the blob bodies.
+        let resp = c.get(berth.url("/v2/")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "{}");
+    }
+}
