@@ -39,8 +39,11 @@ impl Drop for Target {
     }
 }
 
+/// Berth with its defaults; `LOAD_SENDFILE=false` turns `http.sendfile` off.
 fn start_berth() -> Target {
-    let server = common::Server::start(&[]);
+    let sendfile = std::env::var("LOAD_SENDFILE").ok();
+    let env: Vec<(&str, &str)> = sendfile.iter().map(|v| ("BERTH_HTTP_SENDFILE", v.as_str())).collect();
+    let server = common::Server::start(&env);
     Target {
         name: "berth",
         base: server.base.clone(),
@@ -266,26 +269,91 @@ async fn bench_push(t: &Target, blobs: &[Bytes], chunk: Option<usize>, repo: &st
     (mb(bytes) / secs, (cpu_seconds(t.pid) - cpu0) / gib(bytes))
 }
 
+/// A lean HTTP/1.1 GET client for bulk reads: one keep-alive connection, one reused 256 KiB
+/// buffer, the body counted and dropped. reqwest allocates a fresh buffer for every read, and on
+/// two shared cores the client's cost decides the pull rate; this keeps it out of the way.
+struct RawGet {
+    stream: tokio::net::TcpStream,
+    host: String,
+    buf: Vec<u8>,
+}
+
+impl RawGet {
+    async fn connect(base: &str) -> RawGet {
+        let host = base.trim_start_matches("http://").to_owned();
+        let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawGet {
+            stream,
+            host,
+            buf: vec![0; 256 << 10],
+        }
+    }
+
+    /// GET `path` (with an optional `Range` value); returns the status, the body's length and
+    /// its first byte.
+    async fn get(&mut self, path: &str, range: Option<&str>) -> (u16, usize, Option<u8>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let range = range.map_or_else(String::new, |r| format!("Range: {r}\r\n"));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{range}\r\n", self.host);
+        self.stream.write_all(request.as_bytes()).await.unwrap();
+        let mut filled = 0;
+        let (status, length, head) = loop {
+            let n = self.stream.read(&mut self.buf[filled..]).await.unwrap();
+            assert!(n > 0, "connection closed before the response headers");
+            filled += n;
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = response.parse(&self.buf[..filled]).unwrap() {
+                let length = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| std::str::from_utf8(h.value).unwrap().parse::<usize>().unwrap())
+                    .expect("a Content-Length");
+                break (response.code.unwrap(), length, head);
+            }
+        };
+        let first = (filled > head).then(|| self.buf[head]);
+        let mut received = filled - head;
+        while received < length {
+            let want = (length - received).min(self.buf.len());
+            let n = self.stream.read(&mut self.buf[..want]).await.unwrap();
+            assert!(n > 0, "connection closed in the body");
+            received += n;
+        }
+        assert_eq!(received, length, "body longer than Content-Length");
+        (status, length, first)
+    }
+}
+
+/// Run `n` jobs on `workers` lean connections, each taking the next job when it is free.
+async fn run_raw<F>(base: &str, n: usize, workers: usize, job: F)
+where
+    F: Fn(usize) -> (String, Option<String>, u16, usize) + Sync,
+{
+    let next = AtomicU64::new(0);
+    let work = (0..workers).map(|_| async {
+        let mut conn = RawGet::connect(base).await;
+        loop {
+            let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap();
+            if i >= n {
+                break;
+            }
+            let (path, range, status, len) = job(i);
+            let got = conn.get(&path, range.as_deref()).await;
+            assert_eq!((got.0, got.1), (status, len), "GET {path}");
+        }
+    });
+    futures_util::future::join_all(work).await;
+}
+
 async fn bench_pull(t: &Target, digests: &[String], size: usize, rounds: usize) -> (f64, f64) {
-    let c = client();
     let cpu0 = cpu_seconds(t.pid);
     let start = Instant::now();
-    run_concurrent(digests.len() * rounds, 4, |i| {
-        let (c, digest) = (c.clone(), digests[i % digests.len()].clone());
-        async move {
-            let resp = c
-                .get(format!("{}/v2/load/big/blobs/{digest}", t.base))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 200);
-            let mut stream = resp.bytes_stream();
-            let mut received = 0;
-            while let Some(chunk) = stream.next().await {
-                received += chunk.unwrap().len();
-            }
-            assert_eq!(received, size);
-        }
+    run_raw(&t.base, digests.len() * rounds, 4, |i| {
+        let digest = &digests[i % digests.len()];
+        (format!("/v2/load/big/blobs/{digest}"), None, 200, size)
     })
     .await;
     let secs = start.elapsed().as_secs_f64();
@@ -294,21 +362,12 @@ async fn bench_pull(t: &Target, digests: &[String], size: usize, rounds: usize) 
 }
 
 async fn bench_ranges(t: &Target, digests: &[String], size: usize, count: usize) -> f64 {
-    let c = client();
     let start = Instant::now();
-    run_concurrent(count, 4, |i| {
-        let (c, d) = (c.clone(), digests[i % digests.len()].clone());
+    run_raw(&t.base, count, 4, |i| {
+        let digest = &digests[i % digests.len()];
         let offset = (i * 7919 * MIB) % (size - MIB);
-        async move {
-            let r = c
-                .get(format!("{}/v2/load/big/blobs/{d}", t.base))
-                .header("range", format!("bytes={offset}-{}", offset + MIB - 1))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 206);
-            assert_eq!(r.bytes().await.unwrap().len(), MIB);
-        }
+        let range = format!("bytes={offset}-{}", offset + MIB - 1);
+        (format!("/v2/load/big/blobs/{digest}"), Some(range), 206, MIB)
     })
     .await;
     mb(count * MIB) / start.elapsed().as_secs_f64()
