@@ -403,6 +403,18 @@ fn manifest(config: &str, layers: &[String]) -> Vec<u8> {
     .unwrap()
 }
 
+/// PUT an OCI image manifest as `repo:reference`; it must be accepted (201).
+async fn put_manifest(c: &reqwest::Client, base: &str, repo: &str, reference: &str, body: Vec<u8>) {
+    let r = c
+        .put(format!("{base}/v2/{repo}/manifests/{reference}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "PUT manifest {repo}:{reference}");
+}
+
 /// Push `n` manifests (3 layers each, distinct) to `repo` tagged t0..; returns manifests/s.
 async fn bench_manifests(t: &Target, repo: &str, n: usize) -> f64 {
     let c = client();
@@ -419,16 +431,7 @@ async fn bench_manifests(t: &Target, repo: &str, n: usize) -> f64 {
     let start = Instant::now();
     run_concurrent(n, 8, |i| {
         let (c, body) = (c.clone(), manifest(&config, &layers[i..i + 3]));
-        async move {
-            let r = c
-                .put(format!("{}/v2/{repo}/manifests/t{i}", t.base))
-                .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
-        }
+        async move { put_manifest(&c, &t.base, repo, &format!("t{i}"), body).await }
     })
     .await;
     #[allow(clippy::cast_precision_loss)]
@@ -630,16 +633,7 @@ async fn bench_tags(t: &Target, n_tags: usize) -> f64 {
     );
     run_concurrent(n_tags, 16, |i| {
         let (c, body, base) = (c.clone(), body.clone(), t.base.clone());
-        async move {
-            let r = c
-                .put(format!("{base}/v2/load/tags/manifests/tag{i:06}"))
-                .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
-        }
+        async move { put_manifest(&c, &base, "load/tags", &format!("tag{i:06}"), body).await }
     })
     .await;
     let (s, n) = walk(&t.base, "/v2/load/tags/tags/list?n=100", "tags").await;
