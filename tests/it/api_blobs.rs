@@ -568,6 +568,9 @@ async fn multi_window_blobs_and_ranges_are_exact_with_and_without_sendfile() {
         let url = berth.url(&format!("/v2/blobs/windows/blobs/{digest}"));
         // One client, so the requests share a connection where reqwest can reuse it.
         let c = client();
+        // sendfile(2) counts what it sends as read by the process (`rchar`); reading a mapped
+        // window does not. So this tells whether the body really went out with sendfile.
+        let read_before = rchar(berth.pid());
         for _ in 0..2 {
             let resp = c.get(&url).send().await.unwrap();
             assert_eq!(resp.status(), 200, "sendfile {sendfile}");
@@ -576,6 +579,18 @@ async fn multi_window_blobs_and_ranges_are_exact_with_and_without_sendfile() {
             assert!(
                 body.as_ref() == bytes.as_slice(),
                 "sendfile {sendfile}: whole body differs"
+            );
+        }
+        let read = rchar(berth.pid()) - read_before;
+        if sendfile == "true" {
+            assert!(
+                read >= 2 * bytes.len() as u64,
+                "sent with sendfile: rchar grew by {read}"
+            );
+        } else {
+            assert!(
+                read < bytes.len() as u64,
+                "copied from the mapping: rchar grew by {read}"
             );
         }
         let ranges = [
@@ -607,4 +622,13 @@ async fn multi_window_blobs_and_ranges_are_exact_with_and_without_sendfile() {
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.text().await.unwrap(), "{}");
     }
+}
+
+/// Bytes the process has read through system calls (`rchar` in `/proc/<pid>/io`).
+fn rchar(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/<pid>/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("an rchar line")
 }
