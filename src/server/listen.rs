@@ -33,6 +33,12 @@ pub struct Peer {
 const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\
 Content-Length: 48\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
 
+/// Most a connection buffers of what it reads (hyper's default is about 400 KiB). Upload bodies
+/// are read in pieces of at most this size and handed on without copying; keeping them small
+/// keeps each allocation below glibc's mmap threshold, so freed buffers are reused rather than
+/// mapped and unmapped.
+const READ_BUFFER_MAX: usize = 128 << 10;
+
 /// Accept and serve until `stop` resolves; returns the handle that drains open connections.
 pub async fn serve(
     listener: TcpListener,
@@ -153,7 +159,8 @@ impl Conn {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(self.opts.header_timeout);
+            .header_read_timeout(self.opts.header_timeout)
+            .max_buf_size(READ_BUFFER_MAX);
         let connection = self.watcher.watch(builder.serve_connection(io, service));
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "connection ended with an error");
