@@ -227,7 +227,7 @@ const EARLY_WRITEBACK: u64 = 2 << 20;
 
 /// Ask the kernel to start writing `len` bytes at `offset` back to disk, without waiting.
 /// `POSIX_FADV_DONTNEED` on dirty pages starts their writeback (`WB_SYNC_NONE`) and drops only
-/// pages already clean, which freshly written ones are not; PostgreSQL's `pg_flush_data` uses it
+/// pages already clean, which freshly written ones are not; `PostgreSQL`'s `pg_flush_data` uses it
 /// the same way where `sync_file_range` is not at hand. Advice only: a failure changes nothing.
 fn start_writeback(file: &File, offset: u64, len: u64) {
     let _ = rustix::fs::fadvise(
