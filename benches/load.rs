@@ -585,7 +585,11 @@ async fn main() {
     let r_p99 = push_row("  p99 latency".into(), "ms", true);
     let r_tags = push_row(format!("tag list of {n_tags} tags, n=100 pages"), "ms", true);
     let r_tag_pages = push_row("  pages answered".into(), "pages", true);
-    let r_tag_all = push_row(format!("tag list of {n_tags} tags, one request"), "ms", true);
+    let r_tag_all = push_row(
+        format!("tag list of {n_tags} tags, one request (median of 9)"),
+        "ms",
+        true,
+    );
     let r_cat = push_row(format!("catalog of {n_repos} repositories, n=100 pages"), "ms", true);
     let r_cat_pages = push_row("  pages answered".into(), "pages", true);
     let r_rss = push_row("server peak RSS".into(), "MiB", true);
@@ -671,9 +675,15 @@ async fn bench_tags(t: &Target, n_tags: usize) -> (f64, usize, f64) {
     .await;
     let (s, n, pages) = walk(&t.base, "/v2/load/tags/tags/list?n=100", "tags").await;
     assert_eq!(n, n_tags);
-    let (all, n, _) = walk(&t.base, "/v2/load/tags/tags/list", "tags").await;
-    assert_eq!(n, n_tags);
-    (s * 1000.0, pages, all * 1000.0)
+    // One request is a single ~10 ms sample on a noisy machine: take the median of nine.
+    let mut all = Vec::new();
+    for _ in 0..9 {
+        let (secs, n, _) = walk(&t.base, "/v2/load/tags/tags/list", "tags").await;
+        assert_eq!(n, n_tags);
+        all.push(secs);
+    }
+    all.sort_by(f64::total_cmp);
+    (s * 1000.0, pages, all[4] * 1000.0)
 }
 
 /// One blob in each of `n_repos` repositories, then the paginated catalog walked; returns
