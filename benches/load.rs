@@ -347,33 +347,42 @@ impl RawGet {
     }
 }
 
-/// Run `n` jobs on `workers` lean connections, each taking the next job when it is free.
+/// Run `n` jobs on `workers` lean connections, each taking the next job when it is free. Each
+/// connection is its own task, so the client uses every core, as separate clients would.
 async fn run_raw<F>(base: &str, n: usize, workers: usize, job: F)
 where
-    F: Fn(usize) -> (String, Option<String>, u16, usize) + Sync,
+    F: Fn(usize) -> (String, Option<String>, u16, usize) + Send + Sync + 'static,
 {
-    let next = AtomicU64::new(0);
-    let work = (0..workers).map(|_| async {
-        let mut conn = RawGet::connect(base).await;
-        loop {
-            let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap();
-            if i >= n {
-                break;
-            }
-            let (path, range, status, len) = job(i);
-            let got = conn.get(&path, range.as_deref()).await;
-            assert_eq!((got.0, got.1), (status, len), "GET {path}");
-        }
-    });
-    futures_util::future::join_all(work).await;
+    let next = Arc::new(AtomicU64::new(0));
+    let job = Arc::new(job);
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (next, job, base) = (next.clone(), job.clone(), base.to_owned());
+            tokio::spawn(async move {
+                let mut conn = RawGet::connect(&base).await;
+                loop {
+                    let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap();
+                    if i >= n {
+                        break;
+                    }
+                    let (path, range, status, len) = job(i);
+                    let got = conn.get(&path, range.as_deref()).await;
+                    assert_eq!((got.0, got.1), (status, len), "GET {path}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
 }
 
 async fn bench_pull(t: &Target, digests: &[String], size: usize, rounds: usize) -> (f64, f64) {
     let cpu0 = cpu_seconds(t.pid);
     let start = Instant::now();
-    run_raw(&t.base, digests.len() * rounds, 4, |i| {
-        let digest = &digests[i % digests.len()];
-        (format!("/v2/load/big/blobs/{digest}"), None, 200, size)
+    let paths: Vec<String> = digests.iter().map(|d| format!("/v2/load/big/blobs/{d}")).collect();
+    run_raw(&t.base, digests.len() * rounds, 4, move |i| {
+        (paths[i % paths.len()].clone(), None, 200, size)
     })
     .await;
     let secs = start.elapsed().as_secs_f64();
@@ -383,11 +392,11 @@ async fn bench_pull(t: &Target, digests: &[String], size: usize, rounds: usize) 
 
 async fn bench_ranges(t: &Target, digests: &[String], size: usize, count: usize) -> f64 {
     let start = Instant::now();
-    run_raw(&t.base, count, 4, |i| {
-        let digest = &digests[i % digests.len()];
+    let paths: Vec<String> = digests.iter().map(|d| format!("/v2/load/big/blobs/{d}")).collect();
+    run_raw(&t.base, count, 4, move |i| {
         let offset = (i * 7919 * MIB) % (size - MIB);
         let range = format!("bytes={offset}-{}", offset + MIB - 1);
-        (format!("/v2/load/big/blobs/{digest}"), Some(range), 206, MIB)
+        (paths[i % paths.len()].clone(), Some(range), 206, MIB)
     })
     .await;
     mb(count * MIB) / start.elapsed().as_secs_f64()
