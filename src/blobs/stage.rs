@@ -1,8 +1,9 @@
 //! A staged upload: an open file plus the running sha256 of everything in it.
 //!
-//! Bytes arrive as a stream of chunks from the network. `append` hands them over a bounded
-//! channel to one blocking thread that hashes each chunk and writes it in ~256 KiB batches, so
-//! hashing overlaps with receiving and the body is never held whole in memory. A failed append
+//! Bytes arrive as a stream of chunks from the network. `append` hashes each chunk as it
+//! arrives, on the task that just read it (so the bytes are still in that core's cache), and
+//! hands it over a bounded channel to one blocking thread that writes ~256 KiB batches, so
+//! writing overlaps with receiving and the body is never held whole in memory. A failed append
 //! (client gone, size limit, I/O error) is rolled back to the previous length and hash state,
 //! so a session is always exactly "the bytes acknowledged so far" plus nothing.
 //!
@@ -132,6 +133,9 @@ impl Staged {
         E: Display,
     {
         let (start_len, start_hash) = (self.len, self.hasher.clone());
+        // Each chunk is hashed here, as it arrives, while the socket read has just brought it
+        // into this core's cache; the writer thread only copies it into the page cache.
+        let mut hasher = self.hasher.clone();
         // One batch queued: enough to overlap receiving with hashing, little held in memory.
         let (tx, rx) = mpsc::channel::<Vec<Bytes>>(1);
         let writer = tokio::task::spawn_blocking(move || {
@@ -166,6 +170,7 @@ impl Staged {
                 });
                 break;
             }
+            hasher.0.update(&chunk);
             if let Some(full) = batch.push(chunk)
                 && tx.send(full).await.is_err()
             {
@@ -184,21 +189,18 @@ impl Staged {
         }
         let (mut staged, written) = writer.await.expect("staging writer panicked");
         let result = outcome.and(written).map(|()| staged.len - start_len);
-        if result.is_err()
-            && let Err(e) = staged.rollback(start_len, start_hash)
-        {
+        if result.is_ok() {
+            staged.hasher = hasher;
+        } else if let Err(e) = staged.rollback(start_len, start_hash) {
             return (staged, Err(e.into()));
         }
         (staged, result)
     }
 
-    /// Hash and write batches as they come, each with as few vectored writes as it takes.
+    /// Write batches as they come, each with as few vectored writes as it takes.
     fn write_from(&mut self, mut rx: mpsc::Receiver<Vec<Bytes>>) -> Result<(), AppendError> {
         let mut unflushed_from = self.len;
         while let Some(chunks) = rx.blocking_recv() {
-            for chunk in &chunks {
-                self.hasher.0.update(chunk);
-            }
             write_all_vectored(&mut &self.file, &chunks)?;
             self.len += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
             if self.sync && self.len - unflushed_from >= EARLY_WRITEBACK {
