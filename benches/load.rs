@@ -306,7 +306,7 @@ impl RawGet {
         RawGet {
             stream,
             host,
-            buf: vec![0; 64 << 10],
+            buf: vec![0; 256 << 10],
         }
     }
 
