@@ -99,6 +99,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Before any thread starts (see the module).
+    berth::server::limit_malloc_arenas();
     let flags = Flags {
         addr: args.addr,
         root: args.root,

@@ -2,6 +2,7 @@
 //! drain in-flight requests for at most `http.drain_timeout` and close the database. SIGHUP
 //! reloads the TLS files and the htpasswd file.
 
+mod arenas;
 mod listen;
 mod sendfile;
 mod tls;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
 
+pub use arenas::limit_malloc_arenas;
 pub use listen::Peer;
 
 use crate::api::{self, App};
