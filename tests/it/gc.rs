@@ -507,9 +507,13 @@ async fn stale_upload_sessions_are_purged() {
 
 #[tokio::test]
 async fn gc_interval_runs_collections_periodically() {
+    // The grace period must outlast one push: with 0 s a periodic run could (by design) sweep
+    // a layer uploaded a moment before its manifest, and the manifest PUT then fails with
+    // MANIFEST_BLOB_UNKNOWN, which made this test flaky. The old manifest still goes once it
+    // is older than 2 s.
     let berth = Berth::builder()
         .env("BERTH_GC_INTERVAL", "300ms")
-        .env("BERTH_GC_GRACE_PERIOD", "0s")
+        .env("BERTH_GC_GRACE_PERIOD", "2s")
         .start();
     let (old, _) = push_image(&berth, "periodic", "v1", &[b"periodic old"]).await;
     push_image(&berth, "periodic", "v1", &[b"periodic new"]).await;
