@@ -136,9 +136,9 @@ impl Staged {
         // Each chunk is hashed here, as it arrives, while the socket read has just brought it
         // into this core's cache; the writer thread only copies it into the page cache. A chunk
         // is at most one connection read (128 KiB, `server::listen`), so this holds the
-        // runtime worker for under 100 µs at a time.
+        // runtime worker for under 100 µs at a time with SHA extensions (about 300 µs without).
         let mut hasher = self.hasher.clone();
-        // One batch queued: enough to overlap receiving with hashing, little held in memory.
+        // One batch queued: enough to overlap receiving with writing, little held in memory.
         let (tx, rx) = mpsc::channel::<Vec<Bytes>>(1);
         let writer = tokio::task::spawn_blocking(move || {
             let written = self.write_from(rx);

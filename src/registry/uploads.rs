@@ -18,7 +18,7 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::{Error, Registry, blocking};
-use crate::blobs::{BlobStore, Staged};
+use crate::blobs::{AppendError, BlobStore, Staged};
 use crate::meta::{UploadRow, now_ms};
 use crate::oci::range::ByteRange;
 use crate::oci::{Algorithm, Digest, RepoName};
@@ -245,7 +245,12 @@ impl Registry {
                 self.limits.body_idle_timeout,
             )
             .await;
-        slot.staged = Some(staged);
+        // After an I/O error the file may not match the in-memory length and hash (its rollback
+        // can fail too): forget them, so the next request re-reads the file (`open_session`).
+        // A session's staging file is not a temp file, so dropping `staged` keeps it.
+        if !matches!(appended, Err(AppendError::Io(_))) {
+            slot.staged = Some(staged);
+        }
         appended.map(drop).map_err(Error::from_append)
     }
 
