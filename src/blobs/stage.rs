@@ -146,6 +146,7 @@ impl Staged {
         });
         let mut received = 0u64;
         let mut outcome = Ok(());
+        let mut writer_stopped = false;
         let mut batch = Batch::default();
         loop {
             let Ok(next) = tokio::time::timeout(idle, body.next()).await else {
@@ -176,14 +177,17 @@ impl Staged {
             if let Some(full) = batch.push(chunk)
                 && tx.send(full).await.is_err()
             {
-                break; // the writer stopped on an I/O error, which it reports
+                // The writer stopped on an I/O error (a full disk), which it reports; the body
+                // was not read to its end, so its length says nothing.
+                writer_stopped = true;
+                break;
             }
         }
         if outcome.is_ok() && !batch.chunks.is_empty() {
             let _ = tx.send(batch.chunks).await;
         }
         drop(tx);
-        if let Some(expected) = exact.filter(|&e| outcome.is_ok() && received != e) {
+        if let Some(expected) = exact.filter(|&e| outcome.is_ok() && !writer_stopped && received != e) {
             outcome = Err(AppendError::LengthMismatch {
                 expected,
                 got: received,

@@ -13,6 +13,7 @@ mod clients;
 mod concurrency;
 mod crash;
 mod crash_points;
+mod disk_full;
 mod fsck;
 mod gc;
 mod gc_stress;
