@@ -20,6 +20,7 @@ mod gc_stress;
 mod harness;
 mod hostile;
 mod limits;
+mod memory;
 mod ops;
 mod pki;
 mod restart;
