@@ -20,6 +20,9 @@ use futures_util::stream::FuturesUnordered;
 
 const MIB: usize = 1 << 20;
 
+/// Rounds of the blob pull; the median round is reported.
+const PULL_ROUNDS: usize = 5;
+
 /// A registry under test.
 struct Target {
     name: &'static str,
@@ -377,17 +380,22 @@ where
     }
 }
 
+/// Every blob pulled once per round; returns the median round's MB/s (one round is about a
+/// second on this noisy machine, so a single figure swings) and the server CPU per GiB over all
+/// rounds.
 async fn bench_pull(t: &Target, digests: &[String], size: usize, rounds: usize) -> (f64, f64) {
     let cpu0 = cpu_seconds(t.pid);
-    let start = Instant::now();
-    let paths: Vec<String> = digests.iter().map(|d| format!("/v2/load/big/blobs/{d}")).collect();
-    run_raw(&t.base, digests.len() * rounds, 4, move |i| {
-        (paths[i % paths.len()].clone(), None, 200, size)
-    })
-    .await;
-    let secs = start.elapsed().as_secs_f64();
+    let paths: Arc<Vec<String>> = Arc::new(digests.iter().map(|d| format!("/v2/load/big/blobs/{d}")).collect());
+    let mut rates = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let round = paths.clone();
+        run_raw(&t.base, paths.len(), 4, move |i| (round[i].clone(), None, 200, size)).await;
+        rates.push(mb(paths.len() * size) / start.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
     let bytes = digests.len() * rounds * size;
-    (mb(bytes) / secs, (cpu_seconds(t.pid) - cpu0) / gib(bytes))
+    (rates[rounds / 2], (cpu_seconds(t.pid) - cpu0) / gib(bytes))
 }
 
 async fn bench_ranges(t: &Target, digests: &[String], size: usize, count: usize) -> f64 {
@@ -582,7 +590,11 @@ async fn main() {
     let r_mono = push_row(format!("blob push {n_big} x 16 MiB, c=4, monolithic"), "MB/s", false);
     let r_chunk = push_row(format!("blob push {n_big} x 16 MiB, c=4, 5 MiB chunks"), "MB/s", false);
     let r_small = push_row(format!("small blob push {n_small} x 4 KiB, c=16"), "blobs/s", false);
-    let r_pull = push_row(format!("blob pull {n_big} x 16 MiB x 3 rounds, c=4"), "MB/s", false);
+    let r_pull = push_row(
+        format!("blob pull {n_big} x 16 MiB, median of {PULL_ROUNDS} rounds, c=4"),
+        "MB/s",
+        false,
+    );
     let r_range = push_row("ranged pulls, 1 MiB ranges, c=4".into(), "MB/s", false);
     let r_man = push_row(
         format!("manifest push {n_manifests} x 3 layers, c=8"),
@@ -623,7 +635,7 @@ async fn main() {
             rows[r_small].values[k] = Some(bench_small(&t, n_small).await);
         }
         if sel.wants("pull") {
-            let (rate, cpu) = bench_pull(&t, &digests, big, 3).await;
+            let (rate, cpu) = bench_pull(&t, &digests, big, PULL_ROUNDS).await;
             rows[r_pull].values[k] = Some(rate);
             rows[r_pull].cpu_per_gib[k] = Some(cpu);
         }
