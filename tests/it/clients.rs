@@ -1,7 +1,8 @@
 //! Real clients, unmodified: skopeo copies a multi-layer OCI image and a multi-arch index
 //! into Berth and back, byte-identical; the Docker engine builds a `FROM scratch` image, pushes
-//! it, removes it locally, pulls it back, and the digests match. A missing client fails the
-//! test with instructions; it never passes silently.
+//! it, removes it locally, pulls it back, and the digests match. podman and containerd have
+//! files of their own. A missing client fails the test with instructions; it never passes
+//! silently.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -17,7 +18,7 @@ fn run(tool: &str, args: &[&str], install: &str) -> Output {
     run_env(tool, args, &[], install)
 }
 
-fn run_env(tool: &str, args: &[&str], env: &[(&str, &str)], install: &str) -> Output {
+pub fn run_env(tool: &str, args: &[&str], env: &[(&str, &str)], install: &str) -> Output {
     let out = Command::new(tool)
         .args(args)
         .envs(env.iter().copied())
