@@ -1,7 +1,8 @@
 //! Side-by-side load benchmark: Berth against CNCF Distribution (the Debian `docker-registry`
 //! package, started with filesystem storage, delete enabled, access log off), both on
 //! 127.0.0.1, the same scenarios in the same run. Prints a table with both results and their
-//! ratio, the server CPU seconds per GiB where it matters, and each server's peak RSS.
+//! ratio, the server's and the load client's CPU seconds per GiB for bulk transfers (they
+//! share the cores, so a bulk rate follows the two together), and each server's peak RSS.
 //!
 //! Run: `cargo bench --bench load` (release build; a few minutes on 2 cores). Sizes scale with
 //! `LOAD_SCALE` (default 1.0; 0.1 for a quick look) and `LOAD_SECS` (hot-read duration,
@@ -119,6 +120,31 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
+/// CPU seconds per GiB moved, for the server and for this load client, since `start`.
+struct CpuMeter {
+    pid: u32,
+    server: f64,
+    client: f64,
+}
+
+impl CpuMeter {
+    fn start(pid: u32) -> Self {
+        CpuMeter {
+            pid,
+            server: cpu_seconds(pid),
+            client: cpu_seconds(std::process::id()),
+        }
+    }
+
+    /// (server, client) CPU seconds per GiB for `bytes` moved.
+    fn per_gib(&self, bytes: usize) -> (f64, f64) {
+        (
+            (cpu_seconds(self.pid) - self.server) / gib(bytes),
+            (cpu_seconds(std::process::id()) - self.client) / gib(bytes),
+        )
+    }
+}
+
 /// Peak resident set size in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -215,6 +241,9 @@ struct Row {
     lower_better: bool,
     values: [Option<f64>; 2],
     cpu_per_gib: [Option<f64>; 2],
+    /// The load client's own CPU per GiB: the two share the machine's cores, so a bulk
+    /// transfer's rate follows the sum of the two.
+    client_cpu_per_gib: [Option<f64>; 2],
 }
 
 /// Which scenarios and targets to run: `LOAD_ONLY` (comma-separated scenario keys: mono,
@@ -276,9 +305,10 @@ fn big_blobs(n: usize, size: usize, seed: u8) -> Vec<Bytes> {
         .collect()
 }
 
-async fn bench_push(t: &Target, blobs: &[Bytes], chunk: Option<usize>, repo: &str) -> (f64, f64) {
+/// Returns MB/s and the server's and the client's CPU seconds per GiB.
+async fn bench_push(t: &Target, blobs: &[Bytes], chunk: Option<usize>, repo: &str) -> (f64, (f64, f64)) {
     let c = client();
-    let cpu0 = cpu_seconds(t.pid);
+    let cpu = CpuMeter::start(t.pid);
     let start = Instant::now();
     run_concurrent(blobs.len(), 4, |i| {
         let (c, b) = (c.clone(), blobs[i].clone());
@@ -289,7 +319,7 @@ async fn bench_push(t: &Target, blobs: &[Bytes], chunk: Option<usize>, repo: &st
     .await;
     let secs = start.elapsed().as_secs_f64();
     let bytes: usize = blobs.iter().map(Bytes::len).sum();
-    (mb(bytes) / secs, (cpu_seconds(t.pid) - cpu0) / gib(bytes))
+    (mb(bytes) / secs, cpu.per_gib(bytes))
 }
 
 /// A lean HTTP/1.1 GET client for bulk reads: one keep-alive connection, one reused 256 KiB
@@ -381,10 +411,10 @@ where
 }
 
 /// Every blob pulled once per round; returns the median round's MB/s (one round is about a
-/// second on this noisy machine, so a single figure swings) and the server CPU per GiB over all
-/// rounds.
-async fn bench_pull(t: &Target, digests: &[String], size: usize, rounds: usize) -> (f64, f64) {
-    let cpu0 = cpu_seconds(t.pid);
+/// second on this noisy machine, so a single figure swings) and the server's and the client's
+/// CPU per GiB over all rounds.
+async fn bench_pull(t: &Target, digests: &[String], size: usize, rounds: usize) -> (f64, (f64, f64)) {
+    let cpu = CpuMeter::start(t.pid);
     let paths: Arc<Vec<String>> = Arc::new(digests.iter().map(|d| format!("/v2/load/big/blobs/{d}")).collect());
     let mut rates = Vec::with_capacity(rounds);
     for _ in 0..rounds {
@@ -395,7 +425,7 @@ async fn bench_pull(t: &Target, digests: &[String], size: usize, rounds: usize) 
     }
     rates.sort_by(f64::total_cmp);
     let bytes = digests.len() * rounds * size;
-    (rates[rounds / 2], (cpu_seconds(t.pid) - cpu0) / gib(bytes))
+    (rates[rounds / 2], cpu.per_gib(bytes))
 }
 
 async fn bench_ranges(t: &Target, digests: &[String], size: usize, count: usize) -> f64 {
@@ -584,6 +614,7 @@ async fn main() {
             lower_better,
             values: [None; 2],
             cpu_per_gib: [None; 2],
+            client_cpu_per_gib: [None; 2],
         });
         rows.len() - 1
     };
@@ -628,7 +659,8 @@ async fn main() {
             let (rate, cpu) = bench_push(&t, &blobs, None, "load/big").await;
             if sel.wants("mono") {
                 rows[r_mono].values[k] = Some(rate);
-                rows[r_mono].cpu_per_gib[k] = Some(cpu);
+                rows[r_mono].cpu_per_gib[k] = Some(cpu.0);
+                rows[r_mono].client_cpu_per_gib[k] = Some(cpu.1);
             }
         }
         if sel.wants("small") {
@@ -637,7 +669,8 @@ async fn main() {
         if sel.wants("pull") {
             let (rate, cpu) = bench_pull(&t, &digests, big, PULL_ROUNDS).await;
             rows[r_pull].values[k] = Some(rate);
-            rows[r_pull].cpu_per_gib[k] = Some(cpu);
+            rows[r_pull].cpu_per_gib[k] = Some(cpu.0);
+            rows[r_pull].client_cpu_per_gib[k] = Some(cpu.1);
         }
         if sel.wants("range") {
             rows[r_range].values[k] = Some(bench_ranges(&t, &digests, big, scaled(512, scale)).await);
@@ -652,7 +685,8 @@ async fn main() {
             )
             .await;
             rows[r_chunk].values[k] = Some(rate);
-            rows[r_chunk].cpu_per_gib[k] = Some(cpu);
+            rows[r_chunk].cpu_per_gib[k] = Some(cpu.0);
+            rows[r_chunk].client_cpu_per_gib[k] = Some(cpu.1);
         }
         if sel.wants("manifest") || sel.wants("hot") {
             let rate = bench_manifests(&t, "load/manifests", n_manifests).await;
@@ -748,6 +782,10 @@ fn print_table(rows: &[Row]) {
         } else if row.cpu_per_gib.iter().any(Option::is_some) {
             let [bc, dc] = row.cpu_per_gib;
             println!("|   server CPU | s/GiB | {} | {} | - |", cell(bc), cell(dc));
+        }
+        if row.client_cpu_per_gib.iter().any(Option::is_some) {
+            let [bc, dc] = row.client_cpu_per_gib;
+            println!("|   load client CPU | s/GiB | {} | {} | - |", cell(bc), cell(dc));
         }
     }
 }
