@@ -100,7 +100,7 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Before any thread starts (see the module).
-    berth::server::limit_malloc_arenas();
+    berth::server::tune_malloc();
     let flags = Flags {
         addr: args.addr,
         root: args.root,

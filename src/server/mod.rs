@@ -2,8 +2,8 @@
 //! drain in-flight requests for at most `http.drain_timeout` and close the database. SIGHUP
 //! reloads the TLS files and the htpasswd file.
 
-mod arenas;
 mod listen;
+mod malloc;
 mod sendfile;
 mod tls;
 
@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
 
-pub use arenas::limit_malloc_arenas;
 pub use listen::Peer;
+pub use malloc::tune_malloc;
 
 use crate::api::{self, App};
 use crate::auth::{Auth, AuthError};

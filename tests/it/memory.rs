@@ -1,10 +1,15 @@
-//! `berth serve` caps glibc's malloc arenas at one per core (src/server/arenas.rs); without the
-//! cap every blocking-pool thread that allocates takes an arena of its own (up to eight per
-//! core) and keeps what is freed into it, which is what raised the load benchmark's peak RSS.
-//! Arenas are counted in /proc/<pid>/maps; a run with `MALLOC_ARENA_MAX=64` is the control
-//! that shows the same load does create more of them without the cap.
+//! `berth serve` sets glibc's malloc up for its load (src/server/malloc.rs), and each setting is
+//! checked against a control run that undoes it through the environment:
+//! - arenas are capped at one per core; without the cap every blocking-pool thread that
+//!   allocates takes an arena of its own (up to eight per core) and keeps what is freed into
+//!   it, which is what raised the load benchmark's peak RSS. Arenas are counted in
+//!   /proc/<pid>/maps; the control runs with `MALLOC_ARENA_MAX=64`.
+//! - connection read buffers are reused rather than mapped and faulted in afresh for every
+//!   read of an upload; page faults are counted in /proc/<pid>/stat; the control runs with
+//!   glibc's default thresholds, 128 KiB, held fixed (glibc raises them as it goes by default,
+//!   which leaves fewer faults than this, but still 17 000-37 000 per GiB pushed).
 
-use crate::harness::{Berth, push_blob, random_bytes};
+use crate::harness::{Berth, push_blob, random_bytes, sha256};
 
 /// glibc's non-main arena heaps: 64 MiB-aligned anonymous reservations whose used part
 /// (rw-p) is followed at once by the rest of the reservation (---p), 64 MiB together.
@@ -63,5 +68,43 @@ async fn malloc_arenas_are_capped_at_one_per_core() {
     assert!(
         capped < cores,
         "{capped} arena heaps with {cores} cores (uncapped: {uncapped})"
+    );
+}
+
+/// Minor page faults the process has taken.
+fn minor_faults(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    fields[7].parse().unwrap()
+}
+
+/// Four concurrent 8 MiB uploads after a warm-up one; returns the page faults they cost.
+async fn upload_faults(berth: &Berth, blobs: &[Vec<u8>]) -> u64 {
+    push_blob(berth, "mem/faults", &blobs[4]).await;
+    let before = minor_faults(berth.pid());
+    let pushes = blobs[..4].iter().map(|b| async move {
+        assert_eq!(push_blob(berth, "mem/faults", b).await, sha256(b));
+    });
+    futures_util::future::join_all(pushes).await;
+    minor_faults(berth.pid()) - before
+}
+
+#[tokio::test]
+async fn upload_buffers_are_reused_not_faulted_in_afresh() {
+    let blobs: Vec<Vec<u8>> = (0..5u64).map(|i| random_bytes(8 << 20, 100 + i)).collect();
+    let tuned = upload_faults(&Berth::start(), &blobs).await;
+    let fixed_defaults = Berth::builder()
+        .env("MALLOC_MMAP_THRESHOLD_", "131072")
+        .env("MALLOC_TRIM_THRESHOLD_", "131072")
+        .start();
+    let defaults = upload_faults(&fixed_defaults, &blobs).await;
+    // 32 MiB is 8 192 pages; a buffer faulted in afresh for each read costs one fault a page.
+    assert!(
+        defaults > 2000,
+        "control: with glibc's default thresholds uploads should fault buffers in afresh, saw {defaults} faults"
+    );
+    assert!(
+        tuned * 4 < defaults,
+        "{tuned} page faults for 32 MiB pushed (glibc's thresholds: {defaults})"
     );
 }
