@@ -190,7 +190,7 @@ impl BlobStore {
     pub fn hash_file(path: &Path, alg: Algorithm) -> io::Result<Digest> {
         let mut file = File::open(path)?;
         let mut hasher = alg.hasher();
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; HASH_READ_BUFFER];
         loop {
             let n = file.read(&mut buf)?;
             if n == 0 {
@@ -224,6 +224,12 @@ impl BlobStore {
 /// Bytes of a blob mapped at a time while it is served: large enough to amortise the mapping,
 /// small enough that a transfer keeps only a window or two resident.
 pub const SERVE_WINDOW: u64 = 4 << 20;
+
+/// The read buffer for hashing a whole file (verification, fsck, a resumed upload): large
+/// enough that reads cost little against hashing, and below the 1 MiB from which the server
+/// has malloc map a block on its own (`server::tune_malloc`), so it is reused, not faulted in
+/// afresh for every file.
+pub const HASH_READ_BUFFER: usize = 512 << 10;
 
 /// An open, size-checked blob file, served in mapped windows.
 #[derive(Debug, Clone)]

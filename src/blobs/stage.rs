@@ -75,7 +75,7 @@ impl Staged {
     /// Rebuild the hash state of an existing staging file by reading it once.
     pub(super) fn resume(mut file: File, path: PathBuf, sync: bool) -> io::Result<Self> {
         let mut hasher = Algorithm::Sha256.hasher();
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; super::HASH_READ_BUFFER];
         let mut len = 0u64;
         loop {
             let n = file.read(&mut buf)?;

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::blobs::{BlobFile, BlobStore};
+use crate::blobs::{BlobFile, BlobStore, HASH_READ_BUFFER};
 use crate::meta::fsck::{Repair, Scan};
 use crate::meta::schema::{ReferrerRow, RefsRow};
 use crate::meta::{BlobState, now_ms};
@@ -311,7 +311,7 @@ fn hash_check(file: &BlobFile, digest: &Digest, progress: &Progress) -> Option<B
         Ok(f) => f,
         Err(e) => return Some(Bad::Corrupt(format!("cannot read: {e}"))),
     };
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; HASH_READ_BUFFER];
     loop {
         match input.read(&mut buf) {
             Ok(0) => break,
