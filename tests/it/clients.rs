@@ -229,7 +229,7 @@ pub fn digest_after(text: &str, marker: &str) -> String {
 }
 
 /// `docker build` a `FROM scratch` image tagged `tag`, with content unique to `tag`.
-pub fn docker_build(tag: &str) {
+fn docker_build(tag: &str) {
     let context = tempfile::tempdir().unwrap();
     std::fs::write(context.path().join("hello.txt"), format!("hello from {tag}\n")).unwrap();
     std::fs::write(context.path().join("data.bin"), random_bytes(1_500_000, 42)).unwrap();
@@ -251,13 +251,20 @@ pub fn docker_build(tag: &str) {
     );
 }
 
-/// Build `tag`, push it, remove it locally and pull it back (with `env`, such as a
-/// `DOCKER_CONFIG` holding a login); returns the digest, checked equal both ways.
-pub fn docker_round_trip(tag: &str, env: &[(&str, &str)]) -> String {
+/// Build `tag`, push it (with `env`, such as a `DOCKER_CONFIG` holding a login) and remove it
+/// locally; returns the digest the push printed.
+pub fn docker_build_and_push(tag: &str, env: &[(&str, &str)]) -> String {
     docker_build(tag);
     let pushed = docker_env(&["push", tag], env);
-    let pushed_digest = digest_after(&String::from_utf8_lossy(&pushed.stdout), "digest: ");
+    let digest = digest_after(&String::from_utf8_lossy(&pushed.stdout), "digest: ");
     docker(&["rmi", "-f", tag]);
+    digest
+}
+
+/// Build `tag`, push it, remove it locally and pull it back (with `env`, as above); returns
+/// the digest, checked equal both ways.
+pub fn docker_round_trip(tag: &str, env: &[(&str, &str)]) -> String {
+    let pushed_digest = docker_build_and_push(tag, env);
     let pulled = docker_env(&["pull", tag], env);
     let pulled_digest = digest_after(&String::from_utf8_lossy(&pulled.stdout), "Digest: ");
     assert_eq!(pulled_digest, pushed_digest);
@@ -269,10 +276,7 @@ pub fn docker_round_trip(tag: &str, env: &[(&str, &str)]) -> String {
 async fn docker_builds_pushes_removes_and_pulls_back_the_same_image() {
     let berth = Berth::start();
     let tag = format!("{}/docker/app:v1", berth.host);
-    docker_build(&tag);
-    let pushed = docker(&["push", &tag]);
-    let pushed_digest = digest_after(&String::from_utf8_lossy(&pushed.stdout), "digest: ");
-    docker(&["rmi", "-f", &tag]);
+    let pushed_digest = docker_build_and_push(&tag, &[]);
     let pulled = docker(&["pull", &tag]);
     let pulled_digest = digest_after(&String::from_utf8_lossy(&pulled.stdout), "Digest: ");
     assert_eq!(pulled_digest, pushed_digest);

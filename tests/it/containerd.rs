@@ -6,7 +6,7 @@
 
 use std::process::Output;
 
-use crate::clients::{digest_after, docker, docker_build, run_env};
+use crate::clients::{docker_build_and_push, run_env};
 use crate::harness::{Berth, client, sha256};
 
 const SOCKETS: [&str; 2] = [
@@ -92,10 +92,7 @@ async fn served(berth: &Berth, repo: &str, tag: &str) -> (String, Vec<u8>) {
 async fn containerd_pulls_unpacks_and_pushes_an_image_across_repositories() {
     let berth = Berth::start();
     let tag = format!("{}/containerd/app:v1", berth.host);
-    docker_build(&tag);
-    let pushed = docker(&["push", &tag]);
-    let digest = digest_after(&String::from_utf8_lossy(&pushed.stdout), "digest: ");
-    docker(&["rmi", "-f", &tag]);
+    let digest = docker_build_and_push(&tag, &[]);
 
     let port = berth.host.rsplit(':').next().unwrap();
     let ctr = Ctr::new(format!("berth-it-{port}"));
