@@ -44,10 +44,17 @@ impl Drop for Target {
     }
 }
 
-/// Berth with its defaults; `LOAD_SENDFILE=false` turns `http.sendfile` off.
+/// Berth with its defaults; `LOAD_SENDFILE=false` turns `http.sendfile` off and
+/// `LOAD_DIRECT_IO=false` turns `storage.direct_io` off.
 fn start_berth() -> Target {
-    let sendfile = std::env::var("LOAD_SENDFILE").ok();
-    let env: Vec<(&str, &str)> = sendfile.iter().map(|v| ("BERTH_HTTP_SENDFILE", v.as_str())).collect();
+    let settings: Vec<(&str, String)> = [
+        ("LOAD_SENDFILE", "BERTH_HTTP_SENDFILE"),
+        ("LOAD_DIRECT_IO", "BERTH_STORAGE_DIRECT_IO"),
+    ]
+    .into_iter()
+    .filter_map(|(load, berth)| std::env::var(load).ok().map(|v| (berth, v)))
+    .collect();
+    let env: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = common::Server::start(&env);
     Target {
         name: "berth",

@@ -167,6 +167,8 @@ pub struct Http {
 pub struct Storage {
     pub root: PathBuf,
     pub fsync: bool,
+    /// Write the bulk of large uploads with `O_DIRECT`, around the page cache.
+    pub direct_io: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -286,6 +288,7 @@ struct RawHttp {
 struct RawStorage {
     root: Option<PathBuf>,
     fsync: Option<bool>,
+    direct_io: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -331,6 +334,7 @@ const ENV_KEYS: &[(&str, Setter)] = &[
     }),
     ("storage.root", |r, v| set(&mut r.storage.root, v)),
     ("storage.fsync", |r, v| set(&mut r.storage.fsync, v)),
+    ("storage.direct_io", |r, v| set(&mut r.storage.direct_io, v)),
     ("limits.manifest_max_size", |r, v| {
         set(&mut r.limits.manifest_max_size, v)
     }),
@@ -525,6 +529,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         storage: Storage {
             root,
             fsync: raw.storage.fsync.unwrap_or(true),
+            direct_io: raw.storage.direct_io.unwrap_or(true),
         },
         limits: Limits {
             manifest_max_size,
@@ -671,7 +676,7 @@ impl Config {
             LogFormat::Json => "json",
         };
         format!(
-            "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\n  header_timeout: {}\n  sendfile: {}\n{}storage:\n  root: {}\n  fsync: {}\nlimits:\n  \
+            "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\n  header_timeout: {}\n  sendfile: {}\n{}storage:\n  root: {}\n  fsync: {}\n  direct_io: {}\nlimits:\n  \
              manifest_max_size: {}\n  blob_max_size: {}\n  upload_sessions: {}\n  \
              upload_sessions_per_client: {}\n  body_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
              grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\n",
@@ -684,6 +689,7 @@ impl Config {
             self.tls_yaml(),
             self.storage.root.display(),
             self.storage.fsync,
+            self.storage.direct_io,
             self.limits.manifest_max_size,
             self.limits.blob_max_size,
             self.limits.upload_sessions,

@@ -42,18 +42,27 @@ pub use window::{FileRegion, file_region};
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
-    fsync: bool,
+    opts: WriteOptions,
+}
+
+/// How staged bytes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// `fdatasync` every acknowledged append; `fsync` every new blob and its directory.
+    pub fsync: bool,
+    /// Write the bulk of a large body with `O_DIRECT`, around the page cache (`Staged`).
+    pub direct_io: bool,
 }
 
 impl BlobStore {
     /// Open (creating if needed) the blob and staging directories under `root`.
-    pub fn open(root: &Path, fsync: bool) -> io::Result<Self> {
+    pub fn open(root: &Path, opts: WriteOptions) -> io::Result<Self> {
         for dir in ["blobs/sha256", "blobs/sha512", "uploads"] {
             fs::create_dir_all(root.join(dir))?;
         }
         Ok(BlobStore {
             root: root.to_owned(),
-            fsync,
+            opts,
         })
     }
 
@@ -89,14 +98,14 @@ impl BlobStore {
             .read(true)
             .append(true)
             .open(&path)?;
-        Ok(Staged::new(file, path, None, self.fsync))
+        Ok(Staged::new(file, path, None, self.opts))
     }
 
     /// Reopen a session's staging file after a restart, re-hashing what it already holds.
     pub fn reopen_upload(&self, id: uuid::Uuid) -> io::Result<Staged> {
         let path = self.upload_path(id);
         let file = fs::OpenOptions::new().read(true).append(true).open(&path)?;
-        Staged::resume(file, path, self.fsync)
+        Staged::resume(file, path, self.opts)
     }
 
     /// A staging file for a monolithic upload, removed on drop unless committed.
@@ -105,7 +114,7 @@ impl BlobStore {
             .prefix(".tmp-")
             .tempfile_in(self.staging_dir())?;
         let (file, path) = tmp.into_parts();
-        Ok(Staged::new(file, path.to_path_buf(), Some(path), self.fsync))
+        Ok(Staged::new(file, path.to_path_buf(), Some(path), self.opts))
     }
 
     pub fn remove_upload(&self, id: uuid::Uuid) -> io::Result<()> {
@@ -117,7 +126,7 @@ impl BlobStore {
     pub fn commit(&self, staged: Staged, digest: &Digest) -> io::Result<()> {
         let dest = self.blob_path(digest);
         let (file, path, guard) = staged.into_parts();
-        if self.fsync {
+        if self.opts.fsync {
             file.sync_all()?;
         }
         drop(file);
@@ -130,7 +139,7 @@ impl BlobStore {
             // Renamed away: keep the guard from deleting whatever now has its old name.
             let _ = temp.keep();
         }
-        if self.fsync {
+        if self.opts.fsync {
             File::open(dir)?.sync_all()?;
         }
         Ok(())
@@ -151,7 +160,7 @@ impl BlobStore {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.fsync {
+        if self.opts.fsync {
             File::open(dir)?.sync_all()
         } else {
             Ok(())

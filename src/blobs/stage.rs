@@ -15,13 +15,16 @@
 use std::fmt::Display;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tempfile::TempPath;
 use tokio::sync::mpsc;
 
+use super::WriteOptions;
 use crate::oci::{Algorithm, Digest, Hasher};
 
 /// Why an append stopped. The staged file has been rolled back when this is returned.
@@ -47,7 +50,7 @@ pub struct Staged {
     hasher: HasherDebug,
     len: u64,
     temp: Option<TempPath>,
-    sync: bool,
+    opts: WriteOptions,
 }
 
 /// `Hasher` with a placeholder `Debug`, so `Staged` can derive it.
@@ -61,19 +64,19 @@ impl std::fmt::Debug for HasherDebug {
 }
 
 impl Staged {
-    pub(super) fn new(file: File, path: PathBuf, temp: Option<TempPath>, sync: bool) -> Self {
+    pub(super) fn new(file: File, path: PathBuf, temp: Option<TempPath>, opts: WriteOptions) -> Self {
         Staged {
             file,
             path,
             hasher: HasherDebug(Algorithm::Sha256.hasher()),
             len: 0,
             temp,
-            sync,
+            opts,
         }
     }
 
     /// Rebuild the hash state of an existing staging file by reading it once.
-    pub(super) fn resume(mut file: File, path: PathBuf, sync: bool) -> io::Result<Self> {
+    pub(super) fn resume(mut file: File, path: PathBuf, opts: WriteOptions) -> io::Result<Self> {
         let mut hasher = Algorithm::Sha256.hasher();
         let mut buf = vec![0u8; super::HASH_READ_BUFFER];
         let mut len = 0u64;
@@ -91,7 +94,7 @@ impl Staged {
             hasher: HasherDebug(hasher),
             len,
             temp: None,
-            sync,
+            opts,
         })
     }
 
@@ -203,20 +206,62 @@ impl Staged {
         (staged, result)
     }
 
-    /// Write batches as they come, each with as few vectored writes as it takes.
+    /// Write batches as they come. An upload that stays under `DIRECT_BATCH` bytes is written
+    /// through the page cache with as few vectored writes as it takes; past that, with direct
+    /// I/O on, its bytes are gathered into an aligned buffer and written around the page cache
+    /// (see `Direct`).
     fn write_from(&mut self, mut rx: mpsc::Receiver<Vec<Bytes>>) -> Result<(), AppendError> {
         let mut unflushed_from = self.len;
-        while let Some(chunks) = rx.blocking_recv() {
-            write_all_vectored(&mut &self.file, &chunks)?;
-            self.len += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
-            if self.sync && self.len - unflushed_from >= EARLY_WRITEBACK {
-                start_writeback(&self.file, unflushed_from, self.len - unflushed_from);
-                unflushed_from = self.len;
+        let mut try_direct = self.opts.direct_io && !DIRECT_UNSUPPORTED.load(Ordering::Relaxed);
+        let mut direct: Option<Direct> = None;
+        // The start of the body, held (not copied) until it is known to be large.
+        let (mut held, mut held_len) = (Vec::new(), 0);
+        while let Some(mut chunks) = rx.blocking_recv() {
+            if try_direct {
+                held_len += chunks.iter().map(Bytes::len).sum::<usize>();
+                held.append(&mut chunks);
+                // A later chunk of a large upload goes direct at once.
+                if self.len + (held_len as u64) < DIRECT_BATCH as u64 {
+                    continue;
+                }
+                try_direct = false;
+                direct = Direct::open(&self.path);
+                chunks = std::mem::take(&mut held);
+            }
+            if let Some(d) = &mut direct {
+                for chunk in &chunks {
+                    d.write(self, chunk)?;
+                }
+            } else {
+                write_all_vectored(&mut &self.file, &chunks)?;
+                self.len += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+                if self.opts.fsync && self.len - unflushed_from >= EARLY_WRITEBACK {
+                    start_writeback(&self.file, unflushed_from, self.len - unflushed_from);
+                    unflushed_from = self.len;
+                }
             }
         }
-        if self.sync {
+        if !held.is_empty() {
+            write_all_vectored(&mut &self.file, &held)?;
+            self.len += held_len as u64;
+        }
+        if let Some(d) = direct {
+            d.finish(self)?;
+            // Direct writes are positional; leave the cursor where buffered writes continue.
+            self.file.seek(SeekFrom::Start(self.len))?;
+        }
+        if self.opts.fsync {
             self.file.sync_data()?;
         }
+        Ok(())
+    }
+
+    /// Write `data` at the end of the staged bytes through the page cache. Positional, so it
+    /// lands at `len` whatever the cursor says (with `O_APPEND` it lands at the end of the file,
+    /// which is `len`).
+    fn write_buffered_at(&mut self, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, self.len)?;
+        self.len += data.len() as u64;
         Ok(())
     }
 
@@ -244,6 +289,143 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
         std::num::NonZeroU64::new(len),
         rustix::fs::Advice::DontNeed,
     );
+}
+
+/// Direct-I/O writes are aligned to this in memory, in the file and in length: the logical
+/// block size of any disk in use (512 or 4096 bytes). A file system that wants more refuses the
+/// write, and staging falls back to the page cache.
+const DIRECT_ALIGN: usize = 4096;
+
+/// Bytes per direct write, and the least an upload must hold before its bytes go around the
+/// page cache. The buffer (`DIRECT_BATCH + DIRECT_ALIGN`) stays under the 1 MiB from which malloc
+/// maps a block on its own (`server::tune_malloc`), so it is reused, not faulted in afresh.
+const DIRECT_BATCH: usize = 512 << 10;
+
+/// Set once a direct write or open was refused as invalid: this file system does not do direct
+/// I/O (or not with this alignment), so later uploads do not try again.
+static DIRECT_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// The large part of a body, written with `O_DIRECT`: the disk reads each batch straight out
+/// of one aligned buffer that stays in the CPU cache, where a buffered write would first copy
+/// it into page-cache pages that, freshly allocated, are cold (and on a VM that hands free
+/// memory back to its host, first touched in the host too). Blobs are immutable and
+/// content-addressed, so the page cache has nothing to gain from holding a push: the bytes are
+/// read back, from disk, only when someone pulls them. Only whole aligned blocks go this way;
+/// the odd bytes before the first block boundary (a chunk that followed one of odd length) and
+/// after the last one are written through the page cache at their place, so the file's bytes
+/// and length are exactly those of a buffered write.
+struct Direct {
+    file: File,
+    buf: Vec<u8>,
+    /// Where the aligned window begins in `buf`.
+    start: usize,
+    /// Bytes of the window filled and not yet written.
+    filled: usize,
+    /// A write was refused as unaligned: the rest goes through the page cache.
+    fallback: bool,
+}
+
+impl Direct {
+    /// A second, direct descriptor on the staging file, or `None` where that is refused.
+    fn open(path: &Path) -> Option<Direct> {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(file) => {
+                let buf = vec![0u8; DIRECT_BATCH + DIRECT_ALIGN];
+                let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+                Some(Direct {
+                    file,
+                    buf,
+                    start,
+                    filled: 0,
+                    fallback: false,
+                })
+            }
+            Err(e) => {
+                note_refused(&e);
+                None
+            }
+        }
+    }
+
+    fn write(&mut self, staged: &mut Staged, mut data: &[u8]) -> io::Result<()> {
+        if self.fallback {
+            return staged.write_buffered_at(data);
+        }
+        #[allow(clippy::cast_possible_truncation)] // below DIRECT_ALIGN
+        let into_block = (staged.len % DIRECT_ALIGN as u64) as usize;
+        if self.filled == 0 && into_block != 0 {
+            let head = (DIRECT_ALIGN - into_block).min(data.len());
+            staged.write_buffered_at(&data[..head])?;
+            data = &data[head..];
+        }
+        while !data.is_empty() {
+            let n = (DIRECT_BATCH - self.filled).min(data.len());
+            let at = self.start + self.filled;
+            self.buf[at..at + n].copy_from_slice(&data[..n]);
+            self.filled += n;
+            data = &data[n..];
+            if self.filled == DIRECT_BATCH {
+                self.flush(staged, DIRECT_BATCH)?;
+                if self.fallback {
+                    return staged.write_buffered_at(data);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the first `len` (aligned) bytes of the window at the end of the staged bytes.
+    fn flush(&mut self, staged: &mut Staged, len: usize) -> io::Result<()> {
+        let window = &self.buf[self.start..self.start + len];
+        let mut done = 0;
+        while done < len {
+            match self.file.write_at(&window[done..], staged.len) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    done += n;
+                    staged.len += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    note_refused(&e);
+                    self.fallback = true;
+                    staged.write_buffered_at(&window[done..])?;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.buf
+            .copy_within(self.start + len..self.start + self.filled, self.start);
+        self.filled -= len;
+        Ok(())
+    }
+
+    /// Write what is left: whole blocks directly, the last odd bytes through the page cache.
+    fn finish(mut self, staged: &mut Staged) -> io::Result<()> {
+        let blocks = self.filled - self.filled % DIRECT_ALIGN;
+        if blocks > 0 && !self.fallback {
+            self.flush(staged, blocks)?;
+        }
+        staged.write_buffered_at(&self.buf[self.start..self.start + self.filled])
+    }
+}
+
+/// A direct open or write was refused: remember an `EINVAL` (the file system's answer to direct
+/// I/O it does not do) so later uploads go straight to the page cache, and say so once.
+fn note_refused(e: &io::Error) {
+    if e.raw_os_error() == Some(libc::EINVAL) {
+        if !DIRECT_UNSUPPORTED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %e, "staging: direct I/O refused; uploads are written through the page cache");
+        }
+    } else {
+        tracing::warn!(error = %e, "staging: cannot open the staging file for direct I/O; this upload goes through the page cache");
+    }
 }
 
 /// Bytes handed to the writer thread together: about 256 KiB, so that the thread wakes once per
@@ -319,6 +501,100 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// A fresh staging file like `BlobStore::create_upload` makes (`O_APPEND`).
+    fn staging(dir: &Path, direct_io: bool) -> Staged {
+        let path = dir.join(if direct_io { "direct" } else { "buffered" });
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        Staged::new(file, path, None, WriteOptions { fsync: true, direct_io })
+    }
+
+    /// A body of `len` bytes (from `seed`) in chunks of `chunk` bytes, failing after `fail_at`.
+    fn body(
+        bytes: &[u8],
+        chunk: usize,
+        fail_at: Option<usize>,
+    ) -> impl Stream<Item = Result<Bytes, &'static str>> + Unpin + use<> {
+        let mut items: Vec<Result<Bytes, &'static str>> =
+            bytes.chunks(chunk).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        if let Some(at) = fail_at {
+            items.truncate(at / chunk);
+            items.push(Err("client went away"));
+        }
+        futures_util::stream::iter(items)
+    }
+
+    fn pattern(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()[0]
+            })
+            .collect()
+    }
+
+    /// Appends of odd lengths, so that direct writes start after unaligned ends, a failed
+    /// append in the middle, and bodies both under and over `DIRECT_BATCH`: the file and its
+    /// hash are exactly those of the same appends written through the page cache.
+    #[tokio::test]
+    async fn direct_writes_store_exactly_what_buffered_writes_store() {
+        let dir = tempfile::tempdir().unwrap();
+        // (length, chunk size, fails after)
+        let appends: [(usize, usize, Option<usize>); 6] = [
+            (DIRECT_BATCH + 1, 100_000, None),
+            (3 * DIRECT_BATCH + 777, 131_072, None),
+            (5 * DIRECT_BATCH, 65_536, Some(3 * DIRECT_BATCH + 65_536)),
+            (10, 3, None),
+            (2 * DIRECT_BATCH + DIRECT_ALIGN, 4099, None),
+            (DIRECT_BATCH - 1, 8192, None),
+        ];
+        let mut expected = Vec::new();
+        let mut results = Vec::new();
+        for direct_io in [false, true] {
+            let mut staged = staging(dir.path(), direct_io);
+            for (i, &(len, chunk, fail_at)) in appends.iter().enumerate() {
+                let bytes = pattern(len, i as u64);
+                let before = staged.len();
+                let (s, result) = staged
+                    .append(
+                        body(&bytes, chunk, fail_at),
+                        u64::MAX,
+                        None,
+                        std::time::Duration::from_secs(5),
+                    )
+                    .await;
+                staged = s;
+                if fail_at.is_some() {
+                    assert!(matches!(result, Err(AppendError::Body(_))), "{result:?}");
+                    assert_eq!(staged.len(), before, "a failed append is rolled back");
+                } else {
+                    assert_eq!(result.unwrap(), len as u64);
+                    if !direct_io {
+                        expected.extend_from_slice(&bytes);
+                    }
+                }
+            }
+            let on_disk = std::fs::read(staged.path()).unwrap();
+            assert_eq!(staged.len(), on_disk.len() as u64);
+            results.push((on_disk, staged.sha256()));
+        }
+        assert!(
+            !DIRECT_UNSUPPORTED.load(Ordering::Relaxed),
+            "the test's file system refused direct I/O"
+        );
+        assert_eq!(results[0].0.len(), expected.len());
+        assert!(results[0].0 == expected, "buffered bytes differ from what was sent");
+        assert!(results[1].0 == expected, "direct bytes differ from what was sent");
+        assert_eq!(results[0].1, results[1].1);
     }
 
     #[test]

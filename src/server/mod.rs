@@ -61,7 +61,14 @@ async fn open_parts(config: &Config) -> Result<(Meta, BlobStore, registry::Limit
         source,
     };
     std::fs::create_dir_all(&root).map_err(root_err)?;
-    let blobs = BlobStore::open(&root, config.storage.fsync).map_err(root_err)?;
+    let blobs = BlobStore::open(
+        &root,
+        crate::blobs::WriteOptions {
+            fsync: config.storage.fsync,
+            direct_io: config.storage.direct_io,
+        },
+    )
+    .map_err(root_err)?;
     let meta = registry::blocking(move || Meta::open(&root)).await?;
     let limits = registry::Limits {
         manifest_max_bytes: config.limits.manifest_max_size,

@@ -27,4 +27,5 @@ mod pki;
 mod podman;
 mod restart;
 mod smoke;
+mod staging;
 mod tls;
