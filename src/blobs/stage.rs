@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
@@ -335,7 +336,11 @@ impl Direct {
             .open(path)
         {
             Ok(file) => {
-                let buf = vec![0u8; DIRECT_BATCH + DIRECT_ALIGN];
+                let buf = SPARE_BUFFERS
+                    .lock()
+                    .expect("spare buffers lock")
+                    .pop()
+                    .unwrap_or_else(|| vec![0u8; DIRECT_BATCH + DIRECT_ALIGN]);
                 let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
                 Some(Direct {
                     file,
@@ -415,6 +420,22 @@ impl Direct {
         staged.write_buffered_at(&self.buf[self.start..self.start + self.filled])
     }
 }
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        let mut spare = SPARE_BUFFERS.lock().expect("spare buffers lock");
+        if spare.len() < SPARE_BUFFERS_KEPT {
+            spare.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// Buffers of finished direct uploads, for the next ones: each is faulted in once, not once per
+/// upload (malloc would reuse a freed one too, but not while other blocks fragment its arena).
+static SPARE_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Spare buffers kept: as many as concurrent large uploads commonly run (2 MiB in all).
+const SPARE_BUFFERS_KEPT: usize = 4;
 
 /// A direct open or write was refused: remember an `EINVAL` (the file system's answer to direct
 /// I/O it does not do) so later uploads go straight to the page cache, and say so once.
