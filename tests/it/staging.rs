@@ -105,8 +105,8 @@ async fn large_pushes_go_around_the_page_cache_and_store_every_byte() {
         "control: a buffered push should leave the blob in the page cache ({buffered} of {} bytes)",
         bytes.len()
     );
-    // Direct: only the first 512 KiB of the upload, the blocks that chunks start or end in, and
-    // the last odd bytes go through the page cache.
+    // Direct: only the blocks that chunks start or end in, and the last odd bytes, go through
+    // the page cache.
     assert!(
         direct < (MIB as u64),
         "{direct} of {} bytes were left in the page cache by a direct push (buffered: {buffered})",
