@@ -7,10 +7,15 @@
 //! (client gone, size limit, I/O error) is rolled back to the previous length and hash state,
 //! so a session is always exactly "the bytes acknowledged so far" plus nothing.
 //!
+//! An upload of `DIRECT_MIN` bytes or more is written with `O_DIRECT` (unless
+//! `storage.direct_io` is off): the writer copies the chunks into one aligned buffer and the
+//! disk reads them from there, so a push is never copied into the page cache (see `Direct`).
+//! Smaller uploads go through the page cache.
+//!
 //! With fsync on, each successful append ends with `fdatasync`: an acknowledged chunk is
 //! durable, and the final commit of a large upload only has the last chunk left to flush.
-//! While a body streams in, writeback of every 2 MiB written is started without waiting, so
-//! the disk works while the rest arrives and that `fdatasync` finds little left to do.
+//! While a buffered body streams in, writeback of every 2 MiB written is started without
+//! waiting, so the disk works while the rest arrives and that `fdatasync` finds little left.
 
 use std::fmt::Display;
 use std::fs::File;
@@ -217,9 +222,10 @@ impl Staged {
         let mut direct: Option<Direct> = None;
         while let Some(chunks) = rx.blocking_recv() {
             let batch_len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-            if try_direct && self.len + batch_len >= DIRECT_MIN {
+            // Large enough, and at least one whole block to write directly.
+            if try_direct && self.len + batch_len >= DIRECT_MIN && batch_len >= DIRECT_ALIGN as u64 {
                 try_direct = false;
-                direct = Direct::open(&self.path);
+                direct = Direct::open(self);
             }
             if let Some(d) = &mut direct {
                 for chunk in &chunks {
@@ -292,8 +298,8 @@ const DIRECT_MIN: u64 = Batch::TARGET as u64;
 /// Bytes per direct write. Each upload's buffer (`DIRECT_BATCH + DIRECT_ALIGN`) comes from the
 /// malloc arenas and goes back to them (`server::tune_malloc`), so it is reused, not faulted in
 /// afresh: four concurrent uploads free about 1 MiB, under the 2 MiB an arena keeps at its top
-/// before trimming. With 512 KiB, four freed buffers passed it, were trimmed and came back as
-/// fresh pages in the next round of the fault test (up to 4.7 faults per MiB against 0.3-1.4).
+/// before trimming (four 512 KiB buffers pass it, are trimmed, and come back as fresh pages).
+/// Larger writes cost no less CPU (docs/benchmarks.md, ninth run).
 const DIRECT_BATCH: usize = 256 << 10;
 
 /// Set once a direct write or open was refused as invalid: this file system does not do direct
@@ -314,54 +320,63 @@ struct Direct {
     buf: Vec<u8>,
     /// Where the aligned window begins in `buf`.
     start: usize,
-    /// Bytes of the window filled and not yet written.
+    /// The file offset of the window's first byte; block-aligned while direct writes succeed.
+    at: u64,
+    /// Bytes in the window. The first `staged.len - at` of them are already in the file.
     filled: usize,
     /// A write was refused as unaligned: the rest goes through the page cache.
     fallback: bool,
 }
 
 impl Direct {
-    /// A second, direct descriptor on the staging file, or `None` where that is refused.
-    fn open(path: &Path) -> Option<Direct> {
+    /// A second, direct descriptor on the staging file, with the window starting at the block
+    /// the staged bytes end in; `None` where that is refused. That block's bytes are read into
+    /// the window and written again with the new ones, so every byte an append adds reaches the
+    /// disk by direct writes, in order: a power loss cannot keep a later block and lose an
+    /// earlier one, and the file stays a prefix of what was sent.
+    fn open(staged: &Staged) -> Option<Direct> {
         use std::os::unix::fs::OpenOptionsExt;
-        match std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
-            .open(path)
-        {
-            Ok(file) => {
-                let buf = vec![0u8; DIRECT_BATCH + DIRECT_ALIGN];
-                let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
-                Some(Direct {
-                    file,
-                    buf,
-                    start,
-                    filled: 0,
-                    fallback: false,
-                })
-            }
+            .open(&staged.path);
+        let file = match file {
+            Ok(file) => file,
             Err(e) => {
-                note_refused(&e);
-                None
+                note_refused(&e, true);
+                return None;
             }
+        };
+        let mut buf = vec![0u8; DIRECT_BATCH + DIRECT_ALIGN];
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        if start >= DIRECT_ALIGN {
+            return None; // `align_offset` may decline; the page cache still works
         }
+        #[allow(clippy::cast_possible_truncation)] // below DIRECT_ALIGN
+        let into_block = (staged.len % DIRECT_ALIGN as u64) as usize;
+        let at = staged.len - into_block as u64;
+        if let Err(e) = staged.file.read_exact_at(&mut buf[start..start + into_block], at) {
+            tracing::warn!(error = %e, "staging: cannot read back the last block; this upload goes through the page cache");
+            return None;
+        }
+        Some(Direct {
+            file,
+            buf,
+            start,
+            at,
+            filled: into_block,
+            fallback: false,
+        })
     }
 
     fn write(&mut self, staged: &mut Staged, mut data: &[u8]) -> io::Result<()> {
         if self.fallback {
             return staged.write_buffered_at(data);
         }
-        #[allow(clippy::cast_possible_truncation)] // below DIRECT_ALIGN
-        let into_block = (staged.len % DIRECT_ALIGN as u64) as usize;
-        if self.filled == 0 && into_block != 0 {
-            let head = (DIRECT_ALIGN - into_block).min(data.len());
-            staged.write_buffered_at(&data[..head])?;
-            data = &data[head..];
-        }
         while !data.is_empty() {
             let n = (DIRECT_BATCH - self.filled).min(data.len());
-            let at = self.start + self.filled;
-            self.buf[at..at + n].copy_from_slice(&data[..n]);
+            let to = self.start + self.filled;
+            self.buf[to..to + n].copy_from_slice(&data[..n]);
             self.filled += n;
             data = &data[n..];
             if self.filled == DIRECT_BATCH {
@@ -374,27 +389,34 @@ impl Direct {
         Ok(())
     }
 
-    /// Write the first `len` (aligned) bytes of the window at the end of the staged bytes.
+    /// Write the first `len` (aligned) bytes of the window at `at`, and move the window on.
     fn flush(&mut self, staged: &mut Staged, len: usize) -> io::Result<()> {
         let window = &self.buf[self.start..self.start + len];
         let mut done = 0;
         while done < len {
-            match self.file.write_at(&window[done..], staged.len) {
+            match self.file.write_at(&window[done..], self.at + done as u64) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     done += n;
-                    staged.len += n as u64;
+                    staged.len = staged.len.max(self.at + done as u64);
+                    #[cfg(test)]
+                    tests::DIRECT_BYTES.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    note_refused(&e);
+                    // Refused although aligned: this file system does not do direct I/O. After
+                    // a short write the offset is unaligned, and only this upload falls back.
+                    note_refused(&e, (self.at + done as u64).is_multiple_of(DIRECT_ALIGN as u64));
                     self.fallback = true;
-                    staged.write_buffered_at(&window[done..])?;
+                    #[allow(clippy::cast_possible_truncation)] // within the window
+                    let in_file = (staged.len - self.at) as usize;
+                    staged.write_buffered_at(&window[done.max(in_file)..])?;
                     break;
                 }
                 Err(e) => return Err(e),
             }
         }
+        self.at += len as u64;
         self.buf
             .copy_within(self.start + len..self.start + self.filled, self.start);
         self.filled -= len;
@@ -407,19 +429,22 @@ impl Direct {
         if blocks > 0 && !self.fallback {
             self.flush(staged, blocks)?;
         }
-        staged.write_buffered_at(&self.buf[self.start..self.start + self.filled])
+        #[allow(clippy::cast_possible_truncation)] // within the window
+        let in_file = (staged.len - self.at) as usize;
+        staged.write_buffered_at(&self.buf[self.start + in_file..self.start + self.filled])
     }
 }
 
-/// A direct open or write was refused: remember an `EINVAL` (the file system's answer to direct
-/// I/O it does not do) so later uploads go straight to the page cache, and say so once.
-fn note_refused(e: &io::Error) {
-    if e.raw_os_error() == Some(libc::EINVAL) {
+/// A direct open or write was refused. With `unsupported` (an aligned request answered
+/// `EINVAL`: this file system does not do direct I/O), later uploads go straight to the page
+/// cache, and that is said once.
+fn note_refused(e: &io::Error, unsupported: bool) {
+    if unsupported && e.raw_os_error() == Some(libc::EINVAL) {
         if !DIRECT_UNSUPPORTED.swap(true, Ordering::Relaxed) {
             tracing::warn!(error = %e, "staging: direct I/O refused; uploads are written through the page cache");
         }
     } else {
-        tracing::warn!(error = %e, "staging: cannot open the staging file for direct I/O; this upload goes through the page cache");
+        tracing::warn!(error = %e, "staging: direct I/O failed; this upload goes through the page cache");
     }
 }
 
@@ -498,13 +523,18 @@ mod tests {
         }
     }
 
-    /// A fresh staging file like `BlobStore::create_upload` makes (`O_APPEND`).
-    fn staging(dir: &Path, direct_io: bool) -> Staged {
-        let path = dir.join(if direct_io { "direct" } else { "buffered" });
+    /// Bytes written with direct I/O, by any test.
+    pub(super) static DIRECT_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    /// A fresh staging file like `BlobStore::create_upload` makes (`O_APPEND`), or, without
+    /// `append`, like `BlobStore::temp_upload` (written at the cursor).
+    fn staging(dir: &Path, direct_io: bool, append: bool) -> Staged {
+        let path = dir.join(format!("direct-{direct_io}-append-{append}"));
         let file = std::fs::OpenOptions::new()
             .create_new(true)
             .read(true)
-            .append(true)
+            .write(true)
+            .append(append)
             .open(&path)
             .unwrap();
         Staged::new(file, path, None, WriteOptions { fsync: true, direct_io })
@@ -554,8 +584,9 @@ mod tests {
         ];
         let mut expected = Vec::new();
         let mut results = Vec::new();
-        for direct_io in [false, true] {
-            let mut staged = staging(dir.path(), direct_io);
+        for (direct_io, append) in [(false, true), (true, true), (true, false)] {
+            let direct_before = DIRECT_BYTES.load(Ordering::Relaxed);
+            let mut staged = staging(dir.path(), direct_io, append);
             for (i, &(len, chunk, fail_at)) in appends.iter().enumerate() {
                 let bytes = pattern(len, i as u64);
                 let before = staged.len();
@@ -573,10 +604,18 @@ mod tests {
                     assert_eq!(staged.len(), before, "a failed append is rolled back");
                 } else {
                     assert_eq!(result.unwrap(), len as u64);
-                    if !direct_io {
+                    if results.is_empty() {
                         expected.extend_from_slice(&bytes);
                     }
                 }
+            }
+            // Ten batches' worth of blocks (three of them rolled back) go direct.
+            let direct = DIRECT_BYTES.load(Ordering::Relaxed) - direct_before;
+            if direct_io {
+                assert!(
+                    direct > 9 * DIRECT_BATCH as u64,
+                    "only {direct} bytes were written directly"
+                );
             }
             let on_disk = std::fs::read(staged.path()).unwrap();
             assert_eq!(staged.len(), on_disk.len() as u64);
@@ -588,8 +627,16 @@ mod tests {
         );
         assert_eq!(results[0].0.len(), expected.len());
         assert!(results[0].0 == expected, "buffered bytes differ from what was sent");
-        assert!(results[1].0 == expected, "direct bytes differ from what was sent");
+        assert!(
+            results[1].0 == expected,
+            "direct bytes (O_APPEND) differ from what was sent"
+        );
+        assert!(
+            results[2].0 == expected,
+            "direct bytes (cursor) differ from what was sent"
+        );
         assert_eq!(results[0].1, results[1].1);
+        assert_eq!(results[0].1, results[2].1);
     }
 
     #[test]
