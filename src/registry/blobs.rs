@@ -19,11 +19,11 @@ impl Registry {
         self.touch(digest).await;
         let (r, d) = (repo.to_string(), digest.to_string());
         let row = self
-            .meta(move |m| m.linked_blob(&r, &d))
+            .meta_read(move |m| m.linked_blob(&r, &d))
             .await?
             .ok_or(Error::BlobUnknown)?;
         let (store, digest) = (self.blobs.clone(), digest.clone());
-        match blocking(move || store.stat(&digest)).await? {
+        match self.quick(move || store.stat(&digest)).await? {
             Some(size) if size == row.size => Ok(size),
             other => {
                 tracing::error!(%repo, actual = ?other, expected = row.size, "blob record has no intact file");
@@ -37,11 +37,12 @@ impl Registry {
     pub async fn read_blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobBody, Error> {
         let (r, d) = (repo.to_string(), digest.to_string());
         let row = self
-            .meta(move |m| m.linked_blob(&r, &d))
+            .meta_read(move |m| m.linked_blob(&r, &d))
             .await?
             .ok_or(Error::BlobUnknown)?;
         let (store, d) = (self.blobs.clone(), digest.clone());
-        let reader = blocking(move || store.open_blob(&d, row.size))
+        let reader = self
+            .quick(move || store.open_blob(&d, row.size))
             .await?
             .ok_or(Error::BlobUnknown)?;
         Ok(BlobBody { size: row.size, reader })
@@ -75,7 +76,7 @@ impl Registry {
         let _guard = self.locks.lock(digest.as_str()).await;
         let size = staged.len();
         let d = digest.to_string();
-        let existing = self.meta(move |m| m.live_blob(&d)).await?;
+        let existing = self.meta_read(move |m| m.live_blob(&d)).await?;
         let (store, dig) = (self.blobs.clone(), digest.clone());
         blocking(move || {
             let present = existing.is_some_and(|r| r.size == size) && store.stat(&dig)? == Some(size);

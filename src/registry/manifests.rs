@@ -28,11 +28,12 @@ impl Registry {
         let found = match reference {
             Reference::Tag(tag) => {
                 let t = tag.to_string();
-                self.meta(move |m| m.manifest_by_tag(&r, &t)).await?
+                self.meta_read(move |m| m.manifest_by_tag(&r, &t)).await?
             }
             Reference::Digest(digest) => {
                 let d = digest.to_string();
-                self.meta(move |m| Ok(m.manifest(&r, &d)?.map(|row| (d, row)))).await?
+                self.meta_read(move |m| Ok(m.manifest(&r, &d)?.map(|row| (d, row))))
+                    .await?
             }
         };
         let (digest, row) = found.ok_or(Error::ManifestUnknown)?;

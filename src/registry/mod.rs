@@ -50,6 +50,8 @@ pub struct Registry {
     /// When each blob was last HEAD-checked (a client about to reference it in a manifest).
     /// Garbage collection treats a recent touch like a recent upload.
     touches: Arc<Mutex<HashMap<String, Millis>>>,
+    /// Permits for the request hot path's short blocking calls (`quick`).
+    quick: Arc<tokio::sync::Semaphore>,
 }
 
 impl Registry {
@@ -71,6 +73,7 @@ impl Registry {
             locks: locks::DigestLocks::default(),
             limits,
             touches: Arc::default(),
+            quick: Arc::new(tokio::sync::Semaphore::new(QUICK_PER_CORE * cores())),
         })
     }
 
@@ -167,6 +170,23 @@ impl Registry {
         Ok(())
     }
 
+    /// Run a short blocking call of the request hot path (a metadata point read, a blob file's
+    /// stat or open) on the blocking pool, at most `QUICK_PER_CORE` per core at a time.
+    pub(crate) async fn quick<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let _permit = self.quick.acquire().await.expect("the semaphore is never closed");
+        blocking(f).await
+    }
+
+    /// A metadata point read on the request hot path (see `quick`).
+    pub(crate) async fn meta_read<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Meta) -> Result<T, MetaError> + Send + 'static,
+    {
+        let meta = Arc::clone(&self.meta);
+        Ok(self.quick(move || f(&meta)).await?)
+    }
+
     /// Run a metadata call on the blocking pool.
     pub(crate) async fn meta<T, F>(&self, f: F) -> Result<T, Error>
     where
@@ -176,6 +196,16 @@ impl Registry {
         let meta = Arc::clone(&self.meta);
         Ok(blocking(move || f(&meta)).await?)
     }
+}
+
+/// Hot-path blocking calls in flight per core. They take microseconds of CPU, so more in flight
+/// gain nothing, and each one past the idle threads makes tokio start another blocking thread,
+/// which keeps its stack and its malloc cache: under 32 concurrent GETs the pool grew to 75-149
+/// threads, and those caches set the server's peak RSS (docs/benchmarks.md, ninth run).
+const QUICK_PER_CORE: usize = 2;
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Run blocking work on the blocking pool and wait for it.
