@@ -9,8 +9,8 @@
 //!
 //! An upload of `DIRECT_MIN` bytes or more is written with `O_DIRECT` (unless
 //! `storage.direct_io` is off): the writer copies the chunks into one aligned buffer and the
-//! disk reads them from there, so a push is never copied into the page cache (see `Direct`).
-//! Smaller uploads go through the page cache.
+//! disk reads them from there, so a push is not copied into the page cache, bar the odd bytes
+//! after its last 4 KiB boundary (see `Direct`). Smaller uploads go through the page cache.
 //!
 //! With fsync on, each successful append ends with `fdatasync`: an acknowledged chunk is
 //! durable, and the final commit of a large upload only has the last chunk left to flush.
@@ -311,10 +311,11 @@ static DIRECT_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 /// it into page-cache pages that, freshly allocated, are cold (and on a VM that hands free
 /// memory back to its host, first touched in the host too). Blobs are immutable and
 /// content-addressed, so the page cache has nothing to gain from holding a push: the bytes are
-/// read back, from disk, only when someone pulls them. Only whole aligned blocks go this way;
-/// the odd bytes before the first block boundary (a chunk that followed one of odd length) and
-/// after the last one are written through the page cache at their place, so the file's bytes
-/// and length are exactly those of a buffered write.
+/// read back, from disk, only when someone pulls them. Only whole aligned blocks go this way:
+/// the block an earlier append ended in (after a chunk of odd length) is read back and written
+/// again whole (`open`), and only the odd bytes after the append's last block boundary are
+/// written through the page cache, so the file's bytes and length are exactly those of a
+/// buffered write.
 struct Direct {
     file: File,
     buf: Vec<u8>,

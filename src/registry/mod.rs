@@ -51,7 +51,7 @@ pub struct Registry {
     /// Garbage collection treats a recent touch like a recent upload.
     touches: Arc<Mutex<HashMap<String, Millis>>>,
     /// Permits for the request hot path's short blocking calls (`quick`).
-    quick: Arc<tokio::sync::Semaphore>,
+    quick: tokio::sync::Semaphore,
 }
 
 impl Registry {
@@ -73,7 +73,7 @@ impl Registry {
             locks: locks::DigestLocks::default(),
             limits,
             touches: Arc::default(),
-            quick: Arc::new(tokio::sync::Semaphore::new(QUICK_PER_CORE * cores())),
+            quick: tokio::sync::Semaphore::new(QUICK_PER_CORE * cores()),
         })
     }
 
