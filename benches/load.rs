@@ -344,16 +344,34 @@ async fn bench_push(t: &Target, blobs: &[Bytes], chunk: Option<usize>, repo: &st
     (mb(bytes) / secs, cpu.per_gib(bytes))
 }
 
-/// A lean HTTP/1.1 GET client for bulk reads: one keep-alive connection, one reused 256 KiB
-/// buffer, the body counted and dropped. reqwest allocates a fresh buffer for every read, and on
-/// two shared cores the client's cost decides the pull rate; this keeps it out of the way.
+/// A lean HTTP/1.1 GET client for bulk reads: one keep-alive connection, the body counted and
+/// dropped. reqwest allocates a fresh buffer for every read, and on two shared cores the client's
+/// cost decides the pull rate; this keeps it out of the way.
+///
+/// The body is dropped in the kernel, and the client wakes once per megabyte, not per segment:
+/// - `recv(MSG_TRUNC)` on a TCP socket discards up to `len` queued bytes without copying them
+///   to userspace (tcp(7)).
+/// - `SO_RCVLOWAT` keeps the socket from reporting readable until that many body bytes are
+///   queued (or the peer closes). On loopback the sender's own system call delivers each
+///   segment and wakes the reader, so every wake-up saved is CPU charged to the server.
+///
+/// Content-Length still has to match exactly. `LOAD_PULL_COPY=1` reads the body into a 64 KiB
+/// buffer instead, as most clients would, to show what the copy and the wake-ups cost.
 struct RawGet {
     stream: tokio::net::TcpStream,
     host: String,
     buf: Vec<u8>,
+    /// Never written: `recv(MSG_TRUNC)` needs only its length, so it is never faulted in.
+    sink: Vec<u8>,
+    /// The socket's `SO_RCVLOWAT` now (1, the kernel's default, between bodies).
+    lowat: usize,
+    copy: bool,
 }
 
 impl RawGet {
+    /// The most body bytes one wake-up and one `recv` take.
+    const DISCARD: usize = 1 << 20;
+
     async fn connect(base: &str) -> RawGet {
         let host = base.trim_start_matches("http://").to_owned();
         let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
@@ -361,7 +379,56 @@ impl RawGet {
         RawGet {
             stream,
             host,
-            buf: vec![0; 256 << 10],
+            buf: vec![0; 64 << 10],
+            sink: Vec::with_capacity(Self::DISCARD),
+            lowat: 1,
+            copy: std::env::var("LOAD_PULL_COPY").is_ok_and(|v| v == "1"),
+        }
+    }
+
+    /// Set `SO_RCVLOWAT` to `bytes` unless it is already.
+    fn set_lowat(&mut self, bytes: usize) {
+        if bytes == self.lowat {
+            return;
+        }
+        let value = libc::c_int::try_from(bytes).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: setsockopt reads exactly `size_of::<c_int>()` bytes from a pointer to a live
+        // local c_int, on a descriptor the stream owns; neither socket2 nor rustix wraps this
+        // option. (Bench client only; the server has no such call.)
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&self.stream),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                std::ptr::from_ref(&value).cast(),
+                libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap(),
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVLOWAT: {}", std::io::Error::last_os_error());
+        self.lowat = bytes;
+    }
+
+    /// Receive and drop up to `want` body bytes; returns how many (0 at end of stream).
+    async fn discard(&mut self, want: usize) -> usize {
+        use tokio::io::AsyncReadExt;
+        if self.copy {
+            let want = want.min(self.buf.len());
+            return self.stream.read(&mut self.buf[..want]).await.unwrap();
+        }
+        let want = want.min(Self::DISCARD);
+        self.set_lowat(want);
+        let sink = &mut self.sink.spare_capacity_mut()[..want];
+        loop {
+            self.stream.readable().await.unwrap();
+            let sock = socket2::SockRef::from(&self.stream);
+            match self.stream.try_io(tokio::io::Interest::READABLE, || {
+                sock.recv_with_flags(sink, libc::MSG_TRUNC)
+            }) {
+                Ok(n) => return n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("recv: {e}"),
+            }
         }
     }
 
@@ -392,12 +459,13 @@ impl RawGet {
         let first = (filled > head).then(|| self.buf[head]);
         let mut received = filled - head;
         while received < length {
-            let want = (length - received).min(self.buf.len());
-            let n = self.stream.read(&mut self.buf[..want]).await.unwrap();
+            let n = self.discard(length - received).await;
             assert!(n > 0, "connection closed in the body");
             received += n;
         }
         assert_eq!(received, length, "body longer than Content-Length");
+        // The next response's headers are small: be woken by the first byte again.
+        self.set_lowat(1);
         (status, length, first)
     }
 }
