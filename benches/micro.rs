@@ -72,7 +72,9 @@ fn manifest_put(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let meta = Meta::open(dir.path()).unwrap();
     let config = Digest::of(Algorithm::Sha256, b"{}").to_string();
-    meta.commit_blob("bench/app", &config, 2, None, now_ms()).unwrap();
+    meta.commit_blob("bench/app", &config, 2, None, now_ms())
+        .wait()
+        .unwrap();
     let mut n = 0u64;
     c.bench_function("manifest PUT transaction (durable commit)", |b| {
         b.iter(|| {
@@ -94,7 +96,7 @@ fn manifest_put(c: &mut Criterion) {
                 referrer: None,
                 tag: Some(format!("t{}", n % 100)),
             };
-            meta.put_manifest(new, now_ms()).unwrap();
+            meta.put_manifest(new, now_ms()).wait().unwrap();
         });
     });
 }

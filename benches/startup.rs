@@ -67,7 +67,9 @@ fn fill(root: &std::path::Path, n: usize) -> Duration {
                 for i in (t..n).step_by(64) {
                     let digest = format!("sha256:{i:064x}");
                     let repo = format!("bench/repo{}", i % 100);
-                    meta.commit_blob(&repo, &digest, 1000 + i as u64, None, 0).unwrap();
+                    meta.commit_blob(&repo, &digest, 1000 + i as u64, None, 0)
+                        .wait()
+                        .unwrap();
                 }
             })
         })

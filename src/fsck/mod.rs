@@ -730,7 +730,7 @@ async fn repair(registry: &Arc<Registry>, store: &BlobStore, f: &mut Findings) -
         let _guard = registry.digest_locks().lock(&digest).await;
         let d = digest.clone();
         let marked = registry
-            .meta(move |m| {
+            .meta_write(|m| {
                 m.fsck_repair(vec![Repair::MarkBlobMissing {
                     digest: d,
                     now: now_ms(),
@@ -752,7 +752,7 @@ async fn repair(registry: &Arc<Registry>, store: &BlobStore, f: &mut Findings) -
     for batch in repairs.chunks(BATCH) {
         let batch = batch.to_vec();
         let shown: Vec<String> = batch.iter().map(|r| format!("{r:?}")).collect();
-        let applied = registry.meta(move |m| m.fsck_repair(batch)).await?;
+        let applied = registry.meta_write(|m| m.fsck_repair(batch)).await?;
         for (what, ok) in shown.into_iter().zip(applied) {
             done.push(if ok {
                 format!("applied {what}")
@@ -786,7 +786,7 @@ async fn repair(registry: &Arc<Registry>, store: &BlobStore, f: &mut Findings) -
             .filter(|p| p.kind == Kind::TombstoneLeftover)
             .map(|p| p.subject.clone())
             .collect();
-        registry.meta(move |m| m.gc_finish_tombstones(&tombs)).await?;
+        registry.meta_write(|m| m.gc_finish_tombstones(&tombs)).await?;
     }
     Ok(done)
 }

@@ -246,7 +246,7 @@ async fn sweep_manifests(registry: &Arc<Registry>, dead: Vec<(String, String)>, 
     for batch in dead.chunks(BATCH) {
         let batch = batch.to_vec();
         deleted += registry
-            .meta(move |m| m.gc_delete_manifests(&batch, policy))
+            .meta_write(|m| m.gc_delete_manifests(&batch, policy))
             .await?
             .len() as u64;
     }
@@ -262,7 +262,7 @@ async fn sweep_links(registry: &Arc<Registry>, dead: Vec<(String, String)>, poli
             .await;
         let (batch, touched) = (batch.to_vec(), registry.touched_since(policy.cutoff_ms));
         removed += registry
-            .meta(move |m| m.gc_remove_links(&batch, policy, touched))
+            .meta_write(|m| m.gc_remove_links(&batch, policy, touched))
             .await?
             .len() as u64;
     }
@@ -285,7 +285,7 @@ async fn sweep_blobs(
             .await;
         let (batch, touched) = (batch.to_vec(), registry.touched_since(policy.cutoff_ms));
         let doomed = registry
-            .meta(move |m| m.gc_tombstone_blobs(&batch, policy, touched, now_ms()))
+            .meta_write(|m| m.gc_tombstone_blobs(&batch, policy, touched, now_ms()))
             .await?;
         if doomed.is_empty() {
             continue;
@@ -310,7 +310,7 @@ async fn sweep_blobs(
         count += doomed.len() as u64;
         bytes += doomed.iter().map(|(_, s)| s).sum::<u64>();
         let digests: Vec<String> = doomed.into_iter().map(|(d, _)| d).collect();
-        registry.meta(move |m| m.gc_finish_tombstones(&digests)).await?;
+        registry.meta_write(|m| m.gc_finish_tombstones(&digests)).await?;
     }
     Ok((count, bytes))
 }

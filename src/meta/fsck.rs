@@ -11,7 +11,7 @@ use super::schema::{
     BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, MANIFESTS, ManifestRow, Millis,
     REFERRERS, REPOS, ReferrerRow, RefsRow, RepoRow, TAGS, TAGS_BY_MANIFEST, TOMBSTONES, TagRow, UPLOADS, UploadRow,
 };
-use super::{Meta, MetaError};
+use super::{Meta, MetaError, WriteOp};
 
 type Key2 = (String, String);
 type Key3 = (String, String, String);
@@ -185,7 +185,7 @@ impl Meta {
 
     /// Apply repairs in one transaction; returns, for each, whether it was applied (false:
     /// the row changed since the snapshot, so the repair no longer fits).
-    pub fn fsck_repair(&self, repairs: Vec<Repair>) -> Result<Vec<bool>, MetaError> {
+    pub fn fsck_repair(&self, repairs: Vec<Repair>) -> WriteOp<Vec<bool>> {
         self.write(move |txn| repairs.iter().map(|r| apply(txn, r)).collect())
     }
 }

@@ -18,7 +18,7 @@ use super::schema::{
     TOMBSTONES, TombstoneRow, UPLOADS, UploadRow,
 };
 use super::write::{remove_link, remove_manifest};
-use super::{Meta, MetaError};
+use super::{Meta, MetaError, WriteOp};
 
 /// Deeper reference chains than this are treated as anchored (kept), never as garbage.
 const MAX_DEPTH: usize = 64;
@@ -183,7 +183,7 @@ impl Meta {
         &self,
         candidates: &[(String, String)],
         policy: Policy,
-    ) -> Result<Vec<(String, String)>, MetaError> {
+    ) -> WriteOp<Vec<(String, String)>> {
         let candidates = candidates.to_vec();
         self.write(move |txn| {
             let mut deleted = Vec::new();
@@ -206,7 +206,7 @@ impl Meta {
         candidates: &[(String, String)],
         policy: Policy,
         touched: impl Fn(&str) -> bool + Send + 'static,
-    ) -> Result<Vec<(String, String)>, MetaError> {
+    ) -> WriteOp<Vec<(String, String)>> {
         let candidates = candidates.to_vec();
         self.write(move |txn| {
             let mut removed = Vec::new();
@@ -235,7 +235,7 @@ impl Meta {
         policy: Policy,
         touched: impl Fn(&str) -> bool + Send + 'static,
         now: Millis,
-    ) -> Result<Vec<(String, u64)>, MetaError> {
+    ) -> WriteOp<Vec<(String, u64)>> {
         let candidates = candidates.to_vec();
         self.write(move |txn| {
             let mut doomed = Vec::new();
@@ -268,7 +268,7 @@ impl Meta {
     }
 
     /// After their files are unlinked: drop the blob rows (still tombstoned) and tombstones.
-    pub fn gc_finish_tombstones(&self, digests: &[String]) -> Result<(), MetaError> {
+    pub fn gc_finish_tombstones(&self, digests: &[String]) -> WriteOp<()> {
         let digests = digests.to_vec();
         self.write(move |txn| {
             let mut blobs = txn.open_table(BLOBS)?;

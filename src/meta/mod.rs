@@ -27,6 +27,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 pub use read::Page;
 pub use schema::{BlobRow, BlobState, ManifestRow, Millis, ReferrerRow, UploadRow};
 pub use write::NewManifest;
+pub use writer::WriteOp;
 
 /// Errors of the metadata store: storage failures, and the refusals its write transactions
 /// make when a row they depend on is missing.
@@ -99,7 +100,7 @@ impl Meta {
             writer: writer::Writer::start(Arc::clone(&db)),
             db,
         };
-        meta.ensure_tables()?;
+        meta.ensure_tables().wait()?;
         Ok(meta)
     }
 
@@ -107,14 +108,14 @@ impl Meta {
         Ok(self.db.begin_read()?)
     }
 
-    /// Run `f` in a write transaction, batched with concurrent writes into one commit. An
-    /// error from `f` discards everything `f` wrote.
-    fn write<T, F>(&self, f: F) -> Result<T, MetaError>
+    /// `f` as a write transaction, batched with concurrent writes into one commit once queued
+    /// (see `WriteOp`). An error from `f` discards everything `f` wrote.
+    fn write<T, F>(&self, f: F) -> WriteOp<T>
     where
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<T, MetaError> + Send + 'static,
     {
-        self.writer.write(f)
+        self.writer.op(f)
     }
 }
 

@@ -14,7 +14,7 @@ use super::schema::{
     BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, MANIFESTS, ManifestRow, Millis,
     REFERRERS, REPOS, ReferrerRow, RefsRow, RepoRow, TAGS, TAGS_BY_MANIFEST, TOMBSTONES, TagRow, UPLOADS, UploadRow,
 };
-use super::{Meta, MetaError};
+use super::{Meta, MetaError, WriteOp};
 
 /// Everything a manifest PUT writes, already parsed and validated by the caller.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub struct NewManifest {
 
 impl Meta {
     /// Create every table, so that read transactions can always open them.
-    pub(super) fn ensure_tables(&self) -> Result<(), MetaError> {
+    pub(super) fn ensure_tables(&self) -> WriteOp<()> {
         self.write(|txn| {
             txn.open_table(REPOS)?;
             txn.open_table(TAGS)?;
@@ -50,7 +50,7 @@ impl Meta {
         })
     }
 
-    pub fn create_upload(&self, id: &str, row: &UploadRow) -> Result<(), MetaError> {
+    pub fn create_upload(&self, id: &str, row: &UploadRow) -> WriteOp<()> {
         let (id, row) = (id.to_owned(), encode(row));
         self.write(move |txn| {
             txn.open_table(UPLOADS)?.insert(id.as_str(), row.as_slice())?;
@@ -58,7 +58,7 @@ impl Meta {
         })
     }
 
-    pub fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
+    pub fn delete_upload(&self, id: &str) -> WriteOp<()> {
         let id = id.to_owned();
         self.write(move |txn| {
             txn.open_table(UPLOADS)?.remove(id.as_str())?;
@@ -68,14 +68,7 @@ impl Meta {
 
     /// Record a blob whose file was just made durable, link it into `repo`, and close the
     /// upload session it came from. Called only after the file is in place.
-    pub fn commit_blob(
-        &self,
-        repo: &str,
-        digest: &str,
-        size: u64,
-        upload: Option<&str>,
-        now: Millis,
-    ) -> Result<(), MetaError> {
+    pub fn commit_blob(&self, repo: &str, digest: &str, size: u64, upload: Option<&str>, now: Millis) -> WriteOp<()> {
         let (repo, digest, upload) = (repo.to_owned(), digest.to_owned(), upload.map(str::to_owned));
         self.write(move |txn| {
             record_blob(txn, &digest, size, now)?;
@@ -89,7 +82,7 @@ impl Meta {
 
     /// Link an existing live blob into `repo`. With `from`, the blob must be linked there;
     /// without it, it must merely exist. Returns whether it was linked.
-    pub fn mount_blob(&self, repo: &str, digest: &str, from: Option<&str>, now: Millis) -> Result<bool, MetaError> {
+    pub fn mount_blob(&self, repo: &str, digest: &str, from: Option<&str>, now: Millis) -> WriteOp<bool> {
         let (repo, digest, from) = (repo.to_owned(), digest.to_owned(), from.map(str::to_owned));
         self.write(move |txn| {
             let live = {
@@ -116,7 +109,7 @@ impl Meta {
 
     /// Remove the link of `digest` from `repo`. Refused while a manifest of the repository
     /// still references the blob. The file stays until garbage collection.
-    pub fn unlink_blob(&self, repo: &str, digest: &str) -> Result<(), MetaError> {
+    pub fn unlink_blob(&self, repo: &str, digest: &str) -> WriteOp<()> {
         let (repo, digest) = (repo.to_owned(), digest.to_owned());
         self.write(move |txn| {
             let key = (repo.as_str(), digest.as_str());
@@ -139,7 +132,7 @@ impl Meta {
 
     /// Store a manifest: check its blobs and children, insert it with its references,
     /// reference counts and referrer entry, and point `tag` at it, in one transaction.
-    pub fn put_manifest(&self, m: NewManifest, now: Millis) -> Result<(), MetaError> {
+    pub fn put_manifest(&self, m: NewManifest, now: Millis) -> WriteOp<()> {
         self.write(move |txn| {
             check_references(txn, &m)?;
             let key = (m.repo.as_str(), m.digest.as_str());
@@ -163,7 +156,7 @@ impl Meta {
     }
 
     /// Delete the manifest `digest` and every tag pointing at it, releasing its references.
-    pub fn delete_manifest(&self, repo: &str, digest: &str) -> Result<(), MetaError> {
+    pub fn delete_manifest(&self, repo: &str, digest: &str) -> WriteOp<()> {
         let (repo, digest) = (repo.to_owned(), digest.to_owned());
         self.write(move |txn| {
             if remove_manifest(txn, &repo, &digest)? {
@@ -175,7 +168,7 @@ impl Meta {
     }
 
     /// Delete one tag, leaving its manifest in place.
-    pub fn delete_tag(&self, repo: &str, tag: &str) -> Result<(), MetaError> {
+    pub fn delete_tag(&self, repo: &str, tag: &str) -> WriteOp<()> {
         let (repo, tag) = (repo.to_owned(), tag.to_owned());
         self.write(move |txn| {
             let old = txn

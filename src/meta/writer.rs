@@ -8,11 +8,18 @@
 //! leaves a trace and each success is exactly what it would have been alone, in queue order.
 //! Operations are therefore `FnMut` and must depend only on the transaction and what they
 //! captured.
+//!
+//! Waiting: a `Meta` write method only builds its operation (`WriteOp`). Blocking code (the
+//! CLI, tests) queues it and blocks with `wait`; the server queues it and awaits the commit with
+//! `commit`, so a request waiting for its group commit holds no thread. Before this, each one
+//! parked a blocking-pool thread, and concurrent pushes grew the pool by one thread per waiting
+//! request, each keeping its stack and malloc cache (docs/benchmarks.md, tenth run).
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use redb::{Database, WriteTransaction};
+use tokio::sync::oneshot;
 
 use super::MetaError;
 
@@ -27,10 +34,26 @@ pub(super) trait Op: Send {
     fn deliver(self: Box<Self>, failed: Option<String>);
 }
 
+/// Where a queued write's result goes: a blocked thread, or an awaiting task.
+enum Reply<T> {
+    Blocking(SyncSender<Result<T, MetaError>>),
+    Async(oneshot::Sender<Result<T, MetaError>>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, result: Result<T, MetaError>) {
+        // The waiter may be gone (a request dropped); the write stands either way.
+        match self {
+            Reply::Blocking(tx) => drop(tx.send(result)),
+            Reply::Async(tx) => drop(tx.send(result)),
+        }
+    }
+}
+
 struct TypedOp<T, F> {
     f: F,
     result: Option<Result<T, MetaError>>,
-    reply: SyncSender<Result<T, MetaError>>,
+    reply: Option<Reply<T>>,
 }
 
 impl<T, F> Op for TypedOp<T, F>
@@ -51,8 +74,65 @@ where
             (_, Some(result)) => result,
             (None, None) => Err(MetaError::Commit("operation never ran".into())),
         };
-        let _ = self.reply.send(result);
+        if let Some(reply) = self.reply {
+            reply.send(result);
+        }
     }
+}
+
+/// An operation that has yet to be told where its result goes.
+trait Unqueued<T>: Op {
+    fn reply_to(&mut self, reply: Reply<T>);
+}
+
+impl<T, F> Unqueued<T> for TypedOp<T, F>
+where
+    T: Send,
+    F: FnMut(&WriteTransaction) -> Result<T, MetaError> + Send,
+{
+    fn reply_to(&mut self, reply: Reply<T>) {
+        self.reply = Some(reply);
+    }
+}
+
+/// A write transaction's operation, built and not yet queued: nothing happens until `wait` or
+/// `commit`.
+#[must_use = "a write does nothing until it is waited for or committed"]
+pub struct WriteOp<T> {
+    op: Box<dyn Unqueued<T>>,
+    queue: Option<SyncSender<Box<dyn Op>>>,
+}
+
+impl<T: Send + 'static> WriteOp<T> {
+    /// Queue the write and block until it has committed (or failed). For blocking code only.
+    pub fn wait(mut self) -> Result<T, MetaError> {
+        let (reply, result) = sync_channel(1);
+        self.op.reply_to(Reply::Blocking(reply));
+        let queue = self.queue.ok_or_else(stopped)?;
+        queue.send(self.op).map_err(|_| stopped())?;
+        result.recv().map_err(|_| stopped())?
+    }
+
+    /// Queue the write and wait for its commit without holding a thread.
+    pub async fn commit(mut self) -> Result<T, MetaError> {
+        let (reply, result) = oneshot::channel();
+        self.op.reply_to(Reply::Async(reply));
+        let queue = self.queue.ok_or_else(stopped)?;
+        match queue.try_send(self.op) {
+            Ok(()) => {}
+            // Hundreds of writes already queued: wait for room on a blocking thread.
+            Err(TrySendError::Full(op)) => tokio::task::spawn_blocking(move || queue.send(op))
+                .await
+                .map_err(|e| MetaError::Commit(e.to_string()))?
+                .map_err(|_| stopped())?,
+            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
+        }
+        result.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> MetaError {
+    MetaError::Commit("the metadata writer has stopped".into())
 }
 
 /// The sending side, held by `Meta`.
@@ -74,21 +154,20 @@ impl Writer {
         }
     }
 
-    /// Queue `f` and wait for its committed result.
-    pub(super) fn write<T, F>(&self, f: F) -> Result<T, MetaError>
+    /// The operation `f`, to be queued by `WriteOp::wait` or `WriteOp::commit`.
+    pub(super) fn op<T, F>(&self, f: F) -> WriteOp<T>
     where
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<T, MetaError> + Send + 'static,
     {
-        let (reply, result) = sync_channel(1);
-        let op = Box::new(TypedOp { f, result: None, reply });
-        let queue = self.queue.as_ref().expect("writer is running");
-        queue
-            .send(op)
-            .map_err(|_| MetaError::Commit("the metadata writer has stopped".into()))?;
-        result
-            .recv()
-            .map_err(|_| MetaError::Commit("the metadata writer has stopped".into()))?
+        WriteOp {
+            op: Box::new(TypedOp {
+                f,
+                result: None,
+                reply: None,
+            }),
+            queue: self.queue.clone(),
+        }
     }
 }
 
@@ -161,7 +240,14 @@ mod tests {
             txn.open_table(T)?.insert(key, 1)?;
             if fail { Err(MetaError::ManifestUnknown) } else { Ok(()) }
         };
-        (Box::new(TypedOp { f, result: None, reply }), rx)
+        (
+            Box::new(TypedOp {
+                f,
+                result: None,
+                reply: Some(Reply::Blocking(reply)),
+            }),
+            rx,
+        )
     }
 
     #[test]

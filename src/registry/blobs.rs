@@ -51,7 +51,7 @@ impl Registry {
     /// Unlink a blob from `repo`. The file stays until garbage collection finds it unused.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), Error> {
         let (r, d) = (repo.to_string(), digest.to_string());
-        self.meta(move |m| m.unlink_blob(&r, &d)).await.map_err(|e| match e {
+        self.meta_write(|m| m.unlink_blob(&r, &d)).await.map_err(|e| match e {
             Error::ManifestBlobUnknown(_) => Error::BlobUnknown,
             other => other,
         })
@@ -61,7 +61,7 @@ impl Registry {
     /// if it exists at all). Returns whether it was mounted.
     pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<bool, Error> {
         let (r, d, f) = (repo.to_string(), digest.to_string(), from.map(ToString::to_string));
-        self.meta(move |m| m.mount_blob(&r, &d, f.as_deref(), now_ms())).await
+        self.meta_write(|m| m.mount_blob(&r, &d, f.as_deref(), now_ms())).await
     }
 
     /// Make a verified staged upload the blob `digest` and link it into `repo`: the file is
@@ -89,7 +89,7 @@ impl Registry {
         .await?;
         crate::crashpoint::hit("blob.after_rename");
         let (r, d, u) = (repo.to_string(), digest.to_string(), upload.map(|u| u.to_string()));
-        self.meta(move |m| m.commit_blob(&r, &d, size, u.as_deref(), now_ms()))
+        self.meta_write(|m| m.commit_blob(&r, &d, size, u.as_deref(), now_ms()))
             .await?;
         crate::crashpoint::hit("blob.after_commit");
         Ok(())

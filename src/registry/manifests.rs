@@ -83,7 +83,7 @@ impl Registry {
             &parsed,
             manifest_row(&parsed, body),
         );
-        self.meta(move |m| m.put_manifest(new, now_ms())).await?;
+        self.meta_write(|m| m.put_manifest(new, now_ms())).await?;
         crate::crashpoint::hit("manifest.after_commit");
         Ok(ManifestPut { digest, subject })
     }
@@ -94,13 +94,13 @@ impl Registry {
         match reference {
             Reference::Digest(d) => {
                 let d = d.to_string();
-                self.meta(move |m| m.delete_manifest(&r, &d)).await?;
+                self.meta_write(|m| m.delete_manifest(&r, &d)).await?;
                 crate::crashpoint::hit("delete.after_commit");
                 Ok(())
             }
             Reference::Tag(t) => {
                 let t = t.to_string();
-                self.meta(move |m| m.delete_tag(&r, &t)).await
+                self.meta_write(|m| m.delete_tag(&r, &t)).await
             }
         }
     }

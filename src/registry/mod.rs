@@ -8,20 +8,23 @@
 //! - commits and deletions of the same digest are serialised by `DigestLocks`, so a blob file
 //!   cannot be unlinked between a push's rename and its metadata commit.
 //!
-//! Every redb call runs on the blocking pool.
+//! No redb call runs on the async runtime: writes are committed by the metadata writer thread
+//! and awaited (`meta_write`), the hot path's point reads run on the `quick` threads, and the
+//! rest on the blocking pool.
 
 mod blobs;
 mod error;
 mod listing;
 pub(crate) mod locks;
 mod manifests;
+mod quick;
 mod uploads;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::blobs::BlobStore;
-use crate::meta::{Meta, MetaError, Millis, now_ms};
+use crate::meta::{Meta, MetaError, Millis, WriteOp, now_ms};
 use crate::oci::Digest;
 
 pub use blobs::BlobBody;
@@ -50,8 +53,8 @@ pub struct Registry {
     /// When each blob was last HEAD-checked (a client about to reference it in a manifest).
     /// Garbage collection treats a recent touch like a recent upload.
     touches: Arc<Mutex<HashMap<String, Millis>>>,
-    /// Permits for the request hot path's short blocking calls (`quick`).
-    quick: tokio::sync::Semaphore,
+    /// Threads for the request hot path's short blocking calls (`quick`).
+    quick: quick::Quick,
 }
 
 impl Registry {
@@ -73,7 +76,7 @@ impl Registry {
             locks: locks::DigestLocks::default(),
             limits,
             touches: Arc::default(),
-            quick: tokio::sync::Semaphore::new(QUICK_PER_CORE * cores()),
+            quick: quick::Quick::start(),
         })
     }
 
@@ -139,7 +142,7 @@ impl Registry {
         })
         .await?;
         let count = tombstones.len();
-        self.meta(move |m| m.gc_finish_tombstones(&tombstones)).await?;
+        self.meta_write(|m| m.gc_finish_tombstones(&tombstones)).await?;
         tracing::info!(count, "finished blob deletions interrupted by a crash");
         Ok(())
     }
@@ -171,10 +174,9 @@ impl Registry {
     }
 
     /// Run a short blocking call of the request hot path (a metadata point read, a blob file's
-    /// stat or open) on the blocking pool, at most `QUICK_PER_CORE` per core at a time.
+    /// stat or open) on the hot path's own threads (see `quick`).
     pub(crate) async fn quick<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let _permit = self.quick.acquire().await.expect("the semaphore is never closed");
-        blocking(f).await
+        self.quick.run(f).await
     }
 
     /// A metadata point read on the request hot path (see `quick`).
@@ -187,6 +189,12 @@ impl Registry {
         Ok(self.quick(move || f(&meta)).await?)
     }
 
+    /// A metadata write, built here and committed by the writer thread: no thread waits for
+    /// the commit (see `meta::WriteOp`).
+    pub(crate) async fn meta_write<T: Send + 'static>(&self, f: impl FnOnce(&Meta) -> WriteOp<T>) -> Result<T, Error> {
+        Ok(f(&self.meta).commit().await?)
+    }
+
     /// Run a metadata call on the blocking pool.
     pub(crate) async fn meta<T, F>(&self, f: F) -> Result<T, Error>
     where
@@ -197,12 +205,6 @@ impl Registry {
         Ok(blocking(move || f(&meta)).await?)
     }
 }
-
-/// Hot-path blocking calls in flight per core. They take microseconds of CPU, so more in flight
-/// gain nothing, and each one past the idle threads makes tokio start another blocking thread,
-/// which keeps its stack and its malloc cache: under 32 concurrent GETs the pool grew to 75-149
-/// threads, and those caches set the server's peak RSS (docs/benchmarks.md, ninth run).
-const QUICK_PER_CORE: usize = 2;
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)

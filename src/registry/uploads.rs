@@ -134,7 +134,7 @@ impl Registry {
             repo: repo.to_string(),
             created_ms: now_ms(),
         };
-        self.meta(move |m| m.create_upload(&id.to_string(), &row)).await?;
+        self.meta_write(|m| m.create_upload(&id.to_string(), &row)).await?;
         let slot = self.uploads.get_or_insert(id, repo.as_str());
         let mut slot = slot.lock().await;
         slot.staged = Some(staged);
@@ -292,7 +292,7 @@ impl Registry {
             self.uploads.release(ip);
         }
         self.uploads.remove(id);
-        self.meta(move |m| m.delete_upload(&id.to_string())).await?;
+        self.meta_write(|m| m.delete_upload(&id.to_string())).await?;
         let store = self.blobs.clone();
         Ok(blocking(move || store.remove_upload(id)).await?)
     }
@@ -327,7 +327,7 @@ impl Registry {
         let stale: Vec<String> = sessions.into_iter().filter(|s| !files.contains(s)).collect();
         for id in &stale {
             let id = id.clone();
-            self.meta(move |m| m.delete_upload(&id)).await?;
+            self.meta_write(|m| m.delete_upload(&id)).await?;
         }
         if removed_files + stale.len() > 0 {
             tracing::info!(

@@ -1,0 +1,60 @@
+//! The request hot path's short blocking calls (metadata point reads, a blob file's stat or
+//! open) run on a fixed set of threads, `PER_CORE` per core, not on tokio's blocking pool.
+//!
+//! They take microseconds of CPU, so more in flight gain nothing. On the blocking pool each
+//! call that found no thread idle started another thread, which then kept its stack and its
+//! malloc cache: under 32 concurrent GETs the pool grew to 75-149 threads and set the server's
+//! peak RSS (docs/benchmarks.md, ninth run). A semaphore over the pool held the calls to two per
+//! core, but a thread that has just finished a call is not idle yet when the next is queued, so
+//! the pool still grew by up to five threads per permit when the cores were contended. Fixed
+//! threads make the count exact; calls past them wait in the queue.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+
+/// Threads per core.
+const PER_CORE: usize = 2;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The queue of the hot path's blocking calls; its threads end when it is dropped.
+#[derive(Debug)]
+pub(crate) struct Quick {
+    jobs: Sender<Job>,
+}
+
+impl Quick {
+    pub(crate) fn start() -> Quick {
+        let (jobs, queue) = channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..PER_CORE * super::cores() {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("berth-quick-{i}"))
+                .spawn(move || serve(&queue))
+                .expect("spawn a hot-path thread");
+        }
+        Quick { jobs }
+    }
+
+    /// Run `f` on one of the threads and wait for it without blocking the runtime.
+    pub(crate) async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || drop(tx.send(f()))))
+            .expect("the hot-path threads outlive the queue");
+        rx.await.expect("a hot-path blocking call panicked")
+    }
+}
+
+/// Run jobs until the queue is dropped. A job that panics drops its reply, which the caller
+/// reports; the thread lives on.
+fn serve(queue: &Mutex<Receiver<Job>>) {
+    loop {
+        // One thread waits in `recv`; the others wait for the lock.
+        let job = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+        let Ok(job) = job else { return };
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+    }
+}
