@@ -371,10 +371,14 @@ impl Direct {
     }
 
     fn write(&mut self, staged: &mut Staged, mut data: &[u8]) -> io::Result<()> {
-        if self.fallback {
-            return staged.write_buffered_at(data);
-        }
         while !data.is_empty() {
+            if self.fallback {
+                // Direct writes stopped after a full window, so the window is empty: it stays
+                // at the end of the file, where `finish` finds nothing left to write.
+                staged.write_buffered_at(data)?;
+                self.at = staged.len;
+                return Ok(());
+            }
             let n = (DIRECT_BATCH - self.filled).min(data.len());
             let to = self.start + self.filled;
             self.buf[to..to + n].copy_from_slice(&data[..n]);
@@ -382,9 +386,6 @@ impl Direct {
             data = &data[n..];
             if self.filled == DIRECT_BATCH {
                 self.flush(staged, DIRECT_BATCH)?;
-                if self.fallback {
-                    return staged.write_buffered_at(data);
-                }
             }
         }
         Ok(())
@@ -395,7 +396,11 @@ impl Direct {
         let window = &self.buf[self.start..self.start + len];
         let mut done = 0;
         while done < len {
-            match self.file.write_at(&window[done..], self.at + done as u64) {
+            let written = match injected_short_write(staged, &window[done..], self.at + done as u64) {
+                Some(injected) => injected,
+                None => self.file.write_at(&window[done..], self.at + done as u64),
+            };
+            match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     done += n;
@@ -435,6 +440,16 @@ impl Direct {
         staged.write_buffered_at(&self.buf[self.start + in_file..self.start + self.filled])
     }
 }
+
+/// A fault a test injected into the next direct write of `staged`; only tests inject any.
+#[cfg(not(test))]
+#[inline]
+fn injected_short_write(_: &Staged, _: &[u8], _: u64) -> Option<io::Result<usize>> {
+    None
+}
+
+#[cfg(test)]
+use tests::injected_short_write;
 
 /// A direct open or write was refused. With `unsupported` (an aligned request answered
 /// `EINVAL`: this file system does not do direct I/O), later uploads go straight to the page
@@ -526,6 +541,17 @@ mod tests {
 
     /// Bytes written with direct I/O, by any test.
     pub(super) static DIRECT_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    /// Staging files whose next direct write is cut short to this many bytes (written through
+    /// the page cache instead, as a device that wrote only part of the request would leave it).
+    static SHORT_WRITES: std::sync::Mutex<Vec<(PathBuf, usize)>> = std::sync::Mutex::new(Vec::new());
+
+    pub(super) fn injected_short_write(staged: &Staged, data: &[u8], offset: u64) -> Option<io::Result<usize>> {
+        let mut armed = SHORT_WRITES.lock().unwrap();
+        let i = armed.iter().position(|(path, _)| path == &staged.path)?;
+        let (_, n) = armed.swap_remove(i);
+        Some(staged.file.write_all_at(&data[..n], offset).map(|()| n))
+    }
 
     /// A fresh staging file like `BlobStore::create_upload` makes (`O_APPEND`), or, without
     /// `append`, like `BlobStore::temp_upload` (written at the cursor).
@@ -638,6 +664,53 @@ mod tests {
         );
         assert_eq!(results[0].1, results[1].1);
         assert_eq!(results[0].1, results[2].1);
+    }
+
+    /// A direct write that stops short leaves the next one unaligned, which the kernel refuses
+    /// (`EINVAL`). The rest of that upload goes through the page cache, the file is exactly
+    /// what was sent, and later uploads still go direct.
+    #[tokio::test]
+    async fn a_short_direct_write_falls_back_for_that_upload_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = pattern(4 * DIRECT_BATCH + 5000, 7);
+        let mut staged = staging(dir.path(), true, true);
+        SHORT_WRITES.lock().unwrap().push((staged.path().to_owned(), 1000));
+        let append = |staged: Staged, bytes: Vec<u8>| async move {
+            staged
+                .append(
+                    body(&bytes, 65_536, None),
+                    u64::MAX,
+                    None,
+                    std::time::Duration::from_secs(5),
+                )
+                .await
+        };
+        let (s, result) = append(staged, bytes.clone()).await;
+        staged = s;
+        assert_eq!(result.unwrap(), bytes.len() as u64);
+        assert!(
+            SHORT_WRITES.lock().unwrap().is_empty(),
+            "the short write was never injected"
+        );
+        assert!(
+            !DIRECT_UNSUPPORTED.load(Ordering::Relaxed),
+            "an unaligned refusal must not turn direct I/O off for every upload"
+        );
+        let more = pattern(2 * DIRECT_BATCH, 8);
+        let direct_before = DIRECT_BYTES.load(Ordering::Relaxed);
+        let (s, result) = append(staged, more.clone()).await;
+        staged = s;
+        assert_eq!(result.unwrap(), more.len() as u64);
+        assert!(
+            DIRECT_BYTES.load(Ordering::Relaxed) - direct_before >= DIRECT_BATCH as u64,
+            "the next upload did not go direct"
+        );
+        let expected = [bytes, more].concat();
+        let on_disk = std::fs::read(staged.path()).unwrap();
+        assert!(on_disk == expected, "the file differs from what was sent");
+        let mut hasher = Algorithm::Sha256.hasher();
+        hasher.update(&expected);
+        assert_eq!(staged.sha256(), hasher.finish());
     }
 
     #[test]
