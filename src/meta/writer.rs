@@ -16,10 +16,10 @@
 //! request, each keeping its stack and malloc cache (docs/benchmarks.md, tenth run).
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use redb::{Database, WriteTransaction};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::MetaError;
 
@@ -100,33 +100,28 @@ where
 #[must_use = "a write does nothing until it is waited for or committed"]
 pub struct WriteOp<T> {
     op: Box<dyn Unqueued<T>>,
-    queue: Option<SyncSender<Box<dyn Op>>>,
+    queue: Option<mpsc::Sender<Box<dyn Op>>>,
 }
 
 impl<T: Send + 'static> WriteOp<T> {
-    /// Queue the write and block until it has committed (or failed). For blocking code only.
+    /// Queue the write and block until it has committed (or failed). For blocking code only:
+    /// it panics on an async runtime's thread.
     pub fn wait(mut self) -> Result<T, MetaError> {
         let (reply, result) = sync_channel(1);
         self.op.reply_to(Reply::Blocking(reply));
         let queue = self.queue.ok_or_else(stopped)?;
-        queue.send(self.op).map_err(|_| stopped())?;
+        queue.blocking_send(self.op).map_err(|_| stopped())?;
         result.recv().map_err(|_| stopped())?
     }
 
-    /// Queue the write and wait for its commit without holding a thread.
+    /// Queue the write and wait for its commit without holding a thread. When the queue is
+    /// full this waits for room first; dropped before then, it never queues the write. Once
+    /// queued, the write commits whether or not anyone still awaits it.
     pub async fn commit(mut self) -> Result<T, MetaError> {
         let (reply, result) = oneshot::channel();
         self.op.reply_to(Reply::Async(reply));
         let queue = self.queue.ok_or_else(stopped)?;
-        match queue.try_send(self.op) {
-            Ok(()) => {}
-            // Hundreds of writes already queued: wait for room on a blocking thread.
-            Err(TrySendError::Full(op)) => tokio::task::spawn_blocking(move || queue.send(op))
-                .await
-                .map_err(|e| MetaError::Commit(e.to_string()))?
-                .map_err(|_| stopped())?,
-            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
-        }
+        queue.reserve().await.map_err(|_| stopped())?.send(self.op);
         result.await.map_err(|_| stopped())?
     }
 }
@@ -137,16 +132,16 @@ fn stopped() -> MetaError {
 
 /// The sending side, held by `Meta`.
 pub(super) struct Writer {
-    queue: Option<SyncSender<Box<dyn Op>>>,
+    queue: Option<mpsc::Sender<Box<dyn Op>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
     pub(super) fn start(db: Arc<Database>) -> Self {
-        let (tx, rx) = sync_channel::<Box<dyn Op>>(4 * MAX_BATCH);
+        let (tx, mut rx) = mpsc::channel::<Box<dyn Op>>(4 * MAX_BATCH);
         let thread = std::thread::Builder::new()
             .name("berth-meta-writer".into())
-            .spawn(move || run_writer(&db, &rx))
+            .spawn(move || run_writer(&db, &mut rx))
             .expect("spawn the metadata writer thread");
         Writer {
             queue: Some(tx),
@@ -182,8 +177,8 @@ impl Drop for Writer {
     }
 }
 
-fn run_writer(db: &Database, queue: &Receiver<Box<dyn Op>>) {
-    while let Ok(first) = queue.recv() {
+fn run_writer(db: &Database, queue: &mut mpsc::Receiver<Box<dyn Op>>) {
+    while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {

@@ -38,11 +38,18 @@ impl Quick {
         Quick { jobs }
     }
 
-    /// Run `f` on one of the threads and wait for it without blocking the runtime.
+    /// Run `f` on one of the threads and wait for it without blocking the runtime. If the
+    /// caller is gone (a request dropped) by the time a thread takes the job, `f` is skipped,
+    /// so a burst of abandoned requests does not hold up live ones.
     pub(crate) async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = move || {
+            if !tx.is_closed() {
+                drop(tx.send(f()));
+            }
+        };
         self.jobs
-            .send(Box::new(move || drop(tx.send(f()))))
+            .send(Box::new(job))
             .expect("the hot-path threads outlive the queue");
         rx.await.expect("a hot-path blocking call panicked")
     }

@@ -101,10 +101,9 @@ impl Sessions {
 type SlotGuard = OwnedMutexGuard<Slot>;
 
 impl Registry {
-    /// Open a new upload session in `repo`.
     /// Open a new upload session in `repo` for `client`, within the session limits.
     pub async fn start_upload(&self, repo: &RepoName, client: Option<IpAddr>) -> Result<UploadStatus, Error> {
-        let open = self.meta(crate::meta::Meta::upload_count).await?;
+        let open = self.meta_read(crate::meta::Meta::upload_count).await?;
         if open >= self.limits.upload_sessions {
             return Err(Error::TooManyRequests(format!(
                 "{open} upload sessions are open, the limit"
@@ -261,7 +260,7 @@ impl Registry {
             slot
         } else {
             let row = self
-                .meta(move |m| m.upload(&id.to_string()))
+                .meta_read(move |m| m.upload(&id.to_string()))
                 .await?
                 .ok_or(Error::BlobUploadUnknown)?;
             self.uploads.get_or_insert(id, &row.repo)
