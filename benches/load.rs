@@ -356,7 +356,8 @@ async fn bench_push(t: &Target, blobs: &[Bytes], chunk: Option<usize>, repo: &st
 ///   segment and wakes the reader, so every wake-up saved is CPU charged to the server.
 ///
 /// Content-Length still has to match exactly. `LOAD_PULL_COPY=1` reads the body into a 64 KiB
-/// buffer instead, as most clients would, to show what the copy and the wake-ups cost.
+/// buffer instead, as most clients would, to show what the copy and the wake-ups cost;
+/// `LOAD_PULL_LOWAT=0` keeps `MSG_TRUNC` but wakes for every segment.
 struct RawGet {
     stream: tokio::net::TcpStream,
     host: String,
@@ -365,12 +366,19 @@ struct RawGet {
     sink: Vec<u8>,
     /// The socket's `SO_RCVLOWAT` now (1, the kernel's default, between bodies).
     lowat: usize,
+    /// The most body bytes to wait for in one wake-up (1: every segment).
+    lowat_max: usize,
     copy: bool,
 }
 
 impl RawGet {
-    /// The most body bytes one wake-up and one `recv` take.
+    /// The most body bytes one `recv` takes, and by default one wake-up.
     const DISCARD: usize = 1 << 20;
+    /// Below this much body left, the mark is not worth two system calls.
+    const LOWAT_MIN: usize = 64 << 10;
+    /// A wait this long for a raised mark means the kernel will not honour it (an old kernel,
+    /// or a receive buffer capped under twice the mark): this connection wakes per segment.
+    const LOWAT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
     async fn connect(base: &str) -> RawGet {
         let host = base.trim_start_matches("http://").to_owned();
@@ -382,6 +390,11 @@ impl RawGet {
             buf: vec![0; 64 << 10],
             sink: Vec::with_capacity(Self::DISCARD),
             lowat: 1,
+            lowat_max: std::env::var("LOAD_PULL_LOWAT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(Self::DISCARD)
+                .clamp(1, Self::DISCARD),
             copy: std::env::var("LOAD_PULL_COPY").is_ok_and(|v| v == "1"),
         }
     }
@@ -417,10 +430,22 @@ impl RawGet {
             return self.stream.read(&mut self.buf[..want]).await.unwrap();
         }
         let want = want.min(Self::DISCARD);
-        self.set_lowat(want);
-        let sink = &mut self.sink.spare_capacity_mut()[..want];
+        self.set_lowat(if want >= Self::LOWAT_MIN {
+            want.min(self.lowat_max)
+        } else {
+            1
+        });
         loop {
-            self.stream.readable().await.unwrap();
+            if tokio::time::timeout(Self::LOWAT_PATIENCE, self.stream.readable())
+                .await
+                .is_err()
+            {
+                eprintln!("load: SO_RCVLOWAT {} not honoured; waking per segment", self.lowat);
+                self.lowat_max = 1;
+                self.set_lowat(1);
+                continue;
+            }
+            let sink = &mut self.sink.spare_capacity_mut()[..want];
             let sock = socket2::SockRef::from(&self.stream);
             match self.stream.try_io(tokio::io::Interest::READABLE, || {
                 sock.recv_with_flags(sink, libc::MSG_TRUNC)
