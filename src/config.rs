@@ -169,6 +169,8 @@ pub struct Storage {
     pub fsync: bool,
     /// Write the bulk of large uploads with `O_DIRECT`, around the page cache.
     pub direct_io: bool,
+    /// Bytes of metadata pages redb keeps in memory (read cache and write buffer together).
+    pub meta_cache: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -289,6 +291,7 @@ struct RawStorage {
     root: Option<PathBuf>,
     fsync: Option<bool>,
     direct_io: Option<bool>,
+    meta_cache: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -335,6 +338,7 @@ const ENV_KEYS: &[(&str, Setter)] = &[
     ("storage.root", |r, v| set(&mut r.storage.root, v)),
     ("storage.fsync", |r, v| set(&mut r.storage.fsync, v)),
     ("storage.direct_io", |r, v| set(&mut r.storage.direct_io, v)),
+    ("storage.meta_cache", |r, v| set(&mut r.storage.meta_cache, v)),
     ("limits.manifest_max_size", |r, v| {
         set(&mut r.limits.manifest_max_size, v)
     }),
@@ -473,6 +477,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             message: "must not be empty".into(),
         });
     }
+    let meta_cache = raw
+        .storage
+        .meta_cache
+        .unwrap_or(ByteSize::b(crate::meta::DEFAULT_CACHE))
+        .as_u64();
+    if !(1 << 20..=1 << 40).contains(&meta_cache) {
+        return Err(ConfigError::Invalid {
+            key: "storage.meta_cache",
+            message: "must be between 1MiB and 1TiB".into(),
+        });
+    }
     let manifest_max_size = raw.limits.manifest_max_size.unwrap_or(ByteSize::mib(4)).as_u64();
     if !(1..=64 << 20).contains(&manifest_max_size) {
         return Err(ConfigError::Invalid {
@@ -530,6 +545,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             root,
             fsync: raw.storage.fsync.unwrap_or(true),
             direct_io: raw.storage.direct_io.unwrap_or(true),
+            meta_cache,
         },
         limits: Limits {
             manifest_max_size,
@@ -676,7 +692,7 @@ impl Config {
             LogFormat::Json => "json",
         };
         format!(
-            "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\n  header_timeout: {}\n  sendfile: {}\n{}storage:\n  root: {}\n  fsync: {}\n  direct_io: {}\nlimits:\n  \
+            "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\n  header_timeout: {}\n  sendfile: {}\n{}storage:\n  root: {}\n  fsync: {}\n  direct_io: {}\n  meta_cache: {}\nlimits:\n  \
              manifest_max_size: {}\n  blob_max_size: {}\n  upload_sessions: {}\n  \
              upload_sessions_per_client: {}\n  body_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
              grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\n",
@@ -690,6 +706,7 @@ impl Config {
             self.storage.root.display(),
             self.storage.fsync,
             self.storage.direct_io,
+            self.storage.meta_cache,
             self.limits.manifest_max_size,
             self.limits.blob_max_size,
             self.limits.upload_sessions,
@@ -772,6 +789,30 @@ mod tests {
         assert_eq!(c.storage.root, PathBuf::from("./data"));
         assert!(c.storage.fsync);
         assert_eq!(c.limits.manifest_max_size, 4 << 20);
+        assert_eq!(c.storage.meta_cache, crate::meta::DEFAULT_CACHE);
+    }
+
+    #[test]
+    fn meta_cache_is_a_size_within_bounds() {
+        let c = load_str(
+            "storage:
+  meta_cache: 256MiB
+",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.storage.meta_cache, 256 << 20);
+        let c = load_str("", &[("BERTH_STORAGE_META_CACHE", "8MiB")]).unwrap();
+        assert_eq!(c.storage.meta_cache, 8 << 20);
+        let e = load_str(
+            "storage:
+  meta_cache: 1KiB
+",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("storage.meta_cache"), "{e}");
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub fn run(args: DuArgs) -> anyhow::Result<()> {
         if !root.join(berth::meta::DB_FILE).exists() {
             bail!("no store at {}", root.display());
         }
-        match Meta::open(root) {
+        match Meta::open_with_cache(root, config.storage.meta_cache) {
             Ok(meta) => meta.usage()?,
             Err(MetaError::Locked(path)) => {
                 bail!("{path} is held by a running berth server; use `berth du --url http://<its address>`")

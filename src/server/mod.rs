@@ -69,7 +69,8 @@ async fn open_parts(config: &Config) -> Result<(Meta, BlobStore, registry::Limit
         },
     )
     .map_err(root_err)?;
-    let meta = registry::blocking(move || Meta::open(&root)).await?;
+    let cache = config.storage.meta_cache;
+    let meta = registry::blocking(move || Meta::open_with_cache(&root, cache)).await?;
     let limits = registry::Limits {
         manifest_max_bytes: config.limits.manifest_max_size,
         blob_max_bytes: config.limits.blob_max_size,
