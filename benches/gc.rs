@@ -92,7 +92,13 @@ async fn main() {
     let manifests = env_num("GCBENCH_MANIFESTS", 10_000);
     let layers = env_num("GCBENCH_LAYERS", 9);
     let concurrency = 16;
-    let server = Server::start(&[("BERTH_GC_GRACE_PERIOD", "0s")]);
+    // `GC_META_CACHE` sets `storage.meta_cache` (for example 1GiB, redb's own default).
+    let cache = std::env::var("GC_META_CACHE").ok();
+    let mut env = vec![("BERTH_GC_GRACE_PERIOD", "0s")];
+    if let Some(cache) = &cache {
+        env.push(("BERTH_STORAGE_META_CACHE", cache.as_str()));
+    }
+    let server = Server::start(&env);
     let base = server.base.clone();
     println!(
         "gc benchmark: {manifests} manifests x ({layers} layers + config) = {} blobs, half garbage",
@@ -177,5 +183,10 @@ async fn main() {
     println!(
         "| p99 ratio during gc / idle | {:.2} |",
         pct(&during, 0.99) / pct(&idle, 0.99)
+    );
+    println!(
+        "| server peak RSS (population, gc, reads; meta_cache {}) | {:.1} MiB |",
+        cache.as_deref().unwrap_or("default"),
+        common::peak_rss_mib(server.pid())
     );
 }

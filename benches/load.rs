@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::sha256;
+use common::{peak_rss_mib, sha256};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
@@ -151,18 +151,6 @@ impl CpuMeter {
             (cpu_seconds(std::process::id()) - self.client) / gib(bytes),
         )
     }
-}
-
-/// Peak resident set size in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
 }
 
 fn client() -> reqwest::Client {

@@ -78,6 +78,18 @@ impl Server {
     }
 }
 
+/// Peak resident set size of `pid` in MiB (`VmHWM`).
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
 /// POST a blob in one request.
 pub async fn push_blob(c: &reqwest::Client, base: &str, repo: &str, bytes: Vec<u8>) -> String {
     let d = sha256(&bytes);
