@@ -134,7 +134,10 @@ impl Meta {
 /// collected) peaked at 143 MiB with it and at 99 MiB with 16 MiB, populating as fast
 /// (28.5-31.7 s against 33.6-41.2). 4 MiB took 67.7 s: the write buffer, half the cache,
 /// spilled. The file's pages stay in the kernel's page cache either way; this caps only the
-/// copies redb holds.
+/// copies redb holds. The cost: the start-up benchmark's 1M records, written with a 16 or
+/// 32 MiB cache, made a 408 MiB file where 64 MiB or more made 278 MiB (the write buffer
+/// spills pages that the same transaction then copies again). Metadata is a few hundred
+/// bytes per blob, so that buys memory with disk at a good price.
 pub const DEFAULT_CACHE: u64 = 16 << 20;
 
 /// redb's own integrity check of `<root>/meta.redb`, which needs the file to itself (so it runs
