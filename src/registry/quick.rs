@@ -65,3 +65,59 @@ fn serve(queue: &Mutex<Receiver<Job>>) {
         let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Barrier};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A request that gives up while its call waits in the queue costs nothing once a thread
+    /// is free: the call is skipped, and the threads go on with live ones.
+    #[tokio::test]
+    async fn a_call_whose_caller_is_gone_is_skipped() {
+        let quick = Arc::new(Quick::start());
+        let threads = PER_CORE * super::super::cores();
+        let gate = Arc::new(Barrier::new(threads + 1));
+        let busy: Vec<_> = (0..threads)
+            .map(|_| {
+                let (quick, gate) = (Arc::clone(&quick), Arc::clone(&gate));
+                tokio::spawn(async move {
+                    quick
+                        .run(move || {
+                            gate.wait();
+                        })
+                        .await;
+                })
+            })
+            .collect();
+        // Let the spawned calls reach the threads, which then wait at the gate: this call
+        // waits in the queue until its caller gives up on it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let abandoned = quick.run(move || flag.store(true, Ordering::Relaxed));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), abandoned)
+                .await
+                .is_err()
+        );
+        tokio::task::spawn_blocking(move || {
+            gate.wait();
+        })
+        .await
+        .unwrap();
+        for call in busy {
+            call.await.unwrap();
+        }
+        assert_eq!(
+            quick.run(|| 7).await,
+            7,
+            "the threads serve calls after the skipped one"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!ran.load(Ordering::Relaxed), "the abandoned call ran");
+    }
+}
