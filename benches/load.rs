@@ -424,7 +424,9 @@ impl RawGet {
             1
         });
         loop {
-            if tokio::time::timeout(Self::LOWAT_PATIENCE, self.stream.readable())
+            if self.lowat == 1 {
+                self.stream.readable().await.unwrap();
+            } else if tokio::time::timeout(Self::LOWAT_PATIENCE, self.stream.readable())
                 .await
                 .is_err()
             {

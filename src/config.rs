@@ -794,24 +794,11 @@ mod tests {
 
     #[test]
     fn meta_cache_is_a_size_within_bounds() {
-        let c = load_str(
-            "storage:
-  meta_cache: 256MiB
-",
-            &[],
-        )
-        .unwrap();
+        let c = load_str("storage:\n  meta_cache: 256MiB\n", &[]).unwrap();
         assert_eq!(c.storage.meta_cache, 256 << 20);
         let c = load_str("", &[("BERTH_STORAGE_META_CACHE", "8MiB")]).unwrap();
         assert_eq!(c.storage.meta_cache, 8 << 20);
-        let e = load_str(
-            "storage:
-  meta_cache: 1KiB
-",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
+        let e = load_str("storage:\n  meta_cache: 1KiB\n", &[]).unwrap_err().to_string();
         assert!(e.contains("storage.meta_cache"), "{e}");
     }
 
