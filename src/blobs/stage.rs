@@ -56,6 +56,8 @@ pub struct Staged {
     len: u64,
     temp: Option<TempPath>,
     opts: WriteOptions,
+    /// Everything in the file has been `fdatasync`ed since it was last written.
+    synced: bool,
 }
 
 /// `Hasher` with a placeholder `Debug`, so `Staged` can derive it.
@@ -77,6 +79,7 @@ impl Staged {
             len: 0,
             temp,
             opts,
+            synced: false,
         }
     }
 
@@ -100,6 +103,7 @@ impl Staged {
             len,
             temp: None,
             opts,
+            synced: false,
         })
     }
 
@@ -121,8 +125,10 @@ impl Staged {
         self.hasher.0.clone().finish()
     }
 
-    pub(super) fn into_parts(self) -> (File, PathBuf, Option<TempPath>) {
-        (self.file, self.path, self.temp)
+    /// The file, its path, its temp-file guard (monolithic uploads) and whether all of it is
+    /// already durable (`synced`).
+    pub(super) fn into_parts(self) -> (File, PathBuf, Option<TempPath>, bool) {
+        (self.file, self.path, self.temp, self.synced)
     }
 
     /// Stream `body` onto the end of the file, refusing to grow it past `max_len` bytes, and,
@@ -217,6 +223,7 @@ impl Staged {
     /// `Direct`); a smaller one is written through the page cache with as few vectored writes
     /// as it takes.
     fn write_from(&mut self, mut rx: mpsc::Receiver<Vec<Bytes>>) -> Result<(), AppendError> {
+        self.synced = false;
         let mut unflushed_from = self.len;
         let mut try_direct = self.opts.direct_io && !DIRECT_UNSUPPORTED.load(Ordering::Relaxed);
         let mut direct: Option<Direct> = None;
@@ -247,6 +254,7 @@ impl Staged {
         }
         if self.opts.fsync {
             self.file.sync_data()?;
+            self.synced = true;
         }
         Ok(())
     }
@@ -261,6 +269,7 @@ impl Staged {
     }
 
     fn rollback(&mut self, len: u64, hasher: HasherDebug) -> io::Result<()> {
+        self.synced = false;
         self.file.set_len(len)?;
         self.file.seek(SeekFrom::Start(len))?;
         self.len = len;
@@ -711,6 +720,50 @@ mod tests {
         let mut hasher = Algorithm::Sha256.hasher();
         hasher.update(&expected);
         assert_eq!(staged.sha256(), hasher.finish());
+    }
+
+    /// `BlobStore::commit` skips its own `fdatasync` when the staged file says it is synced,
+    /// so that must hold only right after an append that ended with one.
+    #[tokio::test]
+    async fn only_a_completed_append_with_fsync_counts_as_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let idle = std::time::Duration::from_secs(5);
+        let bytes = pattern(DIRECT_BATCH + 100, 3);
+        let staged = staging(dir.path(), true, true);
+        assert!(!staged.synced, "a new staging file");
+        let (staged, result) = staged.append(body(&bytes, 4096, None), u64::MAX, None, idle).await;
+        result.unwrap();
+        assert!(staged.synced, "after an append that ended with fdatasync");
+        let (staged, result) = staged
+            .append(body(&bytes, 4096, Some(8192)), u64::MAX, None, idle)
+            .await;
+        assert!(result.is_err());
+        assert!(!staged.synced, "after a failed, rolled-back append");
+        let (file, path, _, _) = staged.into_parts();
+        drop(file);
+        let file = std::fs::OpenOptions::new().read(true).append(true).open(&path).unwrap();
+        let opts = WriteOptions {
+            fsync: true,
+            direct_io: true,
+        };
+        let resumed = Staged::resume(file, path.clone(), opts).unwrap();
+        assert!(!resumed.synced, "a file reopened after a restart");
+        let (resumed, result) = resumed.append(body(&[], 1, None), u64::MAX, None, idle).await;
+        result.unwrap();
+        assert!(resumed.synced, "an empty append still ends with fdatasync");
+        let file = std::fs::OpenOptions::new().read(true).append(true).open(&path).unwrap();
+        let unsynced = Staged::resume(
+            file,
+            path,
+            WriteOptions {
+                fsync: false,
+                direct_io: true,
+            },
+        )
+        .unwrap();
+        let (unsynced, result) = unsynced.append(body(&bytes, 4096, None), u64::MAX, None, idle).await;
+        result.unwrap();
+        assert!(!unsynced.synced, "with fsync off nothing was synced");
     }
 
     #[test]
