@@ -6,7 +6,8 @@
 //!
 //! Run: `cargo bench --bench load` (release build; a few minutes on 2 cores). Sizes scale with
 //! `LOAD_SCALE` (default 1.0; 0.1 for a quick look) and `LOAD_SECS` (hot-read duration,
-//! default 15).
+//! default 15). The large pushes run `LOAD_PUSH_ROUNDS` rounds (default 3), the registries
+//! taking turns, and report each one's median round.
 
 mod common;
 
@@ -24,6 +25,11 @@ const MIB: usize = 1 << 20;
 /// Rounds of the blob pull; the median round is reported, so the count is odd.
 const PULL_ROUNDS: usize = 5;
 const _: () = assert!(PULL_ROUNDS % 2 == 1);
+
+/// Rounds of each large push (`LOAD_PUSH_ROUNDS`); the median round is reported, so the count
+/// is odd. The targets take turns within each round (`PushRounds::run`).
+const PUSH_ROUNDS: usize = 3;
+const _: () = assert!(PUSH_ROUNDS % 2 == 1);
 
 /// A registry under test.
 struct Target {
@@ -313,8 +319,116 @@ fn big_blobs(n: usize, size: usize, seed: u8) -> Vec<Bytes> {
         .collect()
 }
 
+/// A large push scenario, repeated in rounds. Each round pushes a fresh set of blobs (the same
+/// set to every target) into `repo`; round 0's blobs are `big_blobs(n, size, seed)`.
+struct PushRounds {
+    n: usize,
+    size: usize,
+    chunk: Option<usize>,
+    seed: u8,
+    repo: &'static str,
+}
+
+/// One push: MB/s and the server's and the client's CPU seconds per GiB.
+type Pushed = (f64, (f64, f64));
+
+/// Per round, each target's column and its push.
+type PushResults = Vec<Vec<(usize, Pushed)>>;
+
+impl PushRounds {
+    /// The targets push in turn, the first of one round going last in the next, so that a
+    /// drift in this machine's speed over the run (a KVM guest on a shared host: pushes in one
+    /// run have measured up to 1.5x apart) reaches both alike, and the median round of each
+    /// discards an outlier.
+    async fn run(&self, targets: &[(usize, Target)], rounds: usize, disk: &mut Vec<f64>) -> PushResults {
+        let mut results = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            settle_page_cache();
+            let probe = probe_disk(&std::env::temp_dir());
+            eprintln!("   {} round {round}: the disk makes {probe:.1} MB/s durable", self.repo);
+            disk.push(probe);
+            #[allow(clippy::cast_possible_truncation)] // a few rounds
+            let blobs = big_blobs(self.n, self.size, self.seed.wrapping_add(32 * round as u8));
+            let mut order: Vec<&(usize, Target)> = targets.iter().collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            let mut this_round = Vec::with_capacity(order.len());
+            for (k, t) in order {
+                settle_page_cache();
+                let result = bench_push(t, &blobs, self.chunk, self.repo).await;
+                eprintln!(
+                    "   {} round {round}: {} {:.1} MB/s, {:.2} s/GiB",
+                    self.repo, t.name, result.0, result.1.0
+                );
+                this_round.push((*k, result));
+            }
+            results.push(this_round);
+        }
+        results
+    }
+}
+
+/// MB/s of writing 1 GiB to a new file in `dir` in 1 MiB `O_DIRECT` writes, then
+/// `fdatasync`: how fast this disk makes data durable, a ceiling for any push with fsync on
+/// (Berth's) that a push without it (Distribution's) does not have. Both registries keep their
+/// data under the same temporary directory. Buffered writes where direct I/O is refused.
+fn probe_disk(dir: &std::path::Path) -> f64 {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    const BLOCK: usize = MIB;
+    const TOTAL: usize = 1024 * MIB;
+    let path = dir.join(format!("berth-disk-probe-{}", std::process::id()));
+    let open = |flags| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(flags)
+            .open(&path)
+    };
+    let mut file = open(libc::O_DIRECT).or_else(|_| open(0)).expect("disk probe file");
+    let mut buf = vec![0x5au8; BLOCK + 4096];
+    let at = buf.as_ptr().align_offset(4096);
+    let block = &mut buf[at..at + BLOCK];
+    let start = Instant::now();
+    for i in 0..TOTAL / BLOCK {
+        block[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        if file.write_all(block).is_err() {
+            // Refused mid-way (an unaligned buffer, say): go on through the page cache.
+            file = open(0).expect("disk probe file");
+            file.write_all(block).expect("disk probe write");
+        }
+    }
+    file.sync_data().expect("disk probe fdatasync");
+    let secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    mb(TOTAL) / secs
+}
+
+/// Put each target's median round (rate and CPU figures, each the median of its own) in `row`.
+fn record_push(row: &mut Row, results: &PushResults) {
+    for k in 0..2 {
+        let mine: Vec<Pushed> = results
+            .iter()
+            .flat_map(|round| round.iter().filter(|(t, _)| *t == k).map(|(_, r)| *r))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let median = |f: &dyn Fn(&Pushed) -> f64| {
+            let mut v: Vec<f64> = mine.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        row.values[k] = Some(median(&|r| r.0));
+        row.cpu_per_gib[k] = Some(median(&|r| r.1.0));
+        row.client_cpu_per_gib[k] = Some(median(&|r| r.1.1));
+    }
+}
+
 /// Returns MB/s and the server's and the client's CPU seconds per GiB.
-async fn bench_push(t: &Target, blobs: &[Bytes], chunk: Option<usize>, repo: &str) -> (f64, (f64, f64)) {
+async fn bench_push(t: &Target, blobs: &[Bytes], chunk: Option<usize>, repo: &str) -> Pushed {
     let c = client();
     // Digests first: a client pushing a built image knows them already.
     let digests: Vec<String> = blobs.iter().map(|b| sha256(b)).collect();
@@ -709,8 +823,8 @@ async fn main() {
     println!("load benchmark: scale {scale}, {cpus} CPUs, hot reads {secs} s");
     println!("berth vs CNCF Distribution 2.8.2 (Debian docker-registry)");
     let sel = Selection::from_env();
-    let blobs = big_blobs(n_big, big, 3);
-    let chunked = big_blobs(n_big, big, 9);
+    // Odd, so the median is one round's figure.
+    let rounds = common::env_num("LOAD_PUSH_ROUNDS", PUSH_ROUNDS) | 1;
     let mut rows: Vec<Row> = Vec::new();
     let mut push_row = |scenario: String, unit, lower_better| {
         rows.push(Row {
@@ -723,8 +837,16 @@ async fn main() {
         });
         rows.len() - 1
     };
-    let r_mono = push_row(format!("blob push {n_big} x 16 MiB, c=4, monolithic"), "MB/s", false);
-    let r_chunk = push_row(format!("blob push {n_big} x 16 MiB, c=4, 5 MiB chunks"), "MB/s", false);
+    let r_mono = push_row(
+        format!("blob push {n_big} x 16 MiB, c=4, monolithic, median of {rounds} rounds"),
+        "MB/s",
+        false,
+    );
+    let r_chunk = push_row(
+        format!("blob push {n_big} x 16 MiB, c=4, 5 MiB chunks, median of {rounds} rounds"),
+        "MB/s",
+        false,
+    );
     let r_small = push_row(format!("small blob push {n_small} x 4 KiB, c=16"), "blobs/s", false);
     let r_pull = push_row(
         format!("blob pull {n_big} x 16 MiB, median of {PULL_ROUNDS} rounds, c=4"),
@@ -752,71 +874,96 @@ async fn main() {
     let r_rss = push_row("server peak RSS".into(), "MiB", true);
 
     let makers = [start_berth as fn() -> Target, start_distribution];
-    for (k, make) in makers.into_iter().enumerate() {
-        if !sel.wants_target(["berth", "distribution"][k]) {
-            continue;
+    let targets: Vec<(usize, Target)> = makers
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| sel.wants_target(["berth", "distribution"][*k]))
+        .map(|(k, make)| {
+            let t = make();
+            eprintln!("-- {} (pid {})", t.name, t.pid);
+            (k, t)
+        })
+        .collect();
+    // The pulls read the first round's monolithic blobs, so that round runs whenever they do.
+    let push_mono = sel.wants("mono") || sel.wants("pull") || sel.wants("range") || sel.wants("hot");
+    let digests: Vec<String> = big_blobs(n_big, big, 3).iter().map(|b| sha256(b)).collect();
+    let mut disk = Vec::new();
+    if push_mono {
+        let n_rounds = if sel.wants("mono") { rounds } else { 1 };
+        let push = PushRounds {
+            n: n_big,
+            size: big,
+            chunk: None,
+            seed: 3,
+            repo: "load/big",
+        };
+        let results = push.run(&targets, n_rounds, &mut disk).await;
+        if sel.wants("mono") {
+            record_push(&mut rows[r_mono], &results);
         }
-        settle_page_cache();
-        let t = make();
-        eprintln!("-- {} (pid {})", t.name, t.pid);
-        let digests: Vec<String> = blobs.iter().map(|b| sha256(b)).collect();
-        if sel.wants("mono") || sel.wants("pull") || sel.wants("range") || sel.wants("hot") {
-            let (rate, cpu) = bench_push(&t, &blobs, None, "load/big").await;
-            if sel.wants("mono") {
-                rows[r_mono].values[k] = Some(rate);
-                rows[r_mono].cpu_per_gib[k] = Some(cpu.0);
-                rows[r_mono].client_cpu_per_gib[k] = Some(cpu.1);
-            }
-        }
+    }
+    if sel.wants("chunked") {
+        let chunk = Some(common::env_num("LOAD_CHUNK_MIB", 5) * MIB);
+        let push = PushRounds {
+            n: n_big,
+            size: big,
+            chunk,
+            seed: 9,
+            repo: "load/chunked",
+        };
+        record_push(&mut rows[r_chunk], &push.run(&targets, rounds, &mut disk).await);
+    }
+    for (k, t) in &targets {
+        let k = *k;
+        eprintln!("-- {}: the other scenarios", t.name);
         if sel.wants("small") {
-            rows[r_small].values[k] = Some(bench_small(&t, n_small).await);
+            rows[r_small].values[k] = Some(bench_small(t, n_small).await);
         }
         if sel.wants("pull") {
-            let (rate, cpu) = bench_pull(&t, &digests, big, PULL_ROUNDS).await;
+            settle_page_cache();
+            let (rate, cpu) = bench_pull(t, &digests, big, PULL_ROUNDS).await;
             rows[r_pull].values[k] = Some(rate);
             rows[r_pull].cpu_per_gib[k] = Some(cpu.0);
             rows[r_pull].client_cpu_per_gib[k] = Some(cpu.1);
         }
         if sel.wants("range") {
-            rows[r_range].values[k] = Some(bench_ranges(&t, &digests, big, scaled(512, scale)).await);
-        }
-        if sel.wants("chunked") {
-            settle_page_cache();
-            let (rate, cpu) = bench_push(
-                &t,
-                &chunked,
-                Some(common::env_num("LOAD_CHUNK_MIB", 5) * MIB),
-                "load/chunked",
-            )
-            .await;
-            rows[r_chunk].values[k] = Some(rate);
-            rows[r_chunk].cpu_per_gib[k] = Some(cpu.0);
-            rows[r_chunk].client_cpu_per_gib[k] = Some(cpu.1);
+            rows[r_range].values[k] = Some(bench_ranges(t, &digests, big, scaled(512, scale)).await);
         }
         if sel.wants("manifest") || sel.wants("hot") {
-            let rate = bench_manifests(&t, "load/manifests", n_manifests).await;
+            let rate = bench_manifests(t, "load/manifests", n_manifests).await;
             rows[r_man].values[k] = sel.wants("manifest").then_some(rate);
         }
         if sel.wants("hot") {
-            let (rate, p50, p99) = bench_hot(&t, n_manifests, &digests[0], secs).await;
+            let (rate, p50, p99) = bench_hot(t, n_manifests, &digests[0], secs).await;
             rows[r_hot].values[k] = Some(rate);
             rows[r_p50].values[k] = Some(p50);
             rows[r_p99].values[k] = Some(p99);
         }
         if sel.wants("tags") {
-            let (ms, pages, all) = bench_tags(&t, n_tags).await;
+            let (ms, pages, all) = bench_tags(t, n_tags).await;
             rows[r_tags].values[k] = Some(ms);
             rows[r_tag_all].values[k] = Some(all);
             rows[r_tag_pages].values[k] = Some(count(pages));
         }
         if sel.wants("catalog") {
-            let (ms, pages) = bench_catalog(&t, n_repos).await;
+            let (ms, pages) = bench_catalog(t, n_repos).await;
             rows[r_cat].values[k] = Some(ms);
             rows[r_cat_pages].values[k] = Some(count(pages));
         }
         rows[r_rss].values[k] = Some(peak_rss_mib(t.pid));
     }
     print_table(&rows);
+    if !disk.is_empty() {
+        disk.sort_by(f64::total_cmp);
+        println!(
+            "\ndisk, durable sequential write (1 GiB in 1 MiB O_DIRECT writes, then fdatasync), \
+             before each push round: median {:.0} MB/s, {:.0}-{:.0} over {} rounds",
+            disk[disk.len() / 2],
+            disk[0],
+            disk[disk.len() - 1],
+            disk.len()
+        );
+    }
 }
 
 /// Many tags on one manifest, then the paginated tag list walked; returns milliseconds and the
