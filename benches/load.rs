@@ -7,7 +7,9 @@
 //! Run: `cargo bench --bench load` (release build; a few minutes on 2 cores). Sizes scale with
 //! `LOAD_SCALE` (default 1.0; 0.1 for a quick look) and `LOAD_SECS` (hot-read duration,
 //! default 15). The large pushes run `LOAD_PUSH_ROUNDS` rounds (default 3), the registries
-//! taking turns, and report each one's median round.
+//! taking turns, and report for each the median over its rounds of every figure. Both
+//! registries run for the whole benchmark and keep what they were sent: about 12 GiB of
+//! temporary files at the defaults, removed at the end.
 
 mod common;
 
@@ -26,8 +28,8 @@ const MIB: usize = 1 << 20;
 const PULL_ROUNDS: usize = 5;
 const _: () = assert!(PULL_ROUNDS % 2 == 1);
 
-/// Rounds of each large push (`LOAD_PUSH_ROUNDS`); the median round is reported, so the count
-/// is odd. The targets take turns within each round (`PushRounds::run`).
+/// Rounds of each large push (`LOAD_PUSH_ROUNDS`); each figure reported is the median over
+/// the rounds (each taken on its own), so the count is odd. The targets take turns within each round (`PushRounds::run`).
 const PUSH_ROUNDS: usize = 3;
 const _: () = assert!(PUSH_ROUNDS % 2 == 1);
 
@@ -308,11 +310,13 @@ fn mb(bytes: usize) -> f64 {
     bytes as f64 / 1e6
 }
 
-fn big_blobs(n: usize, size: usize, seed: u8) -> Vec<Bytes> {
+/// `n` distinct blobs of `size` bytes (at least 16), distinct again for each `seed` and `round`.
+fn big_blobs(n: usize, size: usize, seed: u8, round: usize) -> Vec<Bytes> {
     (0..n)
         .map(|i| {
             let mut v = vec![seed; size];
             v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            v[8..16].copy_from_slice(&(round as u64).to_le_bytes());
             v[size - 1] = seed.wrapping_add(1);
             Bytes::from(v)
         })
@@ -320,7 +324,7 @@ fn big_blobs(n: usize, size: usize, seed: u8) -> Vec<Bytes> {
 }
 
 /// A large push scenario, repeated in rounds. Each round pushes a fresh set of blobs (the same
-/// set to every target) into `repo`; round 0's blobs are `big_blobs(n, size, seed)`.
+/// set to every target) into `repo`; round `r`'s blobs are `big_blobs(n, size, seed, r)`.
 struct PushRounds {
     n: usize,
     size: usize,
@@ -338,17 +342,19 @@ type PushResults = Vec<Vec<(usize, Pushed)>>;
 impl PushRounds {
     /// The targets push in turn, the first of one round going last in the next, so that a
     /// drift in this machine's speed over the run (a KVM guest on a shared host: pushes in one
-    /// run have measured up to 1.5x apart) reaches both alike, and the median round of each
-    /// discards an outlier.
+    /// run have measured up to 1.5x apart) reaches both alike, and the medians over the rounds
+    /// discard an outlier.
     async fn run(&self, targets: &[(usize, Target)], rounds: usize, disk: &mut Vec<f64>) -> PushResults {
         let mut results = Vec::with_capacity(rounds);
         for round in 0..rounds {
             settle_page_cache();
-            let probe = probe_disk(&std::env::temp_dir());
-            eprintln!("   {} round {round}: the disk makes {probe:.1} MB/s durable", self.repo);
+            let (probe, how) = probe_disk(&std::env::temp_dir());
+            eprintln!(
+                "   {} round {round}: the disk makes {probe:.1} MB/s durable ({how})",
+                self.repo
+            );
             disk.push(probe);
-            #[allow(clippy::cast_possible_truncation)] // a few rounds
-            let blobs = big_blobs(self.n, self.size, self.seed.wrapping_add(32 * round as u8));
+            let blobs = big_blobs(self.n, self.size, self.seed, round);
             let mut order: Vec<&(usize, Target)> = targets.iter().collect();
             if round % 2 == 1 {
                 order.reverse();
@@ -370,43 +376,45 @@ impl PushRounds {
 }
 
 /// MB/s of writing 1 GiB to a new file in `dir` in 1 MiB `O_DIRECT` writes, then
-/// `fdatasync`: how fast this disk makes data durable, a ceiling for any push with fsync on
-/// (Berth's) that a push without it (Distribution's) does not have. Both registries keep their
-/// data under the same temporary directory. Buffered writes where direct I/O is refused.
-fn probe_disk(dir: &std::path::Path) -> f64 {
+/// `fdatasync`, and how it was written: a reference for how fast this disk makes data durable,
+/// which a push with fsync on (Berth's) waits for and one without (Distribution's) does not.
+/// One writer with one write in flight, so not a strict ceiling for four concurrent uploads.
+/// Both registries keep their data under the same temporary directory. Where direct I/O is
+/// refused the whole probe runs again through the page cache, and says so.
+fn probe_disk(dir: &std::path::Path) -> (f64, &'static str) {
+    let path = dir.join(format!("berth-disk-probe-{}", std::process::id()));
+    let result = probe_write(&path, libc::O_DIRECT)
+        .map(|rate| (rate, "O_DIRECT"))
+        .or_else(|_| probe_write(&path, 0).map(|rate| (rate, "buffered")));
+    let _ = std::fs::remove_file(&path);
+    result.expect("disk probe")
+}
+
+fn probe_write(path: &std::path::Path, flags: i32) -> std::io::Result<f64> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     const BLOCK: usize = MIB;
     const TOTAL: usize = 1024 * MIB;
-    let path = dir.join(format!("berth-disk-probe-{}", std::process::id()));
-    let open = |flags| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(flags)
-            .open(&path)
-    };
-    let mut file = open(libc::O_DIRECT).or_else(|_| open(0)).expect("disk probe file");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(flags)
+        .open(path)?;
     let mut buf = vec![0x5au8; BLOCK + 4096];
     let at = buf.as_ptr().align_offset(4096);
     let block = &mut buf[at..at + BLOCK];
     let start = Instant::now();
     for i in 0..TOTAL / BLOCK {
         block[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        if file.write_all(block).is_err() {
-            // Refused mid-way (an unaligned buffer, say): go on through the page cache.
-            file = open(0).expect("disk probe file");
-            file.write_all(block).expect("disk probe write");
-        }
+        file.write_all(block)?;
     }
-    file.sync_data().expect("disk probe fdatasync");
-    let secs = start.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(&path);
-    mb(TOTAL) / secs
+    file.sync_data()?;
+    Ok(mb(TOTAL) / start.elapsed().as_secs_f64())
 }
 
-/// Put each target's median round (rate and CPU figures, each the median of its own) in `row`.
+/// Put each target's medians over the rounds in `row`: rate, server CPU and client CPU, each
+/// the median of its own (so they may come from different rounds).
 fn record_push(row: &mut Row, results: &PushResults) {
     for k in 0..2 {
         let mine: Vec<Pushed> = results
@@ -886,7 +894,7 @@ async fn main() {
         .collect();
     // The pulls read the first round's monolithic blobs, so that round runs whenever they do.
     let push_mono = sel.wants("mono") || sel.wants("pull") || sel.wants("range") || sel.wants("hot");
-    let digests: Vec<String> = big_blobs(n_big, big, 3).iter().map(|b| sha256(b)).collect();
+    let digests: Vec<String> = big_blobs(n_big, big, 3, 0).iter().map(|b| sha256(b)).collect();
     let mut disk = Vec::new();
     if push_mono {
         let n_rounds = if sel.wants("mono") { rounds } else { 1 };
@@ -955,10 +963,16 @@ async fn main() {
     print_table(&rows);
     if !disk.is_empty() {
         disk.sort_by(f64::total_cmp);
+        let mid = disk.len() / 2;
+        let median = if disk.len() % 2 == 1 {
+            disk[mid]
+        } else {
+            f64::midpoint(disk[mid - 1], disk[mid])
+        };
         println!(
-            "\ndisk, durable sequential write (1 GiB in 1 MiB O_DIRECT writes, then fdatasync), \
-             before each push round: median {:.0} MB/s, {:.0}-{:.0} over {} rounds",
-            disk[disk.len() / 2],
+            "\ndisk, durable sequential write (1 GiB in 1 MiB writes, then fdatasync; see the rounds \
+             for O_DIRECT or buffered), before each push round: median {median:.0} MB/s, \
+             {:.0}-{:.0} over {} rounds",
             disk[0],
             disk[disk.len() - 1],
             disk.len()

@@ -48,7 +48,7 @@ pub struct BlobStore {
 /// How staged bytes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteOptions {
-    /// `fdatasync` every acknowledged append; `fsync` every new blob and its directory.
+    /// `fdatasync` every acknowledged append and every new blob; `fsync` its directory.
     pub fsync: bool,
     /// Write the bulk of a large body with `O_DIRECT`, around the page cache (`Staged`).
     pub direct_io: bool,
