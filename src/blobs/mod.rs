@@ -14,9 +14,9 @@
 //!     └── .tmp-*                        monolithic uploads in flight (removed at start-up)
 //! ```
 //!
-//! Commit ordering for a new blob: write and hash the staged file, then `fdatasync` it, rename it to
-//! its final path, and `fsync` the directory. Only after that does the caller commit metadata, so
-//! every blob record points at a complete, durable file. A crash before the rename leaves only a
+//! Commit ordering for a new blob: write and hash the staged file, then `fdatasync` it, rename it
+//! to its final path, and `fsync` the directory. Only after that does the caller commit metadata,
+//! so every blob record points at a complete, durable file. A crash before the rename leaves only a
 //! staging file; a crash after it but before the metadata commit leaves an unreferenced file that
 //! a later push of the same digest adopts and that `fsck` reports as an orphan.
 //!
@@ -122,8 +122,8 @@ impl BlobStore {
     }
 
     /// Make a verified staged file the blob `digest`: fdatasync (unless the append that
-    /// wrote it last just did), rename into place, fsync the directory. Every flush counts:
-    /// on a VM disk each one makes the host write back, and they decide the push rate.
+    /// wrote it last just did), rename into place, fsync the directory. Each flush waits for
+    /// the disk, so none is repeated.
     pub fn commit(&self, staged: Staged, digest: &Digest) -> io::Result<()> {
         let dest = self.blob_path(digest);
         let (file, path, guard, synced) = staged.into_parts();
