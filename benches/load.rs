@@ -413,6 +413,17 @@ fn probe_write(path: &std::path::Path, flags: i32) -> std::io::Result<f64> {
     Ok(mb(TOTAL) / start.elapsed().as_secs_f64())
 }
 
+/// The middle value; with an even count, the mean of the two middle ones.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        f64::midpoint(v[mid - 1], v[mid])
+    }
+}
+
 /// Put each target's medians over the rounds in `row`: rate, server CPU and client CPU, each
 /// the median of its own (so they may come from different rounds).
 fn record_push(row: &mut Row, results: &PushResults) {
@@ -424,14 +435,10 @@ fn record_push(row: &mut Row, results: &PushResults) {
         if mine.is_empty() {
             continue;
         }
-        let median = |f: &dyn Fn(&Pushed) -> f64| {
-            let mut v: Vec<f64> = mine.iter().map(f).collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        row.values[k] = Some(median(&|r| r.0));
-        row.cpu_per_gib[k] = Some(median(&|r| r.1.0));
-        row.client_cpu_per_gib[k] = Some(median(&|r| r.1.1));
+        let of = |f: fn(&Pushed) -> f64| median(mine.iter().map(f).collect());
+        row.values[k] = Some(of(|r| r.0));
+        row.cpu_per_gib[k] = Some(of(|r| r.1.0));
+        row.client_cpu_per_gib[k] = Some(of(|r| r.1.1));
     }
 }
 
@@ -650,9 +657,8 @@ async fn bench_pull(t: &Target, digests: &[String], size: usize, rounds: usize) 
         run_raw(&t.base, paths.len(), 4, move |i| (round[i].clone(), None, 200, size)).await;
         rates.push(mb(paths.len() * size) / start.elapsed().as_secs_f64());
     }
-    rates.sort_by(f64::total_cmp);
     let bytes = digests.len() * rounds * size;
-    (rates[rounds / 2], cpu.per_gib(bytes))
+    (median(rates), cpu.per_gib(bytes))
 }
 
 async fn bench_ranges(t: &Target, digests: &[String], size: usize, count: usize) -> f64 {
@@ -963,12 +969,7 @@ async fn main() {
     print_table(&rows);
     if !disk.is_empty() {
         disk.sort_by(f64::total_cmp);
-        let mid = disk.len() / 2;
-        let median = if disk.len() % 2 == 1 {
-            disk[mid]
-        } else {
-            f64::midpoint(disk[mid - 1], disk[mid])
-        };
+        let median = median(disk.clone());
         println!(
             "\ndisk, durable sequential write (1 GiB in 1 MiB writes, then fdatasync; see the rounds \
              for O_DIRECT or buffered), before each push round: median {median:.0} MB/s, \
