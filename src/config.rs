@@ -171,6 +171,56 @@ pub struct Storage {
     pub direct_io: bool,
     /// Bytes of metadata pages redb keeps in memory (read cache and write buffer together).
     pub meta_cache: u64,
+    /// Keep blobs in an S3-compatible bucket instead of under `root` (metadata stays in
+    /// `root/meta.redb`).
+    pub s3: Option<S3>,
+}
+
+/// `storage.s3`: where the blobs live when they live in object storage.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3 {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub path_style: bool,
+    pub redirect: bool,
+    pub part_size: u64,
+}
+
+impl std::fmt::Debug for S3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .field("path_style", &self.path_style)
+            .field("redirect", &self.redirect)
+            .field("part_size", &self.part_size)
+            .finish()
+    }
+}
+
+impl S3 {
+    /// The blob store's options.
+    pub fn options(&self) -> crate::blobs::s3::Options {
+        crate::blobs::s3::Options {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            access_key: self.access_key.clone(),
+            secret_key: self.secret_key.clone(),
+            path_style: self.path_style,
+            redirect: self.redirect,
+            part_size: self.part_size,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -292,6 +342,21 @@ struct RawStorage {
     fsync: Option<bool>,
     direct_io: Option<bool>,
     meta_cache: Option<ByteSize>,
+    s3: RawS3,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawS3 {
+    endpoint: Option<String>,
+    region: Option<String>,
+    bucket: Option<String>,
+    prefix: Option<String>,
+    access_key: Option<String>,
+    secret_key: Option<String>,
+    path_style: Option<bool>,
+    redirect: Option<bool>,
+    part_size: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -339,6 +404,15 @@ const ENV_KEYS: &[(&str, Setter)] = &[
     ("storage.fsync", |r, v| set(&mut r.storage.fsync, v)),
     ("storage.direct_io", |r, v| set(&mut r.storage.direct_io, v)),
     ("storage.meta_cache", |r, v| set(&mut r.storage.meta_cache, v)),
+    ("storage.s3.endpoint", |r, v| set(&mut r.storage.s3.endpoint, v)),
+    ("storage.s3.region", |r, v| set(&mut r.storage.s3.region, v)),
+    ("storage.s3.bucket", |r, v| set(&mut r.storage.s3.bucket, v)),
+    ("storage.s3.prefix", |r, v| set(&mut r.storage.s3.prefix, v)),
+    ("storage.s3.access_key", |r, v| set(&mut r.storage.s3.access_key, v)),
+    ("storage.s3.secret_key", |r, v| set(&mut r.storage.s3.secret_key, v)),
+    ("storage.s3.path_style", |r, v| set(&mut r.storage.s3.path_style, v)),
+    ("storage.s3.redirect", |r, v| set(&mut r.storage.s3.redirect, v)),
+    ("storage.s3.part_size", |r, v| set(&mut r.storage.s3.part_size, v)),
     ("limits.manifest_max_size", |r, v| {
         set(&mut r.limits.manifest_max_size, v)
     }),
@@ -400,7 +474,11 @@ pub fn load(
         Some(path) => parse_file(path)?,
         None => RawConfig::default(),
     };
-    apply_env(&mut raw, env)?;
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    apply_env(&mut raw, env.iter().cloned())?;
+    if raw.storage.s3.bucket.is_some() {
+        apply_aws_env(&mut raw, &env);
+    }
     if let Some(addr) = flags.addr {
         raw.http.addr = Some(addr);
     }
@@ -521,6 +599,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             message: format!("{text:?} is neither a duration nor off ({e})"),
         })?),
     };
+    let s3 = validate_s3(raw.storage.s3)?;
     let tls = validate_tls(raw.http.tls)?;
     let auth = validate_auth(raw.auth, tls.as_ref().is_some_and(|t| t.client_ca.is_some()))?;
     let gc = Gc {
@@ -546,6 +625,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             fsync: raw.storage.fsync.unwrap_or(true),
             direct_io: raw.storage.direct_io.unwrap_or(true),
             meta_cache,
+            s3,
         },
         limits: Limits {
             manifest_max_size,
@@ -681,6 +761,96 @@ fn validate_rule(rule: &Rule) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `storage.s3`: off unless a bucket is named; then the credentials are required (from the
+/// file, `BERTH_STORAGE_S3_*` or the standard `AWS_*` variables).
+fn validate_s3(raw: RawS3) -> Result<Option<S3>, ConfigError> {
+    let Some(bucket) = raw.bucket.filter(|b| !b.is_empty()) else {
+        let set = raw.endpoint.is_some() || raw.access_key.is_some() || raw.prefix.is_some();
+        if set {
+            return Err(ConfigError::Invalid {
+                key: "storage.s3.bucket",
+                message: "is required when any storage.s3 key is set".into(),
+            });
+        }
+        return Ok(None);
+    };
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid_bucket {
+        return Err(ConfigError::Invalid {
+            key: "storage.s3.bucket",
+            message: format!("{bucket:?} is not a bucket name (3-63 of a-z, 0-9, '-', '.')"),
+        });
+    }
+    let prefix = raw.prefix.unwrap_or_default().trim_matches('/').to_owned();
+    let prefix_ok = prefix.is_empty()
+        || prefix.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+            && prefix.bytes().all(|b| b.is_ascii_graphic());
+    if !prefix_ok {
+        return Err(ConfigError::Invalid {
+            key: "storage.s3.prefix",
+            message: format!("{prefix:?}: use path components of printable ASCII, without . or .."),
+        });
+    }
+    if let Some(endpoint) = &raw.endpoint
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        return Err(ConfigError::Invalid {
+            key: "storage.s3.endpoint",
+            message: format!("{endpoint:?} is not an http:// or https:// URL"),
+        });
+    }
+    let (Some(access_key), Some(secret_key)) = (raw.access_key, raw.secret_key) else {
+        return Err(ConfigError::Invalid {
+            key: "storage.s3.access_key",
+            message: "storage.s3 needs access_key and secret_key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+                .into(),
+        });
+    };
+    let part_size = raw.part_size.unwrap_or(ByteSize::mib(8)).as_u64();
+    if !(crate::blobs::s3::MIN_PART..=crate::blobs::s3::MAX_PART).contains(&part_size) {
+        return Err(ConfigError::Invalid {
+            key: "storage.s3.part_size",
+            message: "must be between 5MiB and 5GiB (S3's part sizes)".into(),
+        });
+    }
+    Ok(Some(S3 {
+        endpoint: raw.endpoint,
+        region: raw.region.unwrap_or_else(|| "us-east-1".to_owned()),
+        bucket,
+        prefix,
+        access_key,
+        secret_key,
+        path_style: raw.path_style.unwrap_or(false),
+        redirect: raw.redirect.unwrap_or(false),
+        part_size,
+    }))
+}
+
+/// The standard `AWS_*` variables fill what `storage.s3` leaves unset: credentials, region
+/// and endpoint.
+fn apply_aws_env(raw: &mut RawConfig, env: &[(String, String)]) {
+    let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let s3 = &mut raw.storage.s3;
+    s3.access_key = s3.access_key.take().or_else(|| get("AWS_ACCESS_KEY_ID"));
+    s3.secret_key = s3.secret_key.take().or_else(|| get("AWS_SECRET_ACCESS_KEY"));
+    s3.region = s3
+        .region
+        .take()
+        .or_else(|| get("AWS_REGION"))
+        .or_else(|| get("AWS_DEFAULT_REGION"));
+    s3.endpoint = s3
+        .endpoint
+        .take()
+        .or_else(|| get("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| get("AWS_ENDPOINT_URL"));
+}
+
+/// What `to_yaml` prints in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
 impl Config {
     /// The effective configuration as YAML, every key set, in the layout of
     /// `config.example.yml`. (No key holds a secret yet; those will print as `<redacted>`.)
@@ -692,7 +862,7 @@ impl Config {
             LogFormat::Json => "json",
         };
         format!(
-            "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\n  header_timeout: {}\n  sendfile: {}\n{}storage:\n  root: {}\n  fsync: {}\n  direct_io: {}\n  meta_cache: {}\nlimits:\n  \
+            "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\n  header_timeout: {}\n  sendfile: {}\n{}storage:\n  root: {}\n  fsync: {}\n  direct_io: {}\n  meta_cache: {}\n{}limits:\n  \
              manifest_max_size: {}\n  blob_max_size: {}\n  upload_sessions: {}\n  \
              upload_sessions_per_client: {}\n  body_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
              grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\n",
@@ -707,6 +877,7 @@ impl Config {
             self.storage.fsync,
             self.storage.direct_io,
             self.storage.meta_cache,
+            self.s3_yaml(),
             self.limits.manifest_max_size,
             self.limits.blob_max_size,
             self.limits.upload_sessions,
@@ -717,6 +888,26 @@ impl Config {
             self.gc.delete_untagged,
             d(self.gc.upload_max_age),
         ) + &self.auth_yaml()
+    }
+
+    /// `storage.s3`, the secret key redacted.
+    fn s3_yaml(&self) -> String {
+        let Some(s3) = &self.storage.s3 else {
+            return String::new();
+        };
+        let value = serde_json::json!({
+            "endpoint": s3.endpoint, "region": s3.region, "bucket": s3.bucket, "prefix": s3.prefix,
+            "access_key": s3.access_key, "secret_key": REDACTED, "path_style": s3.path_style,
+            "redirect": s3.redirect, "part_size": s3.part_size,
+        });
+        let yaml = serde_saphyr::to_string(&value).unwrap_or_default();
+        let indented: String = yaml.lines().fold(String::new(), |mut out, line| {
+            out.push_str("    ");
+            out.push_str(line);
+            out.push('\n');
+            out
+        });
+        format!("  s3:\n{indented}")
     }
 
     fn tls_yaml(&self) -> String {

@@ -30,6 +30,8 @@ pub enum Code {
     TooManyRequests,
     /// Admin API: no such resource (not an OCI code).
     NotFound,
+    /// A service the registry depends on is down (Distribution's `UNAVAILABLE`): retry later.
+    Unavailable,
     Internal,
 }
 
@@ -52,6 +54,7 @@ impl Code {
             Code::Denied => "DENIED",
             Code::TooManyRequests => "TOOMANYREQUESTS",
             Code::NotFound => "NOT_FOUND",
+            Code::Unavailable => "UNAVAILABLE",
             Code::Internal => "UNKNOWN",
         }
     }
@@ -75,6 +78,7 @@ impl Code {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Denied => StatusCode::FORBIDDEN,
             Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +99,7 @@ impl Code {
             Code::PaginationNumberInvalid => "invalid number of results requested",
             Code::Unauthorized => "authentication required",
             Code::Denied => "requested access to the resource is denied",
+            Code::Unavailable => "service unavailable",
             Code::TooManyRequests => "too many requests",
             Code::NotFound => "not found",
             Code::Internal => "internal server error",
@@ -186,6 +191,14 @@ impl From<Error> for ApiError {
             Error::TooManyRequests(_) => ApiError::new(Code::TooManyRequests, detail),
             Error::BodyTimeout(_) => {
                 ApiError::new(Code::BlobUploadInvalid, detail).with_status(StatusCode::REQUEST_TIMEOUT)
+            }
+            Error::StorageUnavailable(_) => {
+                // Logged once here, with the cause; the client learns only that it may retry.
+                tracing::error!(error = %detail, "blob storage unavailable");
+                ApiError::new(
+                    Code::Unavailable,
+                    "blob storage is unavailable; nothing acknowledged was lost, retry later",
+                )
             }
             Error::Internal(_) => {
                 // Logged once here, with the cause; the client gets a generic body.

@@ -1,360 +1,215 @@
-//! Content-addressed blob files and upload staging. Knows nothing of HTTP or of the metadata
-//! store: it turns byte streams into verified, durable files and serves them back.
+//! Blob storage: the seam between the registry and where blob bytes live. Knows nothing of
+//! HTTP or of the metadata store: it turns byte streams into verified, durable,
+//! content-addressed blobs and serves them back.
 //!
-//! On-disk layout under the storage root:
+//! The traits have the shape of CNCF Distribution's `blobs.go`, small roles composed into one
+//! store:
+//! - [`BlobStore`]: stat, open (with a byte range), delete, enumerate (fsck), and the upload
+//!   factory (create, resume after a restart, temporary for a single-request upload);
+//! - [`Upload`]: an upload in progress that owns its bytes, its running hash, its resume state,
+//!   and its commit (make it the blob of a digest) or cancel;
+//! - [`BlobReader`]: an opened blob that streams a byte range.
 //!
-//! ```text
-//! <root>/
-//! ├── meta.redb                         all metadata (owned by `meta`)
-//! ├── blobs/
-//! │   ├── sha256/<h0h1>/<h2h3>/<hex>    one immutable file per blob, mode 0444
-//! │   └── sha512/<h0h1>/<h2h3>/<hex>
-//! └── uploads/
-//!     ├── <uuid>                        bytes of a resumable upload session
-//!     └── .tmp-*                        monolithic uploads in flight (removed at start-up)
-//! ```
+//! Backends:
+//! - [`fs`]: files under the storage root (`O_DIRECT` staging, `fdatasync` ordering, mapped windows,
+//!   `sendfile` as a capability of the connection writer, quarantine);
+//! - [`s3`]: objects in an S3-compatible bucket (segment objects, server-side copy, ranged
+//!   GETs, presigned redirects).
 //!
-//! Commit ordering for a new blob: write and hash the staged file, then `fdatasync` it, rename it
-//! to its final path, and `fsync` the directory. Only after that does the caller commit metadata,
-//! so every blob record points at a complete, durable file. A crash before the rename leaves only a
-//! staging file; a crash after it but before the metadata commit leaves an unreferenced file that
-//! a later push of the same digest adopts and that `fsck` reports as an orphan.
-//!
-//! Invariant: a file under `blobs/` is only ever created by a rename of a fully written file
-//! whose content hashed to its name, and is never written to again.
+//! Invariants every backend keeps (docs/design.md, "The blob-storage seam"):
+//! 1. A blob is visible under its digest only once all its bytes are durable, and only with
+//!    bytes that hash to that digest: `Upload::commit` returns after that, never before.
+//! 2. A stored blob is never modified, only deleted.
+//! 3. An upload holds exactly the bytes acknowledged so far: a failed `append` is rolled back.
+//! 4. Nothing here streams a whole blob into memory.
 
-mod stage;
-mod window;
+pub mod fs;
+mod limits;
+pub mod s3;
 
-use std::fs::{self, File};
-use std::io::{self, Read};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::fmt::Debug;
+use std::io;
+use std::pin::Pin;
 
 use bytes::Bytes;
+use futures_util::Stream;
 
 use crate::oci::{Algorithm, Digest};
 
-pub use stage::{AppendError, Staged};
-pub use window::{FileRegion, file_region};
+pub use limits::{AppendLimits, Limited};
 
-/// The blob file store rooted at one directory.
-#[derive(Debug, Clone)]
-pub struct BlobStore {
-    root: PathBuf,
-    opts: WriteOptions,
+/// A request body handed to an upload: chunks, or the reason the body broke off.
+pub type Body<'a> = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send + 'a>>;
+
+/// Told each count of bytes a long read has got through.
+pub type Progress = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Bytes of a blob as they are read from storage.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Local I/O (a full disk, a permission, a broken file).
+    #[error("storage I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The storage service is unreachable or failing (object storage answering 5xx, timing
+    /// out, refusing connections) after the backend's retries. The client may try again.
+    #[error("object storage unavailable: {0}")]
+    Unavailable(String),
 }
 
-/// How staged bytes reach the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriteOptions {
-    /// `fdatasync` every acknowledged append and every new blob; `fsync` its directory.
-    pub fsync: bool,
-    /// Write the bulk of a large body with `O_DIRECT`, around the page cache (`Staged`).
-    pub direct_io: bool,
+/// Why an append stopped. The upload has been rolled back when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("request body failed: {0}")]
+    Body(String),
+    #[error("upload would exceed the size limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("body was {got} bytes but {expected} were declared")]
+    LengthMismatch { expected: u64, got: u64 },
+    #[error("no body data for {secs} s")]
+    Idle { secs: u64 },
+    #[error(transparent)]
+    Store(StoreError),
 }
 
-impl BlobStore {
-    /// Open (creating if needed) the blob and staging directories under `root`.
-    pub fn open(root: &Path, opts: WriteOptions) -> io::Result<Self> {
-        for dir in ["blobs/sha256", "blobs/sha512", "uploads"] {
-            fs::create_dir_all(root.join(dir))?;
-        }
-        Ok(BlobStore {
-            root: root.to_owned(),
-            opts,
-        })
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// `blobs/<alg>/<h0h1>/<h2h3>/<hex>`. Safe to join: a `Digest`'s hex is validated.
-    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().as_str())
-            .join(&hex[0..2])
-            .join(&hex[2..4])
-            .join(hex)
-    }
-
-    pub fn staging_dir(&self) -> PathBuf {
-        self.root.join("uploads")
-    }
-
-    /// The staging file of an upload session. Safe to join: the id is a parsed UUID.
-    pub fn upload_path(&self, id: uuid::Uuid) -> PathBuf {
-        self.staging_dir().join(id.hyphenated().to_string())
-    }
-
-    /// Create the empty staging file of a new upload session.
-    pub fn create_upload(&self, id: uuid::Uuid) -> io::Result<Staged> {
-        let path = self.upload_path(id);
-        let file = fs::OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .append(true)
-            .open(&path)?;
-        Ok(Staged::new(file, path, None, self.opts))
-    }
-
-    /// Reopen a session's staging file after a restart, re-hashing what it already holds.
-    pub fn reopen_upload(&self, id: uuid::Uuid) -> io::Result<Staged> {
-        let path = self.upload_path(id);
-        let file = fs::OpenOptions::new().read(true).append(true).open(&path)?;
-        Staged::resume(file, path, self.opts)
-    }
-
-    /// A staging file for a monolithic upload, removed on drop unless committed.
-    pub fn temp_upload(&self) -> io::Result<Staged> {
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(self.staging_dir())?;
-        let (file, path) = tmp.into_parts();
-        Ok(Staged::new(file, path.to_path_buf(), Some(path), self.opts))
-    }
-
-    pub fn remove_upload(&self, id: uuid::Uuid) -> io::Result<()> {
-        ignore_not_found(fs::remove_file(self.upload_path(id)))
-    }
-
-    /// Make a verified staged file the blob `digest`: fdatasync (unless the append that
-    /// wrote it last just did), rename into place, fsync the directory. Each flush waits for
-    /// the disk, so none is repeated.
-    pub fn commit(&self, staged: Staged, digest: &Digest) -> io::Result<()> {
-        let dest = self.blob_path(digest);
-        let (file, path, guard, synced) = staged.into_parts();
-        if self.opts.fsync && !synced {
-            // The data and the size: the timestamps do not matter to a blob.
-            file.sync_data()?;
-        }
-        drop(file);
-        let dir = dest.parent().expect("blob path has a parent");
-        self.create_shard_dirs(dir)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o444))?;
-        crate::crashpoint::hit("blob.before_rename");
-        fs::rename(&path, &dest)?;
-        if let Some(temp) = guard {
-            // Renamed away: keep the guard from deleting whatever now has its old name.
-            let _ = temp.keep();
-        }
-        if self.opts.fsync {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    }
-
-    /// Create the two shard levels, fsyncing each parent that gained an entry.
-    fn create_shard_dirs(&self, dir: &Path) -> io::Result<()> {
-        if dir.is_dir() {
-            return Ok(());
-        }
-        let parent = dir.parent().expect("shard dir has a parent");
-        if !parent.is_dir() {
-            ignore_exists(fs::create_dir(parent))?;
-            self.sync_dir(parent.parent().expect("alg dir"))?;
-        }
-        ignore_exists(fs::create_dir(dir))?;
-        self.sync_dir(parent)
-    }
-
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.opts.fsync {
-            File::open(dir)?.sync_all()
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Size of the blob file, `None` if it is missing.
-    pub fn stat(&self, digest: &Digest) -> io::Result<Option<u64>> {
-        match fs::metadata(self.blob_path(digest)) {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Open a blob for serving; `None` if the file is missing or is not `expected_size` bytes
-    /// long (then the caller answers 404 rather than send a wrong body).
-    pub fn open_blob(&self, digest: &Digest, expected_size: u64) -> io::Result<Option<BlobReader>> {
-        let file = match File::open(self.blob_path(digest)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let len = file.metadata()?.len();
-        if len != expected_size {
-            tracing::error!(%digest, expected_size, actual = len, "blob file has the wrong size; refusing to serve it");
-            return Ok(None);
-        }
-        Ok(Some(BlobReader {
-            file: std::sync::Arc::new(file),
-            size: len,
-        }))
-    }
-
-    /// Hash a file from the start (used for sha512 finalisation and by verification).
-    pub fn hash_file(path: &Path, alg: Algorithm) -> io::Result<Digest> {
-        let mut file = File::open(path)?;
-        let mut hasher = alg.hasher();
-        let mut buf = vec![0u8; HASH_READ_BUFFER];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                return Ok(hasher.finish());
-            }
-            hasher.update(&buf[..n]);
-        }
-    }
-
-    /// Unlink a blob file (after its record was tombstoned and committed).
-    pub fn remove(&self, digest: &Digest) -> io::Result<()> {
-        ignore_not_found(fs::remove_file(self.blob_path(digest)))
-    }
-
-    /// Names of the files in the staging area (session ids and temp files).
-    pub fn staging_entries(&self) -> io::Result<Vec<String>> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(self.staging_dir())? {
-            out.push(entry?.file_name().to_string_lossy().into_owned());
-        }
-        Ok(out)
-    }
-
-    /// Remove one staging file by name (start-up reconciliation of leftovers).
-    pub fn remove_staging_entry(&self, name: &str) -> io::Result<()> {
-        debug_assert!(!name.contains('/'));
-        ignore_not_found(fs::remove_file(self.staging_dir().join(name)))
+impl From<io::Error> for AppendError {
+    fn from(e: io::Error) -> Self {
+        AppendError::Store(StoreError::Io(e))
     }
 }
 
-/// Bytes of a blob mapped at a time while it is served: large enough to amortise the mapping,
-/// small enough that a transfer keeps only a window or two resident.
-pub const SERVE_WINDOW: u64 = 4 << 20;
-
-/// The read buffer for hashing a whole file (verification, fsck, a resumed upload): large
-/// enough that reads cost little against hashing, and below the 1 MiB from which the server
-/// has malloc map a block on its own (`server::tune_malloc`), so it is reused, not faulted in
-/// afresh for every file.
-pub const HASH_READ_BUFFER: usize = 512 << 10;
-
-/// An open, size-checked blob file, served in mapped windows.
-#[derive(Debug, Clone)]
-pub struct BlobReader {
-    file: std::sync::Arc<File>,
-    size: u64,
-}
-
-impl BlobReader {
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// The bytes `start..=end` as a stream of mapped windows of at most `SERVE_WINDOW` bytes:
-    /// no copy through a userspace buffer, and memory bounded whatever the blob's size. A plain
-    /// TCP connection sends each window with `sendfile` (see `window`), never touching its pages.
-    pub fn stream(self, start: u64, end: u64) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
-        futures_util::stream::unfold((self, start), move |(reader, pos)| async move {
-            if pos > end || reader.size == 0 {
-                return None;
-            }
-            let len = (end - pos + 1).min(SERVE_WINDOW);
-            #[allow(clippy::cast_possible_truncation)] // at most SERVE_WINDOW
-            let window = window::map(&reader.file, pos, len as usize);
-            Some((window, (reader, pos + len)))
-        })
+impl From<StoreError> for AppendError {
+    fn from(e: StoreError) -> Self {
+        AppendError::Store(e)
     }
 }
 
-fn ignore_not_found(r: io::Result<()>) -> io::Result<()> {
-    match r {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
-fn ignore_exists(r: io::Result<()>) -> io::Result<()> {
-    match r {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        other => other,
-    }
-}
-
-impl BlobStore {
-    /// Throw away a staged upload that is not needed (its blob already exists).
-    pub fn discard(staged: Staged) -> io::Result<()> {
-        let (file, path, temp, _) = staged.into_parts();
-        drop(file);
-        match temp {
-            Some(temp) => temp.close(),
-            None => ignore_not_found(fs::remove_file(path)),
-        }
-    }
-}
-
-/// A file found under `blobs/`.
-#[derive(Debug, Clone)]
-pub struct BlobFile {
-    pub path: PathBuf,
+/// An object found by [`BlobStore::enumerate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Where it is, relative to the store (`blobs/sha256/ab/cd/<hex>`), for reports and
+    /// [`BlobStore::quarantine`].
+    pub key: String,
     pub size: u64,
-    /// The digest its path names, if the path is a well-formed blob path.
+    /// The digest its key names, if the key is exactly where that digest's blob belongs.
     pub digest: Option<Digest>,
 }
 
-impl BlobStore {
-    /// Every file under `blobs/` (fsck only: this walks the whole tree).
-    pub fn walk(&self) -> io::Result<Vec<BlobFile>> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.root.join("blobs")];
-        while let Some(dir) = stack.pop() {
-            for entry in fs::read_dir(&dir)? {
-                let entry = entry?;
-                let meta = entry.metadata()?;
-                if meta.is_dir() {
-                    stack.push(entry.path());
-                } else {
-                    let path = entry.path();
-                    let digest = self.digest_of_path(&path);
-                    out.push(BlobFile {
-                        path,
-                        size: meta.len(),
-                        digest,
-                    });
-                }
-            }
-        }
-        Ok(out)
+/// A blob storage backend. Every method is safe to call concurrently; the caller (the
+/// registry) serialises commits and deletions of one digest with its digest locks.
+#[async_trait::async_trait]
+pub trait BlobStore: Send + Sync + Debug + 'static {
+    /// The size of the stored blob `digest`, `None` if it is absent.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
+
+    /// Open the blob for reading. `None` if it is absent, or (where the backend can tell
+    /// without a request) not `expected_size` bytes long: the caller then answers 404 rather
+    /// than send a wrong body.
+    async fn open(&self, digest: &Digest, expected_size: u64) -> Result<Option<Box<dyn BlobReader>>, StoreError>;
+
+    /// Delete a blob (after its record was tombstoned and committed). Absent is not an error.
+    async fn delete(&self, digest: &Digest) -> Result<(), StoreError>;
+
+    /// Start the upload session `id` (empty).
+    async fn create_upload(&self, id: uuid::Uuid) -> Result<Box<dyn Upload>, StoreError>;
+
+    /// Pick up the upload session `id` after a restart, re-hashing what it holds once.
+    /// `None` if the session has no stored bytes at all (its staging state is gone).
+    async fn resume_upload(&self, id: uuid::Uuid) -> Result<Option<Box<dyn Upload>>, StoreError>;
+
+    /// An upload with no session (a single-request push), removed by `discard`, or by
+    /// start-up if the process dies with it in flight.
+    async fn temp_upload(&self) -> Result<Box<dyn Upload>, StoreError>;
+
+    /// Remove what the upload session `id` stored. Absent is not an error.
+    async fn remove_upload(&self, id: uuid::Uuid) -> Result<(), StoreError>;
+
+    /// The names of everything in the staging area: upload session ids (hyphenated UUIDs) and
+    /// leftovers of temporary uploads.
+    async fn staging_entries(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Remove one staging entry by the name `staging_entries` gave.
+    async fn remove_staging_entry(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Every object in the blob area (fsck and orphan scans: this lists everything).
+    async fn enumerate(&self) -> Result<Vec<Entry>, StoreError>;
+
+    /// Hash the stored blob `digest` with its algorithm, telling `progress` each count of
+    /// bytes read. `None` if it is absent.
+    async fn hash(&self, digest: &Digest, progress: Progress) -> Result<Option<Digest>, StoreError>;
+
+    /// Move an enumerated object out of the blob area, keeping it (`quarantine/` beside the
+    /// blobs). Returns where it went.
+    async fn quarantine(&self, key: &str) -> Result<String, StoreError>;
+
+    /// Check that the store accepts writes (readiness).
+    async fn check_writable(&self) -> Result<(), StoreError>;
+
+    /// The smallest chunk a chunked upload may send, besides the last (`OCI-Chunk-Min-Length`),
+    /// if the backend has one.
+    fn min_chunk(&self) -> Option<u64> {
+        None
     }
 
-    /// The digest a path names, if it is exactly where that digest's blob belongs.
-    fn digest_of_path(&self, path: &Path) -> Option<Digest> {
-        let rel = path.strip_prefix(self.root.join("blobs")).ok()?;
-        let parts: Vec<&str> = rel.iter().map(|p| p.to_str()).collect::<Option<_>>()?;
-        let [alg, _, _, hex] = parts.as_slice() else {
-            return None;
-        };
-        let digest = Digest::parse(&format!("{alg}:{hex}")).ok()?;
-        (self.blob_path(&digest) == path).then_some(digest)
+    /// A URL a client may fetch the blob from directly (a presigned GET), if the backend is
+    /// set to redirect pulls there.
+    async fn redirect(&self, _digest: &Digest) -> Result<Option<String>, StoreError> {
+        Ok(None)
     }
 
-    /// Move a file out of the blob tree into `quarantine/`, keeping its path below `blobs/`
-    /// (or its name, for anything else). Nothing is ever deleted outright.
-    pub fn quarantine(&self, path: &Path) -> io::Result<PathBuf> {
-        let rel = path.strip_prefix(&self.root).unwrap_or(path);
-        let flat: String = rel.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>().join("_");
-        let dir = self.root.join("quarantine");
-        fs::create_dir_all(&dir)?;
-        let mut dest = dir.join(&flat);
-        let mut n = 1;
-        while dest.exists() {
-            dest = dir.join(format!("{flat}.{n}"));
-            n += 1;
-        }
-        fs::rename(path, &dest)?;
-        Ok(dest)
+    /// What the backend is, for logs: `filesystem /data` or `s3 bucket/prefix at endpoint`.
+    fn describe(&self) -> String;
+}
+
+/// An upload in progress: its bytes, its running sha256 and how to make it a blob.
+#[async_trait::async_trait]
+pub trait Upload: Send + Debug {
+    /// Bytes held so far (all acknowledged).
+    fn len(&self) -> u64;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
+
+    /// Stream `body` onto the end, within `limits`. Returns the upload in every case, with the
+    /// count of bytes appended or, after rolling back to what it held before, the error.
+    async fn append(
+        self: Box<Self>,
+        body: Body<'_>,
+        limits: AppendLimits,
+    ) -> (Box<dyn Upload>, Result<u64, AppendError>);
+
+    /// The digest of everything held, with `alg`: sha256 from the running state, other
+    /// algorithms by reading the bytes once.
+    async fn digest(&self, alg: Algorithm) -> Result<Digest, StoreError>;
+
+    /// Make the held bytes, already verified to hash to `digest`, the stored blob `digest`,
+    /// durably, and drop the upload's own state. When this returns, the blob is complete.
+    async fn commit(self: Box<Self>, digest: &Digest) -> Result<(), StoreError>;
+
+    /// Throw the upload away (its blob exists already, or it was cancelled).
+    async fn discard(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// An opened blob.
+#[async_trait::async_trait]
+pub trait BlobReader: Send + Debug {
+    /// The bytes `start..=end`. `None` if the blob turned out to be absent or of the wrong
+    /// size (a backend that could not tell at `open`). An error before the first byte is
+    /// returned here, so the caller can still answer with an error status.
+    async fn stream(self: Box<Self>, start: u64, end: u64) -> Result<Option<ByteStream>, StoreError>;
+}
+
+/// Hash everything a stream yields with `alg`, telling `progress` each count of bytes.
+pub(crate) async fn hash_stream(mut bytes: ByteStream, alg: Algorithm, progress: &Progress) -> io::Result<Digest> {
+    use futures_util::StreamExt;
+    let mut hasher = alg.hasher();
+    while let Some(chunk) = bytes.next().await {
+        let chunk = chunk?;
+        hasher.update(&chunk);
+        progress(chunk.len() as u64);
+    }
+    Ok(hasher.finish())
 }

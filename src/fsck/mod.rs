@@ -16,20 +16,19 @@
 //! compare-and-set (`meta::fsck::Repair`), so an online repair never clobbers a concurrent push.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::blobs::{BlobFile, BlobStore, HASH_READ_BUFFER};
+use crate::blobs::Entry;
 use crate::meta::fsck::{Repair, Scan};
 use crate::meta::schema::{ReferrerRow, RefsRow};
 use crate::meta::{BlobState, now_ms};
+use crate::oci::Digest;
 use crate::oci::manifest::{self, ManifestKind};
-use crate::oci::{Digest, Hasher};
-use crate::registry::{Error, Registry, blocking};
+use crate::registry::{Error, Registry};
 
 /// Repairs per write transaction.
 const BATCH: usize = 200;
@@ -140,7 +139,8 @@ pub struct Report {
 /// A file action of a repair plan, done after the metadata repairs commit.
 #[derive(Debug, Clone)]
 enum FileFix {
-    Quarantine(PathBuf),
+    /// An object of the blob area, by its key.
+    Quarantine(String),
     RemoveStaging(String),
     Unlink(Digest),
 }
@@ -149,8 +149,9 @@ enum FileFix {
 #[derive(Default)]
 struct Findings {
     problems: Vec<Problem>,
-    /// Blob records to mark missing first (the file is bad or gone), with the file to quarantine.
-    bad_blobs: Vec<(String, Option<PathBuf>)>,
+    /// Blob records to mark missing first (the file is bad or gone), with the object to
+    /// quarantine.
+    bad_blobs: Vec<(String, Option<String>)>,
     repairs: Vec<Repair>,
     files: Vec<FileFix>,
     damaged: BTreeSet<String>,
@@ -200,17 +201,12 @@ pub async fn run(
     database_ok: Option<bool>,
 ) -> Result<Report, Error> {
     let started = Instant::now();
-    let scan = registry.meta(crate::meta::Meta::fsck_scan).await?;
-    let store = registry.blob_store().clone();
-    let (files, staging) = {
-        let store = store.clone();
-        blocking(move || Ok::<_, std::io::Error>((store.walk()?, store.staging_entries()?))).await?
-    };
+    let scan = registry.fsck_scan().await?;
+    let (files, staging) = registry.storage_scan().await?;
     let bad = {
         let live = scan.blobs.iter().filter(|(_, b)| b.state == BlobState::Live);
-        let (files, scan_blobs) = (files.clone(), live.map(|(d, b)| (d.clone(), b.size)).collect());
-        let progress = Arc::clone(&progress);
-        blocking(move || verify_files(&files, &scan_blobs, opts.quick, &progress)).await
+        let records = live.map(|(d, b)| (d.clone(), b.size)).collect();
+        verify_files(registry, &files, &records, opts.quick, &progress).await?
     };
     let mut f = Findings::default();
     check_blobs(&scan, &files, &bad, &mut f);
@@ -234,7 +230,7 @@ pub async fn run(
         *report.counts.entry(p.kind).or_default() += 1;
     }
     if opts.repair {
-        report.repairs = repair(registry, &store, &mut f).await?;
+        report.repairs = repair(registry, &mut f).await?;
         report.unrepaired = f.problems.iter().filter(|p| !p.kind.repairable()).count() as u64;
     } else {
         report.unrepaired = f.problems.len() as u64;
@@ -252,15 +248,17 @@ enum Bad {
     Size { recorded: u64, actual: u64 },
 }
 
-/// Check every well-named file that has a record: size, and (unless `quick`) content, hashed in
-/// parallel on every core.
-fn verify_files(
-    files: &[BlobFile],
+/// Check every well-named object that has a record: size, and (unless `quick`) content,
+/// hashing as many at once as there are cores.
+async fn verify_files(
+    registry: &Registry,
+    files: &[Entry],
     records: &HashMap<String, u64>,
     quick: bool,
-    progress: &Progress,
-) -> HashMap<String, Bad> {
-    let work: Vec<(&BlobFile, &Digest)> = files
+    progress: &Arc<Progress>,
+) -> Result<HashMap<String, Bad>, Error> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let work: Vec<(&Entry, &Digest)> = files
         .iter()
         .filter_map(|f| {
             f.digest
@@ -273,60 +271,48 @@ fn verify_files(
     progress
         .bytes_total
         .store(work.iter().map(|(f, _)| f.size).sum(), Ordering::Relaxed);
-    let next = AtomicUsize::new(0);
-    let bad = std::sync::Mutex::new(HashMap::new());
     let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                while let Some((file, digest)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let recorded = records[digest.as_str()];
-                    let verdict = if file.size == recorded {
-                        if quick {
-                            None
-                        } else {
-                            hash_check(file, digest, progress)
-                        }
-                    } else {
-                        Some(Bad::Size {
-                            recorded,
-                            actual: file.size,
-                        })
-                    };
-                    if let Some(v) = verdict {
-                        bad.lock().expect("bad lock").insert(digest.to_string(), v);
-                    }
-                    progress.files_done.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-        }
+    let checks: Vec<_> = work
+        .into_iter()
+        .map(|(file, digest)| async move {
+            let recorded = records[digest.as_str()];
+            let verdict = if file.size != recorded {
+                Some(Bad::Size {
+                    recorded,
+                    actual: file.size,
+                })
+            } else if quick {
+                None
+            } else {
+                hash_check(registry, digest, progress).await?
+            };
+            progress.files_done.fetch_add(1, Ordering::Relaxed);
+            Ok::<_, Error>(verdict.map(|v| (digest.to_string(), v)))
+        })
+        .collect();
+    let verdicts: Vec<Option<(String, Bad)>> = futures_util::stream::iter(checks)
+        .buffer_unordered(workers)
+        .try_collect()
+        .await?;
+    Ok(verdicts.into_iter().flatten().collect())
+}
+
+/// Hash one stored blob. A read error is the blob's fault (bad sectors, a vanished object),
+/// except when the storage service as a whole is unavailable: then fsck stops.
+async fn hash_check(registry: &Registry, digest: &Digest, progress: &Arc<Progress>) -> Result<Option<Bad>, Error> {
+    let counter = Arc::clone(progress);
+    let on_read = Arc::new(move |n: u64| {
+        counter.bytes_done.fetch_add(n, Ordering::Relaxed);
     });
-    bad.into_inner().expect("bad lock")
-}
-
-fn hash_check(file: &BlobFile, digest: &Digest, progress: &Progress) -> Option<Bad> {
-    use std::io::Read;
-    let mut hasher: Hasher = digest.algorithm().hasher();
-    let mut input = match std::fs::File::open(&file.path) {
-        Ok(f) => f,
-        Err(e) => return Some(Bad::Corrupt(format!("cannot read: {e}"))),
-    };
-    let mut buf = vec![0u8; HASH_READ_BUFFER];
-    loop {
-        match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Err(e) => return Some(Bad::Corrupt(format!("cannot read: {e}"))),
-        }
+    match registry.hash_stored_blob(digest, on_read).await {
+        Ok(Some(actual)) => Ok((&actual != digest).then(|| Bad::Corrupt(format!("content hashes to {actual}")))),
+        Ok(None) => Ok(Some(Bad::Corrupt("gone while fsck read it".to_owned()))),
+        Err(e @ Error::StorageUnavailable(_)) => Err(e),
+        Err(e) => Ok(Some(Bad::Corrupt(format!("cannot read: {e}")))),
     }
-    let actual = hasher.finish();
-    (&actual != digest).then(|| Bad::Corrupt(format!("content hashes to {actual}")))
 }
 
-fn check_blobs(scan: &Scan, files: &[BlobFile], bad: &HashMap<String, Bad>, f: &mut Findings) {
+fn check_blobs(scan: &Scan, files: &[Entry], bad: &HashMap<String, Bad>, f: &mut Findings) {
     let on_disk: BTreeSet<&str> = files
         .iter()
         .filter_map(|f| f.digest.as_ref().map(Digest::as_str))
@@ -336,18 +322,18 @@ fn check_blobs(scan: &Scan, files: &[BlobFile], bad: &HashMap<String, Bad>, f: &
     for file in files {
         match &file.digest {
             None => {
-                f.problem(Kind::StrayFile, file.path.display().to_string(), "not a blob path");
-                f.files.push(FileFix::Quarantine(file.path.clone()));
+                f.problem(Kind::StrayFile, file.key.clone(), "not a blob path");
+                f.files.push(FileFix::Quarantine(file.key.clone()));
             }
             Some(d) if scan.tombstones.contains(d.as_str()) || is_missing(scan, d.as_str()) => {}
             Some(d) if !scan.blobs.contains_key(d.as_str()) => {
                 f.problem(Kind::OrphanBlobFile, d.as_str(), "file has no blob record");
-                f.files.push(FileFix::Quarantine(file.path.clone()));
+                f.files.push(FileFix::Quarantine(file.key.clone()));
             }
             Some(d) => match bad.get(d.as_str()) {
                 Some(Bad::Corrupt(why)) => {
                     f.problem(Kind::BlobCorrupt, d.as_str(), why.clone());
-                    f.bad_blobs.push((d.to_string(), Some(file.path.clone())));
+                    f.bad_blobs.push((d.to_string(), Some(file.key.clone())));
                 }
                 Some(Bad::Size { recorded, actual }) => {
                     f.problem(
@@ -355,7 +341,7 @@ fn check_blobs(scan: &Scan, files: &[BlobFile], bad: &HashMap<String, Bad>, f: &
                         d.as_str(),
                         format!("file is {actual} bytes, record says {recorded}"),
                     );
-                    f.bad_blobs.push((d.to_string(), Some(file.path.clone())));
+                    f.bad_blobs.push((d.to_string(), Some(file.key.clone())));
                 }
                 None => {}
             },
@@ -722,37 +708,27 @@ fn check_uploads(scan: &Scan, staging: &[String], f: &mut Findings) {
     }
 }
 
-/// Apply the plan: drop bad blob records (under their digest locks) and quarantine their files,
-/// then the metadata repairs in batches, then the other file fixes. Returns what was done.
-async fn repair(registry: &Arc<Registry>, store: &BlobStore, f: &mut Findings) -> Result<Vec<String>, Error> {
+/// Apply the plan: mark bad blob records missing (under their digest locks) and quarantine
+/// their objects, then the metadata repairs in batches, then the other storage fixes. Returns
+/// what was done.
+async fn repair(registry: &Arc<Registry>, f: &mut Findings) -> Result<Vec<String>, Error> {
     let mut done = Vec::new();
-    for (digest, path) in std::mem::take(&mut f.bad_blobs) {
-        let _guard = registry.digest_locks().lock(&digest).await;
-        let d = digest.clone();
-        let marked = registry
-            .meta_write(|m| {
-                m.fsck_repair(vec![Repair::MarkBlobMissing {
-                    digest: d,
-                    now: now_ms(),
-                }])
-            })
-            .await?;
-        if marked.first() == Some(&true) {
+    for (digest, key) in std::mem::take(&mut f.bad_blobs) {
+        if registry.mark_blob_missing(&digest).await? {
             done.push(format!(
                 "marked blob {digest} missing (clients get BLOB_UNKNOWN until it is pushed again)"
             ));
         }
-        if let Some(path) = path {
-            let (s, p) = (store.clone(), path.clone());
-            let dest = blocking(move || s.quarantine(&p)).await?;
-            done.push(format!("moved {} to {}", path.display(), dest.display()));
+        if let Some(key) = key {
+            let dest = registry.quarantine(&key).await?;
+            done.push(format!("moved {key} to {dest}"));
         }
     }
     let repairs = std::mem::take(&mut f.repairs);
     for batch in repairs.chunks(BATCH) {
         let batch = batch.to_vec();
         let shown: Vec<String> = batch.iter().map(|r| format!("{r:?}")).collect();
-        let applied = registry.meta_write(|m| m.fsck_repair(batch)).await?;
+        let applied = registry.fsck_repair(batch).await?;
         for (what, ok) in shown.into_iter().zip(applied) {
             done.push(if ok {
                 format!("applied {what}")
@@ -761,32 +737,25 @@ async fn repair(registry: &Arc<Registry>, store: &BlobStore, f: &mut Findings) -
             });
         }
     }
+    let mut tombstoned = Vec::new();
     for fix in std::mem::take(&mut f.files) {
-        let s = store.clone();
-        let line = blocking(move || -> std::io::Result<String> {
-            Ok(match fix {
-                FileFix::Quarantine(p) => format!("moved {} to {}", p.display(), s.quarantine(&p)?.display()),
-                FileFix::RemoveStaging(name) => {
-                    s.remove_staging_entry(&name)?;
-                    format!("removed staging file uploads/{name}")
-                }
-                FileFix::Unlink(d) => {
-                    s.remove(&d)?;
-                    format!("removed the file of tombstoned blob {d}")
-                }
-            })
-        })
-        .await?;
-        done.push(line);
+        match fix {
+            FileFix::Quarantine(key) => {
+                let dest = registry.quarantine(&key).await?;
+                done.push(format!("moved {key} to {dest}"));
+            }
+            FileFix::RemoveStaging(name) => {
+                registry.remove_staging_entry(&name).await?;
+                done.push(format!("removed staging entry {name}"));
+            }
+            FileFix::Unlink(d) => {
+                done.push(format!("removed the stored blob of tombstoned {d}"));
+                tombstoned.push(d.to_string());
+            }
+        }
     }
-    if f.problems.iter().any(|p| p.kind == Kind::TombstoneLeftover) {
-        let tombs: Vec<String> = f
-            .problems
-            .iter()
-            .filter(|p| p.kind == Kind::TombstoneLeftover)
-            .map(|p| p.subject.clone())
-            .collect();
-        registry.meta_write(|m| m.gc_finish_tombstones(&tombs)).await?;
+    if !tombstoned.is_empty() {
+        registry.delete_tombstoned(tombstoned).await?;
     }
     Ok(done)
 }

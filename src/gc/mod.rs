@@ -31,7 +31,6 @@ use crate::jobs::{JobView, Jobs};
 
 use crate::meta::gc::{Policy, unanchored};
 use crate::meta::{BlobState, Millis, now_ms};
-use crate::oci::Digest;
 use crate::registry::{Error, Registry, blocking};
 
 /// Rows per sweep transaction: enough to amortise a commit, few enough to keep it short.
@@ -175,7 +174,7 @@ pub async fn run(
         report.links_removed = marked.dead_links.len() as u64;
         report.blobs_deleted = marked.dead_blobs.len() as u64;
         report.bytes_freed = marked.dead_blobs.iter().map(|(_, s)| s).sum();
-        report.uploads_purged = registry.meta(move |m| m.stale_uploads(upload_cutoff)).await?.len() as u64;
+        report.uploads_purged = registry.stale_upload_count(upload_cutoff).await?;
     } else {
         phase(Phase::SweepManifests);
         report.manifests_deleted = sweep_manifests(registry, marked.dead_manifests, policy).await?;
@@ -194,7 +193,7 @@ pub async fn run(
 }
 
 async fn mark(registry: &Arc<Registry>, policy: Policy) -> Result<Marked, Error> {
-    let snap = registry.meta(crate::meta::Meta::gc_snapshot).await?;
+    let snap = registry.gc_snapshot().await?;
     let touched = registry.touched_since(policy.cutoff_ms);
     Ok(blocking(move || decide(&snap, policy, &touched)).await?)
 }
@@ -244,11 +243,7 @@ fn decide(
 async fn sweep_manifests(registry: &Arc<Registry>, dead: Vec<(String, String)>, policy: Policy) -> Result<u64, Error> {
     let mut deleted = 0;
     for batch in dead.chunks(BATCH) {
-        let batch = batch.to_vec();
-        deleted += registry
-            .meta_write(|m| m.gc_delete_manifests(&batch, policy))
-            .await?
-            .len() as u64;
+        deleted += registry.gc_delete_manifests(batch.to_vec(), policy).await?;
     }
     Ok(deleted)
 }
@@ -256,20 +251,12 @@ async fn sweep_manifests(registry: &Arc<Registry>, dead: Vec<(String, String)>, 
 async fn sweep_links(registry: &Arc<Registry>, dead: Vec<(String, String)>, policy: Policy) -> Result<u64, Error> {
     let mut removed = 0;
     for batch in dead.chunks(BATCH) {
-        let _guards = registry
-            .digest_locks()
-            .lock_many(batch.iter().map(|(_, d)| d.as_str()))
-            .await;
-        let (batch, touched) = (batch.to_vec(), registry.touched_since(policy.cutoff_ms));
-        removed += registry
-            .meta_write(|m| m.gc_remove_links(&batch, policy, touched))
-            .await?
-            .len() as u64;
+        removed += registry.gc_remove_links(batch.to_vec(), policy).await?;
     }
     Ok(removed)
 }
 
-/// Tombstone, unlink and forget unreferenced blobs; returns (count, bytes).
+/// Tombstone, delete and forget unreferenced blobs; returns (count, bytes).
 async fn sweep_blobs(
     registry: &Arc<Registry>,
     candidates: Vec<String>,
@@ -279,38 +266,18 @@ async fn sweep_blobs(
 ) -> Result<(u64, u64), Error> {
     let (mut count, mut bytes) = (0, 0);
     for batch in candidates.chunks(BATCH) {
-        let _guards = registry
-            .digest_locks()
-            .lock_many(batch.iter().map(String::as_str))
-            .await;
-        let (batch, touched) = (batch.to_vec(), registry.touched_since(policy.cutoff_ms));
-        let doomed = registry
-            .meta_write(|m| m.gc_tombstone_blobs(&batch, policy, touched, now_ms()))
-            .await?;
-        if doomed.is_empty() {
-            continue;
-        }
-        crate::crashpoint::hit("gc.after_tombstone");
-        if let Some(pause) = opts.pause_before_unlink {
-            phase(Phase::Paused);
-            tokio::time::sleep(pause).await;
-            phase(Phase::SweepBlobs);
-        }
-        let (store, names) = (registry.blob_store().clone(), doomed.clone());
-        blocking(move || {
-            for (digest, _) in &names {
-                if let Ok(d) = Digest::parse(digest) {
-                    store.remove(&d)?;
-                }
+        let after_tombstone = || async {
+            if let Some(pause) = opts.pause_before_unlink {
+                phase(Phase::Paused);
+                tokio::time::sleep(pause).await;
+                phase(Phase::SweepBlobs);
             }
-            Ok::<_, std::io::Error>(())
-        })
-        .await?;
-        crate::crashpoint::hit("gc.after_unlink");
-        count += doomed.len() as u64;
-        bytes += doomed.iter().map(|(_, s)| s).sum::<u64>();
-        let digests: Vec<String> = doomed.into_iter().map(|(d, _)| d).collect();
-        registry.meta_write(|m| m.gc_finish_tombstones(&digests)).await?;
+        };
+        let (c, b) = registry
+            .gc_delete_blobs(batch.to_vec(), policy, after_tombstone)
+            .await?;
+        count += c;
+        bytes += b;
     }
     Ok((count, bytes))
 }

@@ -1,15 +1,33 @@
 //! Blob reads, deletes, mounts and the commit of a verified staged upload.
 
-use super::{Error, Registry, blocking};
-use crate::blobs::{BlobReader, BlobStore, Staged};
+use super::{Error, Registry};
+use crate::blobs::{BlobReader, ByteStream, Upload};
 use crate::meta::now_ms;
 use crate::oci::{Digest, RepoName};
 
-/// A blob opened for a GET: its size and a reader that streams it in mapped windows.
-#[derive(Debug, Clone)]
-pub struct BlobBody {
-    pub size: u64,
-    pub reader: BlobReader,
+/// A blob opened for a GET: its size, and a reader for the bytes (or a URL to send the client
+/// to, when the backend redirects pulls).
+#[derive(Debug)]
+pub enum BlobBody {
+    Bytes { size: u64, reader: Box<dyn BlobReader> },
+    Redirect { size: u64, url: String },
+}
+
+impl BlobBody {
+    pub fn size(&self) -> u64 {
+        match self {
+            BlobBody::Bytes { size, .. } | BlobBody::Redirect { size, .. } => *size,
+        }
+    }
+}
+
+/// Stream the bytes `start..=end` of an opened blob. A blob that turns out to be absent or of
+/// the wrong size only now (a backend that could not tell at open) is unknown.
+pub async fn stream(reader: Box<dyn BlobReader>, start: u64, end: u64) -> Result<ByteStream, Error> {
+    reader.stream(start, end).await?.ok_or_else(|| {
+        tracing::error!(start, end, "blob record has no intact object; refusing to serve it");
+        Error::BlobUnknown
+    })
 }
 
 impl Registry {
@@ -22,8 +40,7 @@ impl Registry {
             .meta_read(move |m| m.linked_blob(&r, &d))
             .await?
             .ok_or(Error::BlobUnknown)?;
-        let (store, digest) = (self.blobs.clone(), digest.clone());
-        match self.quick(move || store.stat(&digest)).await? {
+        match self.blobs.stat(digest).await? {
             Some(size) if size == row.size => Ok(size),
             other => {
                 tracing::error!(%repo, actual = ?other, expected = row.size, "blob record has no intact file");
@@ -40,12 +57,11 @@ impl Registry {
             .meta_read(move |m| m.linked_blob(&r, &d))
             .await?
             .ok_or(Error::BlobUnknown)?;
-        let (store, d) = (self.blobs.clone(), digest.clone());
-        let reader = self
-            .quick(move || store.open_blob(&d, row.size))
-            .await?
-            .ok_or(Error::BlobUnknown)?;
-        Ok(BlobBody { size: row.size, reader })
+        if let Some(url) = self.blobs.redirect(digest).await? {
+            return Ok(BlobBody::Redirect { size: row.size, url });
+        }
+        let reader = self.blobs.open(digest, row.size).await?.ok_or(Error::BlobUnknown)?;
+        Ok(BlobBody::Bytes { size: row.size, reader })
     }
 
     /// Unlink a blob from `repo`. The file stays until garbage collection finds it unused.
@@ -64,12 +80,12 @@ impl Registry {
         self.meta_write(|m| m.mount_blob(&r, &d, f.as_deref(), now_ms())).await
     }
 
-    /// Make a verified staged upload the blob `digest` and link it into `repo`: the file is
-    /// durable in place before the metadata commit, both under the digest's lock.
+    /// Make a verified upload the blob `digest` and link it into `repo`: the blob is durable
+    /// in place before the metadata commit, both under the digest's lock.
     pub(super) async fn commit_staged(
         &self,
         repo: &RepoName,
-        staged: Staged,
+        staged: Box<dyn Upload>,
         digest: &Digest,
         upload: Option<uuid::Uuid>,
     ) -> Result<(), Error> {
@@ -77,16 +93,12 @@ impl Registry {
         let size = staged.len();
         let d = digest.to_string();
         let existing = self.meta_read(move |m| m.live_blob(&d)).await?;
-        let (store, dig) = (self.blobs.clone(), digest.clone());
-        blocking(move || {
-            let present = existing.is_some_and(|r| r.size == size) && store.stat(&dig)? == Some(size);
-            if present {
-                BlobStore::discard(staged)
-            } else {
-                store.commit(staged, &dig)
-            }
-        })
-        .await?;
+        let present = existing.is_some_and(|r| r.size == size) && self.blobs.stat(digest).await? == Some(size);
+        if present {
+            staged.discard().await?;
+        } else {
+            staged.commit(digest).await?;
+        }
         crate::crashpoint::hit("blob.after_rename");
         let (r, d, u) = (repo.to_string(), digest.to_string(), upload.map(|u| u.to_string()));
         self.meta_write(|m| m.commit_blob(&r, &d, size, u.as_deref(), now_ms()))

@@ -1,7 +1,7 @@
 //! The registry's domain errors. `api::error` maps each variant to an OCI error code and HTTP
 //! status in one exhaustive match.
 
-use crate::blobs::AppendError;
+use crate::blobs::{AppendError, StoreError};
 use crate::meta::MetaError;
 use crate::oci::{DigestError, ManifestError, NameError};
 
@@ -46,6 +46,10 @@ pub enum Error {
     TooManyRequests(String),
     #[error("request body stalled: {0}")]
     BodyTimeout(String),
+    /// The blob storage service is down or failing; nothing acknowledged is lost and the
+    /// client may retry.
+    #[error("{0}")]
+    StorageUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -77,6 +81,15 @@ impl From<std::io::Error> for Error {
     }
 }
 
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Io(io) => io.into(),
+            e @ StoreError::Unavailable(_) => Error::StorageUnavailable(e.to_string()),
+        }
+    }
+}
+
 impl Error {
     /// Map a failed body append: the client's fault except for local I/O.
     pub(crate) fn from_append(e: AppendError) -> Self {
@@ -85,7 +98,7 @@ impl Error {
             e @ AppendError::Body(_) => Error::BlobUploadInvalid(e.to_string()),
             e @ AppendError::LengthMismatch { .. } => Error::SizeInvalid(e.to_string()),
             e @ AppendError::Idle { .. } => Error::BodyTimeout(e.to_string()),
-            AppendError::Io(io) => io.into(),
+            AppendError::Store(e) => e.into(),
         }
     }
 }

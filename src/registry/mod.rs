@@ -16,6 +16,7 @@ mod blobs;
 mod error;
 mod listing;
 pub(crate) mod locks;
+mod maintenance;
 mod manifests;
 mod quick;
 mod uploads;
@@ -27,7 +28,7 @@ use crate::blobs::BlobStore;
 use crate::meta::{Meta, MetaError, Millis, WriteOp, now_ms};
 use crate::oci::Digest;
 
-pub use blobs::BlobBody;
+pub use blobs::{BlobBody, stream};
 pub use error::Error;
 pub use manifests::{Manifest, ManifestPut};
 pub use uploads::UploadStatus;
@@ -46,7 +47,7 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Registry {
     meta: Arc<Meta>,
-    blobs: BlobStore,
+    blobs: Arc<dyn BlobStore>,
     uploads: uploads::Sessions,
     locks: locks::DigestLocks,
     limits: Limits,
@@ -59,7 +60,7 @@ pub struct Registry {
 
 impl Registry {
     /// Assemble a registry over an opened store, reconciling leftovers of an earlier crash.
-    pub async fn open(meta: Meta, blobs: BlobStore, limits: Limits) -> Result<Arc<Self>, Error> {
+    pub async fn open(meta: Meta, blobs: Arc<dyn BlobStore>, limits: Limits) -> Result<Arc<Self>, Error> {
         let registry = Self::open_as_is(meta, blobs, limits);
         registry.finish_tombstones().await?;
         registry.reconcile_staging().await?;
@@ -68,7 +69,7 @@ impl Registry {
 
     /// Assemble a registry without touching the store: no start-up reconciliation, so that
     /// `fsck` sees crash leftovers as they are.
-    pub fn open_as_is(meta: Meta, blobs: BlobStore, limits: Limits) -> Arc<Self> {
+    pub fn open_as_is(meta: Meta, blobs: Arc<dyn BlobStore>, limits: Limits) -> Arc<Self> {
         Arc::new(Registry {
             meta: Arc::new(meta),
             blobs,
@@ -84,12 +85,15 @@ impl Registry {
         self.limits
     }
 
-    pub(crate) fn blob_store(&self) -> &BlobStore {
-        &self.blobs
+    /// The smallest chunk a chunked upload may send (`OCI-Chunk-Min-Length`), if the blob
+    /// store has one.
+    pub fn min_chunk(&self) -> Option<u64> {
+        self.blobs.min_chunk()
     }
 
-    pub(crate) fn digest_locks(&self) -> &locks::DigestLocks {
-        &self.locks
+    /// What the blob store is, for logs.
+    pub fn describe_storage(&self) -> String {
+        self.blobs.describe()
     }
 
     /// Record a HEAD of `digest`, under its lock so that a sweep deciding about the blob sees
@@ -123,28 +127,30 @@ impl Registry {
             .retain(|_, t| *t >= cutoff_ms);
     }
 
-    /// Start-up: finish deletions that garbage collection committed but a crash interrupted:
-    /// unlink each tombstoned blob's file, then drop its rows. Touches only the tombstones.
+    /// Start-up: finish deletions that garbage collection committed but a crash interrupted.
+    /// Touches only the tombstones.
     async fn finish_tombstones(&self) -> Result<(), Error> {
         let tombstones = self.meta(Meta::tombstones).await?;
         if tombstones.is_empty() {
             return Ok(());
         }
-        let store = self.blobs.clone();
-        let digests = tombstones.clone();
-        blocking(move || {
-            for d in &digests {
-                if let Ok(d) = Digest::parse(d) {
-                    store.remove(&d)?;
-                }
-            }
-            Ok::<_, std::io::Error>(())
-        })
-        .await?;
         let count = tombstones.len();
-        self.meta_write(|m| m.gc_finish_tombstones(&tombstones)).await?;
+        self.delete_tombstoned(tombstones).await?;
         tracing::info!(count, "finished blob deletions interrupted by a crash");
         Ok(())
+    }
+
+    /// The second half of every blob deletion, after the commit that tombstoned the blobs:
+    /// delete each blob from the store, then drop the rows still tombstoned. The caller holds
+    /// the digests' locks, or (start-up, fsck repair of leftovers) no push can race.
+    pub(crate) async fn delete_tombstoned(&self, digests: Vec<String>) -> Result<(), Error> {
+        for d in &digests {
+            if let Ok(d) = Digest::parse(d) {
+                self.blobs.delete(&d).await?;
+            }
+        }
+        crate::crashpoint::hit("gc.after_unlink");
+        self.meta_write(|m| m.gc_finish_tombstones(&digests)).await
     }
 
     /// Storage usage per repository and in total, from the metadata.
@@ -168,9 +174,7 @@ impl Registry {
 
     /// Whether the staging area accepts a new file (for readiness probes).
     pub async fn check_writable(&self) -> Result<(), Error> {
-        let store = self.blobs.clone();
-        blocking(move || store.temp_upload().map(drop)).await?;
-        Ok(())
+        Ok(self.blobs.check_writable().await?)
     }
 
     /// Run a short blocking call of the request hot path (a metadata point read, a blob file's

@@ -17,11 +17,11 @@ use futures_util::Stream;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use uuid::Uuid;
 
-use super::{Error, Registry, blocking};
-use crate::blobs::{AppendError, BlobStore, Staged};
+use super::{Error, Registry};
+use crate::blobs::{AppendError, AppendLimits, Body, StoreError, Upload};
 use crate::meta::{UploadRow, now_ms};
 use crate::oci::range::ByteRange;
-use crate::oci::{Algorithm, Digest, RepoName};
+use crate::oci::{Digest, RepoName};
 
 /// Where an upload session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ struct Slot {
     /// The client that opened the session, counted against its limit until the session ends.
     client: Option<IpAddr>,
     /// `None` until loaded after a restart, or while a request has it out.
-    staged: Option<Staged>,
+    staged: Option<Box<dyn Upload>>,
     closed: bool,
 }
 
@@ -126,8 +126,7 @@ impl Registry {
 
     async fn open_new_session(&self, repo: &RepoName, client: Option<IpAddr>) -> Result<UploadStatus, Error> {
         let id = Uuid::new_v4();
-        let store = self.blobs.clone();
-        let staged = blocking(move || store.create_upload(id)).await?;
+        let staged = self.blobs.create_upload(id).await?;
         crate::crashpoint::hit("upload.after_create_file");
         let row = UploadRow {
             repo: repo.to_string(),
@@ -146,7 +145,7 @@ impl Registry {
         let (id, slot) = self.open_session(repo, id).await?;
         Ok(UploadStatus {
             id,
-            offset: slot.staged.as_ref().map_or(0, Staged::len),
+            offset: slot.staged.as_ref().map_or(0, |s| s.len()),
         })
     }
 
@@ -166,7 +165,7 @@ impl Registry {
         self.append_to(&mut slot, range, body).await?;
         Ok(UploadStatus {
             id,
-            offset: slot.staged.as_ref().map_or(0, Staged::len),
+            offset: slot.staged.as_ref().map_or(0, |s| s.len()),
         })
     }
 
@@ -188,7 +187,8 @@ impl Registry {
         let staged = slot.staged.take().expect("open session has its staged file");
         let staged = match verify(staged, digest).await? {
             Ok(staged) => staged,
-            Err(mismatch) => {
+            Err((staged, mismatch)) => {
+                drop(staged);
                 self.close_session(id, &mut slot).await?;
                 return Err(mismatch);
             }
@@ -214,14 +214,19 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Display,
     {
-        let store = self.blobs.clone();
-        let staged = blocking(move || store.temp_upload()).await?;
-        let (staged, appended) = staged
-            .append(body, self.limits.blob_max_bytes, None, self.limits.body_idle_timeout)
-            .await;
-        appended.map_err(Error::from_append)?;
-        let staged = verify(staged, digest).await??;
-        self.commit_staged(repo, staged, digest, None).await
+        let staged = self.blobs.temp_upload().await?;
+        let (staged, appended) = staged.append(boxed(body), self.append_limits(None)).await;
+        if let Err(e) = appended {
+            discard_quietly(staged).await;
+            return Err(Error::from_append(e));
+        }
+        match verify(staged, digest).await? {
+            Ok(staged) => self.commit_staged(repo, staged, digest, None).await,
+            Err((staged, mismatch)) => {
+                discard_quietly(staged).await;
+                Err(mismatch)
+            }
+        }
     }
 
     async fn append_to<S, E>(&self, slot: &mut SlotGuard, range: Option<ByteRange>, body: S) -> Result<(), Error>
@@ -237,17 +242,12 @@ impl Registry {
             return Err(Error::UploadRangeInvalid { offset });
         }
         let (staged, appended) = staged
-            .append(
-                body,
-                self.limits.blob_max_bytes,
-                range.map(ByteRange::size),
-                self.limits.body_idle_timeout,
-            )
+            .append(boxed(body), self.append_limits(range.map(ByteRange::size)))
             .await;
         // After an I/O error the file may not match the in-memory length and hash (its rollback
         // can fail too): forget them, so the next request re-reads the file (`open_session`).
         // A session's staging file is not a temp file, so dropping `staged` keeps it.
-        if !matches!(appended, Err(AppendError::Io(_))) {
+        if !matches!(appended, Err(AppendError::Store(_))) {
             slot.staged = Some(staged);
         }
         appended.map(drop).map_err(Error::from_append)
@@ -270,15 +270,11 @@ impl Registry {
             return Err(Error::BlobUploadUnknown);
         }
         if slot.staged.is_none() {
-            let store = self.blobs.clone();
-            match blocking(move || store.reopen_upload(id)).await {
-                Ok(staged) => slot.staged = Some(staged),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.close_session(id, &mut slot).await?;
-                    return Err(Error::BlobUploadUnknown);
-                }
-                Err(e) => return Err(e.into()),
-            }
+            let Some(staged) = self.blobs.resume_upload(id).await? else {
+                self.close_session(id, &mut slot).await?;
+                return Err(Error::BlobUploadUnknown);
+            };
+            slot.staged = Some(staged);
         }
         Ok((id, slot))
     }
@@ -292,8 +288,7 @@ impl Registry {
         }
         self.uploads.remove(id);
         self.meta_write(|m| m.delete_upload(&id.to_string())).await?;
-        let store = self.blobs.clone();
-        Ok(blocking(move || store.remove_upload(id)).await?)
+        Ok(self.blobs.remove_upload(id).await?)
     }
 
     /// Close the sessions created before `before_ms` that no request is using right now.
@@ -314,13 +309,11 @@ impl Registry {
     /// Start-up: remove staging files no session owns and sessions whose file is gone. This
     /// touches only the staging directory, never the blob tree.
     pub(super) async fn reconcile_staging(&self) -> Result<(), Error> {
-        let store = self.blobs.clone();
-        let files = blocking(move || store.staging_entries()).await?;
+        let files = self.blobs.staging_entries().await?;
         let sessions = self.meta(crate::meta::Meta::upload_ids).await?;
         let mut removed_files = 0;
         for name in files.iter().filter(|f| !sessions.contains(f)) {
-            let (store, name) = (self.blobs.clone(), name.clone());
-            blocking(move || store.remove_staging_entry(&name)).await?;
+            self.blobs.remove_staging_entry(name).await?;
             removed_files += 1;
         }
         let stale: Vec<String> = sessions.into_iter().filter(|s| !files.contains(s)).collect();
@@ -339,23 +332,48 @@ impl Registry {
     }
 }
 
-/// Check a staged upload against `digest`. The outer error is local failure; the inner one is
-/// the client's content not matching.
-async fn verify(staged: Staged, digest: &Digest) -> Result<Result<Staged, Error>, Error> {
-    let actual = match digest.algorithm() {
-        Algorithm::Sha256 => staged.sha256(),
-        Algorithm::Sha512 => {
-            // The running hash is sha256; a sha512 upload is re-read once, at the end.
-            let path = staged.path().to_owned();
-            blocking(move || BlobStore::hash_file(&path, Algorithm::Sha512)).await?
-        }
-    };
+/// Check an upload against `digest`. The outer error is local failure; the inner one is the
+/// client's content not matching, with the upload handed back.
+async fn verify(
+    staged: Box<dyn Upload>,
+    digest: &Digest,
+) -> Result<Result<Box<dyn Upload>, (Box<dyn Upload>, Error)>, StoreError> {
+    let actual = staged.digest(digest.algorithm()).await?;
     if &actual == digest {
         Ok(Ok(staged))
     } else {
-        Ok(Err(Error::DigestMismatch {
+        let mismatch = Error::DigestMismatch {
             expected: digest.to_string(),
             actual: actual.to_string(),
-        }))
+        };
+        Ok(Err((staged, mismatch)))
+    }
+}
+
+/// Throw away a temporary upload that failed; what a failed discard leaves is removed at the
+/// next start-up, so the client hears about its own error, not this one.
+async fn discard_quietly(staged: Box<dyn Upload>) {
+    if let Err(e) = staged.discard().await {
+        tracing::warn!(error = %e, "could not remove a failed temporary upload");
+    }
+}
+
+/// A request body as the blob store takes it.
+fn boxed<'a, S, E>(body: S) -> Body<'a>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'a,
+    E: Display,
+{
+    use futures_util::StreamExt;
+    Box::pin(body.map(|r| r.map_err(|e| e.to_string())))
+}
+
+impl Registry {
+    fn append_limits(&self, exact: Option<u64>) -> AppendLimits {
+        AppendLimits {
+            max_len: self.limits.blob_max_bytes,
+            exact,
+            idle: self.limits.body_idle_timeout,
+        }
     }
 }

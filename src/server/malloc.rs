@@ -18,7 +18,7 @@
 //! arena's top. The same push then takes 1 500 to 3 300 faults, and in alternating runs
 //! against glibc's own behaviour the server spent 1.57-1.94 rather than 1.83-2.37 s/GiB on a
 //! monolithic push, for under 1 MiB more peak RSS. Whole-file hashing reads through a
-//! 512 KiB buffer (`blobs::HASH_READ_BUFFER`) so that it stays below the 1 MiB threshold.
+//! 512 KiB buffer (`blobs::fs::HASH_READ_BUFFER`) so that it stays below the 1 MiB threshold.
 //!
 //! An operator's own setting of any of these (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`,
 //! `MALLOC_TRIM_THRESHOLD_`, or the same in `GLIBC_TUNABLES`) wins; as in glibc, a threshold

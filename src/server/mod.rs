@@ -18,6 +18,8 @@ pub use malloc::tune_malloc;
 use crate::api::{self, App};
 use crate::auth::{Auth, AuthError};
 use crate::blobs::BlobStore;
+use crate::blobs::fs::FsStore;
+use crate::blobs::s3::S3Store;
 use crate::config::Config;
 use crate::gc;
 use crate::jobs::Jobs;
@@ -54,21 +56,22 @@ pub async fn open_registry_as_is(config: &Config) -> Result<Arc<Registry>, Serve
     Ok(Registry::open_as_is(meta, blobs, limits))
 }
 
-async fn open_parts(config: &Config) -> Result<(Meta, BlobStore, registry::Limits), ServeError> {
+async fn open_parts(config: &Config) -> Result<(Meta, Arc<dyn BlobStore>, registry::Limits), ServeError> {
     let root = config.storage.root.clone();
     let root_err = |source| ServeError::Root {
         path: root.display().to_string(),
         source,
     };
     std::fs::create_dir_all(&root).map_err(root_err)?;
-    let blobs = BlobStore::open(
-        &root,
-        crate::blobs::WriteOptions {
+    let blobs: Arc<dyn BlobStore> = if let Some(s3) = &config.storage.s3 {
+        Arc::new(S3Store::new(s3.options()))
+    } else {
+        let opts = crate::blobs::fs::WriteOptions {
             fsync: config.storage.fsync,
             direct_io: config.storage.direct_io,
-        },
-    )
-    .map_err(root_err)?;
+        };
+        Arc::new(FsStore::open(&root, opts).map_err(root_err)?)
+    };
     let cache = config.storage.meta_cache;
     let meta = registry::blocking(move || Meta::open_with_cache(&root, cache)).await?;
     let limits = registry::Limits {
@@ -107,7 +110,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     })?;
     let local = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(addr = %local, root = %config.storage.root.display(), scheme, "berth listening");
+    tracing::info!(addr = %local, root = %config.storage.root.display(), blobs = %registry.describe_storage(), scheme, "berth listening");
     // The one line on stdout, for scripts and tests that bind port 0.
     println!("berth listening on {scheme}://{local}");
     let gc_options = gc::Options {

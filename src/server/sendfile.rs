@@ -1,7 +1,7 @@
 //! A plain TCP connection whose writer sends blob windows with `sendfile(2)`.
 //!
 //! hyper writes a response as vectored writes of its header buffer and the body's `Bytes`. A
-//! blob body is a stream of mapped windows registered in `blobs::file_region`; when the next
+//! blob body is a stream of mapped windows registered in `blobs::fs::file_region`, the filesystem backend's `sendfile` capability; when the next
 //! slice to write is such a window, this writer asks the kernel to send that range of the file
 //! instead, so the bytes go from the page cache to the socket with no userspace copy and the
 //! mapping is never faulted in. Every other slice (headers, manifests, JSON) is written as
@@ -15,7 +15,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::blobs::{FileRegion, file_region};
+use crate::blobs::fs::{FileRegion, file_region};
 
 /// A TCP stream that sends mapped blob windows with `sendfile`.
 pub struct PlainTcp(pub TcpStream);

@@ -113,15 +113,37 @@ impl Drop for Berth {
     }
 }
 
-/// Options for starting a server.
-#[derive(Default)]
+/// Options for starting a server. With `BERTH_TEST_STORAGE=s3` in the test's environment,
+/// every server keeps its blobs in the shared Garage (`garage`) under a fresh prefix.
 pub struct Builder {
     root: Option<PathBuf>,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
 
+impl Default for Builder {
+    fn default() -> Self {
+        let builder = Builder {
+            root: None,
+            args: Vec::new(),
+            env: Vec::new(),
+        };
+        if crate::garage::s3_mode() {
+            builder.s3(crate::garage::Garage::shared())
+        } else {
+            builder
+        }
+    }
+}
+
 impl Builder {
+    /// Keep the blobs in `garage`, under a fresh prefix of its bucket.
+    pub fn s3(mut self, garage: &crate::garage::Garage) -> Self {
+        self.env.retain(|(k, _)| !k.starts_with("BERTH_STORAGE_S3_"));
+        self.env.extend(garage.berth_env(&crate::garage::fresh_prefix()));
+        self
+    }
+
     /// Use this storage root instead of a fresh temporary one.
     pub fn root(mut self, root: &Path) -> Self {
         self.root = Some(root.to_owned());

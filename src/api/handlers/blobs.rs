@@ -8,7 +8,7 @@ use super::{header_str, hv};
 use crate::api::ApiError;
 use crate::oci::range::{RangeRequest, parse_range};
 use crate::oci::{Digest, RepoName};
-use crate::registry::{Error, Registry};
+use crate::registry::{self, BlobBody, Error, Registry};
 
 pub async fn get(
     reg: &Registry,
@@ -21,22 +21,37 @@ pub async fn get(
         let size = reg.stat_blob(name, digest).await?;
         return Ok(blob_response(StatusCode::OK, digest, size, Body::empty()));
     }
-    let blob = reg.read_blob(name, digest).await?;
-    let range = header_str(headers, header::RANGE).map_or(RangeRequest::Ignore, |r| parse_range(r, blob.size));
+    let (size, reader) = match reg.read_blob(name, digest).await? {
+        BlobBody::Bytes { size, reader } => (size, reader),
+        BlobBody::Redirect { url, .. } => return Ok(redirect(&url)),
+    };
+    let range = header_str(headers, header::RANGE).map_or(RangeRequest::Ignore, |r| parse_range(r, size));
     match range {
         RangeRequest::Ignore => {
-            let body = Body::from_stream(blob.reader.stream(0, blob.size.saturating_sub(1)));
-            Ok(blob_response(StatusCode::OK, digest, blob.size, body))
+            let bytes = registry::stream(reader, 0, size.saturating_sub(1)).await?;
+            Ok(blob_response(StatusCode::OK, digest, size, Body::from_stream(bytes)))
         }
-        RangeRequest::Unsatisfiable => Err(Error::RangeNotSatisfiable { size: blob.size }.into()),
+        RangeRequest::Unsatisfiable => Err(Error::RangeNotSatisfiable { size }.into()),
         RangeRequest::Partial(r) => {
-            let body = Body::from_stream(blob.reader.stream(r.start, r.end));
+            let bytes = registry::stream(reader, r.start, r.end).await?;
+            let body = Body::from_stream(bytes);
             let mut response = blob_response(StatusCode::PARTIAL_CONTENT, digest, r.size(), body);
-            let content_range = format!("bytes {}-{}/{}", r.start, r.end, blob.size);
+            let content_range = format!("bytes {}-{}/{size}", r.start, r.end);
             response.headers_mut().insert(header::CONTENT_RANGE, hv(&content_range));
             Ok(response)
         }
     }
+}
+
+/// `307 Temporary Redirect` to where the blob can be fetched directly (a presigned URL). The
+/// client sends the same GET there, `Range` included.
+fn redirect(url: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::TEMPORARY_REDIRECT)
+        .header(header::LOCATION, hv(url))
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response")
 }
 
 fn blob_response(status: StatusCode, digest: &Digest, len: u64, body: Body) -> Response {

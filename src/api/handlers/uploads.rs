@@ -39,12 +39,12 @@ pub async fn start(
         return Ok(created(name, &digest));
     }
     let status = reg.start_upload(name, Some(client)).await?;
-    Ok(progress(StatusCode::ACCEPTED, name, status))
+    Ok(progress(reg, StatusCode::ACCEPTED, name, status))
 }
 
 pub async fn status(reg: &Registry, name: &RepoName, id: &str) -> Result<Response, ApiError> {
     let status = reg.upload_status(name, id).await?;
-    Ok(progress(StatusCode::NO_CONTENT, name, status))
+    Ok(progress(reg, StatusCode::NO_CONTENT, name, status))
 }
 
 pub async fn patch(
@@ -56,7 +56,7 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let range = content_range(headers)?;
     let status = reg.append_upload(name, id, range, body.into_data_stream()).await?;
-    Ok(progress(StatusCode::ACCEPTED, name, status))
+    Ok(progress(reg, StatusCode::ACCEPTED, name, status))
 }
 
 pub async fn finish(
@@ -105,11 +105,15 @@ fn created(name: &RepoName, digest: &Digest) -> Response {
         .expect("valid response")
 }
 
-/// 202/204 describing an open session.
-fn progress(status: StatusCode, name: &RepoName, upload: UploadStatus) -> Response {
+/// 202/204 describing an open session, with the smallest chunk the blob store takes well
+/// (`OCI-Chunk-Min-Length`) when it has one.
+fn progress(reg: &Registry, status: StatusCode, name: &RepoName, upload: UploadStatus) -> Response {
     let id = upload.id.hyphenated().to_string();
-    Response::builder()
-        .status(status)
+    let mut response = Response::builder().status(status);
+    if let Some(min) = reg.min_chunk() {
+        response = response.header("oci-chunk-min-length", min);
+    }
+    response
         .header(header::LOCATION, hv(&format!("/v2/{name}/blobs/uploads/{id}")))
         .header(header::RANGE, range_value(upload.offset))
         .header("docker-upload-uuid", hv(&id))

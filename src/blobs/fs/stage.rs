@@ -17,7 +17,6 @@
 //! While a buffered body streams in, writeback of every 2 MiB written is started without
 //! waiting, so the disk works while the rest arrives and that `fdatasync` finds little left.
 
-use std::fmt::Display;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -25,27 +24,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
 use tempfile::TempPath;
 use tokio::sync::mpsc;
 
 use super::WriteOptions;
+use crate::blobs::{AppendError, AppendLimits, Body, Limited};
 use crate::oci::{Algorithm, Digest, Hasher};
-
-/// Why an append stopped. The staged file has been rolled back when this is returned.
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    #[error("request body failed: {0}")]
-    Body(String),
-    #[error("upload would exceed the size limit of {limit} bytes")]
-    TooLarge { limit: u64 },
-    #[error("body was {got} bytes but {expected} were declared")]
-    LengthMismatch { expected: u64, got: u64 },
-    #[error("no body data for {secs} s")]
-    Idle { secs: u64 },
-    #[error("staging I/O: {0}")]
-    Io(#[from] io::Error),
-}
 
 /// An upload's staging file and its running hash.
 #[derive(Debug)]
@@ -131,21 +115,9 @@ impl Staged {
         (self.file, self.path, self.temp, self.synced)
     }
 
-    /// Stream `body` onto the end of the file, refusing to grow it past `max_len` bytes, and,
-    /// with `exact`, refusing a body of any other length, and giving up when nothing arrives
-    /// for `idle`. Returns the staged file in every case,
-    /// with the count of bytes appended or the error (after rolling back).
-    pub async fn append<S, E>(
-        mut self,
-        mut body: S,
-        max_len: u64,
-        exact: Option<u64>,
-        idle: std::time::Duration,
-    ) -> (Self, Result<u64, AppendError>)
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: Display,
-    {
+    /// Stream `body` onto the end of the file within `limits`. Returns the staged file in
+    /// every case, with the count of bytes appended or the error (after rolling back).
+    pub async fn append(mut self, body: Body<'_>, limits: AppendLimits) -> (Self, Result<u64, AppendError>) {
         let (start_len, start_hash) = (self.len, self.hasher.clone());
         // Each chunk is hashed here, as it arrives, while the socket read has just brought it
         // into this core's cache; the writer thread only copies it into the page cache. A chunk
@@ -158,55 +130,29 @@ impl Staged {
             let written = self.write_from(rx);
             (self, written)
         });
-        let mut received = 0u64;
-        let mut outcome = Ok(());
-        let mut writer_stopped = false;
+        let mut body = Limited::new(body, limits, start_len);
         let mut batch = Batch::default();
-        loop {
-            let Ok(next) = tokio::time::timeout(idle, body.next()).await else {
-                outcome = Err(AppendError::Idle { secs: idle.as_secs() });
-                break;
-            };
-            let Some(item) = next else { break };
-            let chunk = match item {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    outcome = Err(AppendError::Body(e.to_string()));
-                    break;
+        let outcome = loop {
+            let chunk = match body.next().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => {
+                    if !batch.chunks.is_empty() {
+                        let _ = tx.send(batch.chunks).await;
+                    }
+                    break Ok(());
                 }
+                Err(e) => break Err(e),
             };
-            received += chunk.len() as u64;
-            if start_len + received > max_len {
-                outcome = Err(AppendError::TooLarge { limit: max_len });
-                break;
-            }
-            if let Some(expected) = exact.filter(|&e| received > e) {
-                outcome = Err(AppendError::LengthMismatch {
-                    expected,
-                    got: received,
-                });
-                break;
-            }
             hasher.0.update(&chunk);
             if let Some(full) = batch.push(chunk)
                 && tx.send(full).await.is_err()
             {
                 // The writer stopped on an I/O error (a full disk), which it reports; the body
                 // was not read to its end, so its length says nothing.
-                writer_stopped = true;
-                break;
+                break Ok(());
             }
-        }
-        if outcome.is_ok() && !batch.chunks.is_empty() {
-            let _ = tx.send(batch.chunks).await;
-        }
+        };
         drop(tx);
-        if let Some(expected) = exact.filter(|&e| outcome.is_ok() && !writer_stopped && received != e) {
-            outcome = Err(AppendError::LengthMismatch {
-                expected,
-                got: received,
-            });
-        }
         let (mut staged, written) = writer.await.expect("staging writer panicked");
         let result = outcome.and(written).map(|()| staged.len - start_len);
         if result.is_ok() {
@@ -577,18 +523,24 @@ mod tests {
     }
 
     /// A body of `len` bytes (from `seed`) in chunks of `chunk` bytes, failing after `fail_at`.
-    fn body(
-        bytes: &[u8],
-        chunk: usize,
-        fail_at: Option<usize>,
-    ) -> impl Stream<Item = Result<Bytes, &'static str>> + Unpin + use<> {
+    fn body(bytes: &[u8], chunk: usize, fail_at: Option<usize>) -> Body<'static> {
         let mut items: Vec<Result<Bytes, &'static str>> =
             bytes.chunks(chunk).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
         if let Some(at) = fail_at {
             items.truncate(at / chunk);
             items.push(Err("client went away"));
         }
-        futures_util::stream::iter(items)
+        Box::pin(futures_util::StreamExt::map(futures_util::stream::iter(items), |r| {
+            r.map_err(str::to_owned)
+        }))
+    }
+
+    fn unlimited(idle: std::time::Duration) -> AppendLimits {
+        AppendLimits {
+            max_len: u64::MAX,
+            exact: None,
+            idle,
+        }
     }
 
     fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -629,9 +581,7 @@ mod tests {
                 let (s, result) = staged
                     .append(
                         body(&bytes, chunk, fail_at),
-                        u64::MAX,
-                        None,
-                        std::time::Duration::from_secs(5),
+                        unlimited(std::time::Duration::from_secs(5)),
                     )
                     .await;
                 staged = s;
@@ -686,12 +636,7 @@ mod tests {
         SHORT_WRITES.lock().unwrap().push((staged.path().to_owned(), 1000));
         let append = |staged: Staged, bytes: Vec<u8>| async move {
             staged
-                .append(
-                    body(&bytes, 65_536, None),
-                    u64::MAX,
-                    None,
-                    std::time::Duration::from_secs(5),
-                )
+                .append(body(&bytes, 65_536, None), unlimited(std::time::Duration::from_secs(5)))
                 .await
         };
         let (s, result) = append(staged, bytes.clone()).await;
@@ -731,12 +676,10 @@ mod tests {
         let bytes = pattern(DIRECT_BATCH + 100, 3);
         let staged = staging(dir.path(), true, true);
         assert!(!staged.synced, "a new staging file");
-        let (staged, result) = staged.append(body(&bytes, 4096, None), u64::MAX, None, idle).await;
+        let (staged, result) = staged.append(body(&bytes, 4096, None), unlimited(idle)).await;
         result.unwrap();
         assert!(staged.synced, "after an append that ended with fdatasync");
-        let (staged, result) = staged
-            .append(body(&bytes, 4096, Some(8192)), u64::MAX, None, idle)
-            .await;
+        let (staged, result) = staged.append(body(&bytes, 4096, Some(8192)), unlimited(idle)).await;
         assert!(result.is_err());
         assert!(!staged.synced, "after a failed, rolled-back append");
         let (file, path, _, _) = staged.into_parts();
@@ -748,7 +691,7 @@ mod tests {
         };
         let resumed = Staged::resume(file, path.clone(), opts).unwrap();
         assert!(!resumed.synced, "a file reopened after a restart");
-        let (resumed, result) = resumed.append(body(&[], 1, None), u64::MAX, None, idle).await;
+        let (resumed, result) = resumed.append(body(&[], 1, None), unlimited(idle)).await;
         result.unwrap();
         assert!(resumed.synced, "an empty append still ends with fdatasync");
         let file = std::fs::OpenOptions::new().read(true).append(true).open(&path).unwrap();
@@ -761,7 +704,7 @@ mod tests {
             },
         )
         .unwrap();
-        let (unsynced, result) = unsynced.append(body(&bytes, 4096, None), u64::MAX, None, idle).await;
+        let (unsynced, result) = unsynced.append(body(&bytes, 4096, None), unlimited(idle)).await;
         result.unwrap();
         assert!(!unsynced.synced, "with fsync off nothing was synced");
     }
