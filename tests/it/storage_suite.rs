@@ -247,13 +247,11 @@ async fn delete_while_reading(b: Backend) {
     // The read in progress either finishes with the right bytes or fails: never wrong bytes.
     let mut failed = false;
     while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(chunk) => got.extend_from_slice(&chunk),
-            Err(_) => {
-                failed = true;
-                break;
-            }
-        }
+        let Ok(chunk) = chunk else {
+            failed = true;
+            break;
+        };
+        got.extend_from_slice(&chunk);
     }
     assert!(failed || got == bytes, "a read racing a delete returned wrong bytes");
     assert_eq!(b.store.stat(&d).await.unwrap(), None);
