@@ -149,14 +149,14 @@ async fn ranges(b: Backend) {
     let bytes = random_bytes(1 << 20, 7);
     let d = store(&*b.store, &bytes).await;
     for (start, end) in [
-        (0, 0),
+        (0usize, 0usize),
         (1, 10),
         (4095, 4096),
         (500_000, (1 << 20) - 1),
         (1 << 19, 1 << 19),
     ] {
-        let got = read(&*b.store, &d, 1 << 20, start, end).await.unwrap();
-        assert!(got == bytes[start as usize..=end as usize], "range {start}-{end}");
+        let got = read(&*b.store, &d, 1 << 20, start as u64, end as u64).await.unwrap();
+        assert!(got == bytes[start..=end], "range {start}-{end}");
     }
     // A blob whose stored size is not the recorded one is never served.
     let wrong = match b.store.open(&d, (1 << 20) + 1).await.unwrap() {
