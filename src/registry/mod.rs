@@ -29,6 +29,7 @@ use crate::oci::Digest;
 
 pub use blobs::BlobBody;
 pub use error::Error;
+pub use listing::Page;
 pub use manifests::{Manifest, ManifestPut};
 pub use uploads::UploadStatus;
 
