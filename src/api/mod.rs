@@ -41,6 +41,17 @@ pub struct App {
     pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
+/// Who is on the other end of a request's connection. The server's connection loop, which
+/// depends on this module and never the reverse, puts one into every request's extensions;
+/// access checks and handlers read it from there.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    /// The user a verified client certificate names (mutual TLS).
+    pub cert_user: Option<String>,
+    pub tls: bool,
+}
+
 /// The router of `http.debug_addr`: metrics and probes only.
 pub fn debug_router(app: App) -> Router {
     Router::new()
@@ -236,7 +247,7 @@ async fn api_version_header(mut response: Response) -> Response {
 /// One request: route it, run it, and turn any failure into an OCI error response.
 async fn dispatch(
     State(app): State<App>,
-    axum::Extension(peer): axum::Extension<crate::server::Peer>,
+    axum::Extension(peer): axum::Extension<Peer>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

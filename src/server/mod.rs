@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
 
-pub use listen::Peer;
 pub use malloc::tune_malloc;
 
 use crate::api::{self, App};
