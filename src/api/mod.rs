@@ -1,4 +1,5 @@
-//! The HTTP surface: axum wiring, route dispatch, handlers and the single error mapping.
+//! The HTTP surface: axum wiring, route dispatch, header parsing (`range`), handlers and the
+//! single error mapping.
 //!
 //! Every `/v2/...` request goes to `dispatch`, which parses the raw path into an `Endpoint` and
 //! matches `(endpoint, method)` once. Handlers are short: parse headers and query, make one
@@ -9,6 +10,7 @@ mod admin;
 mod error;
 mod handlers;
 mod query;
+pub mod range;
 pub mod route;
 
 use std::sync::Arc;
