@@ -6,7 +6,7 @@
 //! call into `registry`, shape the response. Nothing here touches storage directly.
 
 pub(crate) mod access;
-mod admin;
+pub mod admin;
 mod error;
 mod handlers;
 mod query;
@@ -32,9 +32,9 @@ use crate::registry::Registry;
 pub struct App {
     pub registry: Arc<Registry>,
     /// Garbage collection runs.
-    pub gc: Arc<crate::jobs::Jobs>,
+    pub gc: Arc<admin::jobs::Jobs>,
     /// fsck runs.
-    pub fsck: Arc<crate::jobs::Jobs>,
+    pub fsck: Arc<admin::jobs::Jobs>,
     /// Settings of a garbage collection started through the admin API.
     pub gc_options: crate::gc::Options,
     /// False once shutdown has begun: `/readyz` answers 503.

@@ -14,12 +14,12 @@ use tokio::net::TcpListener;
 
 pub use malloc::tune_malloc;
 
+use crate::api::admin::{jobs::Jobs, start_gc};
 use crate::api::{self, App};
 use crate::auth::{Auth, AuthError};
 use crate::blobs::BlobStore;
 use crate::config::Config;
 use crate::gc;
-use crate::jobs::Jobs;
 use crate::meta::{Meta, MetaError};
 use crate::registry::{self, Registry};
 
@@ -237,7 +237,7 @@ fn spawn_periodic_gc(jobs: Arc<Jobs>, registry: Arc<Registry>, opts: gc::Options
         ticks.tick().await; // the first tick is immediate; wait a whole interval first
         loop {
             ticks.tick().await;
-            let (job, started) = gc::start_job(&jobs, Arc::clone(&registry), opts.clone());
+            let (job, started) = start_gc(&jobs, Arc::clone(&registry), opts.clone());
             tracing::info!(id = %job.id, started, "periodic garbage collection");
         }
     });
