@@ -12,7 +12,6 @@ pub mod config;
 pub mod crashpoint;
 pub mod fsck;
 pub mod gc;
-pub mod jobs;
 pub mod meta;
 pub mod metrics;
 pub mod oci;

@@ -1,8 +1,10 @@
 //! Prometheus metrics, served at `GET /metrics` (and on `http.debug_addr` when set).
 //!
-//! Counters and histograms are updated where things happen (the access-log middleware, the
-//! metadata writer, garbage collection, fsck); the store gauges (blobs, manifests, tags,
-//! repositories, stored bytes) are read from the metadata when scraped.
+//! Counters and histograms are updated where things happen: the access-log middleware, the
+//! admin API's garbage collection and fsck jobs, and the observer of the metadata writer's
+//! commits that the server hands `meta::Meta::open_observed` (`meta` itself knows nothing of
+//! metrics). The store gauges (blobs, manifests, tags, repositories, stored bytes) are read
+//! from the metadata when scraped.
 
 use std::sync::LazyLock;
 

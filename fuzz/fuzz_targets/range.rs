@@ -2,7 +2,7 @@
 //! body, and an upload range is ordered.
 #![no_main]
 
-use berth::oci::range::{RangeRequest, parse_content_range, parse_range};
+use berth::api::range::{RangeRequest, parse_content_range, parse_range};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,11 +9,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::route::Endpoint;
-use super::{ApiError, App, Code, forwarded_base};
+use super::{ApiError, App, Code, Peer, forwarded_base};
 use crate::auth::{Auth, Caller, Scope};
 use crate::config::Action;
 use crate::oci::RepoName;
-use crate::server::Peer;
 
 /// Which repositories a caller may see in the catalog.
 pub(super) type Visible = Box<dyn Fn(&str) -> bool + Send>;

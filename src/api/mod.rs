@@ -1,14 +1,16 @@
-//! The HTTP surface: axum wiring, route dispatch, handlers and the single error mapping.
+//! The HTTP surface: axum wiring, route dispatch, header parsing (`range`), handlers and the
+//! single error mapping.
 //!
 //! Every `/v2/...` request goes to `dispatch`, which parses the raw path into an `Endpoint` and
 //! matches `(endpoint, method)` once. Handlers are short: parse headers and query, make one
 //! call into `registry`, shape the response. Nothing here touches storage directly.
 
 pub(crate) mod access;
-mod admin;
+pub mod admin;
 mod error;
 mod handlers;
 mod query;
+pub mod range;
 pub mod route;
 
 use std::sync::Arc;
@@ -30,15 +32,26 @@ use crate::registry::Registry;
 pub struct App {
     pub registry: Arc<Registry>,
     /// Garbage collection runs.
-    pub gc: Arc<crate::jobs::Jobs>,
+    pub gc: Arc<admin::jobs::Jobs>,
     /// fsck runs.
-    pub fsck: Arc<crate::jobs::Jobs>,
+    pub fsck: Arc<admin::jobs::Jobs>,
     /// Settings of a garbage collection started through the admin API.
     pub gc_options: crate::gc::Options,
     /// False once shutdown has begun: `/readyz` answers 503.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// `None`: authentication is off.
     pub auth: Option<Arc<crate::auth::Auth>>,
+}
+
+/// Who is on the other end of a request's connection. The server's connection loop, which
+/// depends on this module and never the reverse, puts one into every request's extensions;
+/// access checks and handlers read it from there.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    /// The user a verified client certificate names (mutual TLS).
+    pub cert_user: Option<String>,
+    pub tls: bool,
 }
 
 /// The router of `http.debug_addr`: metrics and probes only.
@@ -236,7 +249,7 @@ async fn api_version_header(mut response: Response) -> Response {
 /// One request: route it, run it, and turn any failure into an OCI error response.
 async fn dispatch(
     State(app): State<App>,
-    axum::Extension(peer): axum::Extension<crate::server::Peer>,
+    axum::Extension(peer): axum::Extension<Peer>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

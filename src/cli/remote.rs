@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use berth::jobs::{JobState, JobView};
+use berth::api::admin::jobs::{JobState, JobView};
 use serde::de::DeserializeOwned;
 
 /// `POST {url}/admin/{kind}?{query}`, then poll `GET {url}/admin/{kind}/{id}` until it ends.

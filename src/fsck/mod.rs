@@ -168,30 +168,6 @@ impl Findings {
     }
 }
 
-/// Start fsck as a background job of the admin API (online: redb's own check is not run).
-pub fn start_job(
-    jobs: &Arc<crate::jobs::Jobs>,
-    registry: Arc<Registry>,
-    opts: Options,
-) -> (crate::jobs::JobView, bool) {
-    jobs.start(move |phase| async move {
-        phase.set(if opts.repair { "verify_and_repair" } else { "verify" });
-        let m = crate::metrics::get();
-        let report = match run(&registry, opts, Arc::default(), None).await {
-            Ok(report) => report,
-            Err(e) => {
-                crate::metrics::job_result(&m.fsck_runs, "failed");
-                return Err(e.to_string());
-            }
-        };
-        crate::metrics::job_result(&m.fsck_runs, if report.clean { "clean" } else { "problems" });
-        m.fsck_problems
-            .set(i64::try_from(report.problems.len()).unwrap_or(i64::MAX));
-        tracing::info!(clean = report.clean, problems = report.problems.len(), "fsck finished");
-        serde_json::to_value(report).map_err(|e| e.to_string())
-    })
-}
-
 /// Run fsck over a registry's store. `database_ok` is the result of redb's own check, when
 /// the caller could run it (offline).
 pub async fn run(

@@ -27,8 +27,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::jobs::{JobView, Jobs};
-
 use crate::meta::gc::{Policy, unanchored};
 use crate::meta::{BlobState, Millis, now_ms};
 use crate::registry::{Error, Registry, blocking};
@@ -52,37 +50,6 @@ pub struct Options {
     pub pause_before_unlink: Option<Duration>,
     /// Test hook: after the mark, wait this long (phase `paused`) before sweeping.
     pub pause_after_mark: Option<Duration>,
-}
-
-/// Start a collection as a background job (at most one at a time).
-pub fn start_job(jobs: &Arc<Jobs>, registry: Arc<Registry>, opts: Options) -> (JobView, bool) {
-    jobs.start(move |phase_setter| async move {
-        let progress = move |p: Phase| phase_setter.set(p.as_str());
-        match run(&registry, &opts, &progress).await {
-            Ok(report) => {
-                tracing::info!(?report, "garbage collection finished");
-                record(&report);
-                serde_json::to_value(report).map_err(|e| e.to_string())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "garbage collection failed");
-                crate::metrics::job_result(&crate::metrics::get().gc_runs, "failed");
-                Err(e.to_string())
-            }
-        }
-    })
-}
-
-fn record(report: &Report) {
-    let m = crate::metrics::get();
-    crate::metrics::job_result(&m.gc_runs, if report.dry_run { "dry_run" } else { "done" });
-    #[allow(clippy::cast_precision_loss)] // milliseconds as seconds
-    m.gc_seconds.observe(report.duration_ms as f64 / 1000.0);
-    if !report.dry_run {
-        m.gc_bytes_freed.inc_by(report.bytes_freed);
-        let now = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
-        m.gc_last_success.set(now);
-    }
 }
 
 /// Where a run is.

@@ -1,8 +1,9 @@
 //! The metadata store: one redb file holding repositories, tags, manifests, references,
 //! referrers, per-repository blob links, global blob records and upload sessions.
 //!
-//! This is the only module that opens tables. It knows nothing of HTTP or of files other than
-//! the database itself. Every method is one transaction:
+//! This is the only module that opens tables. It knows nothing of HTTP, of metrics (its writer
+//! reports commits to a `CommitObserver` given at open time) or of files other than the
+//! database itself. Every method is one transaction:
 //! - reads use a read transaction (an MVCC snapshot) and never wait for the writer;
 //! - writes are short: they read and write rows only, with no file I/O and no hashing. A change
 //!   that spans several rows (a manifest PUT updates manifests, references, reference counts,
@@ -27,7 +28,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 pub use read::Page;
 pub use schema::{BlobRow, BlobState, ManifestRow, Millis, ReferrerRow, UploadRow};
 pub use write::NewManifest;
-pub use writer::WriteOp;
+pub use writer::{CommitObserver, WriteOp};
 
 /// Errors of the metadata store: storage failures, and the refusals its write transactions
 /// make when a row they depend on is missing.
@@ -96,6 +97,11 @@ impl Meta {
     /// `storage.fsync` says: redb's non-durable commits do not survive even a process crash,
     /// and a registry must never forget what it acknowledged.
     pub fn open_with_cache(root: &Path, cache: u64) -> Result<Self, MetaError> {
+        Self::open_observed(root, cache, |_, _| {})
+    }
+
+    /// `open_with_cache`, telling `observer` of every group commit (see `CommitObserver`).
+    pub fn open_observed(root: &Path, cache: u64, observer: impl CommitObserver + 'static) -> Result<Self, MetaError> {
         let path = root.join(DB_FILE);
         let db = Database::builder()
             .set_cache_size(usize::try_from(cache).unwrap_or(usize::MAX))
@@ -106,7 +112,7 @@ impl Meta {
             })?;
         let db = Arc::new(db);
         let meta = Meta {
-            writer: writer::Writer::start(Arc::clone(&db)),
+            writer: writer::Writer::start(Arc::clone(&db), Box::new(observer)),
             db,
         };
         meta.ensure_tables().wait()?;

@@ -14,9 +14,14 @@
 //! `commit`, so a request waiting for its group commit holds no thread. Before this, each one
 //! parked a blocking-pool thread, and concurrent pushes grew the pool by one thread per waiting
 //! request, each keeping its stack and malloc cache (docs/benchmarks.md, tenth run).
+//!
+//! Figures: after each commit the thread tells the `CommitObserver` it was given at open time
+//! how many operations the commit carried and how long it took. This module keeps no figures
+//! itself; the server turns them into metrics.
 
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
+use std::time::{Duration, Instant};
 
 use redb::{Database, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
@@ -25,6 +30,20 @@ use super::MetaError;
 
 /// Operations per transaction at most.
 const MAX_BATCH: usize = 128;
+
+/// Told of every group commit, on the writer thread right after it: how many operations the
+/// transaction carried and how long its commit took (failed commits included). It runs
+/// between commits, so it must be quick. Any `Fn(usize, Duration)` is one; `|_, _| {}`
+/// observes nothing.
+pub trait CommitObserver: Send {
+    fn committed(&self, ops: usize, took: Duration);
+}
+
+impl<F: Fn(usize, Duration) + Send> CommitObserver for F {
+    fn committed(&self, ops: usize, took: Duration) {
+        self(ops, took);
+    }
+}
 
 /// One queued write, type-erased.
 pub(super) trait Op: Send {
@@ -137,11 +156,11 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<Database>) -> Self {
+    pub(super) fn start(db: Arc<Database>, observer: Box<dyn CommitObserver>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Box<dyn Op>>(4 * MAX_BATCH);
         let thread = std::thread::Builder::new()
             .name("berth-meta-writer".into())
-            .spawn(move || run_writer(&db, &mut rx))
+            .spawn(move || run_writer(&db, &mut rx, &*observer))
             .expect("spawn the metadata writer thread");
         Writer {
             queue: Some(tx),
@@ -177,7 +196,7 @@ impl Drop for Writer {
     }
 }
 
-fn run_writer(db: &Database, queue: &mut mpsc::Receiver<Box<dyn Op>>) {
+fn run_writer(db: &Database, queue: &mut mpsc::Receiver<Box<dyn Op>>, observer: &dyn CommitObserver) {
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -186,11 +205,11 @@ fn run_writer(db: &Database, queue: &mut mpsc::Receiver<Box<dyn Op>>) {
                 Err(_) => break,
             }
         }
-        commit_batch(db, batch);
+        commit_batch(db, batch, observer);
     }
 }
 
-fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Op>>) {
+fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Op>>, observer: &dyn CommitObserver) {
     while !batch.is_empty() {
         let txn = match db.begin_write() {
             Ok(txn) => txn,
@@ -201,12 +220,9 @@ fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Op>>) {
             if op.run(&txn) { ok.push(op) } else { failed.push(op) }
         }
         if failed.is_empty() {
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let committed = txn.commit().err().map(|e| e.to_string());
-            let m = crate::metrics::get();
-            m.meta_commit_seconds.observe(started.elapsed().as_secs_f64());
-            #[allow(clippy::cast_precision_loss)] // at most MAX_BATCH
-            m.meta_batch_ops.observe(ok.len() as f64);
+            observer.committed(ok.len(), started.elapsed());
             return deliver_all(ok, committed.as_deref());
         }
         drop(txn); // abort: the failures' writes must not land
@@ -252,7 +268,9 @@ mod tests {
         let (a, ra) = op("a", false);
         let (b, rb) = op("b", true);
         let (c, rc) = op("c", false);
-        commit_batch(&db, vec![a, b, c]);
+        let seen = std::sync::Mutex::new(Vec::new());
+        let observer = |ops, _| seen.lock().unwrap().push(ops);
+        commit_batch(&db, vec![a, b, c], &observer);
         assert!(ra.recv().unwrap().is_ok());
         assert!(matches!(rb.recv().unwrap(), Err(MetaError::ManifestUnknown)));
         assert!(rc.recv().unwrap().is_ok());
@@ -264,5 +282,10 @@ mod tests {
             "the failed operation's write was rolled back"
         );
         assert!(t.get("c").unwrap().is_some());
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [2],
+            "one commit, of the two operations that succeeded"
+        );
     }
 }

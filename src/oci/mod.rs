@@ -1,5 +1,6 @@
 //! OCI vocabulary with no I/O: digests and hashing, repository names, tags and references,
-//! manifest parsing, and HTTP range parsing.
+//! manifest parsing, and byte ranges as values (the HTTP headers that carry them are parsed in
+//! `api::range`).
 //!
 //! Everything here is pure and cheap to fuzz. Every value that later reaches the filesystem
 //! (a repository name, a digest's hex) is validated here first, so that the layers above can

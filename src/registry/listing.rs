@@ -1,8 +1,25 @@
 //! Tag, catalog and referrers listings.
 
 use super::{Error, Registry};
-use crate::meta::{Page, ReferrerRow};
+use crate::meta::{self, ReferrerRow};
 use crate::oci::{Digest, RepoName};
+
+/// One page of a lexically ordered listing (tags or repository names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<String>,
+    /// True when entries follow the last item.
+    pub more: bool,
+}
+
+impl From<meta::Page> for Page {
+    fn from(page: meta::Page) -> Self {
+        Page {
+            items: page.items,
+            more: page.more,
+        }
+    }
+}
 
 impl Registry {
     /// Tags of `repo` after `last`, at most `n`.
@@ -10,12 +27,13 @@ impl Registry {
         let r = repo.to_string();
         self.meta(move |m| m.tags(&r, last.as_deref(), n))
             .await?
+            .map(Page::from)
             .ok_or_else(|| Error::NameUnknown(repo.to_string()))
     }
 
     /// Repositories after `last`, at most `n`.
     pub async fn catalog(&self, last: Option<String>, n: usize) -> Result<Page, Error> {
-        self.meta(move |m| m.repos(last.as_deref(), n)).await
+        Ok(self.meta(move |m| m.repos(last.as_deref(), n)).await?.into())
     }
 
     /// Repositories after `last` that `visible` keeps, at most `n`: pages of the catalog are

@@ -9,16 +9,16 @@
 //!   cannot be unlinked between a push's rename and its metadata commit.
 //!
 //! No redb call runs on the async runtime: writes are committed by the metadata writer thread
-//! and awaited (`meta_write`), the hot path's point reads run on the `quick` threads, and the
-//! rest on the blocking pool.
+//! and awaited (`meta_write`), the hot path's point reads run on the `HotPool`'s fixed threads,
+//! and the rest on the blocking pool.
 
 mod blobs;
 mod error;
+mod hot_pool;
 mod listing;
 pub(crate) mod locks;
 mod maintenance;
 mod manifests;
-mod quick;
 mod uploads;
 
 use std::collections::HashMap;
@@ -30,6 +30,7 @@ use crate::oci::Digest;
 
 pub use blobs::{BlobBody, stream};
 pub use error::Error;
+pub use listing::Page;
 pub use manifests::{Manifest, ManifestPut};
 pub use uploads::UploadStatus;
 
@@ -54,8 +55,8 @@ pub struct Registry {
     /// When each blob was last HEAD-checked (a client about to reference it in a manifest).
     /// Garbage collection treats a recent touch like a recent upload.
     touches: Arc<Mutex<HashMap<String, Millis>>>,
-    /// Threads for the request hot path's short blocking calls (`quick`).
-    quick: quick::Quick,
+    /// Threads for the request hot path's short blocking calls (`hot_pool`).
+    hot_pool: hot_pool::HotPool,
 }
 
 impl Registry {
@@ -77,7 +78,7 @@ impl Registry {
             locks: locks::DigestLocks::default(),
             limits,
             touches: Arc::default(),
-            quick: quick::Quick::start(),
+            hot_pool: hot_pool::HotPool::start(),
         })
     }
 
@@ -178,12 +179,12 @@ impl Registry {
     }
 
     /// Run a short blocking call of the request hot path (a metadata point read, a blob file's
-    /// stat or open) on the hot path's own threads (see `quick`).
+    /// stat or open) on the hot path's own threads (see `hot_pool`).
     pub(crate) async fn quick<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        self.quick.run(f).await
+        self.hot_pool.run(f).await
     }
 
-    /// A metadata point read on the request hot path (see `quick`).
+    /// A metadata point read on the request hot path (see `hot_pool`).
     pub(crate) async fn meta_read<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,

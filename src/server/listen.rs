@@ -19,15 +19,7 @@ use tower::Service;
 
 use super::sendfile::PlainTcp;
 use super::tls::{Reloadable, certificate_user};
-
-/// Who is on the other end of a request's connection.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    /// The user a verified client certificate names (mutual TLS).
-    pub cert_user: Option<String>,
-    pub tls: bool,
-}
+use crate::api::Peer;
 
 /// What a client that speaks plain HTTP to the TLS port is told before the connection closes.
 const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\

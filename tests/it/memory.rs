@@ -227,7 +227,7 @@ async fn a_burst_of_reads_does_not_grow_a_thread_per_request() {
     eprintln!(
         "threads: {before} before, {peak} at most under 128 concurrent readers ({served} requests, manifest {digest})"
     );
-    // The hot path's blocking calls run on a fixed set of threads (`registry::quick`): measured
+    // The hot path's blocking calls run on a fixed set of threads (`registry::hot_pool`): measured
     // no thread more than before. With tokio's blocking pool under a semaphore of two calls per
     // core, 13-22 more on 2 cores; with no limit at all, 28-60 more.
     assert!(

@@ -6,7 +6,7 @@ use axum::response::Response;
 
 use super::{header_str, hv};
 use crate::api::ApiError;
-use crate::oci::range::{RangeRequest, parse_range};
+use crate::api::range::{RangeRequest, parse_range};
 use crate::oci::{Digest, RepoName};
 use crate::registry::{self, BlobBody, Error, Registry};
 

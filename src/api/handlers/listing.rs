@@ -8,9 +8,8 @@ use serde_json::{Value, json};
 use super::hv;
 use crate::api::query::Query;
 use crate::api::{ApiError, Code};
-use crate::meta::Page;
 use crate::oci::{Digest, RepoName, media};
-use crate::registry::Registry;
+use crate::registry::{Page, Registry};
 
 /// Page size of `_catalog` when the client gives none.
 const CATALOG_DEFAULT_PAGE: usize = 1000;

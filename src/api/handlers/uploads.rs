@@ -8,8 +8,8 @@ use axum::response::Response;
 use super::{header_str, hv};
 use crate::api::error::range_value;
 use crate::api::query::Query;
+use crate::api::range::{ByteRange, parse_content_range};
 use crate::api::{ApiError, Code};
-use crate::oci::range::{ByteRange, parse_content_range};
 use crate::oci::{Digest, RepoName};
 use crate::registry::{Error, Registry, UploadStatus};
 

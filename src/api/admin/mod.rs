@@ -2,6 +2,11 @@
 //! `GET /admin/gc` lists recent runs, `GET /admin/gc/{id}` shows one; `/admin/fsck` does the
 //! same for fsck (`?repair=true`, `?quick=true`). Who may call them is decided by
 //! `access::admin_guard`: the admin role, or loopback clients when authentication is off.
+//!
+//! The runs themselves are background jobs: `runs` starts them, `jobs` keeps their table.
+
+pub mod jobs;
+mod runs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +20,8 @@ use axum::response::{IntoResponse, Response};
 use super::query::Query;
 use super::{ApiError, App, Code};
 
+pub use runs::{start_fsck, start_gc};
+
 /// The longest test pause the API accepts.
 const MAX_PAUSE: Duration = Duration::from_secs(60);
 
@@ -25,7 +32,7 @@ pub async fn gc_start(State(app): State<App>, uri: Uri) -> Response {
         opts.dry_run = matches!(query.get("dry_run"), Some("true" | "1"));
         opts.pause_before_unlink = pause(&query, "pause_before_unlink_ms")?;
         opts.pause_after_mark = pause(&query, "pause_after_mark_ms")?;
-        let (view, started) = crate::gc::start_job(&app.gc, Arc::clone(&app.registry), opts);
+        let (view, started) = start_gc(&app.gc, Arc::clone(&app.registry), opts);
         let status = if started { StatusCode::ACCEPTED } else { StatusCode::OK };
         Ok((status, Json(view)).into_response())
     })
@@ -39,7 +46,7 @@ pub async fn fsck_start(State(app): State<App>, uri: Uri) -> Response {
             quick: flag("quick"),
             repair: flag("repair"),
         };
-        let (view, started) = crate::fsck::start_job(&app.fsck, Arc::clone(&app.registry), opts);
+        let (view, started) = start_fsck(&app.fsck, Arc::clone(&app.registry), opts);
         let status = if started { StatusCode::ACCEPTED } else { StatusCode::OK };
         Ok((status, Json(view)).into_response())
     })

@@ -1,5 +1,6 @@
-//! The request hot path's short blocking calls (metadata point reads, a blob file's stat or
-//! open) run on a fixed set of threads, `PER_CORE` per core, not on tokio's blocking pool.
+//! `HotPool`: a fixed pool of threads, `PER_CORE` per core, for the request hot path's short
+//! blocking calls (metadata point reads, a blob file's stat or open), which therefore do not
+//! run on tokio's blocking pool.
 //!
 //! They take microseconds of CPU, so more in flight gain nothing. On the blocking pool each
 //! call that found no thread idle started another thread, which then kept its stack and its
@@ -18,24 +19,25 @@ const PER_CORE: usize = 2;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The queue of the hot path's blocking calls; its threads end when it is dropped.
+/// The queue of the hot path's blocking calls and its fixed threads, which end when it is
+/// dropped.
 #[derive(Debug)]
-pub(crate) struct Quick {
+pub(crate) struct HotPool {
     jobs: Sender<Job>,
 }
 
-impl Quick {
-    pub(crate) fn start() -> Quick {
+impl HotPool {
+    pub(crate) fn start() -> HotPool {
         let (jobs, queue) = channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..PER_CORE * super::cores() {
             let queue = Arc::clone(&queue);
             std::thread::Builder::new()
-                .name(format!("berth-quick-{i}"))
+                .name(format!("berth-hot-{i}"))
                 .spawn(move || serve(&queue))
                 .expect("spawn a hot-path thread");
         }
-        Quick { jobs }
+        HotPool { jobs }
     }
 
     /// Run `f` on one of the threads and wait for it without blocking the runtime. If the
@@ -70,54 +72,75 @@ fn serve(queue: &Mutex<Receiver<Job>>) {
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Barrier};
-    use std::time::Duration;
+
+    use futures_util::FutureExt;
+    use tokio::task::JoinHandle;
 
     use super::*;
+
+    /// Calls that hold every thread of `pool` at once, until `release`.
+    struct Occupied {
+        gate: Arc<Barrier>,
+        calls: Vec<JoinHandle<()>>,
+    }
+
+    /// Queue one call per thread, each waiting at a gate, and return once every one of them is
+    /// running. A thread runs one call at a time and the queue is first in, first out, so by
+    /// then every call queued before these has finished, and any queued after waits.
+    async fn occupy(pool: &Arc<HotPool>) -> Occupied {
+        let threads = PER_CORE * super::super::cores();
+        let started = Arc::new(Barrier::new(threads + 1));
+        let gate = Arc::new(Barrier::new(threads + 1));
+        let calls = (0..threads)
+            .map(|_| {
+                let (pool, started, gate) = (Arc::clone(pool), Arc::clone(&started), Arc::clone(&gate));
+                tokio::spawn(async move {
+                    pool.run(move || {
+                        started.wait();
+                        gate.wait();
+                    })
+                    .await;
+                })
+            })
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            started.wait();
+        })
+        .await
+        .unwrap();
+        Occupied { gate, calls }
+    }
+
+    impl Occupied {
+        async fn release(self) {
+            let gate = self.gate;
+            tokio::task::spawn_blocking(move || {
+                gate.wait();
+            })
+            .await
+            .unwrap();
+            for call in self.calls {
+                call.await.unwrap();
+            }
+        }
+    }
 
     /// A request that gives up while its call waits in the queue costs nothing once a thread
     /// is free: the call is skipped, and the threads go on with live ones.
     #[tokio::test]
     async fn a_call_whose_caller_is_gone_is_skipped() {
-        let quick = Arc::new(Quick::start());
-        let threads = PER_CORE * super::super::cores();
-        let gate = Arc::new(Barrier::new(threads + 1));
-        let busy: Vec<_> = (0..threads)
-            .map(|_| {
-                let (quick, gate) = (Arc::clone(&quick), Arc::clone(&gate));
-                tokio::spawn(async move {
-                    quick
-                        .run(move || {
-                            gate.wait();
-                        })
-                        .await;
-                })
-            })
-            .collect();
-        // Let the spawned calls reach the threads, which then wait at the gate: this call
-        // waits in the queue until its caller gives up on it.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let pool = Arc::new(HotPool::start());
+        let busy = occupy(&pool).await;
         let ran = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&ran);
-        let abandoned = quick.run(move || flag.store(true, Ordering::Relaxed));
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), abandoned)
-                .await
-                .is_err()
-        );
-        tokio::task::spawn_blocking(move || {
-            gate.wait();
-        })
-        .await
-        .unwrap();
-        for call in busy {
-            call.await.unwrap();
-        }
-        assert_eq!(
-            quick.run(|| 7).await,
-            7,
-            "the threads serve calls after the skipped one"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Polled once, the call is queued behind the busy ones; then its caller gives up.
+        let abandoned = pool.run(move || flag.store(true, Ordering::Relaxed)).now_or_never();
+        assert!(abandoned.is_none(), "the call ran although every thread was busy");
+        busy.release().await;
+        assert_eq!(pool.run(|| 7).await, 7, "the threads serve calls after the skipped one");
+        // Every thread taking a call queued after the abandoned one means a thread has taken
+        // the abandoned one and finished with it.
+        occupy(&pool).await.release().await;
         assert!(!ran.load(Ordering::Relaxed), "the abandoned call ran");
     }
 }

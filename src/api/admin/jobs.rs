@@ -1,5 +1,6 @@
-//! Background jobs of the admin API (garbage collection, fsck): at most one of each kind runs
-//! at a time, and the most recent ones are kept for `GET /admin/<kind>`.
+//! The table of the admin API's background jobs (garbage collection, fsck): at most one of each
+//! kind runs at a time, and the most recent ones are kept for `GET /admin/<kind>`. `JobView` is
+//! also what the CLI reads back from a server (`berth gc --url`, `berth fsck --url`).
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -1,0 +1,65 @@
+//! Garbage collection and fsck as admin jobs: each run starts in the background in its table
+//! of `Jobs` (at most one at a time), reports its phase there, leaves its report as JSON, and
+//! is counted in the metrics. `gc` and `fsck` only expose their `run` functions; they know
+//! nothing of jobs, of the admin API or of metrics.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::jobs::{JobView, Jobs};
+use crate::metrics;
+use crate::registry::Registry;
+use crate::{fsck, gc};
+
+/// Start a garbage collection as a background job, unless one is running. Returns the run,
+/// and whether it started now. Used by `POST /admin/gc` and by the server's periodic runs.
+pub fn start_gc(jobs: &Arc<Jobs>, registry: Arc<Registry>, opts: gc::Options) -> (JobView, bool) {
+    jobs.start(move |phase_setter| async move {
+        let progress = move |p: gc::Phase| phase_setter.set(p.as_str());
+        match gc::run(&registry, &opts, &progress).await {
+            Ok(report) => {
+                tracing::info!(?report, "garbage collection finished");
+                record_gc(&report);
+                serde_json::to_value(report).map_err(|e| e.to_string())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "garbage collection failed");
+                metrics::job_result(&metrics::get().gc_runs, "failed");
+                Err(e.to_string())
+            }
+        }
+    })
+}
+
+fn record_gc(report: &gc::Report) {
+    let m = metrics::get();
+    metrics::job_result(&m.gc_runs, if report.dry_run { "dry_run" } else { "done" });
+    #[allow(clippy::cast_precision_loss)] // milliseconds as seconds
+    m.gc_seconds.observe(report.duration_ms as f64 / 1000.0);
+    if !report.dry_run {
+        m.gc_bytes_freed.inc_by(report.bytes_freed);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        m.gc_last_success.set(i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
+    }
+}
+
+/// Start fsck as a background job, unless one is running (online: redb's own check is not
+/// run). Returns the run, and whether it started now.
+pub fn start_fsck(jobs: &Arc<Jobs>, registry: Arc<Registry>, opts: fsck::Options) -> (JobView, bool) {
+    jobs.start(move |phase| async move {
+        phase.set(if opts.repair { "verify_and_repair" } else { "verify" });
+        let m = metrics::get();
+        let report = match fsck::run(&registry, opts, Arc::default(), None).await {
+            Ok(report) => report,
+            Err(e) => {
+                metrics::job_result(&m.fsck_runs, "failed");
+                return Err(e.to_string());
+            }
+        };
+        metrics::job_result(&m.fsck_runs, if report.clean { "clean" } else { "problems" });
+        m.fsck_problems
+            .set(i64::try_from(report.problems.len()).unwrap_or(i64::MAX));
+        tracing::info!(clean = report.clean, problems = report.problems.len(), "fsck finished");
+        serde_json::to_value(report).map_err(|e| e.to_string())
+    })
+}
