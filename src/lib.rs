@@ -12,6 +12,7 @@ pub mod config;
 pub mod crashpoint;
 pub mod fsck;
 pub mod gc;
+pub mod hot_pool;
 pub mod meta;
 pub mod metrics;
 pub mod oci;

@@ -14,7 +14,6 @@
 
 mod blobs;
 mod error;
-mod hot_pool;
 mod listing;
 pub(crate) mod locks;
 mod maintenance;
@@ -55,8 +54,6 @@ pub struct Registry {
     /// When each blob was last HEAD-checked (a client about to reference it in a manifest).
     /// Garbage collection treats a recent touch like a recent upload.
     touches: Arc<Mutex<HashMap<String, Millis>>>,
-    /// Threads for the request hot path's short blocking calls (`hot_pool`).
-    hot_pool: hot_pool::HotPool,
 }
 
 impl Registry {
@@ -78,7 +75,6 @@ impl Registry {
             locks: locks::DigestLocks::default(),
             limits,
             touches: Arc::default(),
-            hot_pool: hot_pool::HotPool::start(),
         })
     }
 
@@ -181,7 +177,7 @@ impl Registry {
     /// Run a short blocking call of the request hot path (a metadata point read, a blob file's
     /// stat or open) on the hot path's own threads (see `hot_pool`).
     pub(crate) async fn quick<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        self.hot_pool.run(f).await
+        crate::hot_pool::HotPool::global().run(f).await
     }
 
     /// A metadata point read on the request hot path (see `hot_pool`).
@@ -209,10 +205,6 @@ impl Registry {
         let meta = Arc::clone(&self.meta);
         Ok(blocking(move || f(&meta)).await?)
     }
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Run blocking work on the blocking pool and wait for it.

@@ -40,6 +40,7 @@ pub use stage::Staged;
 pub use window::{FileRegion, file_region};
 
 use super::{AppendError, AppendLimits, Body, ByteStream, Entry, Progress, StoreError};
+use crate::hot_pool::HotPool;
 
 /// The blob file store rooted at one directory.
 #[derive(Debug, Clone)]
@@ -377,9 +378,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[async_trait::async_trait]
 impl super::BlobStore for FsStore {
+    // stat and open are the hot path's: they run on the fixed hot-path threads, so a burst of
+    // pulls does not grow a blocking thread per request.
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
         let (store, digest) = (self.clone(), digest.clone());
-        Ok(blocking(move || store.stat(&digest)).await?)
+        Ok(HotPool::global().run(move || store.stat(&digest)).await?)
     }
 
     async fn open(
@@ -388,7 +391,9 @@ impl super::BlobStore for FsStore {
         expected_size: u64,
     ) -> Result<Option<Box<dyn super::BlobReader>>, StoreError> {
         let (store, digest) = (self.clone(), digest.clone());
-        let reader = blocking(move || store.open_blob(&digest, expected_size)).await?;
+        let reader = HotPool::global()
+            .run(move || store.open_blob(&digest, expected_size))
+            .await?;
         Ok(reader.map(|r| Box::new(r) as Box<dyn super::BlobReader>))
     }
 

@@ -1,6 +1,8 @@
 //! `HotPool`: a fixed pool of threads, `PER_CORE` per core, for the request hot path's short
 //! blocking calls (metadata point reads, a blob file's stat or open), which therefore do not
-//! run on tokio's blocking pool.
+//! run on tokio's blocking pool. One pool serves the process (`HotPool::global`): the registry's
+//! metadata reads and the filesystem backend's file calls share its threads. A runtime utility
+//! below every layer: it knows nothing of what it runs.
 //!
 //! They take microseconds of CPU, so more in flight gain nothing. On the blocking pool each
 //! call that found no thread idle started another thread, which then kept its stack and its
@@ -22,15 +24,21 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The queue of the hot path's blocking calls and its fixed threads, which end when it is
 /// dropped.
 #[derive(Debug)]
-pub(crate) struct HotPool {
+pub struct HotPool {
     jobs: Sender<Job>,
 }
 
 impl HotPool {
+    /// The process's pool, started on first use.
+    pub fn global() -> &'static HotPool {
+        static GLOBAL: std::sync::OnceLock<HotPool> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(HotPool::start)
+    }
+
     pub(crate) fn start() -> HotPool {
         let (jobs, queue) = channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
-        for i in 0..PER_CORE * super::cores() {
+        for i in 0..PER_CORE * cores() {
             let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("berth-hot-{i}"))
@@ -43,7 +51,7 @@ impl HotPool {
     /// Run `f` on one of the threads and wait for it without blocking the runtime. If the
     /// caller is gone (a request dropped) by the time a thread takes the job, `f` is skipped,
     /// so a burst of abandoned requests does not hold up live ones.
-    pub(crate) async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = move || {
             if !tx.is_closed() {
@@ -55,6 +63,10 @@ impl HotPool {
             .expect("the hot-path threads outlive the queue");
         rx.await.expect("a hot-path blocking call panicked")
     }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Run jobs until the queue is dropped. A job that panics drops its reply, which the caller
@@ -88,7 +100,7 @@ mod tests {
     /// running. A thread runs one call at a time and the queue is first in, first out, so by
     /// then every call queued before these has finished, and any queued after waits.
     async fn occupy(pool: &Arc<HotPool>) -> Occupied {
-        let threads = PER_CORE * super::super::cores();
+        let threads = PER_CORE * super::cores();
         let started = Arc::new(Barrier::new(threads + 1));
         let gate = Arc::new(Barrier::new(threads + 1));
         let calls = (0..threads)
