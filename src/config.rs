@@ -853,7 +853,7 @@ pub const REDACTED: &str = "<redacted>";
 
 impl Config {
     /// The effective configuration as YAML, every key set, in the layout of
-    /// `config.example.yml`. (No key holds a secret yet; those will print as `<redacted>`.)
+    /// `config.example.yml`. Secrets (`storage.s3.secret_key`) print as `<redacted>`.
     pub fn to_yaml(&self) -> String {
         let d = |d: Duration| humantime::format_duration(d).to_string();
         let interval = self.gc.interval.map_or_else(|| "off".to_owned(), d);
@@ -1020,6 +1020,75 @@ mod tests {
                 text.contains(&format!("{leaf}:")),
                 "config.example.yml does not document {key}"
             );
+        }
+    }
+
+    #[test]
+    fn s3_takes_keys_from_the_file_then_aws_variables_and_never_prints_the_secret() {
+        let yaml = "storage:\n  s3:\n    bucket: registry\n    endpoint: http://127.0.0.1:3900\n    path_style: true\n";
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-very-secret"),
+            ("AWS_REGION", "garage"),
+        ];
+        let c = load_str(yaml, &env).unwrap();
+        let s3 = c.storage.s3.as_ref().unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.region.as_str()), ("registry", "garage"));
+        assert_eq!(s3.access_key, "AKIDEXAMPLE");
+        assert_eq!(s3.secret_key, "wJalrXUtnFEMI-very-secret");
+        assert_eq!(s3.part_size, 8 << 20);
+        assert!(s3.path_style && !s3.redirect);
+        for shown in [c.to_yaml(), format!("{c:?}")] {
+            assert!(!shown.contains("very-secret"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+        // What config check prints loads back the same, but for the secret it hides.
+        let again = load_str(&c.to_yaml(), &env).unwrap();
+        assert_eq!(again.storage.s3.unwrap().bucket, "registry");
+        // The file wins over AWS_*; BERTH_* over the file.
+        let c = load_str(
+            "storage:\n  s3:\n    bucket: registry\n    access_key: FROMFILE\n    secret_key: s\n",
+            &[
+                ("AWS_ACCESS_KEY_ID", "FROMENV"),
+                ("BERTH_STORAGE_S3_PART_SIZE", "16MiB"),
+            ],
+        )
+        .unwrap();
+        let s3 = c.storage.s3.unwrap();
+        assert_eq!((s3.access_key.as_str(), s3.part_size), ("FROMFILE", 16 << 20));
+    }
+
+    #[test]
+    fn s3_mistakes_name_their_key() {
+        let creds = "    access_key: a\n    secret_key: s\n";
+        for (yaml, key) in [
+            (
+                format!("storage:\n  s3:\n    bucket: Bad_Name\n{creds}"),
+                "storage.s3.bucket",
+            ),
+            (
+                format!("storage:\n  s3:\n    bucket: ok-name\n    part_size: 1MiB\n{creds}"),
+                "storage.s3.part_size",
+            ),
+            (
+                format!("storage:\n  s3:\n    bucket: ok-name\n    prefix: a/../b\n{creds}"),
+                "storage.s3.prefix",
+            ),
+            (
+                format!("storage:\n  s3:\n    bucket: ok-name\n    endpoint: ftp://x\n{creds}"),
+                "storage.s3.endpoint",
+            ),
+            (
+                "storage:\n  s3:\n    bucket: ok-name\n".to_owned(),
+                "storage.s3.access_key",
+            ),
+            (
+                format!("storage:\n  s3:\n    endpoint: http://x\n{creds}"),
+                "storage.s3.bucket",
+            ),
+        ] {
+            let e = load_str(&yaml, &[]).unwrap_err().to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
         }
     }
 

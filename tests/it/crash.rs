@@ -203,7 +203,8 @@ async fn kill_nine_under_concurrent_pushes_loses_nothing_acknowledged() {
         }
     }
     berth.stop();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+    let out = berth
+        .cli()
         .args(["fsck", "--json", "--root", berth.root.to_str().unwrap()])
         .output()
         .unwrap();

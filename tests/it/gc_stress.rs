@@ -208,36 +208,6 @@ async fn run_gc(base: &str) -> Value {
     panic!("gc did not finish");
 }
 
-/// Every file under `blobs/`, as digests.
-fn blob_files(berth: &Berth) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![berth.root.join("blobs")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let alg = path
-                    .parent()
-                    .unwrap()
-                    .parent()
-                    .unwrap()
-                    .parent()
-                    .unwrap()
-                    .file_name()
-                    .unwrap();
-                out.insert(format!(
-                    "{}:{}",
-                    alg.to_str().unwrap(),
-                    path.file_name().unwrap().to_str().unwrap()
-                ));
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_loop_under_concurrent_pushes_pulls_tag_moves_and_deletes() {
     let berth = Berth::builder().env("BERTH_GC_GRACE_PERIOD", "2s").start();
@@ -317,7 +287,7 @@ async fn gc_loop_under_concurrent_pushes_pulls_tag_moves_and_deletes() {
         "the first pass after the load left nothing: {report}"
     );
     assert_eq!(
-        blob_files(&berth),
+        berth.stored_blobs().await,
         expected_blobs,
         "blob files on disk vs blobs of tagged manifests"
     );

@@ -102,6 +102,50 @@ impl Berth {
         self.base = base;
     }
 
+    /// A `berth` command (for `fsck`, `gc`, `du`) with the server's storage settings.
+    pub fn cli(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BERTH_")) {
+            cmd.env_remove(k);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// Whether this server keeps its blobs in S3.
+    pub fn on_s3(&self) -> bool {
+        self.env.iter().any(|(k, _)| k == "BERTH_STORAGE_S3_BUCKET")
+    }
+
+    /// The digests of every blob in the server's blob store (files under `blobs/`, or
+    /// objects in its bucket prefix), read from storage directly.
+    pub async fn stored_blobs(&self) -> std::collections::BTreeSet<String> {
+        use berth::blobs::BlobStore;
+        let store: Box<dyn BlobStore> = if self.on_s3() {
+            let prefix = self
+                .env
+                .iter()
+                .find(|(k, _)| k == "BERTH_STORAGE_S3_PREFIX")
+                .map(|(_, v)| v.clone())
+                .unwrap();
+            Box::new(berth::blobs::s3::S3Store::new(
+                crate::garage::Garage::shared().options(&prefix),
+            ))
+        } else {
+            let opts = berth::blobs::fs::WriteOptions {
+                fsync: false,
+                direct_io: false,
+            };
+            Box::new(berth::blobs::fs::FsStore::open(&self.root, opts).unwrap())
+        };
+        let entries = store.enumerate().await.unwrap();
+        entries
+            .into_iter()
+            .filter_map(|e| e.digest)
+            .map(|d| d.to_string())
+            .collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }

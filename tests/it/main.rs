@@ -27,6 +27,7 @@ mod ops;
 mod pki;
 mod podman;
 mod restart;
+mod s3;
 mod smoke;
 mod staging;
 mod storage_suite;

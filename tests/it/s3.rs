@@ -1,0 +1,246 @@
+//! Berth over S3 (a real Garage): what only the S3 backend does. Redirected pulls, the chunk
+//! size it advertises, and what clients see when the object store fails in the middle of a
+//! push and comes back. (The API, client, GC and crash suites run over S3 too: `.ci/run` runs
+//! them again with `BERTH_TEST_STORAGE=s3`.)
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::clients::skopeo;
+use crate::garage::Garage;
+use crate::harness::{Berth, client, error_codes, header, push_blob, push_image, random_bytes, sha256};
+
+/// Pulls answered with 307 to a presigned URL reach the same bytes, ranges included, and a
+/// real client (skopeo) follows them.
+#[tokio::test]
+async fn redirect_sends_blob_pulls_to_a_presigned_url() {
+    let garage = Garage::shared();
+    let berth = Berth::builder()
+        .s3(garage)
+        .env("BERTH_STORAGE_S3_REDIRECT", "true")
+        .start();
+    let layer = random_bytes(3 << 20, 5);
+    let (_, _) = push_image(&berth, "redir/app", "v1", &[&layer]).await;
+    let digest = sha256(&layer);
+    let url = berth.url(&format!("/v2/redir/app/blobs/{digest}"));
+    let resp = client().get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 307);
+    let location = header(&resp, "location");
+    assert!(location.starts_with(&garage.endpoint), "{location}");
+    assert!(location.contains("X-Amz-Signature"), "{location}");
+    let direct = client().get(&location).send().await.unwrap();
+    assert_eq!(direct.status(), 200);
+    assert_eq!(sha256(&direct.bytes().await.unwrap()), digest);
+    let part = client()
+        .get(&location)
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(&part.bytes().await.unwrap()[..], &layer[10..20]);
+    // A HEAD is answered by Berth, from the metadata.
+    let head = client().head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(header(&head, "content-length"), layer.len().to_string());
+    // An unknown blob is still Berth's 404, not a redirect to nothing.
+    let unknown = client()
+        .get(berth.url(&format!("/v2/redir/app/blobs/{}", sha256(b"nope"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let dst = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &format!("docker://{}/redir/app:v1", berth.host),
+        &format!("oci:{}:v1", dst.path().display()),
+    ]);
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    assert_eq!(std::fs::read(dst.path().join("blobs/sha256").join(hex)).unwrap(), layer);
+}
+
+#[tokio::test]
+async fn uploads_advertise_the_part_size_as_the_chunk_minimum() {
+    let berth = Berth::builder().s3(Garage::shared()).start();
+    let resp = client()
+        .post(berth.url("/v2/chunk/min/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(header(&resp, "oci-chunk-min-length"), (5 << 20).to_string());
+}
+
+/// A chunked upload: start it and return its location URL.
+async fn start_upload(berth: &Berth, repo: &str) -> String {
+    let resp = client()
+        .post(berth.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    berth.url(&header(&resp, "location"))
+}
+
+async fn patch(location: &str, from: usize, bytes: &[u8]) -> reqwest::Response {
+    client()
+        .patch(location)
+        .header("content-range", format!("{from}-{}", from + bytes.len() - 1))
+        .header("content-type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The offset an upload session reports (`Range: 0-<last>`), 0 if empty.
+async fn offset(location: &str) -> usize {
+    let resp = client().get(location).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    let range = header(&resp, "range");
+    let last: usize = range.strip_prefix("0-").unwrap().parse().unwrap();
+    last + 1
+}
+
+async fn assert_unavailable(resp: reqwest::Response, what: &str) {
+    assert_eq!(resp.status(), 503, "{what}");
+    assert_eq!(error_codes(resp).await, ["UNAVAILABLE"], "{what}");
+}
+
+/// Garage stops in the middle of a push and comes back: requests that need it get a clear 503
+/// `UNAVAILABLE` (within the bounded retry time), requests that need only the metadata go on,
+/// nothing acknowledged is lost, and the push resumes where the session says.
+#[tokio::test(flavor = "multi_thread")]
+async fn object_storage_down_mid_push_answers_503_and_the_push_resumes() {
+    let mut garage = Garage::start();
+    let berth = Berth::builder().s3(&garage).start();
+    let stored = random_bytes(2 << 20, 1);
+    let (manifest, _) = push_image(&berth, "fault/app", "v1", &[&stored]).await;
+
+    // A chunked push: the first chunk is acknowledged, then the store goes away.
+    let blob = random_bytes(13 << 20, 2);
+    let location = start_upload(&berth, "fault/app").await;
+    assert_eq!(patch(&location, 0, &blob[..6 << 20]).await.status(), 202);
+    garage.stop();
+    let started = Instant::now();
+    assert_unavailable(patch(&location, 6 << 20, &blob[6 << 20..]).await, "PATCH").await;
+    assert!(started.elapsed() < Duration::from_secs(60), "retries are bounded");
+    let layer_url = berth.url(&format!("/v2/fault/app/blobs/{}", sha256(&stored)));
+    assert_unavailable(client().get(&layer_url).send().await.unwrap(), "blob GET").await;
+    let monolithic = client()
+        .post(berth.url(&format!("/v2/fault/app/blobs/uploads/?digest={}", sha256(b"new"))))
+        .body("new")
+        .send()
+        .await
+        .unwrap();
+    assert_unavailable(monolithic, "monolithic POST").await;
+    // What the metadata alone answers goes on.
+    let by_tag = client()
+        .get(berth.url("/v2/fault/app/manifests/v1"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_tag.status(), 200);
+    assert_eq!(header(&by_tag, "docker-content-digest"), manifest);
+    let tags = client().get(berth.url("/v2/fault/app/tags/list")).send().await.unwrap();
+    assert_eq!(tags.status(), 200);
+
+    // Back: the session stands where it was acknowledged, and the push finishes.
+    garage.restart();
+    assert_eq!(offset(&location).await, 6 << 20);
+    assert_eq!(patch(&location, 6 << 20, &blob[6 << 20..]).await.status(), 202);
+    let digest = sha256(&blob);
+    let put = client()
+        .put(format!("{location}?digest={digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
+    let got = client()
+        .get(berth.url(&format!("/v2/fault/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&got.bytes().await.unwrap()), digest);
+    let old = client().get(&layer_url).send().await.unwrap();
+    assert_eq!(
+        sha256(&old.bytes().await.unwrap()),
+        sha256(&stored),
+        "acknowledged blob intact"
+    );
+}
+
+/// The store dies while a PATCH body is still streaming in (the test holds the rest of the
+/// body until Garage is down): the PATCH fails with 503, and once Garage is back the session
+/// reports a prefix of what was sent, from which the client finishes the push.
+#[tokio::test(flavor = "multi_thread")]
+async fn object_storage_down_while_a_body_streams_leaves_a_resumable_prefix() {
+    let mut garage = Garage::start();
+    let berth = Berth::builder().s3(&garage).start();
+    let blob = random_bytes(16 << 20, 3);
+    let location = start_upload(&berth, "fault/stream").await;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(tokio_stream_of(rx));
+    let request = tokio::spawn(
+        client()
+            .patch(location.clone())
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send(),
+    );
+    // Six MiB in: at least one part is put (or being put) when Garage goes down.
+    for chunk in blob[..6 << 20].chunks(1 << 20) {
+        tx.send(Ok(Bytes::copy_from_slice(chunk))).await.unwrap();
+    }
+    garage.stop();
+    for chunk in blob[6 << 20..].chunks(1 << 20) {
+        if tx.send(Ok(Bytes::copy_from_slice(chunk))).await.is_err() {
+            break; // the server gave up on the body
+        }
+    }
+    drop(tx);
+    let resp = request.await.unwrap().unwrap();
+    assert_unavailable(resp, "PATCH while the store went down").await;
+
+    garage.restart();
+    let at = offset_or_zero(&location).await;
+    assert!(at <= blob.len(), "the session holds more than was sent");
+    assert_eq!(patch(&location, at, &blob[at..]).await.status(), 202);
+    let digest = sha256(&blob);
+    let put = client()
+        .put(format!("{location}?digest={digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201, "the resumed upload is the blob sent");
+    let got = client()
+        .get(berth.url(&format!("/v2/fault/stream/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&got.bytes().await.unwrap()), digest);
+    // And a push of a new image works as ever.
+    push_blob(&berth, "fault/stream", b"after the outage").await;
+}
+
+/// The offset of a session, 0 for an empty one (`Range: 0-0` with nothing in it is not sent).
+async fn offset_or_zero(location: &str) -> usize {
+    let resp = client().get(location).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    match resp.headers().get("range").map(|v| v.to_str().unwrap().to_owned()) {
+        Some(r) if r != "0-0" => r.strip_prefix("0-").unwrap().parse::<usize>().unwrap() + 1,
+        _ => 0,
+    }
+}
+
+fn tokio_stream_of(
+    mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
