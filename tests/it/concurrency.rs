@@ -45,16 +45,8 @@ async fn the_same_layer_from_sixteen_clients_into_four_repositories() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 201);
     }
-    let mut files = 0;
-    for entry in walkdir(&berth.root.join("blobs")) {
-        assert!(
-            entry.ends_with(digest.strip_prefix("sha256:").unwrap()),
-            "unexpected file {}",
-            entry.display()
-        );
-        files += 1;
-    }
-    assert_eq!(files, 1, "stored once");
+    let stored: Vec<String> = berth.stored_blobs().await.into_iter().collect();
+    assert_eq!(stored, std::slice::from_ref(&digest), "stored once");
     for r in 0..4 {
         let got = client()
             .get(berth.url(&format!("/v2/same/r{r}/blobs/{digest}")))
@@ -63,23 +55,11 @@ async fn the_same_layer_from_sixteen_clients_into_four_repositories() {
             .unwrap();
         assert_eq!(sha256(&got.bytes().await.unwrap()), digest);
     }
-    assert!(
-        std::fs::read_dir(berth.root.join("uploads")).unwrap().next().is_none(),
+    assert_eq!(
+        berth.staging_entries().await,
+        Vec::<String>::new(),
         "no staging leftovers"
     );
-}
-
-fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walkdir(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -117,11 +117,15 @@ impl Berth {
         self.env.iter().any(|(k, _)| k == "BERTH_STORAGE_S3_BUCKET")
     }
 
-    /// The digests of every blob in the server's blob store (files under `blobs/`, or
-    /// objects in its bucket prefix), read from storage directly.
-    pub async fn stored_blobs(&self) -> std::collections::BTreeSet<String> {
-        use berth::blobs::BlobStore;
-        let store: Box<dyn BlobStore> = if self.on_s3() {
+    /// The entries of the server's staging area (upload sessions and leftovers), read from
+    /// storage directly.
+    pub async fn staging_entries(&self) -> Vec<String> {
+        self.blob_store().staging_entries().await.unwrap()
+    }
+
+    /// The server's blob store, opened beside it (no server-side state).
+    fn blob_store(&self) -> Box<dyn berth::blobs::BlobStore> {
+        if self.on_s3() {
             let prefix = self
                 .env
                 .iter()
@@ -137,7 +141,13 @@ impl Berth {
                 direct_io: false,
             };
             Box::new(berth::blobs::fs::FsStore::open(&self.root, opts).unwrap())
-        };
+        }
+    }
+
+    /// The digests of every blob in the server's blob store (files under `blobs/`, or
+    /// objects in its bucket prefix), read from storage directly.
+    pub async fn stored_blobs(&self) -> std::collections::BTreeSet<String> {
+        let store = self.blob_store();
         let entries = store.enumerate().await.unwrap();
         entries
             .into_iter()

@@ -88,8 +88,9 @@ async fn oversized_bodies_are_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
-    assert!(
-        std::fs::read_dir(berth.root.join("uploads")).unwrap().next().is_none(),
+    assert_eq!(
+        berth.staging_entries().await,
+        Vec::<String>::new(),
         "nothing left staged"
     );
 }
