@@ -161,6 +161,29 @@ impl Garage {
         self.run();
     }
 
+    /// Create another bucket the test key may read and write (benchmarks give each registry
+    /// its own).
+    pub fn create_bucket(&self, name: &str) {
+        for args in [
+            vec!["bucket", "create", name],
+            vec![
+                "bucket", "allow", "--read", "--write", "--owner", name, "--key", ACCESS_KEY,
+            ],
+        ] {
+            let out = Command::new(binary())
+                .arg("-c")
+                .arg(&self.config)
+                .args(&args)
+                .output()
+                .expect("run garage");
+            assert!(
+                out.status.success(),
+                "garage {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     /// The `BERTH_*` variables that put a Berth's blobs in this Garage under `prefix`.
     pub fn berth_env(&self, prefix: &str) -> Vec<(String, String)> {
         [
