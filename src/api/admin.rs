@@ -21,8 +21,10 @@ const MAX_PAUSE: Duration = Duration::from_secs(60);
 pub async fn gc_start(State(app): State<App>, uri: Uri) -> Response {
     handle(|| {
         let query = Query::parse(uri.query());
-        let mut opts = app.gc_options.clone();
-        opts.dry_run = matches!(query.get("dry_run"), Some("true" | "1"));
+        let mut opts = app
+            .gc_options
+            .clone()
+            .with_dry_run(matches!(query.get("dry_run"), Some("true" | "1")));
         opts.pause_before_unlink = pause(&query, "pause_before_unlink_ms")?;
         opts.pause_after_mark = pause(&query, "pause_after_mark_ms")?;
         let (view, started) = crate::gc::start_job(&app.gc, Arc::clone(&app.registry), opts);

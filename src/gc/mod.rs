@@ -55,6 +55,26 @@ pub struct Options {
     pub pause_after_mark: Option<Duration>,
 }
 
+impl Options {
+    /// A real run (not a dry run) with the `gc.*` settings.
+    pub fn from_config(gc: &crate::config::Gc) -> Self {
+        Options {
+            grace_period: gc.grace_period,
+            delete_untagged: gc.delete_untagged,
+            upload_max_age: gc.upload_max_age,
+            dry_run: false,
+            pause_before_unlink: None,
+            pause_after_mark: None,
+        }
+    }
+
+    /// The same run, as a dry run or not.
+    #[must_use]
+    pub fn with_dry_run(self, dry_run: bool) -> Self {
+        Options { dry_run, ..self }
+    }
+}
+
 /// Start a collection as a background job (at most one at a time).
 pub fn start_job(jobs: &Arc<Jobs>, registry: Arc<Registry>, opts: Options) -> (JobView, bool) {
     jobs.start(move |phase_setter| async move {

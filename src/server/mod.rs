@@ -110,14 +110,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracing::info!(addr = %local, root = %config.storage.root.display(), scheme, "berth listening");
     // The one line on stdout, for scripts and tests that bind port 0.
     println!("berth listening on {scheme}://{local}");
-    let gc_options = gc::Options {
-        grace_period: config.gc.grace_period,
-        delete_untagged: config.gc.delete_untagged,
-        upload_max_age: config.gc.upload_max_age,
-        dry_run: false,
-        pause_before_unlink: None,
-        pause_after_mark: None,
-    };
+    let gc_options = gc::Options::from_config(&config.gc);
     let jobs = Arc::new(Jobs::default());
     if let Some(every) = config.gc.interval {
         spawn_periodic_gc(Arc::clone(&jobs), Arc::clone(&registry), gc_options.clone(), every);
