@@ -110,6 +110,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracing::info!(addr = %local, root = %config.storage.root.display(), scheme, "berth listening");
     // The one line on stdout, for scripts and tests that bind port 0.
     println!("berth listening on {scheme}://{local}");
+    if crate::testhook::enabled() {
+        tracing::warn!(
+            "test hooks are on ({}=1); never run a server like this",
+            crate::testhook::ENV_ENABLE
+        );
+    }
     let gc_options = gc::Options::from_config(&config.gc);
     let jobs = Arc::new(Jobs::default());
     if let Some(every) = config.gc.interval {

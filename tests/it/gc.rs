@@ -1,6 +1,8 @@
 //! Online garbage collection over HTTP: reachability rules, dry runs, the admin job API,
-//! `berth gc` offline and through `--url`, the dangerous interleavings (driven with the
-//! sweep's pause hooks), and a crash between a blob's tombstone and its unlink.
+//! `berth gc` offline and through `--url`, the dangerous interleavings, and a crash between a
+//! blob's tombstone and its unlink. Interleavings are ordered with the test hooks
+//! (src/testhook.rs): a collection pauses at a point named in `BERTH_TEST_PAUSE_AT` until the
+//! test resumes it, and the test waits for a request to reach a point before it does.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -16,6 +18,14 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// A server whose grace period is zero: anything unreachable is collectable at once.
 fn berth_no_grace() -> Berth {
     Berth::builder().env("BERTH_GC_GRACE_PERIOD", "0s").start()
+}
+
+/// A server whose grace period is zero and whose collections pause at `point` until resumed.
+fn berth_no_grace_pausing_at(point: &str) -> Berth {
+    Berth::builder()
+        .env("BERTH_GC_GRACE_PERIOD", "0s")
+        .env("BERTH_TEST_PAUSE_AT", point)
+        .start()
 }
 
 /// Start a collection; returns its job id.
@@ -301,13 +311,15 @@ async fn dry_run_deletes_nothing_and_predicts_the_real_run() {
 
 #[tokio::test]
 async fn admin_api_runs_one_job_at_a_time() {
-    let berth = berth_no_grace();
-    let first = start_gc(&berth, "pause_after_mark_ms=1500").await;
+    let berth = berth_no_grace_pausing_at("gc.after_mark");
+    let first = start_gc(&berth, "").await;
+    wait_phase(&berth, &first, "paused").await;
     let resp = client().post(berth.url("/admin/gc")).send().await.unwrap();
     assert_eq!(resp.status(), 200, "a run is in progress");
     let second: Value = resp.json().await.unwrap();
     assert_eq!(second["id"], first.as_str());
     assert_eq!(second["state"], "running");
+    berth.resume("gc.after_mark").await;
     wait_done(&berth, &first).await;
     let list: Value = get_json(berth.url("/admin/gc")).await;
     assert_eq!(list[0]["id"], first.as_str());
@@ -355,18 +367,23 @@ async fn berth_gc_offline_and_through_a_running_server() {
 /// A push of a digest whose blob GC is deleting waits for the deletion and re-creates it.
 #[tokio::test]
 async fn race_repush_of_a_blob_being_deleted() {
-    let berth = berth_no_grace();
+    let berth = berth_no_grace_pausing_at("gc.before_unlink");
     let bytes: &[u8] = b"deleted and pushed again";
     let digest = push_blob(&berth, "race", bytes).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let id = start_gc(&berth, "pause_before_unlink_ms=1000").await;
+    let id = start_gc(&berth, "").await;
     wait_phase(&berth, &id, "paused").await;
     assert_eq!(
         status(berth.url(&format!("/v2/race/blobs/{digest}"))).await,
         404,
         "tombstoned"
     );
-    let repush = push_blob(&berth, "race", bytes).await; // blocks on the digest lock until the unlink is done
+    // The sweep holds the digest's lock from its tombstone commit until the rows are gone: the
+    // push waits on it, and only then is the sweep resumed.
+    let (repush, ()) = tokio::join!(push_blob(&berth, "race", bytes), async {
+        berth.wait_reached("digest_lock.wait", 1).await;
+        berth.resume("gc.before_unlink").await;
+    });
     assert_eq!(repush, digest);
     let report = wait_done(&berth, &id).await;
     assert_eq!(report["blobs_deleted"], 1);
@@ -384,10 +401,10 @@ async fn race_repush_of_a_blob_being_deleted() {
 /// again then lets the manifest in. No stored manifest ever references a missing blob.
 #[tokio::test]
 async fn race_manifest_put_against_a_blob_being_swept() {
-    let berth = berth_no_grace();
+    let berth = berth_no_grace_pausing_at("gc.before_unlink");
     let manifest = image_manifest(&berth, "race2", &[b"swept layer"]).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let id = start_gc(&berth, "pause_before_unlink_ms=1000").await;
+    let id = start_gc(&berth, "").await;
     wait_phase(&berth, &id, "paused").await;
     let resp = client()
         .put(berth.url("/v2/race2/manifests/v1"))
@@ -398,6 +415,7 @@ async fn race_manifest_put_against_a_blob_being_swept() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(error_codes(resp).await, ["MANIFEST_BLOB_UNKNOWN"]);
+    berth.resume("gc.before_unlink").await;
     wait_done(&berth, &id).await;
     let again = image_manifest(&berth, "race2", &[b"swept layer"]).await;
     assert_eq!(again, manifest);
@@ -443,13 +461,14 @@ async fn race_head_then_manifest_put_across_a_sweep() {
 /// A tag pointed at a manifest after the mark decided it was garbage keeps it.
 #[tokio::test]
 async fn race_tag_moved_during_the_mark() {
-    let berth = berth_no_grace();
+    let berth = berth_no_grace_pausing_at("gc.after_mark");
     let manifest = image_manifest(&berth, "race4", &[b"rescued layer"]).await;
     let digest = push_untagged(&berth, "race4", OCI_MANIFEST, &manifest).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let id = start_gc(&berth, "pause_after_mark_ms=1000").await;
+    let id = start_gc(&berth, "").await;
     wait_phase(&berth, &id, "paused").await;
     push_manifest(&berth, "race4", "rescued", OCI_MANIFEST, &manifest).await;
+    berth.resume("gc.after_mark").await;
     let report = wait_done(&berth, &id).await;
     assert_eq!(report["manifests_deleted"], 0, "{report}");
     assert_eq!(status(berth.url(&format!("/v2/race4/manifests/{digest}"))).await, 200);
@@ -462,11 +481,11 @@ async fn race_tag_moved_during_the_mark() {
 /// finishes the deletion, and the digest can be pushed again.
 #[tokio::test]
 async fn crash_between_tombstone_and_unlink() {
-    let mut berth = berth_no_grace();
+    let mut berth = berth_no_grace_pausing_at("gc.before_unlink");
     let bytes: &[u8] = b"tombstoned when the server died";
     let digest = push_blob(&berth, "crash", bytes).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let id = start_gc(&berth, "pause_before_unlink_ms=5000").await;
+    let id = start_gc(&berth, "").await;
     wait_phase(&berth, &id, "paused").await;
     assert!(blob_file(&berth, &digest).exists(), "not unlinked yet");
     berth.kill();
