@@ -1,5 +1,5 @@
-//! Test hooks that integration tests drive against the real binary: pause points and
-//! observation points. Like `crashpoint`, they are compiled in only with the `test-hooks`
+//! Test hooks that integration tests drive against the real binary: pause points, observation
+//! points and a test clock. Like `crashpoint`, they are compiled in only with the `test-hooks`
 //! feature, which `cargo test` and `cargo bench` turn on (Cargo.toml) and a plain or release
 //! build leaves off; without it every function here is an empty inline stub, and neither the
 //! `/admin/test/*` routes (`api::test_hooks`) nor any way to reach these hooks exist.
@@ -11,6 +11,10 @@
 //!   `POST /admin/test/resume?point=` releases it. Points: `gc.after_mark`, `gc.before_unlink`.
 //! - `reached(point)` counts; `GET /admin/test/reached?point=` reads the count. A pause point
 //!   counts when it pauses. Points: `digest_lock.wait` (a digest lock was held by someone else).
+//! - `meta::now_ms`, the clock of every timestamp that garbage collection compares with its
+//!   grace period or `gc.upload_max_age` (pushes, links, upload sessions, HEAD touches, and the
+//!   collection's own cutoff), runs ahead of the wall clock by what `POST /admin/test/clock?
+//!   advance_ms=` added, so a test lets a grace period pass without sleeping through it.
 //!
 //! A pause registers itself before it tells its caller (`on_pause`, which sets the GC phase to
 //! `paused`), so a test that saw the phase can always release it.
@@ -28,6 +32,7 @@ pub use stubs::*;
 #[cfg(feature = "test-hooks")]
 mod hooks {
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Mutex, OnceLock};
 
     use tokio::sync::oneshot;
@@ -39,6 +44,7 @@ mod hooks {
     }
 
     static ARMED: OnceLock<Armed> = OnceLock::new();
+    static CLOCK_OFFSET_MS: AtomicU64 = AtomicU64::new(0);
     static REACHED: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
     static PAUSED: Mutex<Option<HashMap<String, Vec<oneshot::Sender<()>>>>> = Mutex::new(None);
 
@@ -109,6 +115,20 @@ mod hooks {
         }
         n
     }
+
+    /// Move the test clock `ms` ahead; returns its offset from the wall clock.
+    pub fn advance_clock(ms: u64) -> u64 {
+        CLOCK_OFFSET_MS.fetch_add(ms, Ordering::SeqCst) + ms
+    }
+
+    /// How far the test clock runs ahead of the wall clock.
+    pub fn clock_offset_ms() -> u64 {
+        if enabled() {
+            CLOCK_OFFSET_MS.load(Ordering::SeqCst)
+        } else {
+            0
+        }
+    }
 }
 
 #[cfg(not(feature = "test-hooks"))]
@@ -126,5 +146,10 @@ mod stubs {
     #[allow(clippy::unused_async)] // the same signature as the hook it stands in for
     pub async fn pause(_point: &str, _on_pause: impl FnOnce()) -> bool {
         false
+    }
+
+    #[inline]
+    pub fn clock_offset_ms() -> u64 {
+        0
     }
 }

@@ -3,6 +3,8 @@
 //! started with `BERTH_TEST_HOOKS=1`; anywhere else these paths answer 404 like any unknown one.
 //! - `POST /admin/test/resume?point=P` releases what is paused at `P` (404 if nothing is).
 //! - `GET /admin/test/reached?point=P` answers `{"count": n}`.
+//! - `POST /admin/test/clock?advance_ms=N` moves the test clock N ms ahead and answers
+//!   `{"offset_ms": total}`.
 
 use axum::Json;
 use axum::Router;
@@ -22,6 +24,7 @@ pub fn mount(admin: Router<App>) -> Router<App> {
     admin
         .route("/admin/test/resume", axum::routing::post(resume))
         .route("/admin/test/reached", axum::routing::get(reached))
+        .route("/admin/test/clock", axum::routing::post(clock))
 }
 
 async fn resume(uri: Uri) -> Response {
@@ -41,6 +44,16 @@ async fn reached(uri: Uri) -> Response {
     match point(&query) {
         Ok(point) => Json(json!({ "count": testhook::reached_count(point) })).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+async fn clock(uri: Uri) -> Response {
+    let query = Query::parse(uri.query());
+    match query.get("advance_ms").map(str::parse::<u64>) {
+        Some(Ok(ms)) => Json(json!({ "offset_ms": testhook::advance_clock(ms) })).into_response(),
+        _ => ApiError::new(Code::Unsupported, "advance_ms must be a number of milliseconds")
+            .with_status(StatusCode::BAD_REQUEST)
+            .into_response(),
     }
 }
 

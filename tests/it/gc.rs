@@ -10,10 +10,17 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Berth, client, error_codes, get_json, push_blob, push_image, push_manifest, sha256};
+use crate::harness::{
+    Berth, client, error_codes, get_json, next_millisecond, push_blob, push_image, push_manifest, sha256,
+};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The grace period of tests that let it pass: they move the server's clock past it
+/// (`Berth::advance_clock`) rather than wait, so it can be long enough that no slow step of a
+/// test outlasts it by accident.
+const GRACE: Duration = Duration::from_secs(3600);
 
 /// A server whose grace period is zero: anything unreachable is collectable at once.
 fn berth_no_grace() -> Berth {
@@ -74,8 +81,8 @@ async fn wait_phase(berth: &Berth, id: &str, phase: &str) {
 
 /// Run a whole collection and return its report.
 async fn gc(berth: &Berth, query: &str) -> Value {
-    // Let the clock move past everything just pushed, so a zero grace period covers it.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Everything just pushed is then strictly older than the collection's cutoff.
+    next_millisecond().await;
     let id = start_gc(berth, query).await;
     wait_done(berth, &id).await
 }
@@ -130,13 +137,13 @@ async fn moved_tag_frees_the_old_manifest_and_its_blobs() {
 
 #[tokio::test]
 async fn grace_period_keeps_then_releases() {
-    let berth = Berth::builder().env("BERTH_GC_GRACE_PERIOD", "2s").start();
+    let berth = Berth::builder().env("BERTH_GC_GRACE_PERIOD", "1h").start();
     let (old, _) = push_image(&berth, "app", "v1", &[b"grace layer"]).await;
     push_image(&berth, "app", "v1", &[b"other layer"]).await;
     let report = gc(&berth, "").await;
     assert_eq!(report["manifests_deleted"], 0, "inside the grace period: {report}");
     assert_eq!(status(berth.url(&format!("/v2/app/manifests/{old}"))).await, 200);
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    berth.advance_clock(GRACE).await;
     let report = gc(&berth, "").await;
     assert_eq!(report["manifests_deleted"], 1, "{report}");
     assert_eq!(status(berth.url(&format!("/v2/app/manifests/{old}"))).await, 404);
@@ -354,7 +361,7 @@ async fn berth_gc_offline_and_through_a_running_server() {
     assert_eq!(report["manifests_deleted"], 1);
     assert_eq!(status(berth.url(&format!("/v2/cli/manifests/{old}"))).await, 200);
     assert_eq!(berth.stop().map(|s| s.success()), Some(true));
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    next_millisecond().await;
     let offline = berth_cmd(&["gc", "--root", &root]);
     assert!(offline.status.success(), "{}", String::from_utf8_lossy(&offline.stderr));
     let text = String::from_utf8_lossy(&offline.stdout);
@@ -370,7 +377,7 @@ async fn race_repush_of_a_blob_being_deleted() {
     let berth = berth_no_grace_pausing_at("gc.before_unlink");
     let bytes: &[u8] = b"deleted and pushed again";
     let digest = push_blob(&berth, "race", bytes).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    next_millisecond().await;
     let id = start_gc(&berth, "").await;
     wait_phase(&berth, &id, "paused").await;
     assert_eq!(
@@ -403,7 +410,7 @@ async fn race_repush_of_a_blob_being_deleted() {
 async fn race_manifest_put_against_a_blob_being_swept() {
     let berth = berth_no_grace_pausing_at("gc.before_unlink");
     let manifest = image_manifest(&berth, "race2", &[b"swept layer"]).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    next_millisecond().await;
     let id = start_gc(&berth, "").await;
     wait_phase(&berth, &id, "paused").await;
     let resp = client()
@@ -429,9 +436,9 @@ async fn race_manifest_put_against_a_blob_being_swept() {
 /// so the manifest PUT that follows succeeds even though a collection ran in between.
 #[tokio::test]
 async fn race_head_then_manifest_put_across_a_sweep() {
-    let berth = Berth::builder().env("BERTH_GC_GRACE_PERIOD", "1s").start();
+    let berth = Berth::builder().env("BERTH_GC_GRACE_PERIOD", "1h").start();
     let manifest = image_manifest(&berth, "race3", &[b"head checked layer"]).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await; // the uploads leave the grace period
+    berth.advance_clock(GRACE).await; // the uploads leave the grace period
     for d in layer_digests(&manifest) {
         let resp = client()
             .head(berth.url(&format!("/v2/race3/blobs/{d}")))
@@ -445,7 +452,7 @@ async fn race_head_then_manifest_put_across_a_sweep() {
     push_manifest(&berth, "race3", "v1", OCI_MANIFEST, &manifest).await;
     // Without the HEADs, the same situation loses the blobs.
     let other = image_manifest(&berth, "race3", &[b"never checked layer"]).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    berth.advance_clock(GRACE).await;
     let report = gc(&berth, "").await;
     assert!(report["blobs_deleted"].as_u64().unwrap() >= 1, "{report}");
     let resp = client()
@@ -464,7 +471,7 @@ async fn race_tag_moved_during_the_mark() {
     let berth = berth_no_grace_pausing_at("gc.after_mark");
     let manifest = image_manifest(&berth, "race4", &[b"rescued layer"]).await;
     let digest = push_untagged(&berth, "race4", OCI_MANIFEST, &manifest).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    next_millisecond().await;
     let id = start_gc(&berth, "").await;
     wait_phase(&berth, &id, "paused").await;
     push_manifest(&berth, "race4", "rescued", OCI_MANIFEST, &manifest).await;
@@ -484,7 +491,7 @@ async fn crash_between_tombstone_and_unlink() {
     let mut berth = berth_no_grace_pausing_at("gc.before_unlink");
     let bytes: &[u8] = b"tombstoned when the server died";
     let digest = push_blob(&berth, "crash", bytes).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    next_millisecond().await;
     let id = start_gc(&berth, "").await;
     wait_phase(&berth, &id, "paused").await;
     assert!(blob_file(&berth, &digest).exists(), "not unlinked yet");
@@ -503,7 +510,7 @@ async fn crash_between_tombstone_and_unlink() {
 
 #[tokio::test]
 async fn stale_upload_sessions_are_purged() {
-    let berth = Berth::builder().env("BERTH_GC_UPLOAD_MAX_AGE", "1s").start();
+    let berth = Berth::builder().env("BERTH_GC_UPLOAD_MAX_AGE", "1h").start();
     let resp = client().post(berth.url("/v2/up/blobs/uploads/")).send().await.unwrap();
     let location = resp.headers()["location"].to_str().unwrap().to_owned();
     client()
@@ -514,7 +521,7 @@ async fn stale_upload_sessions_are_purged() {
         .unwrap();
     let report = gc(&berth, "").await;
     assert_eq!(report["uploads_purged"], 0, "younger than gc.upload_max_age: {report}");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    berth.advance_clock(Duration::from_secs(3600)).await;
     let report = gc(&berth, "").await;
     assert_eq!(report["uploads_purged"], 1, "{report}");
     let resp = client().get(berth.url(&location)).send().await.unwrap();
@@ -526,16 +533,17 @@ async fn stale_upload_sessions_are_purged() {
 
 #[tokio::test]
 async fn gc_interval_runs_collections_periodically() {
-    // The grace period must outlast one push: with 0 s a periodic run could (by design) sweep
+    // The grace period must outlast the pushes: with 0 s a periodic run could (by design) sweep
     // a layer uploaded a moment before its manifest, and the manifest PUT then fails with
-    // MANIFEST_BLOB_UNKNOWN, which made this test flaky. The old manifest still goes once it
-    // is older than 2 s.
+    // MANIFEST_BLOB_UNKNOWN, which made this test flaky. Once the pushes are done, the clock
+    // moves past it and the next periodic run removes the old manifest.
     let berth = Berth::builder()
         .env("BERTH_GC_INTERVAL", "300ms")
-        .env("BERTH_GC_GRACE_PERIOD", "2s")
+        .env("BERTH_GC_GRACE_PERIOD", "1h")
         .start();
     let (old, _) = push_image(&berth, "periodic", "v1", &[b"periodic old"]).await;
     push_image(&berth, "periodic", "v1", &[b"periodic new"]).await;
+    berth.advance_clock(GRACE).await;
     for _ in 0..100 {
         if status(berth.url(&format!("/v2/periodic/manifests/{old}"))).await == 404 {
             let runs: Value = get_json(berth.url("/admin/gc")).await;

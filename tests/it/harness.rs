@@ -1,7 +1,7 @@
 //! Test harness: runs the real `berth` binary on 127.0.0.1 with an OS-assigned port and a
 //! temporary storage root, and offers a few push helpers built on plain HTTP. Every server runs
-//! with its test hooks on (`BERTH_TEST_HOOKS=1`, src/testhook.rs): `Berth::resume` and
-//! `Berth::reached` drive them.
+//! with its test hooks on (`BERTH_TEST_HOOKS=1`, src/testhook.rs): `Berth::resume`,
+//! `Berth::reached` and `Berth::advance_clock` drive them.
 
 #![allow(dead_code)]
 
@@ -123,6 +123,14 @@ impl Berth {
         v["count"].as_u64().expect("a count")
     }
 
+    /// Move the server's clock `by` ahead (its timestamps and garbage collection's cutoffs; see
+    /// src/testhook.rs), as if that much time had passed.
+    pub async fn advance_clock(&self, by: std::time::Duration) {
+        let url = self.url(&format!("/admin/test/clock?advance_ms={}", by.as_millis()));
+        let resp = client().post(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "advance the clock: {}", resp.text().await.unwrap());
+    }
+
     /// Poll until the server has reached test hook `point` `n` times (panics after 30 s).
     pub async fn wait_reached(&self, point: &str, n: u64) {
         for _ in 0..3000 {
@@ -190,6 +198,21 @@ impl Builder {
 /// `127.0.0.1:PORT` of `http(s)://127.0.0.1:PORT`.
 fn host_of(base: &str) -> String {
     base.split_once("://").map_or(base, |(_, host)| host).to_owned()
+}
+
+/// Wait until the wall clock's millisecond has moved on, so that everything the server (or a
+/// `berth` command) stamped before the call is strictly older than whatever it stamps next.
+pub async fn next_millisecond() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    let start = now();
+    while now() <= start {
+        tokio::time::sleep(std::time::Duration::from_micros(100)).await;
+    }
 }
 
 /// `sha256:<hex>` of `bytes`.
