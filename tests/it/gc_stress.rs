@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Berth, client, random_bytes, sha256};
+use crate::harness::{Berth, client, push_blob, random_bytes, sha256};
 
 const WORKERS: u64 = 4;
 const RUN_FOR: Duration = Duration::from_secs(8);
@@ -311,6 +311,9 @@ async fn gc_loop_under_concurrent_pushes_pulls_tag_moves_and_deletes() {
             expected_blobs.extend(image.blobs.iter().cloned());
         }
     }
+    // Garbage younger than the grace period, which the load's last moments may or may not
+    // have left: a blob that nothing references, pushed just now.
+    push_blob(&berth, "stress/r0", &random_bytes(4096, 7)).await;
     // Once the grace period has passed (the server's clock moved past it, and past the
     // millisecond of the last push), collection leaves exactly what is reachable.
     berth.advance_clock(GRACE + Duration::from_millis(1)).await;
