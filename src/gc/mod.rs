@@ -108,6 +108,7 @@ pub enum Phase {
     SweepManifests,
     SweepLinks,
     SweepBlobs,
+    /// Held at a test pause point (`testhook`; builds with the `test-hooks` feature only).
     Paused,
     PurgeUploads,
     Done,
