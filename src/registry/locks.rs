@@ -34,6 +34,7 @@ fn stripe(digest: &str) -> usize {
 impl DigestLocks {
     pub async fn lock(&self, digest: &str) -> MutexGuard<'_, ()> {
         let stripe = &self.stripes[stripe(digest)];
+        // Test builds count a wait, so that a test can act once a request waits here.
         #[cfg(feature = "test-hooks")]
         match stripe.try_lock() {
             Ok(guard) => return guard,

@@ -484,6 +484,26 @@ async fn race_tag_moved_during_the_mark() {
     }
 }
 
+/// A server built with test hooks (as `cargo bench` builds it too) runs without them unless
+/// `BERTH_TEST_HOOKS=1`: no `/admin/test/*` route, and no pause at an armed pause point.
+#[tokio::test]
+async fn test_hooks_are_off_without_berth_test_hooks() {
+    let berth = Berth::builder()
+        .env("BERTH_TEST_HOOKS", "0")
+        .env("BERTH_TEST_PAUSE_AT", "gc.after_mark,gc.before_unlink")
+        .env("BERTH_GC_GRACE_PERIOD", "0s")
+        .start();
+    let resp = client()
+        .post(berth.url("/admin/test/clock?advance_ms=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    push_blob(&berth, "off", b"collected without a pause").await;
+    let report = gc(&berth, "").await;
+    assert_eq!(report["blobs_deleted"], 1, "{report}");
+}
+
 /// `kill -9` after GC committed a blob's tombstone but before it unlinked the file: start-up
 /// finishes the deletion, and the digest can be pushed again.
 #[tokio::test]
