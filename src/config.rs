@@ -519,6 +519,8 @@ fn apply_env(raw: &mut RawConfig, env: impl IntoIterator<Item = (String, String)
             ENV_ADMIN_USER,
             ENV_ADMIN_PASSWORD,
             crate::crashpoint::ENV,
+            crate::testhook::ENV_ENABLE,
+            crate::testhook::ENV_PAUSE_AT,
         ];
         if !var.starts_with(ENV_PREFIX) || not_a_key.contains(&var.as_str()) {
             continue;

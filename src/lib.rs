@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod oci;
 pub mod registry;
 pub mod server;
+pub mod testhook;

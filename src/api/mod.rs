@@ -12,6 +12,8 @@ mod handlers;
 mod query;
 pub mod range;
 pub mod route;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
 
 use std::sync::Arc;
 
@@ -73,8 +75,10 @@ pub fn router(app: App) -> Router {
             axum::routing::post(admin::fsck_start).get(admin::fsck_list),
         )
         .route("/admin/fsck/{id}", axum::routing::get(admin::fsck_get))
-        .route("/admin/usage", axum::routing::get(admin::usage))
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), access::admin_guard));
+        .route("/admin/usage", axum::routing::get(admin::usage));
+    #[cfg(feature = "test-hooks")]
+    let admin = test_hooks::mount(admin);
+    let admin = admin.route_layer(axum::middleware::from_fn_with_state(app.clone(), access::admin_guard));
     Router::new()
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))

@@ -60,14 +60,7 @@ async fn offline(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
         ),
         Err(e) => return Err(e.into()),
     };
-    let opts = gc::Options {
-        grace_period: config.gc.grace_period,
-        delete_untagged: config.gc.delete_untagged,
-        upload_max_age: config.gc.upload_max_age,
-        dry_run,
-        pause_before_unlink: None,
-        pause_after_mark: None,
-    };
+    let opts = gc::Options::from_config(&config.gc).with_dry_run(dry_run);
     let show = std::io::stderr().is_terminal();
     let progress = move |phase: Phase| {
         if show {

@@ -45,11 +45,24 @@ pub struct Options {
     pub upload_max_age: Duration,
     /// Report what would be deleted, and delete nothing.
     pub dry_run: bool,
-    /// Test hook: after committing blob tombstones, wait this long before unlinking, in phase
-    /// `paused`, so that tests can race requests against the sweep deterministically.
-    pub pause_before_unlink: Option<Duration>,
-    /// Test hook: after the mark, wait this long (phase `paused`) before sweeping.
-    pub pause_after_mark: Option<Duration>,
+}
+
+impl Options {
+    /// A real run (not a dry run) with the `gc.*` settings.
+    pub fn from_config(gc: &crate::config::Gc) -> Self {
+        Options {
+            grace_period: gc.grace_period,
+            delete_untagged: gc.delete_untagged,
+            upload_max_age: gc.upload_max_age,
+            dry_run: false,
+        }
+    }
+
+    /// The same run, as a dry run or not.
+    #[must_use]
+    pub fn with_dry_run(self, dry_run: bool) -> Self {
+        Options { dry_run, ..self }
+    }
 }
 
 /// Where a run is.
@@ -61,6 +74,7 @@ pub enum Phase {
     SweepManifests,
     SweepLinks,
     SweepBlobs,
+    /// Held at a test pause point (`testhook`; builds with the `test-hooks` feature only).
     Paused,
     PurgeUploads,
     Done,
@@ -126,10 +140,7 @@ pub async fn run(
     };
     phase(Phase::Mark);
     let marked = mark(registry, policy).await?;
-    if let Some(pause) = opts.pause_after_mark {
-        phase(Phase::Paused);
-        tokio::time::sleep(pause).await;
-    }
+    crate::testhook::pause("gc.after_mark", || phase(Phase::Paused)).await;
     let mut report = Report {
         dry_run: opts.dry_run,
         kept_by_grace: marked.kept_by_grace,
@@ -149,7 +160,7 @@ pub async fn run(
         report.links_removed = sweep_links(registry, marked.dead_links, policy).await?;
         phase(Phase::SweepBlobs);
         let candidates = marked.dead_blobs.into_iter().map(|(d, _)| d).collect();
-        (report.blobs_deleted, report.bytes_freed) = sweep_blobs(registry, candidates, policy, opts, phase).await?;
+        (report.blobs_deleted, report.bytes_freed) = sweep_blobs(registry, candidates, policy, phase).await?;
         phase(Phase::PurgeUploads);
         report.uploads_purged = registry.purge_uploads(upload_cutoff).await?;
         registry.prune_touches(policy.cutoff_ms);
@@ -228,15 +239,12 @@ async fn sweep_blobs(
     registry: &Arc<Registry>,
     candidates: Vec<String>,
     policy: Policy,
-    opts: &Options,
     phase: &(dyn Fn(Phase) + Send + Sync),
 ) -> Result<(u64, u64), Error> {
     let (mut count, mut bytes) = (0, 0);
     for batch in candidates.chunks(BATCH) {
         let after_tombstone = || async {
-            if let Some(pause) = opts.pause_before_unlink {
-                phase(Phase::Paused);
-                tokio::time::sleep(pause).await;
+            if crate::testhook::pause("gc.before_unlink", || phase(Phase::Paused)).await {
                 phase(Phase::SweepBlobs);
             }
         };

@@ -161,10 +161,13 @@ pub fn check_integrity(root: &Path) -> Result<Option<bool>, MetaError> {
     Ok(Some(ok))
 }
 
-/// The current time in milliseconds since the Unix epoch.
+/// The current time in milliseconds since the Unix epoch (plus the test clock's offset, which is
+/// zero but in tests: `testhook`).
 pub fn now_ms() -> Millis {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(crate::testhook::clock_offset_ms())
 }

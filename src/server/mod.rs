@@ -121,14 +121,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracing::info!(addr = %local, root = %config.storage.root.display(), blobs = %registry.describe_storage(), scheme, "berth listening");
     // The one line on stdout, for scripts and tests that bind port 0.
     println!("berth listening on {scheme}://{local}");
-    let gc_options = gc::Options {
-        grace_period: config.gc.grace_period,
-        delete_untagged: config.gc.delete_untagged,
-        upload_max_age: config.gc.upload_max_age,
-        dry_run: false,
-        pause_before_unlink: None,
-        pause_after_mark: None,
-    };
+    if crate::testhook::enabled() {
+        tracing::warn!(
+            "test hooks are on ({}=1); never run a server like this",
+            crate::testhook::ENV_ENABLE
+        );
+    }
+    let gc_options = gc::Options::from_config(&config.gc);
     let jobs = Arc::new(Jobs::default());
     if let Some(every) = config.gc.interval {
         spawn_periodic_gc(Arc::clone(&jobs), Arc::clone(&registry), gc_options.clone(), every);

@@ -1,6 +1,8 @@
 //! Online garbage collection over HTTP: reachability rules, dry runs, the admin job API,
-//! `berth gc` offline and through `--url`, the dangerous interleavings (driven with the
-//! sweep's pause hooks), and a crash between a blob's tombstone and its unlink.
+//! `berth gc` offline and through `--url`, the dangerous interleavings, and a crash between a
+//! blob's tombstone and its unlink. Interleavings are ordered with the test hooks
+//! (src/testhook.rs): a collection pauses at a point named in `BERTH_TEST_PAUSE_AT` until the
+//! test resumes it, and the test waits for a request to reach a point before it does.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,14 +10,29 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Berth, client, error_codes, get_json, push_blob, push_image, push_manifest, sha256};
+use crate::harness::{
+    Berth, client, error_codes, get_json, next_millisecond, push_blob, push_image, push_manifest, sha256,
+};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
+/// The grace period of tests that let it pass: they move the server's clock past it
+/// (`Berth::advance_clock`) rather than wait, so it can be long enough that no slow step of a
+/// test outlasts it by accident.
+const GRACE: Duration = Duration::from_secs(3600);
+
 /// A server whose grace period is zero: anything unreachable is collectable at once.
 fn berth_no_grace() -> Berth {
     Berth::builder().env("BERTH_GC_GRACE_PERIOD", "0s").start()
+}
+
+/// A server whose grace period is zero and whose collections pause at `point` until resumed.
+fn berth_no_grace_pausing_at(point: &str) -> Berth {
+    Berth::builder()
+        .env("BERTH_GC_GRACE_PERIOD", "0s")
+        .env("BERTH_TEST_PAUSE_AT", point)
+        .start()
 }
 
 /// Start a collection; returns its job id.
@@ -64,8 +81,8 @@ async fn wait_phase(berth: &Berth, id: &str, phase: &str) {
 
 /// Run a whole collection and return its report.
 async fn gc(berth: &Berth, query: &str) -> Value {
-    // Let the clock move past everything just pushed, so a zero grace period covers it.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Everything just pushed is then strictly older than the collection's cutoff.
+    next_millisecond().await;
     let id = start_gc(berth, query).await;
     wait_done(berth, &id).await
 }
@@ -120,13 +137,13 @@ async fn moved_tag_frees_the_old_manifest_and_its_blobs() {
 
 #[tokio::test]
 async fn grace_period_keeps_then_releases() {
-    let berth = Berth::builder().env("BERTH_GC_GRACE_PERIOD", "2s").start();
+    let berth = Berth::builder().env("BERTH_GC_GRACE_PERIOD", "1h").start();
     let (old, _) = push_image(&berth, "app", "v1", &[b"grace layer"]).await;
     push_image(&berth, "app", "v1", &[b"other layer"]).await;
     let report = gc(&berth, "").await;
     assert_eq!(report["manifests_deleted"], 0, "inside the grace period: {report}");
     assert_eq!(status(berth.url(&format!("/v2/app/manifests/{old}"))).await, 200);
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    berth.advance_clock(GRACE).await;
     let report = gc(&berth, "").await;
     assert_eq!(report["manifests_deleted"], 1, "{report}");
     assert_eq!(status(berth.url(&format!("/v2/app/manifests/{old}"))).await, 404);
@@ -301,13 +318,15 @@ async fn dry_run_deletes_nothing_and_predicts_the_real_run() {
 
 #[tokio::test]
 async fn admin_api_runs_one_job_at_a_time() {
-    let berth = berth_no_grace();
-    let first = start_gc(&berth, "pause_after_mark_ms=1500").await;
+    let berth = berth_no_grace_pausing_at("gc.after_mark");
+    let first = start_gc(&berth, "").await;
+    wait_phase(&berth, &first, "paused").await;
     let resp = client().post(berth.url("/admin/gc")).send().await.unwrap();
     assert_eq!(resp.status(), 200, "a run is in progress");
     let second: Value = resp.json().await.unwrap();
     assert_eq!(second["id"], first.as_str());
     assert_eq!(second["state"], "running");
+    berth.resume("gc.after_mark").await;
     wait_done(&berth, &first).await;
     let list: Value = get_json(berth.url("/admin/gc")).await;
     assert_eq!(list[0]["id"], first.as_str());
@@ -342,7 +361,7 @@ async fn berth_gc_offline_and_through_a_running_server() {
     assert_eq!(report["manifests_deleted"], 1);
     assert_eq!(status(berth.url(&format!("/v2/cli/manifests/{old}"))).await, 200);
     assert_eq!(berth.stop().map(|s| s.success()), Some(true));
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    next_millisecond().await;
     let offline = berth_cmd(&["gc", "--root", &root]);
     assert!(offline.status.success(), "{}", String::from_utf8_lossy(&offline.stderr));
     let text = String::from_utf8_lossy(&offline.stdout);
@@ -355,18 +374,23 @@ async fn berth_gc_offline_and_through_a_running_server() {
 /// A push of a digest whose blob GC is deleting waits for the deletion and re-creates it.
 #[tokio::test]
 async fn race_repush_of_a_blob_being_deleted() {
-    let berth = berth_no_grace();
+    let berth = berth_no_grace_pausing_at("gc.before_unlink");
     let bytes: &[u8] = b"deleted and pushed again";
     let digest = push_blob(&berth, "race", bytes).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let id = start_gc(&berth, "pause_before_unlink_ms=1000").await;
+    next_millisecond().await;
+    let id = start_gc(&berth, "").await;
     wait_phase(&berth, &id, "paused").await;
     assert_eq!(
         status(berth.url(&format!("/v2/race/blobs/{digest}"))).await,
         404,
         "tombstoned"
     );
-    let repush = push_blob(&berth, "race", bytes).await; // blocks on the digest lock until the unlink is done
+    // The sweep holds the digest's lock from its tombstone commit until the rows are gone: the
+    // push waits on it, and only then is the sweep resumed.
+    let (repush, ()) = tokio::join!(push_blob(&berth, "race", bytes), async {
+        berth.wait_reached("digest_lock.wait", 1).await;
+        berth.resume("gc.before_unlink").await;
+    });
     assert_eq!(repush, digest);
     let report = wait_done(&berth, &id).await;
     assert_eq!(report["blobs_deleted"], 1);
@@ -384,10 +408,10 @@ async fn race_repush_of_a_blob_being_deleted() {
 /// again then lets the manifest in. No stored manifest ever references a missing blob.
 #[tokio::test]
 async fn race_manifest_put_against_a_blob_being_swept() {
-    let berth = berth_no_grace();
+    let berth = berth_no_grace_pausing_at("gc.before_unlink");
     let manifest = image_manifest(&berth, "race2", &[b"swept layer"]).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let id = start_gc(&berth, "pause_before_unlink_ms=1000").await;
+    next_millisecond().await;
+    let id = start_gc(&berth, "").await;
     wait_phase(&berth, &id, "paused").await;
     let resp = client()
         .put(berth.url("/v2/race2/manifests/v1"))
@@ -398,6 +422,7 @@ async fn race_manifest_put_against_a_blob_being_swept() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(error_codes(resp).await, ["MANIFEST_BLOB_UNKNOWN"]);
+    berth.resume("gc.before_unlink").await;
     wait_done(&berth, &id).await;
     let again = image_manifest(&berth, "race2", &[b"swept layer"]).await;
     assert_eq!(again, manifest);
@@ -411,9 +436,9 @@ async fn race_manifest_put_against_a_blob_being_swept() {
 /// so the manifest PUT that follows succeeds even though a collection ran in between.
 #[tokio::test]
 async fn race_head_then_manifest_put_across_a_sweep() {
-    let berth = Berth::builder().env("BERTH_GC_GRACE_PERIOD", "1s").start();
+    let berth = Berth::builder().env("BERTH_GC_GRACE_PERIOD", "1h").start();
     let manifest = image_manifest(&berth, "race3", &[b"head checked layer"]).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await; // the uploads leave the grace period
+    berth.advance_clock(GRACE).await; // the uploads leave the grace period
     for d in layer_digests(&manifest) {
         let resp = client()
             .head(berth.url(&format!("/v2/race3/blobs/{d}")))
@@ -427,7 +452,7 @@ async fn race_head_then_manifest_put_across_a_sweep() {
     push_manifest(&berth, "race3", "v1", OCI_MANIFEST, &manifest).await;
     // Without the HEADs, the same situation loses the blobs.
     let other = image_manifest(&berth, "race3", &[b"never checked layer"]).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    berth.advance_clock(GRACE).await;
     let report = gc(&berth, "").await;
     assert!(report["blobs_deleted"].as_u64().unwrap() >= 1, "{report}");
     let resp = client()
@@ -443,13 +468,14 @@ async fn race_head_then_manifest_put_across_a_sweep() {
 /// A tag pointed at a manifest after the mark decided it was garbage keeps it.
 #[tokio::test]
 async fn race_tag_moved_during_the_mark() {
-    let berth = berth_no_grace();
+    let berth = berth_no_grace_pausing_at("gc.after_mark");
     let manifest = image_manifest(&berth, "race4", &[b"rescued layer"]).await;
     let digest = push_untagged(&berth, "race4", OCI_MANIFEST, &manifest).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let id = start_gc(&berth, "pause_after_mark_ms=1000").await;
+    next_millisecond().await;
+    let id = start_gc(&berth, "").await;
     wait_phase(&berth, &id, "paused").await;
     push_manifest(&berth, "race4", "rescued", OCI_MANIFEST, &manifest).await;
+    berth.resume("gc.after_mark").await;
     let report = wait_done(&berth, &id).await;
     assert_eq!(report["manifests_deleted"], 0, "{report}");
     assert_eq!(status(berth.url(&format!("/v2/race4/manifests/{digest}"))).await, 200);
@@ -458,15 +484,35 @@ async fn race_tag_moved_during_the_mark() {
     }
 }
 
+/// A server built with test hooks (as `cargo bench` builds it too) runs without them unless
+/// `BERTH_TEST_HOOKS=1`: no `/admin/test/*` route, and no pause at an armed pause point.
+#[tokio::test]
+async fn test_hooks_are_off_without_berth_test_hooks() {
+    let berth = Berth::builder()
+        .env("BERTH_TEST_HOOKS", "0")
+        .env("BERTH_TEST_PAUSE_AT", "gc.after_mark,gc.before_unlink")
+        .env("BERTH_GC_GRACE_PERIOD", "0s")
+        .start();
+    let resp = client()
+        .post(berth.url("/admin/test/clock?advance_ms=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    push_blob(&berth, "off", b"collected without a pause").await;
+    let report = gc(&berth, "").await;
+    assert_eq!(report["blobs_deleted"], 1, "{report}");
+}
+
 /// `kill -9` after GC committed a blob's tombstone but before it unlinked the file: start-up
 /// finishes the deletion, and the digest can be pushed again.
 #[tokio::test]
 async fn crash_between_tombstone_and_unlink() {
-    let mut berth = berth_no_grace();
+    let mut berth = berth_no_grace_pausing_at("gc.before_unlink");
     let bytes: &[u8] = b"tombstoned when the server died";
     let digest = push_blob(&berth, "crash", bytes).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let id = start_gc(&berth, "pause_before_unlink_ms=5000").await;
+    next_millisecond().await;
+    let id = start_gc(&berth, "").await;
     wait_phase(&berth, &id, "paused").await;
     assert!(blob_file(&berth, &digest).exists(), "not unlinked yet");
     berth.kill();
@@ -484,7 +530,7 @@ async fn crash_between_tombstone_and_unlink() {
 
 #[tokio::test]
 async fn stale_upload_sessions_are_purged() {
-    let berth = Berth::builder().env("BERTH_GC_UPLOAD_MAX_AGE", "1s").start();
+    let berth = Berth::builder().env("BERTH_GC_UPLOAD_MAX_AGE", "1h").start();
     let resp = client().post(berth.url("/v2/up/blobs/uploads/")).send().await.unwrap();
     let location = resp.headers()["location"].to_str().unwrap().to_owned();
     client()
@@ -495,7 +541,7 @@ async fn stale_upload_sessions_are_purged() {
         .unwrap();
     let report = gc(&berth, "").await;
     assert_eq!(report["uploads_purged"], 0, "younger than gc.upload_max_age: {report}");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    berth.advance_clock(Duration::from_secs(3600)).await;
     let report = gc(&berth, "").await;
     assert_eq!(report["uploads_purged"], 1, "{report}");
     let resp = client().get(berth.url(&location)).send().await.unwrap();
@@ -507,16 +553,17 @@ async fn stale_upload_sessions_are_purged() {
 
 #[tokio::test]
 async fn gc_interval_runs_collections_periodically() {
-    // The grace period must outlast one push: with 0 s a periodic run could (by design) sweep
+    // The grace period must outlast the pushes: with 0 s a periodic run could (by design) sweep
     // a layer uploaded a moment before its manifest, and the manifest PUT then fails with
-    // MANIFEST_BLOB_UNKNOWN, which made this test flaky. The old manifest still goes once it
-    // is older than 2 s.
+    // MANIFEST_BLOB_UNKNOWN, which made this test flaky. Once the pushes are done, the clock
+    // moves past it and the next periodic run removes the old manifest.
     let berth = Berth::builder()
         .env("BERTH_GC_INTERVAL", "300ms")
-        .env("BERTH_GC_GRACE_PERIOD", "2s")
+        .env("BERTH_GC_GRACE_PERIOD", "1h")
         .start();
     let (old, _) = push_image(&berth, "periodic", "v1", &[b"periodic old"]).await;
     push_image(&berth, "periodic", "v1", &[b"periodic new"]).await;
+    berth.advance_clock(GRACE).await;
     for _ in 0..100 {
         if status(berth.url(&format!("/v2/periodic/manifests/{old}"))).await == 404 {
             let runs: Value = get_json(berth.url("/admin/gc")).await;

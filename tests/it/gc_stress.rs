@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Berth, client, random_bytes, sha256};
+use crate::harness::{Berth, client, push_blob, random_bytes, sha256};
 
 const WORKERS: u64 = 4;
 const RUN_FOR: Duration = Duration::from_secs(8);
+const GRACE: Duration = Duration::from_secs(2);
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// A tiny deterministic generator, one per worker.
@@ -210,7 +211,9 @@ async fn run_gc(base: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_loop_under_concurrent_pushes_pulls_tag_moves_and_deletes() {
-    let berth = Berth::builder().env("BERTH_GC_GRACE_PERIOD", "2s").start();
+    let berth = Berth::builder()
+        .env("BERTH_GC_GRACE_PERIOD", &format!("{}ms", GRACE.as_millis()))
+        .start();
     let failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + RUN_FOR;
@@ -278,8 +281,12 @@ async fn gc_loop_under_concurrent_pushes_pulls_tag_moves_and_deletes() {
             expected_blobs.extend(image.blobs.iter().cloned());
         }
     }
-    // Once the grace period has passed, collection leaves exactly what is reachable.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // Garbage younger than the grace period, which the load's last moments may or may not
+    // have left: a blob that nothing references, pushed just now.
+    push_blob(&berth, "stress/r0", &random_bytes(4096, 7)).await;
+    // Once the grace period has passed (the server's clock moved past it, and past the
+    // millisecond of the last push), collection leaves exactly what is reachable.
+    berth.advance_clock(GRACE + Duration::from_millis(1)).await;
     run_gc(&berth.base).await;
     let report = run_gc(&berth.base).await;
     assert_eq!(

@@ -1,5 +1,7 @@
 //! Test harness: runs the real `berth` binary on 127.0.0.1 with an OS-assigned port and a
-//! temporary storage root, and offers a few push helpers built on plain HTTP.
+//! temporary storage root, and offers a few push helpers built on plain HTTP. Every server runs
+//! with its test hooks on (`BERTH_TEST_HOOKS=1`, src/testhook.rs): `Berth::resume`,
+//! `Berth::reached` and `Berth::advance_clock` drive them.
 
 #![allow(dead_code)]
 
@@ -51,7 +53,8 @@ impl Berth {
             cmd.env_remove(k);
         }
         cmd.env("BERTH_LOG_LEVEL", "berth=debug,info")
-            .env("BERTH_STORAGE_FSYNC", "false");
+            .env("BERTH_STORAGE_FSYNC", "false")
+            .env("BERTH_TEST_HOOKS", "1");
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().expect("spawn berth");
         let mut line = String::new();
@@ -159,6 +162,39 @@ impl Berth {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
+
+    /// Release the server from its pause at `point` (it must be paused there: see
+    /// `BERTH_TEST_PAUSE_AT` in src/testhook.rs).
+    pub async fn resume(&self, point: &str) {
+        let url = self.url(&format!("/admin/test/resume?point={point}"));
+        let resp = client().post(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "resume {point}: {}", resp.text().await.unwrap());
+    }
+
+    /// How many times the server reached test hook `point`.
+    pub async fn reached(&self, point: &str) -> u64 {
+        let v = get_json(self.url(&format!("/admin/test/reached?point={point}"))).await;
+        v["count"].as_u64().expect("a count")
+    }
+
+    /// Move the server's clock `by` ahead (its timestamps and garbage collection's cutoffs; see
+    /// src/testhook.rs), as if that much time had passed.
+    pub async fn advance_clock(&self, by: std::time::Duration) {
+        let url = self.url(&format!("/admin/test/clock?advance_ms={}", by.as_millis()));
+        let resp = client().post(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "advance the clock: {}", resp.text().await.unwrap());
+    }
+
+    /// Poll until the server has reached test hook `point` `n` times (panics after 30 s).
+    pub async fn wait_reached(&self, point: &str, n: u64) {
+        for _ in 0..3000 {
+            if self.reached(point).await >= n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the server did not reach {point} {n} times in 30 s");
+    }
 }
 
 impl Drop for Berth {
@@ -238,6 +274,21 @@ impl Builder {
 /// `127.0.0.1:PORT` of `http(s)://127.0.0.1:PORT`.
 fn host_of(base: &str) -> String {
     base.split_once("://").map_or(base, |(_, host)| host).to_owned()
+}
+
+/// Wait until the wall clock's millisecond has moved on, so that everything the server (or a
+/// `berth` command) stamped before the call is strictly older than whatever it stamps next.
+pub async fn next_millisecond() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    let start = now();
+    while now() <= start {
+        tokio::time::sleep(std::time::Duration::from_micros(100)).await;
+    }
 }
 
 /// `sha256:<hex>` of `bytes`.

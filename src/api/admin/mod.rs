@@ -2,6 +2,7 @@
 //! `GET /admin/gc` lists recent runs, `GET /admin/gc/{id}` shows one; `/admin/fsck` does the
 //! same for fsck (`?repair=true`, `?quick=true`). Who may call them is decided by
 //! `access::admin_guard`: the admin role, or loopback clients when authentication is off.
+//! Query parameters other than those named here are ignored.
 //!
 //! The runs themselves are background jobs: `runs` starts them, `jobs` keeps their table.
 
@@ -9,7 +10,6 @@ pub mod jobs;
 mod runs;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
@@ -22,16 +22,13 @@ use super::{ApiError, App, Code};
 
 pub use runs::{start_fsck, start_gc};
 
-/// The longest test pause the API accepts.
-const MAX_PAUSE: Duration = Duration::from_secs(60);
-
 pub async fn gc_start(State(app): State<App>, uri: Uri) -> Response {
     handle(|| {
         let query = Query::parse(uri.query());
-        let mut opts = app.gc_options.clone();
-        opts.dry_run = matches!(query.get("dry_run"), Some("true" | "1"));
-        opts.pause_before_unlink = pause(&query, "pause_before_unlink_ms")?;
-        opts.pause_after_mark = pause(&query, "pause_after_mark_ms")?;
+        let opts = app
+            .gc_options
+            .clone()
+            .with_dry_run(matches!(query.get("dry_run"), Some("true" | "1")));
         let (view, started) = start_gc(&app.gc, Arc::clone(&app.registry), opts);
         let status = if started { StatusCode::ACCEPTED } else { StatusCode::OK };
         Ok((status, Json(view)).into_response())
@@ -87,19 +84,6 @@ pub async fn gc_get(State(app): State<App>, id: Result<Path<String>, PathRejecti
             .ok_or_else(|| ApiError::new(Code::NotFound, format!("no garbage collection run {id}")))?;
         Ok(Json(job).into_response())
     })
-}
-
-/// A test pause given in milliseconds, capped at `MAX_PAUSE`.
-fn pause(query: &Query, key: &str) -> Result<Option<Duration>, ApiError> {
-    query
-        .get(key)
-        .map(|ms| {
-            let ms: u64 = ms.parse().map_err(|_| {
-                ApiError::new(Code::Unsupported, format!("{key} must be a number")).with_status(StatusCode::BAD_REQUEST)
-            })?;
-            Ok(Duration::from_millis(ms).min(MAX_PAUSE))
-        })
-        .transpose()
 }
 
 /// The run id of the path; one that does not decode (say `%ff`) names no run, and is answered
