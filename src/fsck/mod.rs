@@ -27,8 +27,8 @@ use crate::meta::fsck::{Repair, Scan};
 use crate::meta::schema::{ReferrerRow, RefsRow};
 use crate::meta::{BlobState, now_ms};
 use crate::oci::Digest;
-use crate::oci::manifest::{self, ManifestKind};
-use crate::registry::{Error, Registry};
+use crate::oci::manifest;
+use crate::registry::{Error, References, Registry, references};
 
 /// Repairs per write transaction.
 const BATCH: usize = 200;
@@ -380,14 +380,14 @@ fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, f: &mut Findings) {
                 continue;
             }
         };
-        let mut blobs: Vec<String> = parsed.required_blobs().map(|d| d.digest.to_string()).collect();
-        blobs.sort_unstable();
-        blobs.dedup();
-        let children: Vec<String> = match parsed.kind {
-            ManifestKind::Index => parsed.manifests.iter().map(|d| d.digest.to_string()).collect(),
-            ManifestKind::Image => Vec::new(),
-        };
-        let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
+        // The same computation as the manifest PUT's.
+        let References {
+            blobs,
+            children,
+            subject,
+            referrer,
+            ..
+        } = references(&parsed, row.body.len() as u64);
         for blob in &blobs {
             *exp.refcount.entry(blob.clone()).or_default() += 1;
             *exp.link_refs.entry((repo.clone(), blob.clone())).or_default() += 1;
@@ -423,13 +423,7 @@ fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, f: &mut Findings) {
                 f.damaged.insert(image_name(scan, repo, digest));
             }
         }
-        if let Some(s) = &subject {
-            let referrer = ReferrerRow {
-                media_type: parsed.media_type.clone(),
-                size: row.body.len() as u64,
-                artifact_type: parsed.referrer_artifact_type(),
-                annotations: parsed.annotations.clone(),
-            };
+        if let (Some(s), Some(referrer)) = (&subject, referrer) {
             exp.referrers
                 .insert((repo.clone(), s.clone(), digest.clone()), referrer);
         }

@@ -115,6 +115,49 @@ fn manifest_row(parsed: &ParsedManifest, body: Bytes) -> ManifestRow {
     }
 }
 
+/// What a manifest references: the one computation behind the rows a manifest PUT records and
+/// fsck's check of them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct References {
+    /// Required blobs (config and distributable layers) with their declared sizes, as listed.
+    pub declared: Vec<(String, u64)>,
+    /// The same digests, sorted and deduplicated: what the `manifest_refs` row lists.
+    pub blobs: Vec<String>,
+    /// Child manifests of an index.
+    pub children: Vec<String>,
+    pub subject: Option<String>,
+    /// The descriptor listed under the subject, when there is one.
+    pub referrer: Option<ReferrerRow>,
+}
+
+pub(crate) fn references(parsed: &ParsedManifest, body_len: u64) -> References {
+    let declared: Vec<(String, u64)> = parsed
+        .required_blobs()
+        .map(|d| (d.digest.to_string(), d.size))
+        .collect();
+    let mut blobs: Vec<String> = declared.iter().map(|(d, _)| d.clone()).collect();
+    blobs.sort_unstable();
+    blobs.dedup();
+    let children = match parsed.kind {
+        ManifestKind::Index => parsed.manifests.iter().map(|d| d.digest.to_string()).collect(),
+        ManifestKind::Image => Vec::new(),
+    };
+    let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
+    let referrer = subject.as_ref().map(|_| ReferrerRow {
+        media_type: parsed.media_type.clone(),
+        size: body_len,
+        artifact_type: parsed.referrer_artifact_type(),
+        annotations: parsed.annotations.clone(),
+    });
+    References {
+        declared,
+        blobs,
+        children,
+        subject,
+        referrer,
+    }
+}
+
 fn new_manifest(
     repo: String,
     digest: String,
@@ -122,26 +165,14 @@ fn new_manifest(
     parsed: &ParsedManifest,
     row: ManifestRow,
 ) -> NewManifest {
-    let referrer = parsed.subject.as_ref().map(|_| ReferrerRow {
-        media_type: parsed.media_type.clone(),
-        size: row.body.len() as u64,
-        artifact_type: parsed.referrer_artifact_type(),
-        annotations: parsed.annotations.clone(),
-    });
-    let children = match parsed.kind {
-        ManifestKind::Index => parsed.manifests.iter().map(|d| d.digest.to_string()).collect(),
-        ManifestKind::Image => Vec::new(),
-    };
+    let refs = references(parsed, row.body.len() as u64);
     NewManifest {
         repo,
         digest,
         row,
-        blobs: parsed
-            .required_blobs()
-            .map(|d| (d.digest.to_string(), d.size))
-            .collect(),
-        children,
-        referrer,
+        blobs: refs.declared,
+        children: refs.children,
+        referrer: refs.referrer,
         tag,
     }
 }

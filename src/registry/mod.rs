@@ -31,6 +31,7 @@ pub use blobs::{BlobBody, stream};
 pub use error::Error;
 pub use listing::Page;
 pub use manifests::{Manifest, ManifestPut};
+pub(crate) use manifests::{References, references};
 pub use uploads::UploadStatus;
 
 /// Size limits applied to request bodies.

@@ -202,6 +202,19 @@ impl Garage {
         .collect()
     }
 
+    /// An S3 client with the test key, for tests that reach behind Berth's back.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let credentials = aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(REGION))
+            .credentials_provider(credentials)
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
     /// The blob store options for a prefix, for tests that drive the backend directly.
     pub fn options(&self, prefix: &str) -> berth::blobs::s3::Options {
         berth::blobs::s3::Options {

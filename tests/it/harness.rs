@@ -115,6 +115,11 @@ impl Berth {
         cmd
     }
 
+    /// The value of a variable the server was started with.
+    pub fn env_value(&self, key: &str) -> Option<String> {
+        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
     /// Whether this server keeps its blobs in S3.
     pub fn on_s3(&self) -> bool {
         self.env.iter().any(|(k, _)| k == "BERTH_STORAGE_S3_BUCKET")

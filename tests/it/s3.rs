@@ -244,3 +244,110 @@ fn tokio_stream_of(
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+/// `berth fsck` over S3 lists the bucket: it finds a deleted object, an object of the wrong
+/// size, an object whose bytes changed (not with `--quick`), an orphan and a stray key;
+/// `--repair` quarantines what is bad, and once the lost blobs are pushed again the store is
+/// clean.
+#[tokio::test(flavor = "multi_thread")]
+async fn fsck_over_s3_finds_and_repairs_damaged_objects() {
+    let garage = Garage::shared();
+    let berth = Berth::builder().s3(garage).start();
+    let prefix = berth.env_value("BERTH_STORAGE_S3_PREFIX").expect("an S3 prefix");
+    let layers: Vec<Vec<u8>> = (0..4).map(|i| random_bytes(50_000 + i, 100 + i as u64)).collect();
+    let refs: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+    push_image(&berth, "fsck/s3", "v1", &refs).await;
+    let s3 = garage.client();
+    let key = |bytes: &[u8]| {
+        let d = sha256(bytes);
+        let hex = d.strip_prefix("sha256:").unwrap().to_owned();
+        format!("{prefix}/blobs/sha256/{}/{}/{hex}", &hex[..2], &hex[2..4])
+    };
+    let put = |k: String, body: Vec<u8>| {
+        s3.put_object()
+            .bucket(crate::garage::BUCKET)
+            .key(k)
+            .body(body.into())
+            .send()
+    };
+    s3.delete_object()
+        .bucket(crate::garage::BUCKET)
+        .key(key(&layers[0]))
+        .send()
+        .await
+        .unwrap();
+    put(key(&layers[1]), random_bytes(layers[1].len(), 7)).await.unwrap();
+    put(key(&layers[2]), layers[2][..100].to_vec()).await.unwrap();
+    let orphan = random_bytes(1000, 8);
+    put(key(&orphan), orphan.clone()).await.unwrap();
+    put(format!("{prefix}/blobs/sha256/zz/stray"), b"stray".to_vec())
+        .await
+        .unwrap();
+    // The wrong-sized object is never served.
+    let url = berth.url(&format!("/v2/fsck/s3/blobs/{}", sha256(&layers[2])));
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 404);
+
+    let sizes = [
+        "blob_missing",
+        "blob_size_mismatch",
+        "orphan_blob_file",
+        "stray_file",
+        "manifest_blob_missing",
+    ];
+    let (code, report) = online_fsck(&berth, &["--quick"]);
+    assert_eq!(code, 1);
+    assert_eq!(kinds(&report), sizes.iter().map(|k| (*k).to_owned()).collect());
+    let (_, report) = online_fsck(&berth, &[]);
+    let mut all: std::collections::BTreeSet<String> = sizes.iter().map(|k| (*k).to_owned()).collect();
+    all.insert("blob_corrupt".to_owned());
+    assert_eq!(kinds(&report), all);
+
+    let (code, report) = online_fsck(&berth, &["--repair"]);
+    assert_eq!(code, 1, "the image stays damaged until its blobs come back: {report}");
+    let corrupt = berth.url(&format!("/v2/fsck/s3/blobs/{}", sha256(&layers[1])));
+    assert_eq!(
+        client().get(&corrupt).send().await.unwrap().status(),
+        404,
+        "corrupt blob no longer served"
+    );
+    let quarantined = s3
+        .list_objects_v2()
+        .bucket(crate::garage::BUCKET)
+        .prefix(format!("{prefix}/quarantine/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        quarantined.contents().len(),
+        4,
+        "corrupt, wrong-sized, orphan and stray objects kept"
+    );
+    for layer in &layers[..3] {
+        push_blob(&berth, "fsck/s3", layer).await;
+    }
+    let (code, report) = online_fsck(&berth, &[]);
+    assert_eq!(code, 0, "{report}");
+    let got = client().get(&corrupt).send().await.unwrap();
+    assert_eq!(sha256(&got.bytes().await.unwrap()), sha256(&layers[1]));
+}
+
+fn online_fsck(berth: &Berth, args: &[&str]) -> (i32, serde_json::Value) {
+    let out = berth
+        .cli()
+        .args(["fsck", "--json", "--url", &berth.base])
+        .args(args)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap(), report)
+}
+
+fn kinds(report: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
