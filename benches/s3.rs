@@ -447,12 +447,17 @@ async fn main() {
     let mut rows: Vec<Row> = Vec::new();
     let mut big_sets = Vec::new();
     let (mut push_rate, mut push_cpu, mut small_rate) = ([vec![], vec![]], [vec![], vec![]], [vec![], vec![]]);
+    let mut garage_cpu = [vec![], vec![]];
+    let garage_pid = garage.server_pid().expect("garage's pid");
     for round in 0..rounds {
         let big = blobs(n_big, 16 * MIB, 10 + round as u64);
         let small = blobs(n_small, 4096, 1000 + round as u64);
         // The registries take turns within a round.
         for (i, t) in targets.iter().enumerate() {
+            let garage_before = cpu_seconds(garage_pid);
             let (rate, cpu) = bench_push(t, &big, 4, "bench/big").await;
+            let bytes: usize = big.iter().map(|(b, _)| b.len()).sum();
+            garage_cpu[i].push((cpu_seconds(garage_pid) - garage_before) / gib(bytes));
             push_rate[i].push(rate);
             push_cpu[i].push(cpu);
             let (rate, _) = bench_push(t, &small, 16, "bench/small").await;
@@ -471,6 +476,12 @@ async fn main() {
         scenario: "  server CPU".into(),
         unit: "s/GiB",
         values: med(&push_cpu),
+        lower_better: true,
+    });
+    rows.push(Row {
+        scenario: "  Garage CPU (not in the ratio's favour or against it)".into(),
+        unit: "s/GiB",
+        values: med(&garage_cpu),
         lower_better: true,
     });
     rows.push(Row {

@@ -98,6 +98,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// With the `mimalloc` feature, mimalloc replaces glibc malloc (and its tuning) for the whole
+/// process; see `server::malloc` and docs/benchmarks.md for how the two compare.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Before any thread starts (see the module).
     berth::server::tune_malloc();

@@ -915,13 +915,13 @@ impl Upload for S3Upload {
         }
         // The blob is in place; the segments are leftovers now, which start-up would also
         // remove (a session whose row the commit drops).
-        match self.all_keys().await {
-            Ok(keys) => {
-                if let Err(e) = self.inner.delete_many(keys).await {
-                    tracing::warn!(error = %e, dir = %self.dir, "could not remove committed upload segments");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, dir = %self.dir, "could not list committed upload segments"),
+        // Its keys are known: the segments, and a session's marker.
+        let mut keys: Vec<String> = self.segments.iter().map(|(o, _)| self.segment_key(*o)).collect();
+        if !self.temp {
+            keys.push(format!("{}{MARKER}", self.dir));
+        }
+        if let Err(e) = self.inner.delete_many(keys).await {
+            tracing::warn!(error = %e, dir = %self.dir, "could not remove committed upload segments");
         }
         Ok(())
     }

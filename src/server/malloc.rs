@@ -37,7 +37,8 @@ const TRIM_THRESHOLD: libc::c_int = 2 << 20;
 /// starting any thread; with other threads running it changes nothing.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune_malloc() {
-    if !single_threaded() {
+    // glibc's settings mean nothing to another global allocator.
+    if cfg!(feature = "mimalloc") || !single_threaded() {
         return;
     }
     let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();

@@ -143,6 +143,13 @@ impl Garage {
         }
     }
 
+    /// The Garage server's process id (the wrapper's child), for CPU accounting.
+    pub fn server_pid(&self) -> Option<u32> {
+        let wrapper = self.child.as_ref()?.id();
+        let children = std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("garage.log")).unwrap_or_default()
     }

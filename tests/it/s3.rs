@@ -150,9 +150,15 @@ async fn object_storage_down_mid_push_answers_503_and_the_push_resumes() {
     assert_eq!(header(&by_tag, "docker-content-digest"), manifest);
     let tags = client().get(berth.url("/v2/fault/app/tags/list")).send().await.unwrap();
     assert_eq!(tags.status(), 200);
+    let catalog = client().get(berth.url("/v2/_catalog")).send().await.unwrap();
+    assert_eq!(catalog.status(), 200, "the catalog comes from the metadata alone");
+    let ready = client().get(berth.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready while the bucket is unreachable");
 
     // Back: the session stands where it was acknowledged, and the push finishes.
     garage.restart();
+    let ready = client().get(berth.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "ready again once the bucket is back");
     assert_eq!(offset(&location).await, 6 << 20);
     assert_eq!(patch(&location, 6 << 20, &blob[6 << 20..]).await.status(), 202);
     let digest = sha256(&blob);
