@@ -34,8 +34,10 @@ pub use writer::{CommitObserver, WriteOp};
 /// make when a row they depend on is missing.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
+    /// The backend failed (I/O, a transaction refused, damage it detected); the source is the
+    /// backend's own error.
     #[error("metadata database: {0}")]
-    Db(#[from] redb::Error),
+    Db(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the metadata database {0} is open in another process")]
     Locked(String),
     #[error("metadata row is corrupt: {0}")]
@@ -58,12 +60,14 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for MetaError {
             fn from(e: $t) -> Self {
-                MetaError::Db(e.into())
+                MetaError::Db(Box::new(redb::Error::from(e)))
             }
         }
     )*};
 }
 from_redb!(
+    redb::Error,
+    redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
@@ -108,7 +112,7 @@ impl Meta {
             .create(&path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Locked(path.display().to_string()),
-                other => MetaError::Db(other.into()),
+                other => other.into(),
             })?;
         let db = Arc::new(db);
         let meta = Meta {
@@ -155,9 +159,9 @@ pub fn check_integrity(root: &Path) -> Result<Option<bool>, MetaError> {
     }
     let mut db = Database::open(&path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Locked(path.display().to_string()),
-        other => MetaError::Db(other.into()),
+        other => other.into(),
     })?;
-    let ok = db.check_integrity().map_err(|e| MetaError::Db(e.into()))?;
+    let ok = db.check_integrity()?;
     Ok(Some(ok))
 }
 
