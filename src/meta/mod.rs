@@ -16,6 +16,7 @@ pub mod fsck;
 pub mod gc;
 mod read;
 pub mod schema;
+mod store;
 pub mod usage;
 mod write;
 mod writer;
@@ -27,8 +28,9 @@ use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 pub use read::Page;
 pub use schema::{BlobRow, BlobState, ManifestRow, Millis, ReferrerRow, UploadRow};
+pub use store::{PendingWrite, WriteOp};
 pub use write::NewManifest;
-pub use writer::{CommitObserver, WriteOp};
+pub use writer::CommitObserver;
 
 /// Errors of the metadata store: storage failures, and the refusals its write transactions
 /// make when a row they depend on is missing.
