@@ -726,7 +726,7 @@ async fn repair(registry: &Arc<Registry>, f: &mut Findings) -> Result<Vec<String
             }
             FileFix::Unlink(d) => {
                 done.push(format!("removed the stored blob of tombstoned {d}"));
-                tombstoned.push(d.to_string());
+                tombstoned.push(d);
             }
         }
     }
