@@ -21,8 +21,7 @@
 //! Reads are `async`. The registry calls them from request tasks, and each backend decides
 //! where its work runs: redb's reads are blocking calls of microseconds, so its point reads run
 //! on the hot path's fixed threads (`hot_pool`) and its listings and scans on the blocking
-//! pool, exactly as the registry ran them before the seam; a network database awaits its
-//! socket and holds no thread at all. A synchronous trait would have forced such a backend to
+//! pool, one thread hop each; a network database awaits its socket and holds no thread at all. A synchronous trait would have forced such a backend to
 //! park a thread per query in flight, which is what `hot_pool` exists to avoid.
 //!
 //! Writes are built synchronously and return a [`WriteOp`]: nothing happens until it is
