@@ -6,8 +6,8 @@
 use std::hint::black_box;
 
 use berth::api::route;
-use berth::meta::{ManifestRow, Meta, NewManifest, now_ms};
-use berth::oci::{Algorithm, Digest, manifest};
+use berth::meta::{ManifestRow, Meta, MetaStore, NewManifest, now_ms};
+use berth::oci::{Algorithm, Digest, RepoName, Tag, manifest};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn hashing(c: &mut Criterion) {
@@ -71,16 +71,15 @@ fn parsing(c: &mut Criterion) {
 fn manifest_put(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let meta = Meta::open(dir.path()).unwrap();
-    let config = Digest::of(Algorithm::Sha256, b"{}").to_string();
-    meta.commit_blob("bench/app", &config, 2, None, now_ms())
-        .wait()
-        .unwrap();
+    let repo = RepoName::parse("bench/app").unwrap();
+    let config = Digest::of(Algorithm::Sha256, b"{}");
+    meta.commit_blob(&repo, &config, 2, None, now_ms()).wait().unwrap();
     let mut n = 0u64;
     c.bench_function("manifest PUT transaction (durable commit)", |b| {
         b.iter(|| {
             n += 1;
             let body = format!(r#"{{"schemaVersion":2,"n":{n}}}"#).into_bytes();
-            let digest = Digest::of(Algorithm::Sha256, &body).to_string();
+            let digest = Digest::of(Algorithm::Sha256, &body);
             let row = ManifestRow {
                 media_type: "application/vnd.oci.image.manifest.v1+json".into(),
                 body,
@@ -88,13 +87,13 @@ fn manifest_put(c: &mut Criterion) {
                 created_ms: now_ms(),
             };
             let new = NewManifest {
-                repo: "bench/app".into(),
+                repo: repo.clone(),
                 digest,
                 row,
                 blobs: vec![(config.clone(), 2)],
                 children: Vec::new(),
                 referrer: None,
-                tag: Some(format!("t{}", n % 100)),
+                tag: Some(Tag::parse(&format!("t{}", n % 100)).unwrap()),
             };
             meta.put_manifest(new, now_ms()).wait().unwrap();
         });

@@ -13,6 +13,8 @@ use std::io::{BufRead, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use berth::meta::MetaStore;
+use berth::oci::{Digest, RepoName};
 use common::env_num;
 
 fn main() {
@@ -65,8 +67,8 @@ fn fill(root: &std::path::Path, n: usize) -> Duration {
             let meta = Arc::clone(&meta);
             std::thread::spawn(move || {
                 for i in (t..n).step_by(64) {
-                    let digest = format!("sha256:{i:064x}");
-                    let repo = format!("bench/repo{}", i % 100);
+                    let digest = Digest::parse(&format!("sha256:{i:064x}")).unwrap();
+                    let repo = RepoName::parse(&format!("bench/repo{}", i % 100)).unwrap();
                     meta.commit_blob(&repo, &digest, 1000 + i as u64, None, 0)
                         .wait()
                         .unwrap();

@@ -1,7 +1,7 @@
 //! `HotPool`: a fixed pool of threads, `PER_CORE` per core, for the request hot path's short
 //! blocking calls (metadata point reads, a blob file's stat or open), which therefore do not
-//! run on tokio's blocking pool. One pool serves the process (`HotPool::global`): the registry's
-//! metadata reads and the filesystem backend's file calls share its threads. A runtime utility
+//! run on tokio's blocking pool. One pool serves the process (`HotPool::global`): the redb
+//! metadata backend's point reads and the filesystem backend's file calls share its threads. A runtime utility
 //! below every layer: it knows nothing of what it runs.
 //!
 //! They take microseconds of CPU, so more in flight gain nothing. On the blocking pool each

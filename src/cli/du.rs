@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use berth::config::{self, Flags};
 use berth::meta::usage::Usage;
-use berth::meta::{Meta, MetaError};
+use berth::meta::{Meta, MetaError, MetaStore};
 
 #[derive(Debug, clap::Args)]
 pub struct DuArgs {
@@ -46,7 +46,10 @@ pub fn run(args: DuArgs) -> anyhow::Result<()> {
             bail!("no store at {}", root.display());
         }
         match Meta::open_with_cache(root, config.storage.meta_cache) {
-            Ok(meta) => meta.usage()?,
+            Ok(meta) => {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                runtime.block_on(meta.usage())?
+            }
             Err(MetaError::Locked(path)) => {
                 bail!("{path} is held by a running berth server; use `berth du --url http://<its address>`")
             }

@@ -388,6 +388,7 @@ fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, f: &mut Findings) {
             referrer,
             ..
         } = references(&parsed, row.body.len() as u64);
+        let children: Vec<String> = children.iter().map(ToString::to_string).collect();
         for blob in &blobs {
             *exp.refcount.entry(blob.clone()).or_default() += 1;
             *exp.link_refs.entry((repo.clone(), blob.clone())).or_default() += 1;
@@ -720,7 +721,7 @@ async fn repair(registry: &Arc<Registry>, f: &mut Findings) -> Result<Vec<String
             }
             FileFix::Unlink(d) => {
                 done.push(format!("removed the stored blob of tombstoned {d}"));
-                tombstoned.push(d.to_string());
+                tombstoned.push(d);
             }
         }
     }

@@ -2,7 +2,7 @@
 //! transactions that re-check every decision, while pushes and pulls go on.
 //!
 //! Phases:
-//! 1. **Mark.** Read one snapshot (`Meta::gc_snapshot`). A manifest is live when it is
+//! 1. **Mark.** Read one snapshot (`MetaStore::gc_snapshot`). A manifest is live when it is
 //!    anchored (`meta::gc::anchored`: tagged, young, a child of a live index, or a referrer of a
 //!    live subject). A blob is needed when a live manifest references it; a link when a live
 //!    manifest of its repository references its blob.

@@ -1,17 +1,20 @@
 //! The metadata side of `fsck`: a full snapshot of every table, and the repairs, each applied
 //! as a compare-and-set inside a short write transaction so that an online repair never
 //! overwrites a change made since the snapshot (it is skipped instead, and reported).
+//!
+//! `Scan` and `Repair` are backend-neutral (every `MetaStore` answers and applies them, with
+//! keys as strings, as stored); `scan` and `repair` are redb's.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
+use super::MetaError;
 use super::codec::{decode, encode};
 use super::schema::{
     BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, MANIFESTS, ManifestRow, Millis,
     REFERRERS, REPOS, ReferrerRow, RefsRow, RepoRow, TAGS, TAGS_BY_MANIFEST, TOMBSTONES, TagRow, UPLOADS, UploadRow,
 };
-use super::{Meta, MetaError, WriteOp};
 
 type Key2 = (String, String);
 type Key3 = (String, String, String);
@@ -125,69 +128,66 @@ pub enum Repair {
     },
 }
 
-impl Meta {
-    /// Read every table in one snapshot.
-    pub fn fsck_scan(&self) -> Result<Scan, MetaError> {
-        let txn = self.read_txn()?;
-        let mut scan = Scan::default();
-        for e in txn.open_table(REPOS)?.iter()? {
-            scan.repos.insert(e?.0.value().to_owned());
-        }
-        for e in txn.open_table(TAGS)?.iter()? {
-            let (k, v) = e?;
-            let (r, t) = k.value();
-            scan.tags.insert((r.into(), t.into()), decode(v.value())?);
-        }
-        for e in txn.open_table(TAGS_BY_MANIFEST)?.iter()? {
-            let k = e?.0;
-            let (r, d, t) = k.value();
-            scan.tags_by_manifest.insert((r.into(), d.into(), t.into()));
-        }
-        for e in txn.open_table(MANIFESTS)?.iter()? {
-            let (k, v) = e?;
-            let (r, d) = k.value();
-            scan.manifests.insert((r.into(), d.into()), decode(v.value())?);
-        }
-        for e in txn.open_table(MANIFEST_REFS)?.iter()? {
-            let (k, v) = e?;
-            let (r, d) = k.value();
-            scan.refs.insert((r.into(), d.into()), decode(v.value())?);
-        }
-        for e in txn.open_table(MANIFEST_PARENTS)?.iter()? {
-            let k = e?.0;
-            let (r, c, p) = k.value();
-            scan.parents.insert((r.into(), c.into(), p.into()));
-        }
-        for e in txn.open_table(REFERRERS)?.iter()? {
-            let (key, value) = e?;
-            let (repo, subject, referrer) = key.value();
-            let key = (repo.into(), subject.into(), referrer.into());
-            scan.referrers.insert(key, decode(value.value())?);
-        }
-        for e in txn.open_table(BLOB_LINKS)?.iter()? {
-            let (k, v) = e?;
-            let (r, d) = k.value();
-            scan.links.insert((r.into(), d.into()), decode(v.value())?);
-        }
-        for e in txn.open_table(BLOBS)?.iter()? {
-            let (k, v) = e?;
-            scan.blobs.insert(k.value().into(), decode(v.value())?);
-        }
-        for e in txn.open_table(UPLOADS)?.iter()? {
-            let (k, v) = e?;
-            scan.uploads.insert(k.value().into(), decode(v.value())?);
-        }
-        for e in txn.open_table(TOMBSTONES)?.iter()? {
-            scan.tombstones.insert(e?.0.value().into());
-        }
-        Ok(scan)
+/// Read every table in one snapshot.
+pub(super) fn scan(txn: &ReadTransaction) -> Result<Scan, MetaError> {
+    let mut scan = Scan::default();
+    for e in txn.open_table(REPOS)?.iter()? {
+        scan.repos.insert(e?.0.value().to_owned());
     }
+    for e in txn.open_table(TAGS)?.iter()? {
+        let (k, v) = e?;
+        let (r, t) = k.value();
+        scan.tags.insert((r.into(), t.into()), decode(v.value())?);
+    }
+    for e in txn.open_table(TAGS_BY_MANIFEST)?.iter()? {
+        let k = e?.0;
+        let (r, d, t) = k.value();
+        scan.tags_by_manifest.insert((r.into(), d.into(), t.into()));
+    }
+    for e in txn.open_table(MANIFESTS)?.iter()? {
+        let (k, v) = e?;
+        let (r, d) = k.value();
+        scan.manifests.insert((r.into(), d.into()), decode(v.value())?);
+    }
+    for e in txn.open_table(MANIFEST_REFS)?.iter()? {
+        let (k, v) = e?;
+        let (r, d) = k.value();
+        scan.refs.insert((r.into(), d.into()), decode(v.value())?);
+    }
+    for e in txn.open_table(MANIFEST_PARENTS)?.iter()? {
+        let k = e?.0;
+        let (r, c, p) = k.value();
+        scan.parents.insert((r.into(), c.into(), p.into()));
+    }
+    for e in txn.open_table(REFERRERS)?.iter()? {
+        let (key, value) = e?;
+        let (repo, subject, referrer) = key.value();
+        let key = (repo.into(), subject.into(), referrer.into());
+        scan.referrers.insert(key, decode(value.value())?);
+    }
+    for e in txn.open_table(BLOB_LINKS)?.iter()? {
+        let (k, v) = e?;
+        let (r, d) = k.value();
+        scan.links.insert((r.into(), d.into()), decode(v.value())?);
+    }
+    for e in txn.open_table(BLOBS)?.iter()? {
+        let (k, v) = e?;
+        scan.blobs.insert(k.value().into(), decode(v.value())?);
+    }
+    for e in txn.open_table(UPLOADS)?.iter()? {
+        let (k, v) = e?;
+        scan.uploads.insert(k.value().into(), decode(v.value())?);
+    }
+    for e in txn.open_table(TOMBSTONES)?.iter()? {
+        scan.tombstones.insert(e?.0.value().into());
+    }
+    Ok(scan)
+}
 
-    /// Apply repairs in one transaction; returns, for each, whether it was applied (false:
-    /// the row changed since the snapshot, so the repair no longer fits).
-    pub fn fsck_repair(&self, repairs: Vec<Repair>) -> WriteOp<Vec<bool>> {
-        self.write(move |txn| repairs.iter().map(|r| apply(txn, r)).collect())
-    }
+/// Apply repairs in one transaction; returns, for each, whether it was applied (false: the row
+/// changed since the snapshot, so the repair no longer fits).
+pub(super) fn repair(txn: &WriteTransaction, repairs: &[Repair]) -> Result<Vec<bool>, MetaError> {
+    repairs.iter().map(|r| apply(txn, r)).collect()
 }
 
 fn apply(txn: &WriteTransaction, repair: &Repair) -> Result<bool, MetaError> {

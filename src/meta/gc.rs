@@ -7,18 +7,26 @@
 //! in-memory snapshot (to choose candidates and to report a dry run) and inside each sweep
 //! transaction (to decide), so a tag moved, an index pushed or a referrer added after the
 //! snapshot always wins.
+//!
+//! `Policy`, `Snapshot`, the `Graph` trait and the rule itself (`anchored`, `unanchored`) are
+//! backend-neutral: any `MetaStore` evaluates the rule over its own transaction through
+//! `Graph`. The functions below them are redb's (`TxnGraph` and the sweep transactions).
+//! Whether a blob was HEAD-checked lately is the registry's knowledge, not the store's: the
+//! registry leaves touched blobs out of the candidates while it holds their digests' locks,
+//! which a HEAD must take to record a touch.
 
 use std::collections::{HashMap, HashSet};
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
+use super::MetaError;
 use super::codec::{decode, encode};
 use super::schema::{
     BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, Millis, RefsRow, TAGS_BY_MANIFEST,
-    TOMBSTONES, TombstoneRow, UPLOADS, UploadRow,
+    TOMBSTONES, TombstoneRow,
 };
 use super::write::{remove_link, remove_manifest};
-use super::{Meta, MetaError, WriteOp};
+use crate::oci::{Digest, RepoName};
 
 /// Deeper reference chains than this are treated as anchored (kept), never as garbage.
 const MAX_DEPTH: usize = 64;
@@ -137,175 +145,148 @@ impl Graph for TxnGraph<'_> {
     }
 }
 
-impl Meta {
-    /// Read everything the mark phase needs from one snapshot. Manifest bodies are not read.
-    pub fn gc_snapshot(&self) -> Result<Snapshot, MetaError> {
-        let txn = self.read_txn()?;
-        let mut snap = Snapshot::default();
-        for entry in txn.open_table(MANIFEST_REFS)?.iter()? {
-            let (key, value) = entry?;
-            let (repo, digest) = key.value();
-            let node = Node {
-                refs: decode(value.value())?,
-                ..Node::default()
+/// Read everything the mark phase needs from one snapshot. Manifest bodies are not read.
+pub(super) fn snapshot(txn: &ReadTransaction) -> Result<Snapshot, MetaError> {
+    let mut snap = Snapshot::default();
+    for entry in txn.open_table(MANIFEST_REFS)?.iter()? {
+        let (key, value) = entry?;
+        let (repo, digest) = key.value();
+        let node = Node {
+            refs: decode(value.value())?,
+            ..Node::default()
+        };
+        snap.manifests.insert((repo.to_owned(), digest.to_owned()), node);
+    }
+    for entry in txn.open_table(TAGS_BY_MANIFEST)?.iter()? {
+        let key = entry?.0;
+        let (repo, digest, _) = key.value();
+        if let Some(node) = snap.manifests.get_mut(&(repo.to_owned(), digest.to_owned())) {
+            node.tagged = true;
+        }
+    }
+    for entry in txn.open_table(MANIFEST_PARENTS)?.iter()? {
+        let key = entry?.0;
+        let (repo, child, parent) = key.value();
+        if let Some(node) = snap.manifests.get_mut(&(repo.to_owned(), child.to_owned())) {
+            node.parents.push(parent.to_owned());
+        }
+    }
+    for entry in txn.open_table(BLOB_LINKS)?.iter()? {
+        let (key, value) = entry?;
+        let (repo, digest) = key.value();
+        snap.links
+            .push((repo.to_owned(), digest.to_owned(), decode(value.value())?));
+    }
+    for entry in txn.open_table(BLOBS)?.iter()? {
+        let (key, value) = entry?;
+        snap.blobs.push((key.value().to_owned(), decode(value.value())?));
+    }
+    Ok(snap)
+}
+
+/// Delete those `candidates` that are still not anchored. Returns how many went.
+pub(super) fn delete_manifests(
+    txn: &WriteTransaction,
+    candidates: &[(RepoName, Digest)],
+    policy: Policy,
+) -> Result<u64, MetaError> {
+    let mut deleted = 0;
+    for (repo, digest) in candidates {
+        let (repo, digest) = (repo.as_str(), digest.as_str());
+        // Fresh memo per candidate: each deletion changes the graph for the next.
+        let mut memo = Memo::default();
+        let keep = anchored(&mut TxnGraph(txn), policy, repo, digest, &mut memo)?;
+        if !keep && remove_manifest(txn, repo, digest)? {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Remove those links among `candidates` that no manifest of their repository references and
+/// that are older than the cutoff (the caller left out touched blobs). Returns how many went.
+pub(super) fn remove_links(
+    txn: &WriteTransaction,
+    candidates: &[(RepoName, Digest)],
+    policy: Policy,
+) -> Result<u64, MetaError> {
+    let mut removed = 0;
+    for (repo, digest) in candidates {
+        let (repo, digest) = (repo.as_str(), digest.as_str());
+        let link = txn
+            .open_table(BLOB_LINKS)?
+            .get((repo, digest))?
+            .map(|v| decode::<LinkRow>(v.value()));
+        let Some(link) = link.transpose()? else { continue };
+        if link.refs == 0 && link.linked_ms < policy.cutoff_ms {
+            remove_link(txn, repo, digest)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Tombstone those blobs among `candidates` that are live, unreferenced, unlinked and older
+/// than the cutoff (the caller left out touched ones). Returns the tombstoned ones with their
+/// sizes. Their files may be unlinked once this commits.
+pub(super) fn tombstone_blobs(
+    txn: &WriteTransaction,
+    candidates: &[Digest],
+    policy: Policy,
+    now: Millis,
+) -> Result<Vec<(Digest, u64)>, MetaError> {
+    let mut doomed = Vec::new();
+    let mut blobs = txn.open_table(BLOBS)?;
+    let mut tombstones = txn.open_table(TOMBSTONES)?;
+    for digest in candidates {
+        let row = blobs
+            .get(digest.as_str())?
+            .map(|v| decode::<BlobRow>(v.value()))
+            .transpose()?;
+        let Some(mut row) = row else { continue };
+        let collectable =
+            row.state == BlobState::Live && row.refcount == 0 && row.links == 0 && row.created_ms < policy.cutoff_ms;
+        if collectable {
+            row.state = BlobState::Deleting { since_ms: now };
+            blobs.insert(digest.as_str(), encode(&row).as_slice())?;
+            let tomb = TombstoneRow {
+                size: row.size,
+                since_ms: now,
             };
-            snap.manifests.insert((repo.to_owned(), digest.to_owned()), node);
+            tombstones.insert(digest.as_str(), encode(&tomb).as_slice())?;
+            doomed.push((digest.clone(), row.size));
         }
-        for entry in txn.open_table(TAGS_BY_MANIFEST)?.iter()? {
-            let key = entry?.0;
-            let (repo, digest, _) = key.value();
-            if let Some(node) = snap.manifests.get_mut(&(repo.to_owned(), digest.to_owned())) {
-                node.tagged = true;
-            }
+    }
+    Ok(doomed)
+}
+
+/// After their files are unlinked: drop the blob rows (still tombstoned) and tombstones.
+pub(super) fn finish_tombstones(txn: &WriteTransaction, digests: &[Digest]) -> Result<(), MetaError> {
+    let mut blobs = txn.open_table(BLOBS)?;
+    let mut tombstones = txn.open_table(TOMBSTONES)?;
+    for digest in digests {
+        let row = blobs
+            .get(digest.as_str())?
+            .map(|v| decode::<BlobRow>(v.value()))
+            .transpose()?;
+        if row.is_some_and(|r| r.state != BlobState::Live) {
+            blobs.remove(digest.as_str())?;
         }
-        for entry in txn.open_table(MANIFEST_PARENTS)?.iter()? {
-            let key = entry?.0;
-            let (repo, child, parent) = key.value();
-            if let Some(node) = snap.manifests.get_mut(&(repo.to_owned(), child.to_owned())) {
-                node.parents.push(parent.to_owned());
-            }
+        tombstones.remove(digest.as_str())?;
+    }
+    Ok(())
+}
+
+/// Digests of every tombstone (start-up finishes them). A key that is not a digest names no
+/// blob the registry could have stored; fsck reports it.
+pub(super) fn tombstones(txn: &ReadTransaction) -> Result<Vec<Digest>, MetaError> {
+    let mut out = Vec::new();
+    for entry in txn.open_table(TOMBSTONES)?.iter()? {
+        if let Ok(digest) = Digest::parse(entry?.0.value()) {
+            out.push(digest);
         }
-        for entry in txn.open_table(BLOB_LINKS)?.iter()? {
-            let (key, value) = entry?;
-            let (repo, digest) = key.value();
-            snap.links
-                .push((repo.to_owned(), digest.to_owned(), decode(value.value())?));
-        }
-        for entry in txn.open_table(BLOBS)?.iter()? {
-            let (key, value) = entry?;
-            snap.blobs.push((key.value().to_owned(), decode(value.value())?));
-        }
-        Ok(snap)
     }
-
-    /// Delete those `candidates` that are still not anchored. Returns the deleted ones.
-    pub fn gc_delete_manifests(
-        &self,
-        candidates: &[(String, String)],
-        policy: Policy,
-    ) -> WriteOp<Vec<(String, String)>> {
-        let candidates = candidates.to_vec();
-        self.write(move |txn| {
-            let mut deleted = Vec::new();
-            for (repo, digest) in &candidates {
-                // Fresh memo per candidate: each deletion changes the graph for the next.
-                let mut memo = Memo::default();
-                let keep = anchored(&mut TxnGraph(txn), policy, repo, digest, &mut memo)?;
-                if !keep && remove_manifest(txn, repo, digest)? {
-                    deleted.push((repo.clone(), digest.clone()));
-                }
-            }
-            Ok(deleted)
-        })
-    }
-
-    /// Remove those links among `candidates` that no manifest of their repository references,
-    /// that are older than the cutoff, and whose blob is not `touched`.
-    pub fn gc_remove_links(
-        &self,
-        candidates: &[(String, String)],
-        policy: Policy,
-        touched: impl Fn(&str) -> bool + Send + 'static,
-    ) -> WriteOp<Vec<(String, String)>> {
-        let candidates = candidates.to_vec();
-        self.write(move |txn| {
-            let mut removed = Vec::new();
-            for (repo, digest) in &candidates {
-                let key = (repo.as_str(), digest.as_str());
-                let link = txn
-                    .open_table(BLOB_LINKS)?
-                    .get(key)?
-                    .map(|v| decode::<LinkRow>(v.value()));
-                let Some(link) = link.transpose()? else { continue };
-                if link.refs == 0 && link.linked_ms < policy.cutoff_ms && !touched(digest) {
-                    remove_link(txn, repo, digest)?;
-                    removed.push((repo.clone(), digest.clone()));
-                }
-            }
-            Ok(removed)
-        })
-    }
-
-    /// Tombstone those blobs among `candidates` that are live, unreferenced, unlinked, older
-    /// than the cutoff and not `touched`. Returns the tombstoned ones with their sizes. Their
-    /// files may be unlinked once this commits.
-    pub fn gc_tombstone_blobs(
-        &self,
-        candidates: &[String],
-        policy: Policy,
-        touched: impl Fn(&str) -> bool + Send + 'static,
-        now: Millis,
-    ) -> WriteOp<Vec<(String, u64)>> {
-        let candidates = candidates.to_vec();
-        self.write(move |txn| {
-            let mut doomed = Vec::new();
-            let mut blobs = txn.open_table(BLOBS)?;
-            let mut tombstones = txn.open_table(TOMBSTONES)?;
-            for digest in &candidates {
-                let row = blobs
-                    .get(digest.as_str())?
-                    .map(|v| decode::<BlobRow>(v.value()))
-                    .transpose()?;
-                let Some(mut row) = row else { continue };
-                let collectable = row.state == BlobState::Live
-                    && row.refcount == 0
-                    && row.links == 0
-                    && row.created_ms < policy.cutoff_ms
-                    && !touched(digest);
-                if collectable {
-                    row.state = BlobState::Deleting { since_ms: now };
-                    blobs.insert(digest.as_str(), encode(&row).as_slice())?;
-                    let tomb = TombstoneRow {
-                        size: row.size,
-                        since_ms: now,
-                    };
-                    tombstones.insert(digest.as_str(), encode(&tomb).as_slice())?;
-                    doomed.push((digest.clone(), row.size));
-                }
-            }
-            Ok(doomed)
-        })
-    }
-
-    /// After their files are unlinked: drop the blob rows (still tombstoned) and tombstones.
-    pub fn gc_finish_tombstones(&self, digests: &[String]) -> WriteOp<()> {
-        let digests = digests.to_vec();
-        self.write(move |txn| {
-            let mut blobs = txn.open_table(BLOBS)?;
-            let mut tombstones = txn.open_table(TOMBSTONES)?;
-            for digest in &digests {
-                let row = blobs
-                    .get(digest.as_str())?
-                    .map(|v| decode::<BlobRow>(v.value()))
-                    .transpose()?;
-                if row.is_some_and(|r| r.state != BlobState::Live) {
-                    blobs.remove(digest.as_str())?;
-                }
-                tombstones.remove(digest.as_str())?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Digests of every tombstone (start-up finishes them).
-    pub fn tombstones(&self) -> Result<Vec<String>, MetaError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(TOMBSTONES)?;
-        table.iter()?.map(|e| Ok(e?.0.value().to_owned())).collect()
-    }
-
-    /// Ids of upload sessions created before `before_ms`.
-    pub fn stale_uploads(&self, before_ms: Millis) -> Result<Vec<String>, MetaError> {
-        let txn = self.read_txn()?;
-        let mut out = Vec::new();
-        for entry in txn.open_table(UPLOADS)?.iter()? {
-            let (key, value) = entry?;
-            if decode::<UploadRow>(value.value())?.created_ms < before_ms {
-                out.push(key.value().to_owned());
-            }
-        }
-        Ok(out)
-    }
+    Ok(out)
 }
 
 /// The manifests of a snapshot that are not anchored.

@@ -1,21 +1,29 @@
-//! The metadata store: one redb file holding repositories, tags, manifests, references,
-//! referrers, per-repository blob links, global blob records and upload sessions.
+//! The metadata store: repositories, tags, manifests, references, referrers, per-repository
+//! blob links, global blob records and upload sessions.
 //!
-//! This is the only module that opens tables. It knows nothing of HTTP, of metrics (its writer
-//! reports commits to a `CommitObserver` given at open time) or of files other than the
-//! database itself. Every method is one transaction:
+//! The seam is [`MetaStore`] (`store`): the operations the registry, garbage collection and
+//! fsck use, with typed arguments, and [`WriteOp`], the pending write its writes return. The
+//! backend-neutral parts live beside it: the row types (`schema`), the reachability rule and
+//! mark snapshot of garbage collection (`gc`), fsck's scan and repairs (`fsck`), the usage
+//! figures (`usage`).
+//!
+//! [`Meta`] is the one backend: one redb file, and the only code that opens tables
+//! (`redb_store` implements the trait: typed arguments become string keys there, and each call
+//! goes to the thread it runs on). It knows nothing of HTTP, of metrics (its writer reports
+//! commits to a `CommitObserver` given at open time) or of files other than the database
+//! itself. Every operation is one transaction:
 //! - reads use a read transaction (an MVCC snapshot) and never wait for the writer;
 //! - writes are short: they read and write rows only, with no file I/O and no hashing. A change
 //!   that spans several rows (a manifest PUT updates manifests, references, reference counts,
-//!   referrers and tags) is one write transaction.
-//!
-//! All methods block; async callers run them on the blocking pool.
+//!   referrers and tags) is one write transaction, run by the group-commit writer (`writer`).
 
 pub mod codec;
 pub mod fsck;
 pub mod gc;
 mod read;
+mod redb_store;
 pub mod schema;
+mod store;
 pub mod usage;
 mod write;
 mod writer;
@@ -25,17 +33,20 @@ use std::sync::Arc;
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
-pub use read::Page;
+use crate::hot_pool::HotPool;
+
 pub use schema::{BlobRow, BlobState, ManifestRow, Millis, ReferrerRow, UploadRow};
-pub use write::NewManifest;
-pub use writer::{CommitObserver, WriteOp};
+pub use store::{MetaStore, NewManifest, Page, PendingWrite, WriteOp};
+pub use writer::CommitObserver;
 
 /// Errors of the metadata store: storage failures, and the refusals its write transactions
 /// make when a row they depend on is missing.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
+    /// The backend failed (I/O, a transaction refused, damage it detected); the source is the
+    /// backend's own error.
     #[error("metadata database: {0}")]
-    Db(#[from] redb::Error),
+    Db(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the metadata database {0} is open in another process")]
     Locked(String),
     #[error("metadata row is corrupt: {0}")]
@@ -58,12 +69,14 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for MetaError {
             fn from(e: $t) -> Self {
-                MetaError::Db(e.into())
+                MetaError::Db(Box::new(redb::Error::from(e)))
             }
         }
     )*};
 }
 from_redb!(
+    redb::Error,
+    redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
@@ -73,8 +86,8 @@ from_redb!(
 /// The file name of the database under the storage root.
 pub const DB_FILE: &str = "meta.redb";
 
-/// Handle to the metadata database: reads run on the caller's thread; writes go to the
-/// group-commit writer thread (`writer`).
+/// The redb backend of [`MetaStore`]: point reads run on the hot path's threads, listings and
+/// scans on the blocking pool, writes on the group-commit writer thread (`writer`).
 pub struct Meta {
     db: Arc<Database>,
     writer: writer::Writer,
@@ -108,19 +121,38 @@ impl Meta {
             .create(&path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Locked(path.display().to_string()),
-                other => MetaError::Db(other.into()),
+                other => other.into(),
             })?;
         let db = Arc::new(db);
         let meta = Meta {
             writer: writer::Writer::start(Arc::clone(&db), Box::new(observer)),
             db,
         };
-        meta.ensure_tables().wait()?;
+        meta.write(write::ensure_tables).wait()?;
         Ok(meta)
     }
 
-    fn read_txn(&self) -> Result<ReadTransaction, MetaError> {
-        Ok(self.db.begin_read()?)
+    /// `f` over one read transaction on the hot path's fixed threads (`hot_pool`): a point
+    /// read of microseconds, which must not start a blocking-pool thread.
+    async fn point<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, MetaError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        HotPool::global().run(move || f(&db.begin_read()?)).await
+    }
+
+    /// `f` over one read transaction on tokio's blocking pool: a listing or a scan.
+    async fn scan<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, MetaError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&db.begin_read()?))
+            .await
+            .expect("a metadata scan panicked")
     }
 
     /// `f` as a write transaction, batched with concurrent writes into one commit once queued
@@ -155,9 +187,9 @@ pub fn check_integrity(root: &Path) -> Result<Option<bool>, MetaError> {
     }
     let mut db = Database::open(&path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Locked(path.display().to_string()),
-        other => MetaError::Db(other.into()),
+        other => other.into(),
     })?;
-    let ok = db.check_integrity().map_err(|e| MetaError::Db(e.into()))?;
+    let ok = db.check_integrity()?;
     Ok(Some(ok))
 }
 

@@ -1,154 +1,148 @@
-//! Read transactions. Each method takes one MVCC snapshot and never waits for the writer.
+//! Read transactions. Each function reads one MVCC snapshot (the caller's transaction), which
+//! never waits for the writer.
 
 use std::ops::Bound;
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
+use uuid::Uuid;
 
+use super::MetaError;
 use super::codec::decode;
 use super::schema::{
-    BLOB_LINKS, BLOBS, BlobRow, BlobState, MANIFESTS, ManifestRow, REFERRERS, REPOS, ReferrerRow, TAGS, TagRow,
+    BLOB_LINKS, BLOBS, BlobRow, BlobState, MANIFESTS, ManifestRow, Millis, REFERRERS, REPOS, ReferrerRow, TAGS, TagRow,
     UPLOADS, UploadRow,
 };
-use super::{Meta, MetaError};
+use super::store::Page;
 
-/// One page of a lexically ordered listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    pub items: Vec<String>,
-    /// True when entries follow the last item.
-    pub more: bool,
+/// The manifest `digest` of `repo`.
+pub(super) fn manifest(txn: &ReadTransaction, repo: &str, digest: &str) -> Result<Option<ManifestRow>, MetaError> {
+    let table = txn.open_table(MANIFESTS)?;
+    table.get((repo, digest))?.map(|v| decode(v.value())).transpose()
 }
 
-impl Meta {
-    pub fn repo_exists(&self, repo: &str) -> Result<bool, MetaError> {
-        Ok(self.read_txn()?.open_table(REPOS)?.get(repo)?.is_some())
-    }
+/// The manifest `tag` points at, with its digest.
+pub(super) fn manifest_by_tag(
+    txn: &ReadTransaction,
+    repo: &str,
+    tag: &str,
+) -> Result<Option<(String, ManifestRow)>, MetaError> {
+    let Some(tag_row) = txn
+        .open_table(TAGS)?
+        .get((repo, tag))?
+        .map(|v| decode::<TagRow>(v.value()))
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    let row = manifest(txn, repo, &tag_row.digest)?;
+    Ok(row.map(|r| (tag_row.digest, r)))
+}
 
-    /// The manifest `digest` of `repo`.
-    pub fn manifest(&self, repo: &str, digest: &str) -> Result<Option<ManifestRow>, MetaError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(MANIFESTS)?;
-        table.get((repo, digest))?.map(|v| decode(v.value())).transpose()
+/// The blob record of `digest` if it is linked into `repo` and live.
+pub(super) fn linked_blob(txn: &ReadTransaction, repo: &str, digest: &str) -> Result<Option<BlobRow>, MetaError> {
+    if txn.open_table(BLOB_LINKS)?.get((repo, digest))?.is_none() {
+        return Ok(None);
     }
+    live_blob(txn, digest)
+}
 
-    /// The manifest `tag` points at, with its digest, from one snapshot.
-    pub fn manifest_by_tag(&self, repo: &str, tag: &str) -> Result<Option<(String, ManifestRow)>, MetaError> {
-        let txn = self.read_txn()?;
-        let Some(tag_row) = txn
-            .open_table(TAGS)?
-            .get((repo, tag))?
-            .map(|v| decode::<TagRow>(v.value()))
-            .transpose()?
-        else {
-            return Ok(None);
-        };
-        let table = txn.open_table(MANIFESTS)?;
-        let row = table
-            .get((repo, tag_row.digest.as_str()))?
-            .map(|v| decode(v.value()))
-            .transpose()?;
-        Ok(row.map(|r| (tag_row.digest, r)))
+/// The global record of `digest`, if live.
+pub(super) fn live_blob(txn: &ReadTransaction, digest: &str) -> Result<Option<BlobRow>, MetaError> {
+    let blob = txn
+        .open_table(BLOBS)?
+        .get(digest)?
+        .map(|v| decode::<BlobRow>(v.value()))
+        .transpose()?;
+    Ok(blob.filter(|b| b.state == BlobState::Live))
+}
+
+/// Tags of `repo` after `last`, at most `n`; `None` when the repository does not exist.
+pub(super) fn tags(txn: &ReadTransaction, repo: &str, last: Option<&str>, n: usize) -> Result<Option<Page>, MetaError> {
+    if txn.open_table(REPOS)?.get(repo)?.is_none() {
+        return Ok(None);
     }
-
-    /// The blob record of `digest` if it is linked into `repo` and live.
-    pub fn linked_blob(&self, repo: &str, digest: &str) -> Result<Option<BlobRow>, MetaError> {
-        let txn = self.read_txn()?;
-        if txn.open_table(BLOB_LINKS)?.get((repo, digest))?.is_none() {
-            return Ok(None);
+    let table = txn.open_table(TAGS)?;
+    let start = last.map_or(Bound::Included((repo, "")), |l| Bound::Excluded((repo, l)));
+    let mut items = Vec::new();
+    for entry in table.range::<(&str, &str)>((start, Bound::Unbounded))? {
+        let (key, _) = entry?;
+        let (r, tag) = key.value();
+        if r != repo {
+            break;
         }
-        let blob = txn
-            .open_table(BLOBS)?
-            .get(digest)?
-            .map(|v| decode::<BlobRow>(v.value()))
-            .transpose()?;
-        Ok(blob.filter(|b| b.state == BlobState::Live))
-    }
-
-    /// The global record of `digest`, if live.
-    pub fn live_blob(&self, digest: &str) -> Result<Option<BlobRow>, MetaError> {
-        let txn = self.read_txn()?;
-        let blob = txn
-            .open_table(BLOBS)?
-            .get(digest)?
-            .map(|v| decode::<BlobRow>(v.value()))
-            .transpose()?;
-        Ok(blob.filter(|b| b.state == BlobState::Live))
-    }
-
-    /// Tags of `repo` after `last`, at most `n`; `None` when the repository does not exist.
-    pub fn tags(&self, repo: &str, last: Option<&str>, n: usize) -> Result<Option<Page>, MetaError> {
-        let txn = self.read_txn()?;
-        if txn.open_table(REPOS)?.get(repo)?.is_none() {
-            return Ok(None);
+        if items.len() == n {
+            return Ok(Some(Page { items, more: true }));
         }
-        let table = txn.open_table(TAGS)?;
-        let start = last.map_or(Bound::Included((repo, "")), |l| Bound::Excluded((repo, l)));
-        let mut items = Vec::new();
-        for entry in table.range::<(&str, &str)>((start, Bound::Unbounded))? {
-            let (key, _) = entry?;
-            let (r, tag) = key.value();
-            if r != repo {
-                break;
-            }
-            if items.len() == n {
-                return Ok(Some(Page { items, more: true }));
-            }
-            items.push(tag.to_owned());
+        items.push(tag.to_owned());
+    }
+    Ok(Some(Page { items, more: false }))
+}
+
+/// Repository names after `last`, at most `n`.
+pub(super) fn repos(txn: &ReadTransaction, last: Option<&str>, n: usize) -> Result<Page, MetaError> {
+    let table = txn.open_table(REPOS)?;
+    let start = last.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut items = Vec::new();
+    for entry in table.range::<&str>((start, Bound::Unbounded))? {
+        let (key, _) = entry?;
+        if items.len() == n {
+            return Ok(Page { items, more: true });
         }
-        Ok(Some(Page { items, more: false }))
+        items.push(key.value().to_owned());
     }
+    Ok(Page { items, more: false })
+}
 
-    /// Repository names after `last`, at most `n`.
-    pub fn repos(&self, last: Option<&str>, n: usize) -> Result<Page, MetaError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(REPOS)?;
-        let start = last.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut items = Vec::new();
-        for entry in table.range::<&str>((start, Bound::Unbounded))? {
-            let (key, _) = entry?;
-            if items.len() == n {
-                return Ok(Page { items, more: true });
-            }
-            items.push(key.value().to_owned());
+/// Manifests of `repo` whose `subject` is `subject`, ordered by digest.
+pub(super) fn referrers(
+    txn: &ReadTransaction,
+    repo: &str,
+    subject: &str,
+) -> Result<Vec<(String, ReferrerRow)>, MetaError> {
+    let table = txn.open_table(REFERRERS)?;
+    let mut out = Vec::new();
+    for entry in table.range((repo, subject, "")..)? {
+        let (key, value) = entry?;
+        let (r, s, referrer) = key.value();
+        if r != repo || s != subject {
+            break;
         }
-        Ok(Page { items, more: false })
+        out.push((referrer.to_owned(), decode(value.value())?));
     }
+    Ok(out)
+}
 
-    /// Manifests of `repo` whose `subject` is `subject`, ordered by digest.
-    pub fn referrers(&self, repo: &str, subject: &str) -> Result<Vec<(String, ReferrerRow)>, MetaError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(REFERRERS)?;
-        let mut out = Vec::new();
-        for entry in table.range((repo, subject, "")..)? {
-            let (key, value) = entry?;
-            let (r, s, referrer) = key.value();
-            if r != repo || s != subject {
-                break;
-            }
-            out.push((referrer.to_owned(), decode(value.value())?));
+pub(super) fn upload(txn: &ReadTransaction, id: &str) -> Result<Option<UploadRow>, MetaError> {
+    txn.open_table(UPLOADS)?.get(id)?.map(|v| decode(v.value())).transpose()
+}
+
+/// How many upload sessions are open.
+pub(super) fn upload_count(txn: &ReadTransaction) -> Result<u64, MetaError> {
+    Ok(txn.open_table(UPLOADS)?.len()?)
+}
+
+/// Every upload session id. A key that is not a UUID names no session the registry could have
+/// opened, so it is left out; fsck, whose scan reads keys as they are, reports it.
+pub(super) fn upload_ids(txn: &ReadTransaction) -> Result<Vec<Uuid>, MetaError> {
+    let mut out = Vec::new();
+    for entry in txn.open_table(UPLOADS)?.iter()? {
+        if let Ok(id) = Uuid::parse_str(entry?.0.value()) {
+            out.push(id);
         }
-        Ok(out)
     }
+    Ok(out)
+}
 
-    pub fn upload(&self, id: &str) -> Result<Option<UploadRow>, MetaError> {
-        let txn = self.read_txn()?;
-        txn.open_table(UPLOADS)?.get(id)?.map(|v| decode(v.value())).transpose()
+/// Ids of upload sessions created before `before_ms` (keys that are not UUIDs left out).
+pub(super) fn stale_uploads(txn: &ReadTransaction, before_ms: Millis) -> Result<Vec<Uuid>, MetaError> {
+    let mut out = Vec::new();
+    for entry in txn.open_table(UPLOADS)?.iter()? {
+        let (key, value) = entry?;
+        if decode::<UploadRow>(value.value())?.created_ms < before_ms
+            && let Ok(id) = Uuid::parse_str(key.value())
+        {
+            out.push(id);
+        }
     }
-
-    /// How many upload sessions are open.
-    pub fn upload_count(&self) -> Result<u64, MetaError> {
-        use redb::ReadableTableMetadata;
-        Ok(self.read_txn()?.open_table(UPLOADS)?.len()?)
-    }
-
-    /// Every upload session id.
-    pub fn upload_ids(&self) -> Result<Vec<String>, MetaError> {
-        self.keys(UPLOADS)
-    }
-
-    fn keys(&self, def: TableDefinition<&str, &[u8]>) -> Result<Vec<String>, MetaError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(def)?;
-        table.iter()?.map(|e| Ok(e?.0.value().to_owned())).collect()
-    }
+    Ok(out)
 }

@@ -1,5 +1,6 @@
-//! Write transactions. Each method is one short transaction over rows only: it re-checks what it
-//! depends on inside the transaction, so a concurrent writer (another push, garbage
+//! Write transactions. Each `pub(super)` function is the body of one short transaction over
+//! rows only (string keys; `redb_store` turns the typed arguments into them): it re-checks
+//! what it depends on inside the transaction, so a concurrent writer (another push, garbage
 //! collection) can never slip between the check and the change.
 //!
 //! Counters kept here, always in the transaction that changes what they count:
@@ -11,176 +12,144 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::codec::{decode, encode};
 use super::schema::{
-    BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, MANIFESTS, ManifestRow, Millis,
-    REFERRERS, REPOS, ReferrerRow, RefsRow, RepoRow, TAGS, TAGS_BY_MANIFEST, TOMBSTONES, TagRow, UPLOADS, UploadRow,
+    BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, MANIFESTS, Millis, REFERRERS,
+    REPOS, RefsRow, RepoRow, TAGS, TAGS_BY_MANIFEST, TOMBSTONES, TagRow, UPLOADS, UploadRow,
 };
-use super::{Meta, MetaError, WriteOp};
+use super::{MetaError, NewManifest};
 
-/// Everything a manifest PUT writes, already parsed and validated by the caller.
-#[derive(Debug, Clone)]
-pub struct NewManifest {
-    pub repo: String,
-    pub digest: String,
-    pub row: ManifestRow,
-    /// Required blobs with their declared sizes (config and distributable layers).
-    pub blobs: Vec<(String, u64)>,
-    /// Child manifests of an index, which must exist in the repository.
-    pub children: Vec<String>,
-    /// The descriptor to list under `row.subject`, when there is a subject.
-    pub referrer: Option<ReferrerRow>,
-    pub tag: Option<String>,
+/// Create every table, so that read transactions can always open them.
+pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<(), MetaError> {
+    txn.open_table(REPOS)?;
+    txn.open_table(TAGS)?;
+    txn.open_table(TAGS_BY_MANIFEST)?;
+    txn.open_table(MANIFESTS)?;
+    txn.open_table(MANIFEST_REFS)?;
+    txn.open_table(MANIFEST_PARENTS)?;
+    txn.open_table(REFERRERS)?;
+    txn.open_table(BLOB_LINKS)?;
+    txn.open_table(BLOBS)?;
+    txn.open_table(UPLOADS)?;
+    txn.open_table(TOMBSTONES)?;
+    Ok(())
 }
 
-impl Meta {
-    /// Create every table, so that read transactions can always open them.
-    pub(super) fn ensure_tables(&self) -> WriteOp<()> {
-        self.write(|txn| {
-            txn.open_table(REPOS)?;
-            txn.open_table(TAGS)?;
-            txn.open_table(TAGS_BY_MANIFEST)?;
-            txn.open_table(MANIFESTS)?;
-            txn.open_table(MANIFEST_REFS)?;
-            txn.open_table(MANIFEST_PARENTS)?;
-            txn.open_table(REFERRERS)?;
-            txn.open_table(BLOB_LINKS)?;
-            txn.open_table(BLOBS)?;
-            txn.open_table(UPLOADS)?;
-            txn.open_table(TOMBSTONES)?;
-            Ok(())
-        })
-    }
+pub(super) fn create_upload(txn: &WriteTransaction, id: &str, repo: &str, now: Millis) -> Result<(), MetaError> {
+    let row = UploadRow {
+        repo: repo.to_owned(),
+        created_ms: now,
+    };
+    txn.open_table(UPLOADS)?.insert(id, encode(&row).as_slice())?;
+    Ok(())
+}
 
-    pub fn create_upload(&self, id: &str, row: &UploadRow) -> WriteOp<()> {
-        let (id, row) = (id.to_owned(), encode(row));
-        self.write(move |txn| {
-            txn.open_table(UPLOADS)?.insert(id.as_str(), row.as_slice())?;
-            Ok(())
-        })
-    }
+pub(super) fn delete_upload(txn: &WriteTransaction, id: &str) -> Result<(), MetaError> {
+    txn.open_table(UPLOADS)?.remove(id)?;
+    Ok(())
+}
 
-    pub fn delete_upload(&self, id: &str) -> WriteOp<()> {
-        let id = id.to_owned();
-        self.write(move |txn| {
-            txn.open_table(UPLOADS)?.remove(id.as_str())?;
-            Ok(())
-        })
+/// Record a blob whose file was just made durable, link it into `repo`, and close the upload
+/// session it came from. Called only after the file is in place.
+pub(super) fn commit_blob(
+    txn: &WriteTransaction,
+    repo: &str,
+    digest: &str,
+    size: u64,
+    upload: Option<&str>,
+    now: Millis,
+) -> Result<(), MetaError> {
+    record_blob(txn, digest, size, now)?;
+    link(txn, repo, digest, now)?;
+    if let Some(id) = upload {
+        delete_upload(txn, id)?;
     }
+    Ok(())
+}
 
-    /// Record a blob whose file was just made durable, link it into `repo`, and close the
-    /// upload session it came from. Called only after the file is in place.
-    pub fn commit_blob(&self, repo: &str, digest: &str, size: u64, upload: Option<&str>, now: Millis) -> WriteOp<()> {
-        let (repo, digest, upload) = (repo.to_owned(), digest.to_owned(), upload.map(str::to_owned));
-        self.write(move |txn| {
-            record_blob(txn, &digest, size, now)?;
-            link(txn, &repo, &digest, now)?;
-            if let Some(id) = &upload {
-                txn.open_table(UPLOADS)?.remove(id.as_str())?;
-            }
-            Ok(())
-        })
+/// Link an existing live blob into `repo`. With `from`, the blob must be linked there;
+/// without it, it must merely exist. Returns whether it was linked.
+pub(super) fn mount_blob(
+    txn: &WriteTransaction,
+    repo: &str,
+    digest: &str,
+    from: Option<&str>,
+    now: Millis,
+) -> Result<bool, MetaError> {
+    let live = {
+        let blobs = txn.open_table(BLOBS)?;
+        let row = blobs.get(digest)?.map(|v| decode::<BlobRow>(v.value())).transpose()?;
+        row.is_some_and(|r| r.state == BlobState::Live)
+    };
+    let source_ok = match from {
+        Some(src) => txn.open_table(BLOB_LINKS)?.get((src, digest))?.is_some(),
+        None => true,
+    };
+    if live && source_ok {
+        link(txn, repo, digest, now)?;
     }
+    Ok(live && source_ok)
+}
 
-    /// Link an existing live blob into `repo`. With `from`, the blob must be linked there;
-    /// without it, it must merely exist. Returns whether it was linked.
-    pub fn mount_blob(&self, repo: &str, digest: &str, from: Option<&str>, now: Millis) -> WriteOp<bool> {
-        let (repo, digest, from) = (repo.to_owned(), digest.to_owned(), from.map(str::to_owned));
-        self.write(move |txn| {
-            let live = {
-                let blobs = txn.open_table(BLOBS)?;
-                let row = blobs
-                    .get(digest.as_str())?
-                    .map(|v| decode::<BlobRow>(v.value()))
-                    .transpose()?;
-                row.is_some_and(|r| r.state == BlobState::Live)
-            };
-            let source_ok = match &from {
-                Some(src) => txn
-                    .open_table(BLOB_LINKS)?
-                    .get((src.as_str(), digest.as_str()))?
-                    .is_some(),
-                None => true,
-            };
-            if live && source_ok {
-                link(txn, &repo, &digest, now)?;
-            }
-            Ok(live && source_ok)
-        })
+/// Remove the link of `digest` from `repo`. Refused while a manifest of the repository still
+/// references the blob. The file stays until garbage collection.
+pub(super) fn unlink_blob(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<(), MetaError> {
+    let link = txn
+        .open_table(BLOB_LINKS)?
+        .get((repo, digest))?
+        .map(|v| decode::<LinkRow>(v.value()));
+    let link = link
+        .transpose()?
+        .ok_or_else(|| MetaError::BlobNotLinked(digest.to_owned()))?;
+    if link.refs > 0 {
+        return Err(MetaError::BlobInUse {
+            digest: digest.to_owned(),
+            manifests: link.refs,
+        });
     }
+    remove_link(txn, repo, digest)
+}
 
-    /// Remove the link of `digest` from `repo`. Refused while a manifest of the repository
-    /// still references the blob. The file stays until garbage collection.
-    pub fn unlink_blob(&self, repo: &str, digest: &str) -> WriteOp<()> {
-        let (repo, digest) = (repo.to_owned(), digest.to_owned());
-        self.write(move |txn| {
-            let key = (repo.as_str(), digest.as_str());
-            let link = txn
-                .open_table(BLOB_LINKS)?
-                .get(key)?
-                .map(|v| decode::<LinkRow>(v.value()));
-            let link = link
-                .transpose()?
-                .ok_or_else(|| MetaError::BlobNotLinked(digest.clone()))?;
-            if link.refs > 0 {
-                return Err(MetaError::BlobInUse {
-                    digest: digest.clone(),
-                    manifests: link.refs,
-                });
-            }
-            remove_link(txn, &repo, &digest)
-        })
+/// Store a manifest: check its blobs and children, insert it with its references, reference
+/// counts and referrer entry, and point its tag at it.
+pub(super) fn put_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Result<(), MetaError> {
+    check_references(txn, m)?;
+    let key = (m.repo.as_str(), m.digest.as_str());
+    let refs = txn
+        .open_table(MANIFEST_REFS)?
+        .get(key)?
+        .map(|v| decode::<RefsRow>(v.value()));
+    match refs.transpose()? {
+        // Already stored: a re-push only restarts its grace period.
+        Some(mut refs) => {
+            refs.pushed_ms = now;
+            txn.open_table(MANIFEST_REFS)?.insert(key, encode(&refs).as_slice())?;
+        }
+        None => insert_manifest(txn, m, now)?,
     }
+    if let Some(tag) = &m.tag {
+        set_tag(txn, m.repo.as_str(), tag.as_str(), m.digest.as_str(), now)?;
+    }
+    ensure_repo(txn, m.repo.as_str(), now)
+}
 
-    /// Store a manifest: check its blobs and children, insert it with its references,
-    /// reference counts and referrer entry, and point `tag` at it, in one transaction.
-    pub fn put_manifest(&self, m: NewManifest, now: Millis) -> WriteOp<()> {
-        self.write(move |txn| {
-            check_references(txn, &m)?;
-            let key = (m.repo.as_str(), m.digest.as_str());
-            let refs = txn
-                .open_table(MANIFEST_REFS)?
-                .get(key)?
-                .map(|v| decode::<RefsRow>(v.value()));
-            match refs.transpose()? {
-                // Already stored: a re-push only restarts its grace period.
-                Some(mut refs) => {
-                    refs.pushed_ms = now;
-                    txn.open_table(MANIFEST_REFS)?.insert(key, encode(&refs).as_slice())?;
-                }
-                None => insert_manifest(txn, &m, now)?,
-            }
-            if let Some(tag) = &m.tag {
-                set_tag(txn, &m.repo, tag, &m.digest, now)?;
-            }
-            ensure_repo(txn, &m.repo, now)
-        })
+/// Delete the manifest `digest` and every tag pointing at it, releasing its references.
+pub(super) fn delete_manifest(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<(), MetaError> {
+    if remove_manifest(txn, repo, digest)? {
+        Ok(())
+    } else {
+        Err(MetaError::ManifestUnknown)
     }
+}
 
-    /// Delete the manifest `digest` and every tag pointing at it, releasing its references.
-    pub fn delete_manifest(&self, repo: &str, digest: &str) -> WriteOp<()> {
-        let (repo, digest) = (repo.to_owned(), digest.to_owned());
-        self.write(move |txn| {
-            if remove_manifest(txn, &repo, &digest)? {
-                Ok(())
-            } else {
-                Err(MetaError::ManifestUnknown)
-            }
-        })
-    }
-
-    /// Delete one tag, leaving its manifest in place.
-    pub fn delete_tag(&self, repo: &str, tag: &str) -> WriteOp<()> {
-        let (repo, tag) = (repo.to_owned(), tag.to_owned());
-        self.write(move |txn| {
-            let old = txn
-                .open_table(TAGS)?
-                .remove((repo.as_str(), tag.as_str()))?
-                .map(|v| decode::<TagRow>(v.value()));
-            let old = old.ok_or(MetaError::ManifestUnknown)??;
-            txn.open_table(TAGS_BY_MANIFEST)?
-                .remove((repo.as_str(), old.digest.as_str(), tag.as_str()))?;
-            Ok(())
-        })
-    }
+/// Delete one tag, leaving its manifest in place.
+pub(super) fn delete_tag(txn: &WriteTransaction, repo: &str, tag: &str) -> Result<(), MetaError> {
+    let old = txn
+        .open_table(TAGS)?
+        .remove((repo, tag))?
+        .map(|v| decode::<TagRow>(v.value()));
+    let old = old.ok_or(MetaError::ManifestUnknown)??;
+    txn.open_table(TAGS_BY_MANIFEST)?
+        .remove((repo, old.digest.as_str(), tag))?;
+    Ok(())
 }
 
 /// Create the record of a blob whose file is in place, or revive an interrupted tombstone.
@@ -288,30 +257,30 @@ fn check_references(txn: &WriteTransaction, m: &NewManifest) -> Result<(), MetaE
             Some(r) if r.state == BlobState::Live && r.size == *declared => {}
             Some(r) if r.state == BlobState::Live => {
                 return Err(MetaError::BlobSizeMismatch {
-                    digest: digest.clone(),
+                    digest: digest.to_string(),
                     actual: r.size,
                     declared: *declared,
                 });
             }
-            _ => return Err(MetaError::BlobNotLinked(digest.clone())),
+            _ => return Err(MetaError::BlobNotLinked(digest.to_string())),
         }
     }
     let manifests = txn.open_table(MANIFEST_REFS)?;
     for child in &m.children {
         if manifests.get((m.repo.as_str(), child.as_str()))?.is_none() {
-            return Err(MetaError::ChildUnknown(child.clone()));
+            return Err(MetaError::ChildUnknown(child.to_string()));
         }
     }
     Ok(())
 }
 
 fn insert_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Result<(), MetaError> {
-    let mut blob_digests: Vec<String> = m.blobs.iter().map(|(d, _)| d.clone()).collect();
+    let mut blob_digests: Vec<String> = m.blobs.iter().map(|(d, _)| d.to_string()).collect();
     blob_digests.sort_unstable();
     blob_digests.dedup();
     for digest in &blob_digests {
         update_blob(txn, digest, |b| b.refcount += 1)?;
-        update_link(txn, &m.repo, digest, |l| l.refs += 1)?;
+        update_link(txn, m.repo.as_str(), digest, |l| l.refs += 1)?;
     }
     let mut parents = txn.open_table(MANIFEST_PARENTS)?;
     for child in &m.children {
@@ -319,7 +288,7 @@ fn insert_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Resu
     }
     let refs = RefsRow {
         blobs: blob_digests,
-        children: m.children.clone(),
+        children: m.children.iter().map(ToString::to_string).collect(),
         subject: m.row.subject.clone(),
         pushed_ms: now,
     };

@@ -9,9 +9,10 @@
 //! Operations are therefore `FnMut` and must depend only on the transaction and what they
 //! captured.
 //!
-//! Waiting: a `Meta` write method only builds its operation (`WriteOp`). Blocking code (the
-//! CLI, tests) queues it and blocks with `wait`; the server queues it and awaits the commit with
-//! `commit`, so a request waiting for its group commit holds no thread. Before this, each one
+//! Waiting: a `Meta` write method only builds its operation (a `GroupOp`, redb's
+//! `PendingWrite`, inside the `WriteOp` it returns). Blocking code (the CLI, tests) queues it
+//! and blocks with `wait`; the server queues it and awaits the commit with `commit`, so a
+//! request waiting for its group commit holds no thread. Before this, each one
 //! parked a blocking-pool thread, and concurrent pushes grew the pool by one thread per waiting
 //! request, each keeping its stack and malloc cache (docs/benchmarks.md, tenth run).
 //!
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::MetaError;
+use super::{MetaError, PendingWrite, WriteOp};
 
 /// Operations per transaction at most.
 const MAX_BATCH: usize = 128;
@@ -69,13 +70,16 @@ impl<T> Reply<T> {
     }
 }
 
-struct TypedOp<T, F> {
+/// redb's pending write: the transaction's operation, and the queue it goes to once it is
+/// waited for or committed (the same allocation then travels through the queue as an `Op`).
+struct GroupOp<T, F> {
     f: F,
     result: Option<Result<T, MetaError>>,
     reply: Option<Reply<T>>,
+    queue: Option<mpsc::Sender<Box<dyn Op>>>,
 }
 
-impl<T, F> Op for TypedOp<T, F>
+impl<T, F> Op for GroupOp<T, F>
 where
     T: Send,
     F: FnMut(&WriteTransaction) -> Result<T, MetaError> + Send,
@@ -99,48 +103,29 @@ where
     }
 }
 
-/// An operation that has yet to be told where its result goes.
-trait Unqueued<T>: Op {
-    fn reply_to(&mut self, reply: Reply<T>);
-}
-
-impl<T, F> Unqueued<T> for TypedOp<T, F>
+#[async_trait::async_trait]
+impl<T, F> PendingWrite<T> for GroupOp<T, F>
 where
-    T: Send,
-    F: FnMut(&WriteTransaction) -> Result<T, MetaError> + Send,
+    T: Send + 'static,
+    F: FnMut(&WriteTransaction) -> Result<T, MetaError> + Send + 'static,
 {
-    fn reply_to(&mut self, reply: Reply<T>) {
-        self.reply = Some(reply);
-    }
-}
-
-/// A write transaction's operation, built and not yet queued: nothing happens until `wait` or
-/// `commit`.
-#[must_use = "a write does nothing until it is waited for or committed"]
-pub struct WriteOp<T> {
-    op: Box<dyn Unqueued<T>>,
-    queue: Option<mpsc::Sender<Box<dyn Op>>>,
-}
-
-impl<T: Send + 'static> WriteOp<T> {
-    /// Queue the write and block until it has committed (or failed). For blocking code only:
-    /// it panics on an async runtime's thread.
-    pub fn wait(mut self) -> Result<T, MetaError> {
+    /// Queue the write and block until it has committed (or failed). It panics on an async
+    /// runtime's thread.
+    fn wait(mut self: Box<Self>) -> Result<T, MetaError> {
         let (reply, result) = sync_channel(1);
-        self.op.reply_to(Reply::Blocking(reply));
-        let queue = self.queue.ok_or_else(stopped)?;
-        queue.blocking_send(self.op).map_err(|_| stopped())?;
+        self.reply = Some(Reply::Blocking(reply));
+        let queue = self.queue.take().ok_or_else(stopped)?;
+        queue.blocking_send(self).map_err(|_| stopped())?;
         result.recv().map_err(|_| stopped())?
     }
 
     /// Queue the write and wait for its commit without holding a thread. When the queue is
-    /// full this waits for room first; dropped before then, it never queues the write. Once
-    /// queued, the write commits whether or not anyone still awaits it.
-    pub async fn commit(mut self) -> Result<T, MetaError> {
+    /// full this waits for room first; dropped before then, it never queues the write.
+    async fn commit(mut self: Box<Self>) -> Result<T, MetaError> {
         let (reply, result) = oneshot::channel();
-        self.op.reply_to(Reply::Async(reply));
-        let queue = self.queue.ok_or_else(stopped)?;
-        queue.reserve().await.map_err(|_| stopped())?.send(self.op);
+        self.reply = Some(Reply::Async(reply));
+        let queue = self.queue.take().ok_or_else(stopped)?;
+        queue.reserve().await.map_err(|_| stopped())?.send(self);
         result.await.map_err(|_| stopped())?
     }
 }
@@ -174,14 +159,12 @@ impl Writer {
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<T, MetaError> + Send + 'static,
     {
-        WriteOp {
-            op: Box::new(TypedOp {
-                f,
-                result: None,
-                reply: None,
-            }),
+        WriteOp::new(GroupOp {
+            f,
+            result: None,
+            reply: None,
             queue: self.queue.clone(),
-        }
+        })
     }
 }
 
@@ -252,10 +235,11 @@ mod tests {
             if fail { Err(MetaError::ManifestUnknown) } else { Ok(()) }
         };
         (
-            Box::new(TypedOp {
+            Box::new(GroupOp {
                 f,
                 result: None,
                 reply: Some(Reply::Blocking(reply)),
+                queue: None,
             }),
             rx,
         )

@@ -35,11 +35,7 @@ impl Registry {
     /// never answers 200 for a blob whose file is gone.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, Error> {
         self.touch(digest).await;
-        let (r, d) = (repo.to_string(), digest.to_string());
-        let row = self
-            .meta_read(move |m| m.linked_blob(&r, &d))
-            .await?
-            .ok_or(Error::BlobUnknown)?;
+        let row = self.meta.linked_blob(repo, digest).await?.ok_or(Error::BlobUnknown)?;
         match self.blobs.stat(digest).await? {
             Some(size) if size == row.size => Ok(size),
             other => {
@@ -52,11 +48,7 @@ impl Registry {
     /// The bytes of a blob readable from `repo` (GET). A missing or wrong-sized file is
     /// reported as unknown (and logged) rather than served short.
     pub async fn read_blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobBody, Error> {
-        let (r, d) = (repo.to_string(), digest.to_string());
-        let row = self
-            .meta_read(move |m| m.linked_blob(&r, &d))
-            .await?
-            .ok_or(Error::BlobUnknown)?;
+        let row = self.meta.linked_blob(repo, digest).await?.ok_or(Error::BlobUnknown)?;
         if let Some(url) = self.blobs.redirect(digest).await? {
             return Ok(BlobBody::Redirect { size: row.size, url });
         }
@@ -66,18 +58,18 @@ impl Registry {
 
     /// Unlink a blob from `repo`. The file stays until garbage collection finds it unused.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), Error> {
-        let (r, d) = (repo.to_string(), digest.to_string());
-        self.meta_write(|m| m.unlink_blob(&r, &d)).await.map_err(|e| match e {
-            Error::ManifestBlobUnknown(_) => Error::BlobUnknown,
-            other => other,
-        })
+        self.meta_write(|m| m.unlink_blob(repo, digest))
+            .await
+            .map_err(|e| match e {
+                Error::ManifestBlobUnknown(_) => Error::BlobUnknown,
+                other => other,
+            })
     }
 
     /// Cross-repository mount: link `digest` into `repo` if `from` has it (or, without `from`,
     /// if it exists at all). Returns whether it was mounted.
     pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<bool, Error> {
-        let (r, d, f) = (repo.to_string(), digest.to_string(), from.map(ToString::to_string));
-        self.meta_write(|m| m.mount_blob(&r, &d, f.as_deref(), now_ms())).await
+        self.meta_write(|m| m.mount_blob(repo, digest, from, now_ms())).await
     }
 
     /// Make a verified upload the blob `digest` and link it into `repo`: the blob is durable
@@ -91,8 +83,7 @@ impl Registry {
     ) -> Result<(), Error> {
         let _guard = self.locks.lock(digest.as_str()).await;
         let size = staged.len();
-        let d = digest.to_string();
-        let existing = self.meta_read(move |m| m.live_blob(&d)).await?;
+        let existing = self.meta.live_blob(digest).await?;
         let present = existing.is_some_and(|r| r.size == size) && self.blobs.stat(digest).await? == Some(size);
         if present {
             staged.discard().await?;
@@ -100,8 +91,7 @@ impl Registry {
             staged.commit(digest).await?;
         }
         crate::crashpoint::hit("blob.after_rename");
-        let (r, d, u) = (repo.to_string(), digest.to_string(), upload.map(|u| u.to_string()));
-        self.meta_write(|m| m.commit_blob(&r, &d, size, u.as_deref(), now_ms()))
+        self.meta_write(|m| m.commit_blob(repo, digest, size, upload, now_ms()))
             .await?;
         crate::crashpoint::hit("blob.after_commit");
         Ok(())

@@ -24,8 +24,8 @@ impl From<meta::Page> for Page {
 impl Registry {
     /// Tags of `repo` after `last`, at most `n`.
     pub async fn tags(&self, repo: &RepoName, last: Option<String>, n: usize) -> Result<Page, Error> {
-        let r = repo.to_string();
-        self.meta(move |m| m.tags(&r, last.as_deref(), n))
+        self.meta
+            .tags(repo, last.as_deref(), n)
             .await?
             .map(Page::from)
             .ok_or_else(|| Error::NameUnknown(repo.to_string()))
@@ -33,7 +33,7 @@ impl Registry {
 
     /// Repositories after `last`, at most `n`.
     pub async fn catalog(&self, last: Option<String>, n: usize) -> Result<Page, Error> {
-        Ok(self.meta(move |m| m.repos(last.as_deref(), n)).await?.into())
+        Ok(self.meta.repos(last.as_deref(), n).await?.into())
     }
 
     /// Repositories after `last` that `visible` keeps, at most `n`: pages of the catalog are
@@ -75,8 +75,7 @@ impl Registry {
         subject: &Digest,
         artifact_type: Option<String>,
     ) -> Result<Vec<(String, ReferrerRow)>, Error> {
-        let (r, s) = (repo.to_string(), subject.to_string());
-        let mut all = self.meta(move |m| m.referrers(&r, &s)).await?;
+        let mut all = self.meta.referrers(repo, subject).await?;
         if let Some(want) = artifact_type {
             all.retain(|(_, row)| row.artifact_type.as_deref() == Some(want.as_str()));
         }

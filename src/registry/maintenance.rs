@@ -10,33 +10,35 @@ use crate::blobs::{Entry, Progress};
 use crate::meta::fsck::{Repair, Scan};
 use crate::meta::gc::{Policy, Snapshot};
 use crate::meta::{Millis, now_ms};
-use crate::oci::Digest;
+use crate::oci::{Digest, RepoName};
 
 impl Registry {
     /// One metadata snapshot for the mark phase (no manifest bodies).
     pub(crate) async fn gc_snapshot(&self) -> Result<Snapshot, Error> {
-        self.meta(crate::meta::Meta::gc_snapshot).await
+        Ok(self.meta.gc_snapshot().await?)
     }
 
     /// Upload sessions created before `before_ms`.
     pub(crate) async fn stale_upload_count(&self, before_ms: Millis) -> Result<u64, Error> {
-        Ok(self.meta(move |m| m.stale_uploads(before_ms)).await?.len() as u64)
+        Ok(self.meta.stale_uploads(before_ms).await?.len() as u64)
     }
 
     /// Delete the manifests of `batch` that are still unanchored inside the transaction.
     /// Returns how many went.
     pub(crate) async fn gc_delete_manifests(&self, batch: Vec<(String, String)>, policy: Policy) -> Result<u64, Error> {
-        let deleted = self.meta_write(|m| m.gc_delete_manifests(&batch, policy)).await?;
-        Ok(deleted.len() as u64)
+        let batch = typed_pairs(&batch);
+        self.meta_write(|m| m.gc_delete_manifests(&batch, policy)).await
     }
 
     /// Remove the links of `batch` that are still unused, old and untouched, under the
-    /// digests' locks (a HEAD is either seen or answered after the link is gone).
+    /// digests' locks. A HEAD records its touch under the same lock, so the touches read here
+    /// stay true until the commit: a HEAD is either seen or answered after the link is gone.
     pub(crate) async fn gc_remove_links(&self, batch: Vec<(String, String)>, policy: Policy) -> Result<u64, Error> {
         let _guards = self.locks.lock_many(batch.iter().map(|(_, d)| d.as_str())).await;
         let touched = self.touched_since(policy.cutoff_ms);
-        let removed = self.meta_write(|m| m.gc_remove_links(&batch, policy, touched)).await?;
-        Ok(removed.len() as u64)
+        let batch: Vec<_> = batch.into_iter().filter(|(_, d)| !touched(d)).collect();
+        let batch = typed_pairs(&batch);
+        self.meta_write(|m| m.gc_remove_links(&batch, policy)).await
     }
 
     /// Delete the blobs of `batch` that are still unreferenced, unlinked, old and untouched:
@@ -50,8 +52,9 @@ impl Registry {
     ) -> Result<(u64, u64), Error> {
         let _guards = self.locks.lock_many(batch.iter().map(String::as_str)).await;
         let touched = self.touched_since(policy.cutoff_ms);
+        let batch: Vec<Digest> = batch.iter().filter(|d| !touched(d)).filter_map(|d| typed(d)).collect();
         let doomed = self
-            .meta_write(|m| m.gc_tombstone_blobs(&batch, policy, touched, now_ms()))
+            .meta_write(|m| m.gc_tombstone_blobs(&batch, policy, now_ms()))
             .await?;
         if doomed.is_empty() {
             return Ok((0, 0));
@@ -59,7 +62,7 @@ impl Registry {
         crate::crashpoint::hit("gc.after_tombstone");
         after_tombstone().await;
         let bytes = doomed.iter().map(|(_, s)| s).sum::<u64>();
-        let digests: Vec<String> = doomed.into_iter().map(|(d, _)| d).collect();
+        let digests: Vec<Digest> = doomed.into_iter().map(|(d, _)| d).collect();
         let count = digests.len() as u64;
         self.delete_tombstoned(digests).await?;
         Ok((count, bytes))
@@ -67,7 +70,7 @@ impl Registry {
 
     /// Every table, from one read transaction (fsck).
     pub(crate) async fn fsck_scan(&self) -> Result<Scan, Error> {
-        self.meta(crate::meta::Meta::fsck_scan).await
+        Ok(self.meta.fsck_scan().await?)
     }
 
     /// Everything in the blob store and its staging area (fsck).
@@ -106,4 +109,17 @@ impl Registry {
     pub(crate) async fn remove_staging_entry(&self, name: &str) -> Result<(), Error> {
         Ok(self.blobs.remove_staging_entry(name).await?)
     }
+}
+
+/// A digest of the mark snapshot, typed for the metadata store. A key that does not parse (a
+/// damaged row, which fsck reports) is left alone.
+fn typed(digest: &str) -> Option<Digest> {
+    Digest::parse(digest).ok()
+}
+
+/// (repository, digest) keys of the mark snapshot, typed; those that do not parse are left
+/// alone.
+fn typed_pairs(keys: &[(String, String)]) -> Vec<(RepoName, Digest)> {
+    let pair = |(repo, digest): &(String, String)| Some((RepoName::parse(repo).ok()?, typed(digest)?));
+    keys.iter().filter_map(pair).collect()
 }

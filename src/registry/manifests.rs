@@ -5,7 +5,7 @@ use bytes::Bytes;
 use super::{Error, Registry};
 use crate::meta::{ManifestRow, NewManifest, ReferrerRow, now_ms};
 use crate::oci::manifest::{self, ManifestKind, ParsedManifest};
-use crate::oci::{Algorithm, Digest, Reference, RepoName};
+use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 
 /// A stored manifest as served.
 #[derive(Debug, Clone)]
@@ -24,16 +24,11 @@ pub struct ManifestPut {
 
 impl Registry {
     pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Manifest, Error> {
-        let r = repo.to_string();
         let found = match reference {
-            Reference::Tag(tag) => {
-                let t = tag.to_string();
-                self.meta_read(move |m| m.manifest_by_tag(&r, &t)).await?
-            }
+            Reference::Tag(tag) => self.meta.manifest_by_tag(repo, tag).await?,
             Reference::Digest(digest) => {
-                let d = digest.to_string();
-                self.meta_read(move |m| Ok(m.manifest(&r, &d)?.map(|row| (d, row))))
-                    .await?
+                let row = self.meta.manifest(repo, digest).await?;
+                row.map(|row| (digest.to_string(), row))
             }
         };
         let (digest, row) = found.ok_or(Error::ManifestUnknown)?;
@@ -73,16 +68,10 @@ impl Registry {
         let parsed = manifest::parse(&body, content_type)?;
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         let tag = match reference {
-            Reference::Tag(t) => Some(t.to_string()),
+            Reference::Tag(t) => Some(t.clone()),
             Reference::Digest(_) => None,
         };
-        let new = new_manifest(
-            repo.to_string(),
-            digest.to_string(),
-            tag,
-            &parsed,
-            manifest_row(&parsed, body),
-        );
+        let new = new_manifest(repo.clone(), digest.clone(), tag, &parsed, manifest_row(&parsed, body));
         self.meta_write(|m| m.put_manifest(new, now_ms())).await?;
         crate::crashpoint::hit("manifest.after_commit");
         Ok(ManifestPut { digest, subject })
@@ -90,18 +79,13 @@ impl Registry {
 
     /// Delete by digest (the manifest and its tags) or by tag (only the tag).
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<(), Error> {
-        let r = repo.to_string();
         match reference {
             Reference::Digest(d) => {
-                let d = d.to_string();
-                self.meta_write(|m| m.delete_manifest(&r, &d)).await?;
+                self.meta_write(|m| m.delete_manifest(repo, d)).await?;
                 crate::crashpoint::hit("delete.after_commit");
                 Ok(())
             }
-            Reference::Tag(t) => {
-                let t = t.to_string();
-                self.meta_write(|m| m.delete_tag(&r, &t)).await
-            }
+            Reference::Tag(t) => self.meta_write(|m| m.delete_tag(repo, t)).await,
         }
     }
 }
@@ -120,26 +104,23 @@ fn manifest_row(parsed: &ParsedManifest, body: Bytes) -> ManifestRow {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct References {
     /// Required blobs (config and distributable layers) with their declared sizes, as listed.
-    pub declared: Vec<(String, u64)>,
+    pub declared: Vec<(Digest, u64)>,
     /// The same digests, sorted and deduplicated: what the `manifest_refs` row lists.
     pub blobs: Vec<String>,
     /// Child manifests of an index.
-    pub children: Vec<String>,
+    pub children: Vec<Digest>,
     pub subject: Option<String>,
     /// The descriptor listed under the subject, when there is one.
     pub referrer: Option<ReferrerRow>,
 }
 
 pub(crate) fn references(parsed: &ParsedManifest, body_len: u64) -> References {
-    let declared: Vec<(String, u64)> = parsed
-        .required_blobs()
-        .map(|d| (d.digest.to_string(), d.size))
-        .collect();
-    let mut blobs: Vec<String> = declared.iter().map(|(d, _)| d.clone()).collect();
+    let declared: Vec<(Digest, u64)> = parsed.required_blobs().map(|d| (d.digest.clone(), d.size)).collect();
+    let mut blobs: Vec<String> = declared.iter().map(|(d, _)| d.to_string()).collect();
     blobs.sort_unstable();
     blobs.dedup();
     let children = match parsed.kind {
-        ManifestKind::Index => parsed.manifests.iter().map(|d| d.digest.to_string()).collect(),
+        ManifestKind::Index => parsed.manifests.iter().map(|d| d.digest.clone()).collect(),
         ManifestKind::Image => Vec::new(),
     };
     let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
@@ -159,9 +140,9 @@ pub(crate) fn references(parsed: &ParsedManifest, body_len: u64) -> References {
 }
 
 fn new_manifest(
-    repo: String,
-    digest: String,
-    tag: Option<String>,
+    repo: RepoName,
+    digest: Digest,
+    tag: Option<Tag>,
     parsed: &ParsedManifest,
     row: ManifestRow,
 ) -> NewManifest {

@@ -8,9 +8,11 @@
 //! - commits and deletions of the same digest are serialised by `DigestLocks`, so a blob file
 //!   cannot be unlinked between a push's rename and its metadata commit.
 //!
-//! No redb call runs on the async runtime: writes are committed by the metadata writer thread
-//! and awaited (`meta_write`), the hot path's point reads run on the `HotPool`'s fixed threads,
-//! and the rest on the blocking pool.
+//! The metadata store is an `Arc<dyn MetaStore>` and the blob store an `Arc<dyn BlobStore>`:
+//! this layer knows neither backend. Metadata reads are awaited (each backend runs them where
+//! it should: redb's point reads on the hot path's fixed threads, its scans on the blocking
+//! pool); writes are built as `WriteOp`s and their commits awaited (`meta_write`), holding no
+//! thread.
 
 mod blobs;
 mod error;
@@ -24,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::blobs::BlobStore;
-use crate::meta::{Meta, MetaError, Millis, WriteOp, now_ms};
+use crate::meta::{MetaStore, Millis, WriteOp, now_ms};
 use crate::oci::Digest;
 
 pub use blobs::{BlobBody, stream};
@@ -47,7 +49,7 @@ pub struct Limits {
 /// The registry: metadata, blob files and in-flight uploads.
 #[derive(Debug)]
 pub struct Registry {
-    meta: Arc<Meta>,
+    meta: Arc<dyn MetaStore>,
     blobs: Arc<dyn BlobStore>,
     uploads: uploads::Sessions,
     locks: locks::DigestLocks,
@@ -59,7 +61,7 @@ pub struct Registry {
 
 impl Registry {
     /// Assemble a registry over an opened store, reconciling leftovers of an earlier crash.
-    pub async fn open(meta: Meta, blobs: Arc<dyn BlobStore>, limits: Limits) -> Result<Arc<Self>, Error> {
+    pub async fn open(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, limits: Limits) -> Result<Arc<Self>, Error> {
         let registry = Self::open_as_is(meta, blobs, limits);
         registry.finish_tombstones().await?;
         registry.reconcile_staging().await?;
@@ -68,9 +70,9 @@ impl Registry {
 
     /// Assemble a registry without touching the store: no start-up reconciliation, so that
     /// `fsck` sees crash leftovers as they are.
-    pub fn open_as_is(meta: Meta, blobs: Arc<dyn BlobStore>, limits: Limits) -> Arc<Self> {
+    pub fn open_as_is(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, limits: Limits) -> Arc<Self> {
         Arc::new(Registry {
-            meta: Arc::new(meta),
+            meta,
             blobs,
             uploads: uploads::Sessions::default(),
             locks: locks::DigestLocks::default(),
@@ -104,8 +106,8 @@ impl Registry {
             .insert(digest.to_string(), now_ms());
     }
 
-    /// A predicate telling whether a blob was touched at or after `cutoff_ms`, usable from a
-    /// blocking transaction.
+    /// A predicate telling whether a blob was touched at or after `cutoff_ms`, usable from
+    /// blocking code.
     pub(crate) fn touched_since(&self, cutoff_ms: Millis) -> impl Fn(&str) -> bool + Send + 'static {
         let touches = Arc::clone(&self.touches);
         move |digest| {
@@ -128,7 +130,7 @@ impl Registry {
     /// Start-up: finish deletions that garbage collection committed but a crash interrupted.
     /// Touches only the tombstones.
     async fn finish_tombstones(&self) -> Result<(), Error> {
-        let tombstones = self.meta(Meta::tombstones).await?;
+        let tombstones = self.meta.tombstones().await?;
         if tombstones.is_empty() {
             return Ok(());
         }
@@ -141,11 +143,9 @@ impl Registry {
     /// The second half of every blob deletion, after the commit that tombstoned the blobs:
     /// delete each blob from the store, then drop the rows still tombstoned. The caller holds
     /// the digests' locks, or (start-up, fsck repair of leftovers) no push can race.
-    pub(crate) async fn delete_tombstoned(&self, digests: Vec<String>) -> Result<(), Error> {
+    pub(crate) async fn delete_tombstoned(&self, digests: Vec<Digest>) -> Result<(), Error> {
         for d in &digests {
-            if let Ok(d) = Digest::parse(d) {
-                self.blobs.delete(&d).await?;
-            }
+            self.blobs.delete(d).await?;
         }
         crate::crashpoint::hit("gc.after_unlink");
         self.meta_write(|m| m.gc_finish_tombstones(&digests)).await
@@ -153,12 +153,12 @@ impl Registry {
 
     /// Storage usage per repository and in total, from the metadata.
     pub async fn usage(&self) -> Result<crate::meta::usage::Usage, Error> {
-        self.meta(Meta::usage).await
+        Ok(self.meta.usage().await?)
     }
 
     /// Set the store gauges of the metrics from the metadata (at scrape time).
     pub async fn refresh_gauges(&self) -> Result<(), Error> {
-        let counts = self.meta(Meta::counts).await?;
+        let counts = self.meta.counts().await?;
         let m = crate::metrics::get();
         let g = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         m.blobs.set(g(counts.blobs));
@@ -175,36 +175,13 @@ impl Registry {
         Ok(self.blobs.check_writable().await?)
     }
 
-    /// Run a short blocking call of the request hot path (a metadata point read, a blob file's
-    /// stat or open) on the hot path's own threads (see `hot_pool`).
-    pub(crate) async fn quick<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        crate::hot_pool::HotPool::global().run(f).await
-    }
-
-    /// A metadata point read on the request hot path (see `hot_pool`).
-    pub(crate) async fn meta_read<T, F>(&self, f: F) -> Result<T, Error>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Meta) -> Result<T, MetaError> + Send + 'static,
-    {
-        let meta = Arc::clone(&self.meta);
-        Ok(self.quick(move || f(&meta)).await?)
-    }
-
-    /// A metadata write, built here and committed by the writer thread: no thread waits for
-    /// the commit (see `meta::WriteOp`).
-    pub(crate) async fn meta_write<T: Send + 'static>(&self, f: impl FnOnce(&Meta) -> WriteOp<T>) -> Result<T, Error> {
-        Ok(f(&self.meta).commit().await?)
-    }
-
-    /// Run a metadata call on the blocking pool.
-    pub(crate) async fn meta<T, F>(&self, f: F) -> Result<T, Error>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Meta) -> Result<T, MetaError> + Send + 'static,
-    {
-        let meta = Arc::clone(&self.meta);
-        Ok(blocking(move || f(&meta)).await?)
+    /// A metadata write, built here and committed by the store: no thread waits for the
+    /// commit (see `meta::WriteOp`).
+    pub(crate) async fn meta_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn MetaStore) -> WriteOp<T>,
+    ) -> Result<T, Error> {
+        Ok(f(&*self.meta).commit().await?)
     }
 }
 

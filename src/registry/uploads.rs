@@ -7,7 +7,7 @@
 //! restart the first request to a session re-hashes its staging file once. Requests to the same
 //! session are serialised by the session's mutex.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{Error, Registry};
 use crate::blobs::{AppendError, AppendLimits, Body, StoreError, Upload};
-use crate::meta::{UploadRow, now_ms};
+use crate::meta::now_ms;
 use crate::oci::range::ByteRange;
 use crate::oci::{Digest, RepoName};
 
@@ -103,7 +103,7 @@ type SlotGuard = OwnedMutexGuard<Slot>;
 impl Registry {
     /// Open a new upload session in `repo` for `client`, within the session limits.
     pub async fn start_upload(&self, repo: &RepoName, client: Option<IpAddr>) -> Result<UploadStatus, Error> {
-        let open = self.meta_read(crate::meta::Meta::upload_count).await?;
+        let open = self.meta.upload_count().await?;
         if open >= self.limits.upload_sessions {
             return Err(Error::TooManyRequests(format!(
                 "{open} upload sessions are open, the limit"
@@ -128,11 +128,7 @@ impl Registry {
         let id = Uuid::new_v4();
         let staged = self.blobs.create_upload(id).await?;
         crate::crashpoint::hit("upload.after_create_file");
-        let row = UploadRow {
-            repo: repo.to_string(),
-            created_ms: now_ms(),
-        };
-        self.meta_write(|m| m.create_upload(&id.to_string(), &row)).await?;
+        self.meta_write(|m| m.create_upload(id, repo, now_ms())).await?;
         let slot = self.uploads.get_or_insert(id, repo.as_str());
         let mut slot = slot.lock().await;
         slot.staged = Some(staged);
@@ -259,10 +255,7 @@ impl Registry {
         let slot = if let Some(slot) = self.uploads.get(id) {
             slot
         } else {
-            let row = self
-                .meta_read(move |m| m.upload(&id.to_string()))
-                .await?
-                .ok_or(Error::BlobUploadUnknown)?;
+            let row = self.meta.upload(id).await?.ok_or(Error::BlobUploadUnknown)?;
             self.uploads.get_or_insert(id, &row.repo)
         };
         let mut slot = slot.lock_owned().await;
@@ -287,17 +280,16 @@ impl Registry {
             self.uploads.release(ip);
         }
         self.uploads.remove(id);
-        self.meta_write(|m| m.delete_upload(&id.to_string())).await?;
+        self.meta_write(|m| m.delete_upload(id)).await?;
         Ok(self.blobs.remove_upload(id).await?)
     }
 
     /// Close the sessions created before `before_ms` that no request is using right now.
     /// Returns how many were closed.
     pub(crate) async fn purge_uploads(&self, before_ms: crate::meta::Millis) -> Result<u64, Error> {
-        let stale = self.meta(move |m| m.stale_uploads(before_ms)).await?;
+        let stale = self.meta.stale_uploads(before_ms).await?;
         let mut purged = 0;
         for id in stale {
-            let Ok(id) = Uuid::parse_str(&id) else { continue };
             let slot = self.uploads.get_or_insert(id, "");
             let Ok(mut slot) = slot.try_lock_owned() else { continue };
             self.close_session(id, &mut slot).await?;
@@ -310,16 +302,20 @@ impl Registry {
     /// touches only the staging directory, never the blob tree.
     pub(super) async fn reconcile_staging(&self) -> Result<(), Error> {
         let files = self.blobs.staging_entries().await?;
-        let sessions = self.meta(crate::meta::Meta::upload_ids).await?;
+        let sessions = self.meta.upload_ids().await?;
+        // Staging entries are named by the hyphenated id (`BlobStore::staging_entries`).
+        let names: HashSet<String> = sessions.iter().map(Uuid::to_string).collect();
         let mut removed_files = 0;
-        for name in files.iter().filter(|f| !sessions.contains(f)) {
+        for name in files.iter().filter(|f| !names.contains(*f)) {
             self.blobs.remove_staging_entry(name).await?;
             removed_files += 1;
         }
-        let stale: Vec<String> = sessions.into_iter().filter(|s| !files.contains(s)).collect();
-        for id in &stale {
-            let id = id.clone();
-            self.meta_write(|m| m.delete_upload(&id)).await?;
+        let stale: Vec<Uuid> = sessions
+            .into_iter()
+            .filter(|s| !files.contains(&s.to_string()))
+            .collect();
+        for &id in &stale {
+            self.meta_write(|m| m.delete_upload(id)).await?;
         }
         if removed_files + stale.len() > 0 {
             tracing::info!(

@@ -22,7 +22,7 @@ use crate::blobs::fs::FsStore;
 use crate::blobs::s3::S3Store;
 use crate::config::Config;
 use crate::gc;
-use crate::meta::{Meta, MetaError};
+use crate::meta::{Meta, MetaError, MetaStore};
 use crate::registry::{self, Registry};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,8 @@ pub async fn open_registry_as_is(config: &Config) -> Result<Arc<Registry>, Serve
     Ok(Registry::open_as_is(meta, blobs, limits))
 }
 
-async fn open_parts(config: &Config) -> Result<(Meta, Arc<dyn BlobStore>, registry::Limits), ServeError> {
+/// The metadata store, the blob store and the limits the configuration names.
+async fn open_parts(config: &Config) -> Result<(Arc<dyn MetaStore>, Arc<dyn BlobStore>, registry::Limits), ServeError> {
     let root = config.storage.root.clone();
     let root_err = |source| ServeError::Root {
         path: root.display().to_string(),
@@ -72,7 +73,8 @@ async fn open_parts(config: &Config) -> Result<(Meta, Arc<dyn BlobStore>, regist
         Arc::new(FsStore::open(&root, opts).map_err(root_err)?)
     };
     let cache = config.storage.meta_cache;
-    let meta = registry::blocking(move || Meta::open_observed(&root, cache, commit_metrics)).await?;
+    let meta: Arc<dyn MetaStore> =
+        Arc::new(registry::blocking(move || Meta::open_observed(&root, cache, commit_metrics)).await?);
     let limits = registry::Limits {
         manifest_max_bytes: config.limits.manifest_max_size,
         blob_max_bytes: config.limits.blob_max_size,

@@ -23,6 +23,7 @@ mod harness;
 mod hostile;
 mod limits;
 mod memory;
+mod meta_suite;
 mod ops;
 mod pki;
 mod podman;

@@ -1,0 +1,170 @@
+//! redb's implementation of [`MetaStore`]: the typed arguments become the string keys of
+//! `schema` here (a `RepoName`, `Digest` or `Tag` by its text, an upload id hyphenated), and
+//! each call goes where it runs:
+//! - point reads of the request hot path (blob and manifest lookups, upload sessions) on the
+//!   hot path's fixed threads (`Meta::point`);
+//! - listings and scans on tokio's blocking pool (`Meta::scan`);
+//! - writes to the group-commit writer thread, as a `WriteOp` (`Meta::write`).
+//!
+//! The transactions themselves are in `read`, `write`, `gc`, `fsck` and `usage`.
+
+use uuid::Uuid;
+
+use super::fsck::{self, Repair, Scan};
+use super::gc::{self, Policy, Snapshot};
+use super::schema::{BlobRow, ManifestRow, Millis, ReferrerRow, UploadRow};
+use super::usage::{self, Counts, Usage};
+use super::{Meta, MetaError, MetaStore, NewManifest, Page, WriteOp, read, write};
+use crate::oci::{Digest, RepoName, Tag};
+
+#[async_trait::async_trait]
+impl MetaStore for Meta {
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobRow>, MetaError> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.point(move |txn| read::linked_blob(txn, repo.as_str(), digest.as_str()))
+            .await
+    }
+
+    async fn live_blob(&self, digest: &Digest) -> Result<Option<BlobRow>, MetaError> {
+        let digest = digest.clone();
+        self.point(move |txn| read::live_blob(txn, digest.as_str())).await
+    }
+
+    async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRow>, MetaError> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.point(move |txn| read::manifest(txn, repo.as_str(), digest.as_str()))
+            .await
+    }
+
+    async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<(String, ManifestRow)>, MetaError> {
+        let (repo, tag) = (repo.clone(), tag.clone());
+        self.point(move |txn| read::manifest_by_tag(txn, repo.as_str(), tag.as_str()))
+            .await
+    }
+
+    async fn upload(&self, id: Uuid) -> Result<Option<UploadRow>, MetaError> {
+        self.point(move |txn| read::upload(txn, &id.to_string())).await
+    }
+
+    async fn upload_count(&self) -> Result<u64, MetaError> {
+        self.point(read::upload_count).await
+    }
+
+    async fn tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Option<Page>, MetaError> {
+        let (repo, last) = (repo.clone(), last.map(str::to_owned));
+        self.scan(move |txn| read::tags(txn, repo.as_str(), last.as_deref(), n))
+            .await
+    }
+
+    async fn repos(&self, last: Option<&str>, n: usize) -> Result<Page, MetaError> {
+        let last = last.map(str::to_owned);
+        self.scan(move |txn| read::repos(txn, last.as_deref(), n)).await
+    }
+
+    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<(String, ReferrerRow)>, MetaError> {
+        let (repo, subject) = (repo.clone(), subject.clone());
+        self.scan(move |txn| read::referrers(txn, repo.as_str(), subject.as_str()))
+            .await
+    }
+
+    async fn upload_ids(&self) -> Result<Vec<Uuid>, MetaError> {
+        self.scan(read::upload_ids).await
+    }
+
+    async fn stale_uploads(&self, before_ms: Millis) -> Result<Vec<Uuid>, MetaError> {
+        self.scan(move |txn| read::stale_uploads(txn, before_ms)).await
+    }
+
+    async fn tombstones(&self) -> Result<Vec<Digest>, MetaError> {
+        self.scan(gc::tombstones).await
+    }
+
+    async fn gc_snapshot(&self) -> Result<Snapshot, MetaError> {
+        self.scan(gc::snapshot).await
+    }
+
+    async fn fsck_scan(&self) -> Result<Scan, MetaError> {
+        self.scan(fsck::scan).await
+    }
+
+    async fn counts(&self) -> Result<Counts, MetaError> {
+        self.scan(usage::counts).await
+    }
+
+    async fn usage(&self) -> Result<Usage, MetaError> {
+        self.scan(usage::usage).await
+    }
+
+    fn create_upload(&self, id: Uuid, repo: &RepoName, now: Millis) -> WriteOp<()> {
+        let (id, repo) = (id.to_string(), repo.clone());
+        self.write(move |txn| write::create_upload(txn, &id, repo.as_str(), now))
+    }
+
+    fn delete_upload(&self, id: Uuid) -> WriteOp<()> {
+        let id = id.to_string();
+        self.write(move |txn| write::delete_upload(txn, &id))
+    }
+
+    fn commit_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        upload: Option<Uuid>,
+        now: Millis,
+    ) -> WriteOp<()> {
+        let (repo, digest, upload) = (repo.clone(), digest.clone(), upload.map(|u| u.to_string()));
+        self.write(move |txn| write::commit_blob(txn, repo.as_str(), digest.as_str(), size, upload.as_deref(), now))
+    }
+
+    fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>, now: Millis) -> WriteOp<bool> {
+        let (repo, digest, from) = (repo.clone(), digest.clone(), from.cloned());
+        self.write(move |txn| {
+            let from = from.as_ref().map(RepoName::as_str);
+            write::mount_blob(txn, repo.as_str(), digest.as_str(), from, now)
+        })
+    }
+
+    fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> WriteOp<()> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.write(move |txn| write::unlink_blob(txn, repo.as_str(), digest.as_str()))
+    }
+
+    fn put_manifest(&self, manifest: NewManifest, now: Millis) -> WriteOp<()> {
+        self.write(move |txn| write::put_manifest(txn, &manifest, now))
+    }
+
+    fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> WriteOp<()> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.write(move |txn| write::delete_manifest(txn, repo.as_str(), digest.as_str()))
+    }
+
+    fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> WriteOp<()> {
+        let (repo, tag) = (repo.clone(), tag.clone());
+        self.write(move |txn| write::delete_tag(txn, repo.as_str(), tag.as_str()))
+    }
+
+    fn gc_delete_manifests(&self, candidates: &[(RepoName, Digest)], policy: Policy) -> WriteOp<u64> {
+        let candidates = candidates.to_vec();
+        self.write(move |txn| gc::delete_manifests(txn, &candidates, policy))
+    }
+
+    fn gc_remove_links(&self, candidates: &[(RepoName, Digest)], policy: Policy) -> WriteOp<u64> {
+        let candidates = candidates.to_vec();
+        self.write(move |txn| gc::remove_links(txn, &candidates, policy))
+    }
+
+    fn gc_tombstone_blobs(&self, candidates: &[Digest], policy: Policy, now: Millis) -> WriteOp<Vec<(Digest, u64)>> {
+        let candidates = candidates.to_vec();
+        self.write(move |txn| gc::tombstone_blobs(txn, &candidates, policy, now))
+    }
+
+    fn gc_finish_tombstones(&self, digests: &[Digest]) -> WriteOp<()> {
+        let digests = digests.to_vec();
+        self.write(move |txn| gc::finish_tombstones(txn, &digests))
+    }
+
+    fn fsck_repair(&self, repairs: Vec<Repair>) -> WriteOp<Vec<bool>> {
+        self.write(move |txn| fsck::repair(txn, &repairs))
+    }
+}

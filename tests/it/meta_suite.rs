@@ -1,0 +1,474 @@
+//! One conformance suite for every metadata backend, as zot's `RunMetaDBTests`: the same checks
+//! drive the `MetaStore` trait directly, the way the registry, garbage collection and fsck do.
+//! redb is the one backend so far; a second one adds a constructor and a line to `suite!`.
+//!
+//! What they pin down is the trait's contract, not redb's: repository isolation, the reference
+//! checks and counts of a manifest PUT, a failed write leaving nothing, the lexical paging of
+//! listings, the upload-session rows, the garbage-collection sweeps re-checking inside their
+//! transactions, fsck's compare-and-set, and durability across a reopen.
+
+use std::sync::Arc;
+
+use berth::meta::fsck::Repair;
+use berth::meta::gc::Policy;
+use berth::meta::{ManifestRow, Meta, MetaError, MetaStore, NewManifest, ReferrerRow};
+use berth::oci::{Algorithm, Digest, RepoName, Tag};
+use uuid::Uuid;
+
+/// A backend under test, and what keeps it alive.
+struct Backend {
+    store: Arc<dyn MetaStore>,
+    /// Opens the same storage again, as a restarted process would (the old store dropped first).
+    reopen: Box<dyn Fn() -> Arc<dyn MetaStore> + Send + Sync>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn redb() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    // Opening blocks (file I/O, and the first write waits for its commit).
+    let open = move || {
+        let meta = tokio::task::block_in_place(|| Meta::open(&root).unwrap());
+        Arc::new(meta) as Arc<dyn MetaStore>
+    };
+    Backend {
+        store: open(),
+        reopen: Box::new(open),
+        _dir: Some(dir),
+    }
+}
+
+/// Run one check against every backend.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod redb {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                super::$name(super::redb()).await;
+            })*
+        }
+    };
+}
+
+suite!(
+    blobs_are_readable_only_where_linked,
+    mounts_need_the_source_link_or_a_live_blob,
+    a_manifest_put_checks_its_references,
+    a_failed_write_leaves_nothing,
+    referenced_blobs_cannot_be_unlinked,
+    deleting_a_manifest_deletes_its_tags,
+    listings_page_in_lexical_order,
+    referrers_are_listed_by_subject,
+    upload_sessions,
+    gc_sweeps_recheck_inside_the_transaction,
+    tombstoned_blobs_are_absent_until_pushed_again,
+    fsck_repairs_are_compare_and_set,
+    counts_and_usage,
+    writes_survive_a_reopen,
+    blocking_code_waits_for_writes,
+);
+
+fn repo(name: &str) -> RepoName {
+    RepoName::parse(name).unwrap()
+}
+
+fn tag(name: &str) -> Tag {
+    Tag::parse(name).unwrap()
+}
+
+fn digest(bytes: &[u8]) -> Digest {
+    Digest::of(Algorithm::Sha256, bytes)
+}
+
+/// Record the blob `content` and link it into `repo` at `now`.
+async fn blob(s: &dyn MetaStore, repo: &RepoName, content: &[u8], now: u64) -> Digest {
+    let d = digest(content);
+    s.commit_blob(repo, &d, content.len() as u64, None, now)
+        .commit()
+        .await
+        .unwrap();
+    d
+}
+
+/// A manifest of `repo` referencing `blobs`, under `tag` if given, its digest derived from `seed`.
+fn manifest(repo: &RepoName, seed: &str, blobs: &[(&Digest, u64)], tag: Option<&str>) -> NewManifest {
+    let body = format!(r#"{{"schemaVersion":2,"seed":"{seed}"}}"#).into_bytes();
+    NewManifest {
+        repo: repo.clone(),
+        digest: digest(&body),
+        row: ManifestRow {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            body,
+            subject: None,
+            created_ms: 1,
+        },
+        blobs: blobs.iter().map(|(d, size)| ((*d).clone(), *size)).collect(),
+        children: Vec::new(),
+        referrer: None,
+        tag: tag.map(self::tag),
+    }
+}
+
+async fn put(s: &dyn MetaStore, m: &NewManifest, now: u64) -> Result<(), MetaError> {
+    s.put_manifest(m.clone(), now).commit().await
+}
+
+fn policy(cutoff_ms: u64) -> Policy {
+    Policy {
+        cutoff_ms,
+        delete_untagged: true,
+    }
+}
+
+async fn blobs_are_readable_only_where_linked(backend: Backend) {
+    let s = &*backend.store;
+    let (a, other) = (repo("suite/a"), repo("suite/b"));
+    let d = blob(s, &a, b"layer", 10).await;
+    let row = s.linked_blob(&a, &d).await.unwrap().expect("linked where committed");
+    assert_eq!(row.size, 5);
+    assert!(
+        s.linked_blob(&other, &d).await.unwrap().is_none(),
+        "not linked elsewhere"
+    );
+    assert_eq!(s.live_blob(&d).await.unwrap().map(|r| r.size), Some(5));
+    assert!(s.live_blob(&digest(b"absent")).await.unwrap().is_none());
+    assert_eq!(s.repos(None, 10).await.unwrap().items, ["suite/a"]);
+}
+
+async fn mounts_need_the_source_link_or_a_live_blob(backend: Backend) {
+    let s = &*backend.store;
+    let (a, target, elsewhere) = (repo("suite/a"), repo("suite/m"), repo("suite/x"));
+    let d = blob(s, &a, b"layer", 10).await;
+    let mount = |from: Option<&RepoName>, d: &Digest| s.mount_blob(&target, d, from, 20).commit();
+    assert!(!mount(Some(&elsewhere), &d).await.unwrap(), "not linked in the source");
+    assert!(s.linked_blob(&target, &d).await.unwrap().is_none());
+    assert!(!mount(None, &digest(b"absent")).await.unwrap(), "no such blob");
+    assert!(mount(Some(&a), &d).await.unwrap());
+    assert!(s.linked_blob(&target, &d).await.unwrap().is_some());
+    let third = repo("suite/n");
+    assert!(
+        s.mount_blob(&third, &d, None, 20).commit().await.unwrap(),
+        "without from: it exists"
+    );
+}
+
+async fn a_manifest_put_checks_its_references(backend: Backend) {
+    let s = &*backend.store;
+    let (a, other) = (repo("suite/a"), repo("suite/b"));
+    let config = blob(s, &a, b"config", 10).await;
+    let foreign = blob(s, &other, b"foreign", 10).await;
+    let unlinked = manifest(&a, "1", &[(&config, 6), (&foreign, 7)], None);
+    assert!(matches!(put(s, &unlinked, 20).await, Err(MetaError::BlobNotLinked(d)) if d == foreign.as_str()));
+    let wrong_size = manifest(&a, "2", &[(&config, 99)], None);
+    assert!(matches!(
+        put(s, &wrong_size, 20).await,
+        Err(MetaError::BlobSizeMismatch { .. })
+    ));
+    let mut index = manifest(&a, "3", &[], None);
+    index.children = vec![digest(b"no such child")];
+    assert!(matches!(put(s, &index, 20).await, Err(MetaError::ChildUnknown(_))));
+
+    let image = manifest(&a, "4", &[(&config, 6), (&config, 6)], Some("v1"));
+    put(s, &image, 20).await.unwrap();
+    index.children = vec![image.digest.clone()];
+    put(s, &index, 20).await.unwrap();
+    let row = s.manifest(&a, &image.digest).await.unwrap().unwrap();
+    assert_eq!(row.body, image.row.body);
+    let (by_tag, _) = s.manifest_by_tag(&a, &tag("v1")).await.unwrap().unwrap();
+    assert_eq!(by_tag, image.digest.as_str());
+    assert!(
+        s.manifest(&other, &image.digest).await.unwrap().is_none(),
+        "not in another repository"
+    );
+    let refcount = s.live_blob(&config).await.unwrap().unwrap().refcount;
+    assert_eq!(refcount, 1, "a blob listed twice counts once");
+    put(s, &image, 30).await.unwrap();
+    assert_eq!(
+        s.live_blob(&config).await.unwrap().unwrap().refcount,
+        1,
+        "a re-push counts nothing"
+    );
+}
+
+async fn a_failed_write_leaves_nothing(backend: Backend) {
+    let s = &*backend.store;
+    let fresh = repo("suite/fresh");
+    let m = manifest(&fresh, "1", &[(&digest(b"never pushed"), 1)], Some("latest"));
+    assert!(put(s, &m, 20).await.is_err());
+    assert!(s.manifest(&fresh, &m.digest).await.unwrap().is_none());
+    assert!(s.manifest_by_tag(&fresh, &tag("latest")).await.unwrap().is_none());
+    assert!(
+        s.tags(&fresh, None, 10).await.unwrap().is_none(),
+        "no repository row either"
+    );
+    assert!(s.repos(None, 10).await.unwrap().items.is_empty());
+}
+
+async fn referenced_blobs_cannot_be_unlinked(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("suite/a");
+    let config = blob(s, &a, b"config", 10).await;
+    let m = manifest(&a, "1", &[(&config, 6)], None);
+    put(s, &m, 20).await.unwrap();
+    let unlink = || s.unlink_blob(&a, &config).commit();
+    assert!(matches!(unlink().await, Err(MetaError::BlobInUse { manifests: 1, .. })));
+    s.delete_manifest(&a, &m.digest).commit().await.unwrap();
+    unlink().await.unwrap();
+    assert!(s.linked_blob(&a, &config).await.unwrap().is_none());
+    assert!(matches!(unlink().await, Err(MetaError::BlobNotLinked(_))));
+    assert!(s.live_blob(&config).await.unwrap().is_some(), "the record stays for GC");
+}
+
+async fn deleting_a_manifest_deletes_its_tags(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("suite/a");
+    let config = blob(s, &a, b"config", 10).await;
+    let m = manifest(&a, "1", &[(&config, 6)], Some("one"));
+    put(s, &m, 20).await.unwrap();
+    put(
+        s,
+        &NewManifest {
+            tag: Some(tag("two")),
+            ..m.clone()
+        },
+        20,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.tags(&a, None, 10).await.unwrap().unwrap().items, ["one", "two"]);
+    s.delete_tag(&a, &tag("one")).commit().await.unwrap();
+    assert!(matches!(
+        s.delete_tag(&a, &tag("one")).commit().await,
+        Err(MetaError::ManifestUnknown)
+    ));
+    assert!(
+        s.manifest(&a, &m.digest).await.unwrap().is_some(),
+        "a tag delete keeps the manifest"
+    );
+    s.delete_manifest(&a, &m.digest).commit().await.unwrap();
+    assert!(s.tags(&a, None, 10).await.unwrap().unwrap().items.is_empty());
+    assert!(s.manifest_by_tag(&a, &tag("two")).await.unwrap().is_none());
+    assert_eq!(s.live_blob(&config).await.unwrap().unwrap().refcount, 0);
+    let again = s.delete_manifest(&a, &m.digest).commit().await;
+    assert!(matches!(again, Err(MetaError::ManifestUnknown)));
+}
+
+async fn listings_page_in_lexical_order(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("suite/a");
+    let config = blob(s, &a, b"config", 10).await;
+    for t in ["b", "a", "c1", "c0"] {
+        put(s, &manifest(&a, t, &[(&config, 6)], Some(t)), 20).await.unwrap();
+    }
+    let first = s.tags(&a, None, 2).await.unwrap().unwrap();
+    assert_eq!(first.items, ["a", "b"]);
+    assert!(first.more);
+    let rest = s.tags(&a, Some("b"), 2).await.unwrap().unwrap();
+    assert_eq!(rest.items, ["c0", "c1"]);
+    assert!(!rest.more);
+    let after_any = s.tags(&a, Some("bz"), 10).await.unwrap().unwrap();
+    assert_eq!(after_any.items, ["c0", "c1"], "a cursor need not be a tag");
+    assert!(s.tags(&repo("suite/none"), None, 10).await.unwrap().is_none());
+    for name in ["suite/z", "suite/m", "other"] {
+        blob(s, &repo(name), b"config", 10).await;
+    }
+    let page = s.repos(None, 2).await.unwrap();
+    assert_eq!(page.items, ["other", "suite/a"]);
+    assert!(page.more);
+    let page = s.repos(Some("suite/a"), 10).await.unwrap();
+    assert_eq!(page.items, ["suite/m", "suite/z"]);
+    assert!(!page.more);
+}
+
+async fn referrers_are_listed_by_subject(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("suite/a");
+    let config = blob(s, &a, b"config", 10).await;
+    let subject = manifest(&a, "subject", &[(&config, 6)], Some("v1"));
+    put(s, &subject, 20).await.unwrap();
+    let mut sig = manifest(&a, "sig", &[(&config, 6)], None);
+    sig.row.subject = Some(subject.digest.to_string());
+    sig.referrer = Some(ReferrerRow {
+        media_type: sig.row.media_type.clone(),
+        size: sig.row.body.len() as u64,
+        artifact_type: Some("application/example.sig".into()),
+        annotations: std::collections::BTreeMap::new(),
+    });
+    put(s, &sig, 20).await.unwrap();
+    let listed = s.referrers(&a, &subject.digest).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].0, sig.digest.as_str());
+    assert_eq!(listed[0].1.artifact_type.as_deref(), Some("application/example.sig"));
+    assert!(s.referrers(&repo("suite/b"), &subject.digest).await.unwrap().is_empty());
+    s.delete_manifest(&a, &sig.digest).commit().await.unwrap();
+    assert!(s.referrers(&a, &subject.digest).await.unwrap().is_empty());
+}
+
+async fn upload_sessions(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("suite/a");
+    let (old, young) = (Uuid::new_v4(), Uuid::new_v4());
+    s.create_upload(old, &a, 100).commit().await.unwrap();
+    s.create_upload(young, &a, 300).commit().await.unwrap();
+    assert_eq!(s.upload(old).await.unwrap().unwrap().repo, "suite/a");
+    assert!(s.upload(Uuid::new_v4()).await.unwrap().is_none());
+    assert_eq!(s.upload_count().await.unwrap(), 2);
+    let mut ids = s.upload_ids().await.unwrap();
+    ids.sort_unstable();
+    let mut want = vec![old, young];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    assert_eq!(s.stale_uploads(200).await.unwrap(), [old]);
+    s.commit_blob(&a, &digest(b"x"), 1, Some(old), 400)
+        .commit()
+        .await
+        .unwrap();
+    assert!(
+        s.upload(old).await.unwrap().is_none(),
+        "the blob's commit closes its session"
+    );
+    s.delete_upload(young).commit().await.unwrap();
+    s.delete_upload(young).commit().await.unwrap();
+    assert_eq!(s.upload_count().await.unwrap(), 0);
+}
+
+async fn gc_sweeps_recheck_inside_the_transaction(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("suite/a");
+    let (kept, loose) = (blob(s, &a, b"kept", 10).await, blob(s, &a, b"loose", 10).await);
+    let tagged = manifest(&a, "tagged", &[(&kept, 4)], Some("v1"));
+    let untagged = manifest(&a, "untagged", &[(&kept, 4)], None);
+    put(s, &tagged, 20).await.unwrap();
+    put(s, &untagged, 20).await.unwrap();
+    let snap = s.gc_snapshot().await.unwrap();
+    assert_eq!(snap.manifests.len(), 2);
+    assert_eq!(snap.links.len(), 2);
+
+    let both = [(a.clone(), tagged.digest.clone()), (a.clone(), untagged.digest.clone())];
+    assert_eq!(
+        s.gc_delete_manifests(&both, policy(10)).commit().await.unwrap(),
+        0,
+        "young"
+    );
+    assert_eq!(s.gc_delete_manifests(&both, policy(1000)).commit().await.unwrap(), 1);
+    assert!(s.manifest(&a, &tagged.digest).await.unwrap().is_some(), "a tag anchors");
+    assert!(s.manifest(&a, &untagged.digest).await.unwrap().is_none());
+
+    let links = [(a.clone(), kept.clone()), (a.clone(), loose.clone())];
+    assert_eq!(s.gc_remove_links(&links, policy(5)).commit().await.unwrap(), 0, "young");
+    assert_eq!(
+        s.gc_remove_links(&links, policy(1000)).commit().await.unwrap(),
+        1,
+        "only unreferenced"
+    );
+    assert!(s.linked_blob(&a, &kept).await.unwrap().is_some());
+    assert!(s.linked_blob(&a, &loose).await.unwrap().is_none());
+}
+
+async fn tombstoned_blobs_are_absent_until_pushed_again(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("suite/a");
+    let (linked, loose) = (blob(s, &a, b"linked", 10).await, blob(s, &a, b"loose", 10).await);
+    s.unlink_blob(&a, &loose).commit().await.unwrap();
+    let candidates = [linked.clone(), loose.clone(), digest(b"absent")];
+    let doomed = s
+        .gc_tombstone_blobs(&candidates, policy(1000), 50)
+        .commit()
+        .await
+        .unwrap();
+    assert_eq!(doomed, [(loose.clone(), 5)], "only the unlinked one");
+    assert!(s.live_blob(&loose).await.unwrap().is_none(), "absent once tombstoned");
+    assert_eq!(s.tombstones().await.unwrap(), std::slice::from_ref(&loose));
+    s.gc_finish_tombstones(std::slice::from_ref(&loose))
+        .commit()
+        .await
+        .unwrap();
+    assert!(s.tombstones().await.unwrap().is_empty());
+    assert!(
+        s.gc_snapshot()
+            .await
+            .unwrap()
+            .blobs
+            .iter()
+            .all(|(d, _)| d != loose.as_str())
+    );
+    blob(s, &a, b"loose", 60).await;
+    assert!(
+        s.linked_blob(&a, &loose).await.unwrap().is_some(),
+        "a push brings it back"
+    );
+}
+
+async fn fsck_repairs_are_compare_and_set(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("suite/a");
+    let d = blob(s, &a, b"layer", 10).await;
+    let scan = s.fsck_scan().await.unwrap();
+    assert_eq!(scan.blobs[d.as_str()].links, 1);
+    assert!(scan.repos.contains("suite/a"));
+    let set = |seen| Repair::SetBlobLinks {
+        digest: d.to_string(),
+        seen,
+        want: 7,
+    };
+    assert_eq!(
+        s.fsck_repair(vec![set(3), set(1)]).commit().await.unwrap(),
+        [false, true]
+    );
+    assert_eq!(s.live_blob(&d).await.unwrap().unwrap().links, 7);
+    let missing = Repair::MarkBlobMissing {
+        digest: d.to_string(),
+        now: 20,
+    };
+    assert_eq!(s.fsck_repair(vec![missing]).commit().await.unwrap(), [true]);
+    assert!(
+        s.linked_blob(&a, &d).await.unwrap().is_none(),
+        "a missing blob is absent"
+    );
+}
+
+async fn counts_and_usage(backend: Backend) {
+    let s = &*backend.store;
+    let (a, other) = (repo("suite/a"), repo("suite/b"));
+    let shared = blob(s, &a, b"shared", 10).await;
+    s.mount_blob(&other, &shared, Some(&a), 10).commit().await.unwrap();
+    let own = blob(s, &a, b"own", 10).await;
+    put(s, &manifest(&a, "1", &[(&shared, 6), (&own, 3)], Some("v1")), 20)
+        .await
+        .unwrap();
+    let c = s.counts().await.unwrap();
+    assert_eq!(
+        (c.blobs, c.stored_bytes, c.manifests, c.tags, c.repositories),
+        (2, 9, 1, 1, 2)
+    );
+    let usage = s.usage().await.unwrap();
+    assert_eq!((usage.stored_bytes, usage.logical_bytes, usage.blobs), (9, 15, 2));
+    let first = &usage.repositories[0];
+    assert_eq!(
+        (first.name.as_str(), first.bytes, first.exclusive_bytes),
+        ("suite/a", 9, 3)
+    );
+}
+
+async fn writes_survive_a_reopen(backend: Backend) {
+    let a = repo("suite/a");
+    let d = blob(&*backend.store, &a, b"layer", 10).await;
+    let pushed = manifest(&a, "1", &[(&d, 5)], Some("v1"));
+    put(&*backend.store, &pushed, 20).await.unwrap();
+    drop(backend.store);
+    let s = (backend.reopen)();
+    assert!(s.linked_blob(&a, &d).await.unwrap().is_some());
+    assert!(s.manifest_by_tag(&a, &tag("v1")).await.unwrap().is_some());
+}
+
+async fn blocking_code_waits_for_writes(backend: Backend) {
+    let s = Arc::clone(&backend.store);
+    let a = repo("suite/a");
+    let d = digest(b"layer");
+    let (a2, d2) = (a.clone(), d.clone());
+    tokio::task::spawn_blocking(move || s.commit_blob(&a2, &d2, 5, None, 10).wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(backend.store.linked_blob(&a, &d).await.unwrap().is_some());
+}
