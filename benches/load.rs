@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{peak_rss_mib, sha256};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 
 const MIB: usize = 1 << 20;
 
@@ -219,23 +217,6 @@ fn absolute(base: &str, location: &str) -> String {
         location.to_owned()
     } else {
         format!("{base}{location}")
-    }
-}
-
-/// Run `n` jobs with `concurrency` in flight.
-async fn run_concurrent<F, Fut>(n: usize, concurrency: usize, job: F)
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut pending = FuturesUnordered::new();
-    let mut next = 0;
-    while next < n || !pending.is_empty() {
-        while next < n && pending.len() < concurrency {
-            pending.push(job(next));
-            next += 1;
-        }
-        pending.next().await;
     }
 }
 
@@ -449,7 +430,7 @@ async fn bench_push(t: &Target, blobs: &[Bytes], chunk: Option<usize>, repo: &st
     let digests: Vec<String> = blobs.iter().map(|b| sha256(b)).collect();
     let cpu = CpuMeter::start(t.pid);
     let start = Instant::now();
-    run_concurrent(blobs.len(), 4, |i| {
+    common::run_concurrent(blobs.len(), 4, |i| {
         let (c, b, d) = (c.clone(), blobs[i].clone(), digests[i].clone());
         async move {
             upload_as(&c, &t.base, repo, b, d, chunk).await;
@@ -676,7 +657,7 @@ async fn bench_ranges(t: &Target, digests: &[String], size: usize, count: usize)
 async fn bench_small(t: &Target, n: usize) -> f64 {
     let c = client();
     let start = Instant::now();
-    run_concurrent(n, 16, |i| {
+    common::run_concurrent(n, 16, |i| {
         let c = c.clone();
         async move {
             let mut v = vec![0u8; 4096];
@@ -729,7 +710,7 @@ async fn bench_manifests(t: &Target, repo: &str, n: usize) -> f64 {
         out
     };
     let start = Instant::now();
-    run_concurrent(n, 8, |i| {
+    common::run_concurrent(n, 8, |i| {
         let (c, body) = (c.clone(), manifest(&config, &layers[i..i + 3]));
         async move { put_manifest(&c, &t.base, repo, &format!("t{i}"), body).await }
     })
@@ -990,7 +971,7 @@ async fn bench_tags(t: &Target, n_tags: usize) -> (f64, usize, f64) {
         &upload(&c, &t.base, "load/tags", Bytes::from_static(b"{}"), None).await,
         &[],
     );
-    run_concurrent(n_tags, 16, |i| {
+    common::run_concurrent(n_tags, 16, |i| {
         let (c, body, base) = (c.clone(), body.clone(), t.base.clone());
         async move { put_manifest(&c, &base, "load/tags", &format!("tag{i:06}"), body).await }
     })
@@ -1012,7 +993,7 @@ async fn bench_tags(t: &Target, n_tags: usize) -> (f64, usize, f64) {
 /// milliseconds and pages.
 async fn bench_catalog(t: &Target, n_repos: usize) -> (f64, usize) {
     let c = client();
-    run_concurrent(n_repos, 16, |i| {
+    common::run_concurrent(n_repos, 16, |i| {
         let c = c.clone();
         let base = t.base.clone();
         async move {

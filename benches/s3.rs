@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::sha256;
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 
 use garage::{ACCESS_KEY, BUCKET, Garage, REGION, SECRET_KEY};
 
@@ -186,22 +185,6 @@ async fn push(c: &reqwest::Client, base: &str, repo: &str, bytes: Bytes, digest:
     assert_eq!(r.status(), 201, "PUT");
 }
 
-async fn concurrently<F, Fut>(n: usize, concurrency: usize, job: F)
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut pending = FuturesUnordered::new();
-    let mut next = 0;
-    while next < n || !pending.is_empty() {
-        while next < n && pending.len() < concurrency {
-            pending.push(job(next));
-            next += 1;
-        }
-        pending.next().await;
-    }
-}
-
 fn blobs(n: usize, size: usize, seed: u64) -> Vec<(Bytes, String)> {
     (0..n)
         .map(|i| {
@@ -224,7 +207,7 @@ fn blobs(n: usize, size: usize, seed: u64) -> Vec<(Bytes, String)> {
 async fn bench_push(t: &Target, set: &[(Bytes, String)], concurrency: usize, repo: &str) -> (f64, f64) {
     let c = client();
     let (cpu0, t0) = (cpu_seconds(t.pid()), Instant::now());
-    concurrently(set.len(), concurrency, |i| {
+    common::run_concurrent(set.len(), concurrency, |i| {
         let (c, base, (bytes, digest)) = (&c, &t.base, &set[i]);
         async move { push(c, base, repo, bytes.clone(), digest).await }
     })
@@ -238,7 +221,7 @@ async fn bench_push(t: &Target, set: &[(Bytes, String)], concurrency: usize, rep
 async fn bench_pull(t: &Target, set: &[(Bytes, String)], repo: &str) -> (f64, f64) {
     let c = client();
     let (cpu0, t0) = (cpu_seconds(t.pid()), Instant::now());
-    concurrently(set.len(), 4, |i| {
+    common::run_concurrent(set.len(), 4, |i| {
         let (c, base, (bytes, digest)) = (&c, &t.base, &set[i]);
         async move {
             let r = c.get(format!("{base}/v2/{repo}/blobs/{digest}")).send().await.unwrap();
@@ -299,7 +282,7 @@ async fn bench_manifests(t: &Target, repo: &str, config: &(Bytes, String), secs:
 async fn bench_gc(t: &Target, n: usize) -> (f64, u64) {
     let c = client();
     let set = blobs(n, 1024, 99);
-    concurrently(n, 16, |i| {
+    common::run_concurrent(n, 16, |i| {
         let (c, base, (bytes, digest)) = (&c, &t.base, &set[i]);
         async move {
             let r = c

@@ -173,54 +173,7 @@ pub struct Storage {
     pub meta_cache: u64,
     /// Keep blobs in an S3-compatible bucket instead of under `root` (metadata stays in
     /// `root/meta.redb`).
-    pub s3: Option<S3>,
-}
-
-/// `storage.s3`: where the blobs live when they live in object storage.
-#[derive(Clone, PartialEq, Eq)]
-pub struct S3 {
-    pub endpoint: Option<String>,
-    pub region: String,
-    pub bucket: String,
-    pub prefix: String,
-    pub access_key: String,
-    pub secret_key: String,
-    pub path_style: bool,
-    pub redirect: bool,
-    pub part_size: u64,
-}
-
-impl std::fmt::Debug for S3 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("bucket", &self.bucket)
-            .field("prefix", &self.prefix)
-            .field("access_key", &self.access_key)
-            .field("secret_key", &"<redacted>")
-            .field("path_style", &self.path_style)
-            .field("redirect", &self.redirect)
-            .field("part_size", &self.part_size)
-            .finish()
-    }
-}
-
-impl S3 {
-    /// The blob store's options.
-    pub fn options(&self) -> crate::blobs::s3::Options {
-        crate::blobs::s3::Options {
-            endpoint: self.endpoint.clone(),
-            region: self.region.clone(),
-            bucket: self.bucket.clone(),
-            prefix: self.prefix.clone(),
-            access_key: self.access_key.clone(),
-            secret_key: self.secret_key.clone(),
-            path_style: self.path_style,
-            redirect: self.redirect,
-            part_size: self.part_size,
-        }
-    }
+    pub s3: Option<crate::blobs::s3::Options>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -765,7 +718,7 @@ fn validate_rule(rule: &Rule) -> Result<(), ConfigError> {
 
 /// `storage.s3`: off unless a bucket is named; then the credentials are required (from the
 /// file, `BERTH_STORAGE_S3_*` or the standard `AWS_*` variables).
-fn validate_s3(raw: RawS3) -> Result<Option<S3>, ConfigError> {
+fn validate_s3(raw: RawS3) -> Result<Option<crate::blobs::s3::Options>, ConfigError> {
     let Some(bucket) = raw.bucket.filter(|b| !b.is_empty()) else {
         let set = raw.endpoint.is_some() || raw.access_key.is_some() || raw.prefix.is_some();
         if set {
@@ -818,7 +771,7 @@ fn validate_s3(raw: RawS3) -> Result<Option<S3>, ConfigError> {
             message: "must be between 5MiB and 5GiB (S3's part sizes)".into(),
         });
     }
-    Ok(Some(S3 {
+    Ok(Some(crate::blobs::s3::Options {
         endpoint: raw.endpoint,
         region: raw.region.unwrap_or_else(|| "us-east-1".to_owned()),
         bucket,

@@ -102,3 +102,21 @@ pub async fn push_blob(c: &reqwest::Client, base: &str, repo: &str, bytes: Vec<u
     assert_eq!(r.status(), 201);
     d
 }
+
+/// Run `n` jobs with `concurrency` in flight.
+pub async fn run_concurrent<F, Fut>(n: usize, concurrency: usize, job: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures_util::StreamExt;
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    let mut next = 0;
+    while next < n || !pending.is_empty() {
+        while next < n && pending.len() < concurrency {
+            pending.push(job(next));
+            next += 1;
+        }
+        pending.next().await;
+    }
+}

@@ -64,7 +64,7 @@ async fn open_parts(config: &Config) -> Result<(Arc<dyn MetaStore>, Arc<dyn Blob
     };
     std::fs::create_dir_all(&root).map_err(root_err)?;
     let blobs: Arc<dyn BlobStore> = if let Some(s3) = &config.storage.s3 {
-        Arc::new(S3Store::new(s3.options()))
+        Arc::new(S3Store::new(s3.clone()))
     } else {
         let opts = crate::blobs::fs::WriteOptions {
             fsync: config.storage.fsync,

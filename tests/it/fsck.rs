@@ -99,7 +99,7 @@ fn fsck(root: &Path, args: &[&str]) -> (i32, Value) {
     (code, report)
 }
 
-fn kinds(report: &Value) -> BTreeSet<String> {
+pub fn kinds(report: &Value) -> BTreeSet<String> {
     report["problems"]
         .as_array()
         .unwrap()

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::clients::skopeo;
+use crate::fsck::kinds;
 use crate::garage::Garage;
 use crate::harness::{Berth, client, error_codes, header, push_blob, push_image, random_bytes, sha256};
 
@@ -347,13 +348,4 @@ fn online_fsck(berth: &Berth, args: &[&str]) -> (i32, serde_json::Value) {
     let report = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     (out.status.code().unwrap(), report)
-}
-
-fn kinds(report: &serde_json::Value) -> std::collections::BTreeSet<String> {
-    report["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["kind"].as_str().unwrap().to_owned())
-        .collect()
 }
