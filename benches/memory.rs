@@ -1,4 +1,4 @@
-//! What `berth serve`'s malloc settings (src/server/malloc.rs) and its fixed hot-path threads
+//! What `berth serve`'s malloc settings (src/malloc.rs) and its fixed hot-path threads
 //! buy, each beside a control run that undoes it. These were assertions in tests/it/memory.rs,
 //! whose timing and resource bounds could fail on a loaded machine; here they are measured and
 //! printed. The test keeps only the thread bounds, with a margin no machine's noise reaches.

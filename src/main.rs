@@ -98,15 +98,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// With the `mimalloc` feature, mimalloc replaces glibc malloc (and its tuning) for the whole
-/// process; see `server::malloc` and docs/benchmarks.md for how the two compare.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Before any thread starts (see the module).
-    berth::server::tune_malloc();
+    berth::malloc::tune_malloc();
     let flags = Flags {
         addr: args.addr,
         root: args.root,

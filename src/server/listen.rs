@@ -27,9 +27,10 @@ Content-Length: 48\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
 
 /// Most a connection buffers of what it reads (hyper's default is about 400 KiB). Upload bodies
 /// are read in pieces of at most this size and handed on without copying; keeping them small
-/// keeps each allocation below glibc's mmap threshold, so freed buffers are reused rather than
-/// mapped and unmapped.
+/// keeps each allocation below the size malloc maps on its own (`malloc::REUSED_BELOW`), so
+/// freed buffers are reused rather than mapped and unmapped.
 const READ_BUFFER_MAX: usize = 128 << 10;
+const _: () = assert!(READ_BUFFER_MAX < crate::malloc::REUSED_BELOW);
 
 /// Accept and serve until `stop` resolves; returns the handle that drains open connections.
 pub async fn serve(

@@ -3,7 +3,6 @@
 //! reloads the TLS files and the htpasswd file.
 
 mod listen;
-mod malloc;
 mod sendfile;
 mod tls;
 
@@ -11,8 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
-
-pub use malloc::tune_malloc;
 
 use crate::api::admin::{jobs::Jobs, start_gc};
 use crate::api::{self, App};

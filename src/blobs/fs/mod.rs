@@ -247,10 +247,11 @@ impl FsStore {
 pub const SERVE_WINDOW: u64 = 4 << 20;
 
 /// The read buffer for hashing a whole file (verification, fsck, a resumed upload): large
-/// enough that reads cost little against hashing, and below the 1 MiB from which the server
-/// has malloc map a block on its own (`server::tune_malloc`), so it is reused, not faulted in
-/// afresh for every file.
+/// enough that reads cost little against hashing, and below the size from which malloc maps a
+/// block on its own (`malloc::REUSED_BELOW`), so it is reused, not faulted in afresh for
+/// every file.
 pub const HASH_READ_BUFFER: usize = 512 << 10;
+const _: () = assert!(HASH_READ_BUFFER < crate::malloc::REUSED_BELOW);
 
 /// An open, size-checked blob file, served in mapped windows.
 #[derive(Debug, Clone)]

@@ -252,11 +252,12 @@ const DIRECT_ALIGN: usize = 4096;
 const DIRECT_MIN: u64 = Batch::TARGET as u64;
 
 /// Bytes per direct write. Each upload's buffer (`DIRECT_BATCH + DIRECT_ALIGN`) comes from the
-/// malloc arenas and goes back to them (`server::tune_malloc`), so it is reused, not faulted in
-/// afresh: four concurrent uploads free about 1 MiB, under the 2 MiB an arena keeps at its top
-/// before trimming (four 512 KiB buffers pass it, are trimmed, and come back as fresh pages).
-/// Larger writes cost no less CPU (docs/benchmarks.md, ninth run).
+/// malloc arenas and goes back to them, so it is reused, not faulted in afresh: four concurrent
+/// uploads free about 1 MiB, under what an arena keeps at its top before trimming
+/// (`malloc::ARENA_KEEPS`; four 512 KiB buffers pass it, are trimmed, and come back as fresh
+/// pages). Larger writes cost no less CPU (docs/benchmarks.md, ninth run).
 const DIRECT_BATCH: usize = 256 << 10;
+const _: () = assert!(4 * (DIRECT_BATCH + DIRECT_ALIGN) < crate::malloc::ARENA_KEEPS);
 
 /// Set once a direct write or open was refused as invalid: this file system does not do direct
 /// I/O (or not with this alignment), so later uploads do not try again.
@@ -689,7 +690,7 @@ mod tests {
         assert_eq!(staged.sha256(), hasher.finish());
     }
 
-    /// `BlobStore::commit` skips its own `fdatasync` when the staged file says it is synced,
+    /// `FsStore::commit` skips its own `fdatasync` when the staged file says it is synced,
     /// so that must hold only right after an append that ended with one.
     #[tokio::test]
     async fn only_a_completed_append_with_fsync_counts_as_synced() {

@@ -1,4 +1,9 @@
-//! glibc malloc settings for the server process: fewer arenas, and freed memory kept for reuse.
+//! The process's memory allocator, all of it in this module: glibc malloc with Berth's
+//! settings (fewer arenas, and freed memory kept for reuse), or, with the `mimalloc` feature,
+//! mimalloc instead (measured against it in docs/benchmarks.md, "Allocators": as cheap, but a
+//! peak RSS nearly three times larger, so glibc stays the default). The sizes other modules
+//! choose with the allocator in mind are checked against `REUSED_BELOW` and `ARENA_KEEPS`
+//! where they are defined.
 //!
 //! **Arenas.** glibc gives threads that allocate at the same time separate arenas, up to eight
 //! per core, and each arena keeps the memory freed into it. Berth's blocking pool (redb reads,
@@ -25,13 +30,24 @@
 //! set that way is fixed too. `mallopt` is not thread-safe, so this does nothing once the
 //! process has a second thread.
 
-/// Blocks at least this large are mapped on their own rather than carved from an arena.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 1 << 20;
+/// Blocks smaller than this come from an arena and are reused when freed; larger ones are
+/// mapped on their own and faulted in afresh each time.
+pub const REUSED_BELOW: usize = 1 << 20;
 
-/// Free space at the top of an arena beyond this goes back to the kernel.
+/// Free space an arena keeps at its top before giving memory back to the kernel.
+pub const ARENA_KEEPS: usize = 2 << 20;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_THRESHOLD: libc::c_int = 2 << 20;
+#[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)] // 1 MiB and 2 MiB
+const MMAP_THRESHOLD: libc::c_int = REUSED_BELOW as libc::c_int;
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+const TRIM_THRESHOLD: libc::c_int = ARENA_KEEPS as libc::c_int;
 
 /// Apply Berth's malloc settings, each unless the environment already sets it. Call it before
 /// starting any thread; with other threads running it changes nothing.
