@@ -61,11 +61,23 @@ pub struct Registry {
 
 impl Registry {
     /// Assemble a registry over an opened store, reconciling leftovers of an earlier crash.
+    ///
+    /// An unreachable blob store does not stop start-up: what the metadata alone answers is
+    /// served, requests that need the store get 503 until it is back, and the leftovers wait
+    /// for the next start (tombstoned blobs are absent to readers either way).
     pub async fn open(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, limits: Limits) -> Result<Arc<Self>, Error> {
         let registry = Self::open_as_is(meta, blobs, limits);
-        registry.finish_tombstones().await?;
-        registry.reconcile_staging().await?;
-        Ok(registry)
+        let cleaned = match registry.finish_tombstones().await {
+            Ok(()) => registry.reconcile_staging().await,
+            Err(e) => Err(e),
+        };
+        match cleaned {
+            Err(Error::StorageUnavailable(why)) => {
+                tracing::warn!(error = %why, "blob store unreachable at start-up; crash leftovers are cleaned at the next start");
+                Ok(registry)
+            }
+            other => other.map(|()| registry),
+        }
     }
 
     /// Assemble a registry without touching the store: no start-up reconciliation, so that

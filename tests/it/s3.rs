@@ -119,7 +119,7 @@ async fn assert_unavailable(resp: reqwest::Response, what: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn object_storage_down_mid_push_answers_503_and_the_push_resumes() {
     let mut garage = Garage::start();
-    let berth = Berth::builder().s3(&garage).start();
+    let mut berth = Berth::builder().s3(&garage).start();
     let stored = random_bytes(2 << 20, 1);
     let (manifest, _) = push_image(&berth, "fault/app", "v1", &[&stored]).await;
 
@@ -155,6 +155,20 @@ async fn object_storage_down_mid_push_answers_503_and_the_push_resumes() {
     assert_eq!(catalog.status(), 200, "the catalog comes from the metadata alone");
     let ready = client().get(berth.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503, "not ready while the bucket is unreachable");
+    // A restart while the bucket is down still starts, and serves what the metadata answers.
+    berth.restart();
+    let by_digest = client()
+        .get(berth.url(&format!("/v2/fault/app/manifests/{manifest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_digest.status(),
+        200,
+        "metadata served after a restart without the bucket"
+    );
+    let location = berth.url(&location[location.find("/v2/").unwrap()..]);
+    let layer_url = berth.url(&format!("/v2/fault/app/blobs/{}", sha256(&stored)));
 
     // Back: the session stands where it was acknowledged, and the push finishes.
     garage.restart();
