@@ -176,19 +176,7 @@ async fn object_storage_down_mid_push_answers_503_and_the_push_resumes() {
     assert_eq!(ready.status(), 200, "ready again once the bucket is back");
     assert_eq!(offset(&location).await, 6 << 20);
     assert_eq!(patch(&location, 6 << 20, &blob[6 << 20..]).await.status(), 202);
-    let digest = sha256(&blob);
-    let put = client()
-        .put(format!("{location}?digest={digest}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
-    let got = client()
-        .get(berth.url(&format!("/v2/fault/app/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sha256(&got.bytes().await.unwrap()), digest);
+    finish_and_read_back(&berth, &location, "fault/app", &blob).await;
     let old = client().get(&layer_url).send().await.unwrap();
     assert_eq!(
         sha256(&old.bytes().await.unwrap()),
@@ -233,21 +221,30 @@ async fn object_storage_down_while_a_body_streams_leaves_a_resumable_prefix() {
     let at = offset_or_zero(&location).await;
     assert!(at <= blob.len(), "the session holds more than was sent");
     assert_eq!(patch(&location, at, &blob[at..]).await.status(), 202);
-    let digest = sha256(&blob);
+    finish_and_read_back(&berth, &location, "fault/stream", &blob).await;
+    // And a push of a new image works as ever.
+    push_blob(&berth, "fault/stream", b"after the outage").await;
+}
+
+/// Finish the upload at `location` as `blob`'s digest, and pull the blob back.
+async fn finish_and_read_back(berth: &Berth, location: &str, repo: &str, blob: &[u8]) {
+    let digest = sha256(blob);
     let put = client()
         .put(format!("{location}?digest={digest}"))
         .send()
         .await
         .unwrap();
-    assert_eq!(put.status(), 201, "the resumed upload is the blob sent");
+    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
     let got = client()
-        .get(berth.url(&format!("/v2/fault/stream/blobs/{digest}")))
+        .get(berth.url(&format!("/v2/{repo}/blobs/{digest}")))
         .send()
         .await
         .unwrap();
-    assert_eq!(sha256(&got.bytes().await.unwrap()), digest);
-    // And a push of a new image works as ever.
-    push_blob(&berth, "fault/stream", b"after the outage").await;
+    assert_eq!(
+        sha256(&got.bytes().await.unwrap()),
+        digest,
+        "the pushed blob reads back"
+    );
 }
 
 /// The offset of a session, 0 for an empty one (`Range: 0-0` with nothing in it is not sent).
