@@ -130,6 +130,8 @@ async fn object_storage_down_mid_push_answers_503_and_the_push_resumes() {
     garage.stop();
     let started = Instant::now();
     assert_unavailable(patch(&location, 6 << 20, &blob[6 << 20..]).await, "PATCH").await;
+    // Not a speed bound: the retries give up after about 1.4 s of backoff; without a bound
+    // on them the request would hang, and 60 s tells the two apart on any machine.
     assert!(started.elapsed() < Duration::from_secs(60), "retries are bounded");
     let layer_url = berth.url(&format!("/v2/fault/app/blobs/{}", sha256(&stored)));
     assert_unavailable(client().get(&layer_url).send().await.unwrap(), "blob GET").await;
