@@ -135,29 +135,7 @@ async fn main() {
     let c = common::http_client().build().unwrap();
     let gc_stop = Arc::new(AtomicBool::new(false));
     let during = tokio::spawn(read_load(base.clone(), tagged, 8, Arc::clone(&gc_stop)));
-    let job: serde_json::Value = c
-        .post(format!("{base}/admin/gc"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
-    let report = loop {
-        let j: serde_json::Value = c
-            .get(format!("{base}/admin/gc/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if j["state"] != "running" {
-            break j["report"].clone();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let report = common::run_gc(&c, &base).await;
     gc_stop.store(true, Ordering::Relaxed);
     let during = during.await.unwrap();
 

@@ -297,34 +297,9 @@ async fn bench_gc(t: &Target, n: usize) -> (f64, u64) {
     .await;
     // Links are kept for the grace period after their upload (0 s here, but in milliseconds).
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let job: serde_json::Value = c
-        .post(format!("{}/admin/gc", t.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
-    loop {
-        let job: serde_json::Value = c
-            .get(format!("{}/admin/gc/{id}", t.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        match job["state"].as_str() {
-            Some("done") => {
-                let report = &job["report"];
-                let ms = report["duration_ms"].as_u64().unwrap();
-                return (ms as f64 / 1000.0, report["blobs_deleted"].as_u64().unwrap());
-            }
-            Some("failed") => panic!("gc failed: {job}"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    let report = common::run_gc(&c, &t.base).await;
+    let ms = report["duration_ms"].as_u64().unwrap();
+    (ms as f64 / 1000.0, report["blobs_deleted"].as_u64().unwrap())
 }
 
 fn gib(bytes: usize) -> f64 {

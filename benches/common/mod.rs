@@ -120,3 +120,32 @@ where
         pending.next().await;
     }
 }
+
+/// Start a garbage collection through the admin API and wait for it; returns its report.
+/// Panics if the run fails.
+pub async fn run_gc(c: &reqwest::Client, base: &str) -> serde_json::Value {
+    let job: serde_json::Value = c
+        .post(format!("{base}/admin/gc"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    loop {
+        let job: serde_json::Value = c
+            .get(format!("{base}/admin/gc/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match job["state"].as_str() {
+            Some("running") => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            Some("failed") => panic!("gc failed: {job}"),
+            _ => return job["report"].clone(),
+        }
+    }
+}
