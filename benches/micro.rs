@@ -94,6 +94,7 @@ fn manifest_put(c: &mut Criterion) {
                 children: Vec::new(),
                 referrer: None,
                 tag: Some(Tag::parse(&format!("t{}", n % 100)).unwrap()),
+                sparse: false,
             };
             meta.put_manifest(new, now_ms()).wait().unwrap();
         });

@@ -46,6 +46,8 @@ pub struct Config {
     pub gc: Gc,
     /// `None`: no authentication; every client may do everything (admin: loopback only).
     pub auth: Option<Auth>,
+    /// Pull-through caches, each under its own repository prefix.
+    pub proxy: Vec<crate::upstream::Settings>,
 }
 
 /// HTTPS with rustls (TLS 1.2 and 1.3).
@@ -564,6 +566,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         upload_max_age: raw.gc.upload_max_age.unwrap_or(Duration::from_secs(24 * 3600)),
     };
     Ok(Config {
+        proxy: Vec::new(),
         gc,
         http: Http {
             addr,

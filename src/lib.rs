@@ -20,3 +20,4 @@ pub mod oci;
 pub mod registry;
 pub mod server;
 pub mod testhook;
+pub mod upstream;

@@ -34,6 +34,22 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// A pull-through cache's events: `upstream` is the proxy prefix, `event` one of `hit`,
+/// `miss`, `stale` (served while the upstream failed), `error` (an upstream request failed),
+/// `revalidated` (a tag checked upstream and unchanged) and `changed` (checked and moved);
+/// `kind` is `manifest` or `blob`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyLabels {
+    pub upstream: String,
+    pub kind: String,
+    pub event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs to about 26 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 19))
@@ -60,6 +76,8 @@ pub struct Metrics {
     pub fsck_problems: Gauge,
     pub meta_commit_seconds: Histogram,
     pub meta_batch_ops: Histogram,
+    pub proxy_events: Family<ProxyLabels, Counter>,
+    pub proxy_upstream_bytes: Family<UpstreamLabels, Counter>,
 }
 
 impl Metrics {
@@ -84,6 +102,8 @@ impl Metrics {
             fsck_problems: Gauge::default(),
             meta_commit_seconds: latency_histogram(),
             meta_batch_ops: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
+            proxy_events: Family::default(),
+            proxy_upstream_bytes: Family::default(),
         };
         m.register();
         m
@@ -161,6 +181,16 @@ impl Metrics {
             "Operations per group commit",
             self.meta_batch_ops.clone(),
         );
+        r.register(
+            "proxy_events",
+            "Pull-through cache events per upstream: hits, misses, stale serves, upstream errors and tag revalidations",
+            self.proxy_events.clone(),
+        );
+        r.register(
+            "proxy_upstream_bytes",
+            "Blob bytes fetched from each upstream",
+            self.proxy_upstream_bytes.clone(),
+        );
     }
 
     /// The exposition text.
@@ -200,4 +230,16 @@ pub fn request(group: &str, method: &str, status: u16, seconds: f64, bytes_in: u
 /// Record a finished run of a job (`gc` or `fsck`).
 pub fn job_result(family: &Family<ResultLabels, Counter>, result: &str) {
     family.get_or_create(&ResultLabels { result: result.into() }).inc();
+}
+
+/// Count a pull-through cache event (see `ProxyLabels`).
+pub fn proxy_event(upstream: &str, kind: &str, event: &str) {
+    get()
+        .proxy_events
+        .get_or_create(&ProxyLabels {
+            upstream: upstream.into(),
+            kind: kind.into(),
+            event: event.into(),
+        })
+        .inc();
 }

@@ -159,7 +159,7 @@ impl From<Error> for ApiError {
             }
             Error::NameInvalid(_) => ApiError::new(Code::NameInvalid, detail),
             Error::NameUnknown(_) => ApiError::new(Code::NameUnknown, detail),
-            Error::BlobUnknown => ApiError::new(Code::BlobUnknown, detail),
+            Error::BlobUnknown | Error::UpstreamBlobUnknown(_) => ApiError::new(Code::BlobUnknown, detail),
             Error::BlobUploadUnknown => ApiError::new(Code::BlobUploadUnknown, detail),
             Error::BlobUploadInvalid(_) => ApiError::new(Code::BlobUploadInvalid, detail),
             Error::SizeInvalid(_) => ApiError::new(Code::SizeInvalid, detail),
@@ -186,7 +186,7 @@ impl From<Error> for ApiError {
             Error::ManifestChildUnknown(_) => {
                 ApiError::new(Code::ManifestUnknown, detail).with_status(StatusCode::BAD_REQUEST)
             }
-            Error::ManifestUnknown => ApiError::new(Code::ManifestUnknown, detail),
+            Error::ManifestUnknown | Error::UpstreamManifestUnknown(_) => ApiError::new(Code::ManifestUnknown, detail),
             Error::Unsupported(_) => ApiError::new(Code::Unsupported, detail),
             Error::TooManyRequests(_) => ApiError::new(Code::TooManyRequests, detail),
             Error::BodyTimeout(_) => {
@@ -199,6 +199,14 @@ impl From<Error> for ApiError {
                     Code::Unavailable,
                     "blob storage is unavailable; nothing acknowledged was lost, retry later",
                 )
+            }
+            Error::UpstreamUnavailable(_) => {
+                tracing::warn!(error = %detail, "pull-through cache: upstream failed");
+                ApiError::new(Code::Unavailable, detail)
+            }
+            Error::UpstreamCorrupt(_) => {
+                tracing::error!(error = %detail, "pull-through cache: upstream sent corrupt content");
+                ApiError::new(Code::Unavailable, detail).with_status(StatusCode::BAD_GATEWAY)
             }
             Error::Internal(_) => {
                 // Logged once here, with the cause; the client gets a generic body.

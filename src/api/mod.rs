@@ -260,8 +260,9 @@ async fn dispatch(
     body: Body,
 ) -> Response {
     let query = query::Query::parse(uri.query());
-    let endpoint = match route::parse(uri.path()) {
-        Ok(endpoint) => endpoint,
+    let routed = route::parse(uri.path()).and_then(|e| mirror_namespace(&app, e, &query));
+    let (endpoint, namespace) = match routed {
+        Ok(routed) => routed,
         Err(e) => return ApiError::from(e).into_response(),
     };
     let caller = match access::check(&app, &endpoint, &method, &headers, &peer).await {
@@ -282,7 +283,30 @@ async fn dispatch(
     if let Some(user) = user {
         response.extensions_mut().insert(user);
     }
+    if let Some(ns) = namespace.and_then(|ns| HeaderValue::from_str(&ns).ok()) {
+        response.headers_mut().insert("oci-namespace", ns);
+    }
     response
+}
+
+/// A mirror request (containerd sends `?ns=<registry host>` to mirrors) whose `ns` names a
+/// pull-through cache's upstream is for that cache's repositories: the endpoint moves under
+/// its prefix, and the response echoes the namespace served (`OCI-Namespace`). Access rules
+/// then apply to the prefixed name, as for any request.
+fn mirror_namespace(
+    app: &App,
+    endpoint: Endpoint,
+    query: &query::Query,
+) -> Result<(Endpoint, Option<String>), route::RouteError> {
+    let Some(ns) = query.get("ns") else {
+        return Ok((endpoint, None));
+    };
+    match app.registry.proxy_prefix_for_namespace(ns) {
+        Some(prefix) if !matches!(endpoint, Endpoint::Base | Endpoint::Catalog) => {
+            Ok((endpoint.under_prefix(&prefix)?, Some(ns.to_owned())))
+        }
+        _ => Ok((endpoint, None)),
+    }
 }
 
 /// What a handler may need of the request besides its body.

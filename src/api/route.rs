@@ -40,6 +40,32 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The same endpoint for the repository `<prefix>/<name>` (a mirror request whose `ns`
+    /// selects a pull-through cache). Endpoints without a repository stay as they are.
+    pub fn under_prefix(self, prefix: &str) -> Result<Endpoint, RouteError> {
+        let put = |name: RepoName| RepoName::parse(&format!("{prefix}/{name}"));
+        Ok(match self {
+            Endpoint::Base | Endpoint::Catalog => self,
+            Endpoint::Tags { name } => Endpoint::Tags { name: put(name)? },
+            Endpoint::Manifest { name, reference } => Endpoint::Manifest {
+                name: put(name)?,
+                reference,
+            },
+            Endpoint::Blob { name, digest } => Endpoint::Blob {
+                name: put(name)?,
+                digest,
+            },
+            Endpoint::UploadStart { name } => Endpoint::UploadStart { name: put(name)? },
+            Endpoint::Upload { name, id } => Endpoint::Upload { name: put(name)?, id },
+            Endpoint::Referrers { name, digest } => Endpoint::Referrers {
+                name: put(name)?,
+                digest,
+            },
+        })
+    }
+}
+
 /// Why a path did not route.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {

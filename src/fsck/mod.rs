@@ -186,7 +186,7 @@ pub async fn run(
     };
     let mut f = Findings::default();
     check_blobs(&scan, &files, &bad, &mut f);
-    check_manifests(&scan, &bad, &mut f);
+    check_manifests(&scan, &bad, &|repo| registry.is_cached_repo(repo), &mut f);
     check_stale_refs(&scan, &mut f);
     check_indexes(&scan, &mut f);
     check_uploads(&scan, &staging, &mut f);
@@ -355,15 +355,19 @@ struct Expected {
     referrers: BTreeMap<(String, String, String), ReferrerRow>,
 }
 
-fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, f: &mut Findings) {
+/// `cached` tells the repositories of a pull-through cache, whose manifests are stored sparse:
+/// a blob not fetched yet (`Remote`) or a child manifest not pulled yet is expected there.
+fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, cached: &dyn Fn(&str) -> bool, f: &mut Findings) {
     f.checked.manifests = scan.manifests.len() as u64;
     let mut exp = Expected::default();
     let lost: BTreeSet<String> = f.bad_blobs.iter().map(|(d, _)| d.clone()).collect();
     let unusable = |d: &str| {
         bad.contains_key(d) || lost.contains(d) || !scan.blobs.get(d).is_some_and(|b| b.state == BlobState::Live)
     };
+    let remote = |d: &str| scan.blobs.get(d).is_some_and(|b| b.state == BlobState::Remote);
     for ((repo, digest), row) in &scan.manifests {
         let at = format!("{repo}@{digest}");
+        let sparse = cached(repo);
         if let Ok(d) = Digest::parse(digest)
             && Digest::of(d.algorithm(), &row.body) != d
         {
@@ -392,6 +396,9 @@ fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, f: &mut Findings) {
         for blob in &blobs {
             *exp.refcount.entry(blob.clone()).or_default() += 1;
             *exp.link_refs.entry((repo.clone(), blob.clone())).or_default() += 1;
+            if sparse && remote(blob) && scan.links.contains_key(&(repo.clone(), blob.clone())) {
+                continue;
+            }
             if unusable(blob) {
                 f.problem(
                     Kind::ManifestBlobMissing,
@@ -415,7 +422,7 @@ fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, f: &mut Findings) {
         }
         for child in &children {
             exp.parents.insert((repo.clone(), child.clone(), digest.clone()));
-            if !scan.manifests.contains_key(&(repo.clone(), child.clone())) {
+            if !sparse && !scan.manifests.contains_key(&(repo.clone(), child.clone())) {
                 f.problem(
                     Kind::ManifestChildMissing,
                     at.clone(),

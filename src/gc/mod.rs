@@ -204,8 +204,19 @@ fn decide(
             marked.dead_links.push((repo.clone(), digest.clone()));
         }
     }
-    for (digest, blob) in snap.blobs.iter().filter(|(_, b)| b.state == BlobState::Live) {
+    for (digest, blob) in &snap.blobs {
         if needed_blobs.contains(digest.as_str()) {
+            continue;
+        }
+        // A cached manifest's blob never fetched has no bytes: its row goes once nothing
+        // counts it (the sweep re-checks).
+        if blob.state == BlobState::Remote {
+            if !kept_links.contains_key(digest.as_str()) {
+                marked.dead_blobs.push((digest.clone(), 0));
+            }
+            continue;
+        }
+        if blob.state != BlobState::Live {
             continue;
         }
         if kept_links.contains_key(digest.as_str()) || young(blob.created_ms, digest) {

@@ -228,7 +228,8 @@ pub(super) fn remove_links(
 
 /// Tombstone those blobs among `candidates` that are live, unreferenced, unlinked and older
 /// than the cutoff (the caller left out touched ones). Returns the tombstoned ones with their
-/// sizes. Their files may be unlinked once this commits.
+/// sizes. Their files may be unlinked once this commits. A `Remote` record (never fetched) that
+/// nothing counts is dropped outright: it has no bytes.
 pub(super) fn tombstone_blobs(
     txn: &WriteTransaction,
     candidates: &[Digest],
@@ -244,6 +245,11 @@ pub(super) fn tombstone_blobs(
             .map(|v| decode::<BlobRow>(v.value()))
             .transpose()?;
         let Some(mut row) = row else { continue };
+        if row.state == BlobState::Remote && row.refcount == 0 && row.links == 0 {
+            // Nothing of it was ever fetched: no bytes to delete, no tombstone needed.
+            blobs.remove(digest.as_str())?;
+            continue;
+        }
         let collectable =
             row.state == BlobState::Live && row.refcount == 0 && row.links == 0 && row.created_ms < policy.cutoff_ms;
         if collectable {
@@ -269,7 +275,9 @@ pub(super) fn finish_tombstones(txn: &WriteTransaction, digests: &[Digest]) -> R
             .get(digest.as_str())?
             .map(|v| decode::<BlobRow>(v.value()))
             .transpose()?;
-        if row.is_some_and(|r| r.state != BlobState::Live) {
+        // Only a row still being deleted goes: a push may have revived it (`Live`), or a
+        // cached manifest declared it again (`Remote`), since the tombstone.
+        if row.is_some_and(|r| matches!(r.state, BlobState::Deleting { .. })) {
             blobs.remove(digest.as_str())?;
         }
         tombstones.remove(digest.as_str())?;

@@ -100,6 +100,11 @@ pub enum BlobState {
     /// reader, but the counts and links are kept, so a push of the same content revives the
     /// record exactly as the manifests that reference it expect.
     Missing { since_ms: Millis },
+    /// Named by a manifest of a pull-through cache whose upstream holds the bytes, and not
+    /// fetched yet: the manifest was stored sparse, before its blobs. Absent to every reader;
+    /// `size` is the size the manifest declares. A fetch makes it `Live` (keeping the counts),
+    /// and garbage collection drops the row once nothing counts it.
+    Remote,
 }
 
 /// The global record of one blob file.

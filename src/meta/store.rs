@@ -129,7 +129,8 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
 
     /// Store a manifest: check that its blobs are linked here, live and of the declared sizes
     /// and its children present here (`BlobNotLinked`, `BlobSizeMismatch`, `ChildUnknown`
-    /// otherwise); insert it with its references, reference counts and referrer entry unless it
+    /// otherwise; a `sparse` manifest skips these checks and records its absent blobs as
+    /// `Remote`); insert it with its references, reference counts and referrer entry unless it
     /// is stored already (a re-push only restarts its grace period); point its tag at it; and
     /// record the repository.
     fn put_manifest(&self, manifest: NewManifest, now: Millis) -> WriteOp<()>;
@@ -188,6 +189,10 @@ pub struct NewManifest {
     /// The descriptor to list under `row.subject`, when there is a subject.
     pub referrer: Option<ReferrerRow>,
     pub tag: Option<Tag>,
+    /// A manifest of a pull-through cache, stored before its content: its blobs need not be
+    /// here (those absent get `BlobState::Remote` records, linked and counted as usual) and its
+    /// children need not exist yet.
+    pub sparse: bool,
 }
 
 /// A write, built and not yet started: nothing happens until it is committed or waited for.

@@ -111,7 +111,9 @@ pub(super) fn unlink_blob(txn: &WriteTransaction, repo: &str, digest: &str) -> R
 /// Store a manifest: check its blobs and children, insert it with its references, reference
 /// counts and referrer entry, and point its tag at it.
 pub(super) fn put_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Result<(), MetaError> {
-    check_references(txn, m)?;
+    if !m.sparse {
+        check_references(txn, m)?;
+    }
     let key = (m.repo.as_str(), m.digest.as_str());
     let refs = txn
         .open_table(MANIFEST_REFS)?
@@ -159,8 +161,10 @@ fn record_blob(txn: &WriteTransaction, digest: &str, size: u64, now: Millis) -> 
     let row = match existing {
         Some(row) if row.state == BlobState::Live => return Ok(()),
         // A tombstone can only be seen here if its sweep was interrupted; the file was just put
-        // back in place under the digest lock, so the blob is live again.
+        // back in place under the digest lock, so the blob is live again. A `Remote` or
+        // `Missing` record gets its bytes, keeping the counts the manifests made.
         Some(row) => BlobRow {
+            size,
             state: BlobState::Live,
             created_ms: now,
             ..row
@@ -175,6 +179,44 @@ fn record_blob(txn: &WriteTransaction, digest: &str, size: u64, now: Millis) -> 
     };
     blobs.insert(digest, encode(&row).as_slice())?;
     txn.open_table(TOMBSTONES)?.remove(digest)?;
+    Ok(())
+}
+
+/// A sparse manifest's blob: make sure it has a record (`Remote` when absent: the upstream
+/// holds the bytes) and a link in `repo`, so that the counts the manifest adds land somewhere
+/// and survive the fetch.
+fn declare_remote(
+    txn: &WriteTransaction,
+    repo: &str,
+    digest: &str,
+    declared: u64,
+    now: Millis,
+) -> Result<(), MetaError> {
+    let mut blobs = txn.open_table(BLOBS)?;
+    let existing = blobs.get(digest)?.map(|v| decode::<BlobRow>(v.value())).transpose()?;
+    let declared_row = match existing {
+        None => Some(BlobRow {
+            size: declared,
+            refcount: 0,
+            links: 0,
+            created_ms: now,
+            state: BlobState::Remote,
+        }),
+        // Its bytes are being deleted: from now on the upstream holds them again (the sweep's
+        // last step keeps a `Remote` row).
+        Some(row) if matches!(row.state, BlobState::Deleting { .. }) => Some(BlobRow {
+            state: BlobState::Remote,
+            ..row
+        }),
+        Some(_) => None,
+    };
+    if let Some(row) = declared_row {
+        blobs.insert(digest, encode(&row).as_slice())?;
+    }
+    drop(blobs);
+    if txn.open_table(BLOB_LINKS)?.get((repo, digest))?.is_none() {
+        link(txn, repo, digest, now)?;
+    }
     Ok(())
 }
 
@@ -278,6 +320,11 @@ fn insert_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Resu
     let mut blob_digests: Vec<String> = m.blobs.iter().map(|(d, _)| d.to_string()).collect();
     blob_digests.sort_unstable();
     blob_digests.dedup();
+    if m.sparse {
+        for (digest, declared) in &m.blobs {
+            declare_remote(txn, m.repo.as_str(), digest.as_str(), *declared, now)?;
+        }
+    }
     for digest in &blob_digests {
         update_blob(txn, digest, |b| b.refcount += 1)?;
         update_link(txn, m.repo.as_str(), digest, |l| l.refs += 1)?;

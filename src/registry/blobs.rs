@@ -1,5 +1,7 @@
 //! Blob reads, deletes, mounts and the commit of a verified staged upload.
 
+use std::sync::Arc;
+
 use super::{Error, Registry};
 use crate::blobs::{BlobReader, ByteStream, Upload};
 use crate::meta::now_ms;
@@ -7,16 +9,45 @@ use crate::oci::{Digest, RepoName};
 
 /// A blob opened for a GET: its size, and a reader for the bytes (or a URL to send the client
 /// to, when the backend redirects pulls).
-#[derive(Debug)]
 pub enum BlobBody {
-    Bytes { size: u64, reader: Box<dyn BlobReader> },
-    Redirect { size: u64, url: String },
+    Bytes {
+        size: u64,
+        reader: Box<dyn BlobReader>,
+    },
+    Redirect {
+        size: u64,
+        url: String,
+    },
+    /// A pull-through cache's first client of a cold blob: the bytes as they arrive from the
+    /// upstream (the stream breaks off if they turn out not to match the digest).
+    Stream {
+        size: u64,
+        stream: ByteStream,
+    },
+}
+
+impl std::fmt::Debug for BlobBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobBody::Bytes { size, reader } => f
+                .debug_struct("Bytes")
+                .field("size", size)
+                .field("reader", reader)
+                .finish(),
+            BlobBody::Redirect { size, url } => f
+                .debug_struct("Redirect")
+                .field("size", size)
+                .field("url", url)
+                .finish(),
+            BlobBody::Stream { size, .. } => f.debug_struct("Stream").field("size", size).finish_non_exhaustive(),
+        }
+    }
 }
 
 impl BlobBody {
     pub fn size(&self) -> u64 {
         match self {
-            BlobBody::Bytes { size, .. } | BlobBody::Redirect { size, .. } => *size,
+            BlobBody::Bytes { size, .. } | BlobBody::Redirect { size, .. } | BlobBody::Stream { size, .. } => *size,
         }
     }
 }
@@ -34,6 +65,9 @@ impl Registry {
     /// The size of a blob readable from `repo` (HEAD). The file is checked too, so a HEAD
     /// never answers 200 for a blob whose file is gone.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, Error> {
+        if let Some(cached) = self.cached_blob_size(repo, digest).await {
+            return cached;
+        }
         self.touch(digest).await;
         let row = self.meta.linked_blob(repo, digest).await?.ok_or(Error::BlobUnknown)?;
         match self.blobs.stat(digest).await? {
@@ -46,8 +80,17 @@ impl Registry {
     }
 
     /// The bytes of a blob readable from `repo` (GET). A missing or wrong-sized file is
-    /// reported as unknown (and logged) rather than served short.
-    pub async fn read_blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobBody, Error> {
+    /// reported as unknown (and logged) rather than served short. In a pull-through cache, a
+    /// cold blob is fetched; `stream` lets it be sent as it arrives (not for a `Range` GET).
+    pub async fn read_blob(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        digest: &Digest,
+        stream: bool,
+    ) -> Result<BlobBody, Error> {
+        if let Some(cached) = self.cached_blob(repo, digest, stream).await {
+            return cached;
+        }
         let row = self.meta.linked_blob(repo, digest).await?.ok_or(Error::BlobUnknown)?;
         if let Some(url) = self.blobs.redirect(digest).await? {
             return Ok(BlobBody::Redirect { size: row.size, url });
@@ -58,6 +101,7 @@ impl Registry {
 
     /// Unlink a blob from `repo`. The file stays until garbage collection finds it unused.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), Error> {
+        self.refuse_cached(repo)?;
         self.meta_write(|m| m.unlink_blob(repo, digest))
             .await
             .map_err(|e| match e {
@@ -69,6 +113,7 @@ impl Registry {
     /// Cross-repository mount: link `digest` into `repo` if `from` has it (or, without `from`,
     /// if it exists at all). Returns whether it was mounted.
     pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<bool, Error> {
+        self.refuse_cached(repo)?;
         self.meta_write(|m| m.mount_blob(repo, digest, from, now_ms())).await
     }
 

@@ -50,6 +50,18 @@ pub enum Error {
     /// client may retry.
     #[error("{0}")]
     StorageUnavailable(String),
+    /// A pull-through cache's upstream is unreachable or failing, and nothing cached answers.
+    #[error("{0}")]
+    UpstreamUnavailable(String),
+    /// The upstream says it has no such manifest (a 404 there).
+    #[error("{0}")]
+    UpstreamManifestUnknown(String),
+    /// The upstream says it has no such blob.
+    #[error("{0}")]
+    UpstreamBlobUnknown(String),
+    /// The upstream sent content that does not match its digest; nothing was cached.
+    #[error("{0}")]
+    UpstreamCorrupt(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -13,6 +13,20 @@ pub struct Manifest {
     pub digest: String,
     pub media_type: String,
     pub body: Bytes,
+    /// Why it may be out of date (a cached tag served while its upstream failed), for a
+    /// `Warning` header.
+    pub warning: Option<String>,
+}
+
+impl Manifest {
+    pub(super) fn from_row(digest: String, row: ManifestRow) -> Self {
+        Manifest {
+            digest,
+            media_type: row.media_type,
+            body: Bytes::from(row.body),
+            warning: None,
+        }
+    }
 }
 
 /// The outcome of a manifest push.
@@ -24,6 +38,9 @@ pub struct ManifestPut {
 
 impl Registry {
     pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Manifest, Error> {
+        if let Some(cached) = self.cached_manifest(repo, reference).await {
+            return cached;
+        }
         let found = match reference {
             Reference::Tag(tag) => self.meta.manifest_by_tag(repo, tag).await?,
             Reference::Digest(digest) => {
@@ -32,11 +49,7 @@ impl Registry {
             }
         };
         let (digest, row) = found.ok_or(Error::ManifestUnknown)?;
-        Ok(Manifest {
-            digest,
-            media_type: row.media_type,
-            body: Bytes::from(row.body),
-        })
+        Ok(Manifest::from_row(digest, row))
     }
 
     /// Store a manifest under its digest and, for a tag reference, point the tag at it. The body
@@ -48,6 +61,7 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<ManifestPut, Error> {
+        self.refuse_cached(repo)?;
         let limit = self.limits.manifest_max_bytes;
         if body.len() as u64 > limit {
             return Err(Error::ManifestTooLarge { limit });
@@ -79,6 +93,7 @@ impl Registry {
 
     /// Delete by digest (the manifest and its tags) or by tag (only the tag).
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<(), Error> {
+        self.refuse_cached(repo)?;
         match reference {
             Reference::Digest(d) => {
                 self.meta_write(|m| m.delete_manifest(repo, d)).await?;
@@ -90,7 +105,7 @@ impl Registry {
     }
 }
 
-fn manifest_row(parsed: &ParsedManifest, body: Bytes) -> ManifestRow {
+pub(super) fn manifest_row(parsed: &ParsedManifest, body: Bytes) -> ManifestRow {
     ManifestRow {
         media_type: parsed.media_type.clone(),
         body: body.into(),
@@ -139,7 +154,7 @@ pub(crate) fn references(parsed: &ParsedManifest, body_len: u64) -> References {
     }
 }
 
-fn new_manifest(
+pub(super) fn new_manifest(
     repo: RepoName,
     digest: Digest,
     tag: Option<Tag>,
@@ -155,5 +170,6 @@ fn new_manifest(
         children: refs.children,
         referrer: refs.referrer,
         tag,
+        sparse: false,
     }
 }

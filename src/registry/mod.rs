@@ -20,6 +20,7 @@ mod listing;
 pub(crate) mod locks;
 mod maintenance;
 mod manifests;
+mod proxy;
 mod uploads;
 
 use std::collections::HashMap;
@@ -57,6 +58,8 @@ pub struct Registry {
     /// When each blob was last HEAD-checked (a client about to reference it in a manifest).
     /// Garbage collection treats a recent touch like a recent upload.
     touches: Arc<Mutex<HashMap<String, Millis>>>,
+    /// Pull-through caches: repositories under their prefixes come from upstreams.
+    proxies: proxy::Proxies,
 }
 
 impl Registry {
@@ -66,7 +69,17 @@ impl Registry {
     /// served, requests that need the store get 503 until it is back, and the leftovers wait
     /// for the next start (tombstoned blobs are absent to readers either way).
     pub async fn open(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, limits: Limits) -> Result<Arc<Self>, Error> {
-        let registry = Self::open_as_is(meta, blobs, limits);
+        Self::open_with(meta, blobs, limits, Vec::new()).await
+    }
+
+    /// `open`, with pull-through caches in front of the upstreams in `proxies`.
+    pub async fn open_with(
+        meta: Arc<dyn MetaStore>,
+        blobs: Arc<dyn BlobStore>,
+        limits: Limits,
+        proxies: Vec<crate::upstream::Settings>,
+    ) -> Result<Arc<Self>, Error> {
+        let registry = Self::open_as_is(meta, blobs, limits, proxies)?;
         let cleaned = match registry.finish_tombstones().await {
             Ok(()) => registry.reconcile_staging().await,
             Err(e) => Err(e),
@@ -82,15 +95,21 @@ impl Registry {
 
     /// Assemble a registry without touching the store: no start-up reconciliation, so that
     /// `fsck` sees crash leftovers as they are.
-    pub fn open_as_is(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, limits: Limits) -> Arc<Self> {
-        Arc::new(Registry {
+    pub fn open_as_is(
+        meta: Arc<dyn MetaStore>,
+        blobs: Arc<dyn BlobStore>,
+        limits: Limits,
+        proxies: Vec<crate::upstream::Settings>,
+    ) -> Result<Arc<Self>, Error> {
+        Ok(Arc::new(Registry {
             meta,
             blobs,
             uploads: uploads::Sessions::default(),
             locks: locks::DigestLocks::default(),
             limits,
             touches: Arc::default(),
-        })
+            proxies: proxy::Proxies::new(proxies)?,
+        }))
     }
 
     pub fn limits(&self) -> Limits {

@@ -103,6 +103,7 @@ type SlotGuard = OwnedMutexGuard<Slot>;
 impl Registry {
     /// Open a new upload session in `repo` for `client`, within the session limits.
     pub async fn start_upload(&self, repo: &RepoName, client: Option<IpAddr>) -> Result<UploadStatus, Error> {
+        self.refuse_cached(repo)?;
         let open = self.meta.upload_count().await?;
         if open >= self.limits.upload_sessions {
             return Err(Error::TooManyRequests(format!(
@@ -210,6 +211,7 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Display,
     {
+        self.refuse_cached(repo)?;
         let staged = self.blobs.temp_upload().await?;
         let (staged, appended) = staged.append(boxed(body), self.append_limits(None)).await;
         if let Err(e) = appended {

@@ -43,13 +43,13 @@ pub enum ServeError {
 /// Open the store under `config.storage.root` as a registry, finishing whatever a crash left.
 pub async fn open_registry(config: &Config) -> Result<Arc<Registry>, ServeError> {
     let (meta, blobs, limits) = open_parts(config).await?;
-    Ok(Registry::open(meta, blobs, limits).await?)
+    Ok(Registry::open_with(meta, blobs, limits, config.proxy.clone()).await?)
 }
 
 /// Open the store as it is, without start-up reconciliation (for `fsck`).
 pub async fn open_registry_as_is(config: &Config) -> Result<Arc<Registry>, ServeError> {
     let (meta, blobs, limits) = open_parts(config).await?;
-    Ok(Registry::open_as_is(meta, blobs, limits))
+    Ok(Registry::open_as_is(meta, blobs, limits, config.proxy.clone())?)
 }
 
 /// The metadata store, the blob store and the limits the configuration names.

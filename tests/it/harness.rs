@@ -447,3 +447,33 @@ pub async fn raw_request(berth: &Berth, method: &str, path: &str) -> (u16, Strin
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, body.to_owned())
 }
+
+/// Run a garbage collection through the admin API and wait for its report.
+pub async fn run_gc(berth: &Berth) -> Value {
+    let c = client();
+    let job: Value = c
+        .post(berth.url("/admin/gc"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().expect("a job id").to_owned();
+    for _ in 0..2400 {
+        let job: Value = c
+            .get(berth.url(&format!("/admin/gc/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match job["state"].as_str() {
+            Some("done") => return job["report"].clone(),
+            Some("failed") => panic!("gc failed: {job}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    panic!("gc did not finish");
+}

@@ -27,6 +27,7 @@ mod meta_suite;
 mod ops;
 mod pki;
 mod podman;
+mod proxy;
 mod restart;
 mod s3;
 mod smoke;

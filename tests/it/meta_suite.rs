@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use berth::meta::fsck::Repair;
 use berth::meta::gc::Policy;
-use berth::meta::{ManifestRow, Meta, MetaError, MetaStore, NewManifest, ReferrerRow};
+use berth::meta::{BlobState, ManifestRow, Meta, MetaError, MetaStore, NewManifest, ReferrerRow};
 use berth::oci::{Algorithm, Digest, RepoName, Tag};
 use uuid::Uuid;
 
@@ -62,6 +62,7 @@ suite!(
     upload_sessions,
     gc_sweeps_recheck_inside_the_transaction,
     tombstoned_blobs_are_absent_until_pushed_again,
+    sparse_manifests_count_blobs_before_they_arrive,
     fsck_repairs_are_compare_and_set,
     counts_and_usage,
     writes_survive_a_reopen,
@@ -106,6 +107,7 @@ fn manifest(repo: &RepoName, seed: &str, blobs: &[(&Digest, u64)], tag: Option<&
         children: Vec::new(),
         referrer: None,
         tag: tag.map(self::tag),
+        sparse: false,
     }
 }
 
@@ -397,6 +399,77 @@ async fn tombstoned_blobs_are_absent_until_pushed_again(backend: Backend) {
         s.linked_blob(&a, &loose).await.unwrap().is_some(),
         "a push brings it back"
     );
+}
+
+/// A pull-through cache stores a manifest before its blobs (`sparse`): the absent blobs get
+/// `Remote` records, linked and counted, which a later fetch makes live with the counts intact,
+/// and which garbage collection drops once nothing counts them.
+async fn sparse_manifests_count_blobs_before_they_arrive(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("cache/a");
+    let (fetched, never) = (digest(b"fetched"), digest(b"never"));
+    let child = digest(b"a child manifest not pulled yet");
+    let mut m = manifest(&a, "sparse", &[(&fetched, 7), (&never, 5)], Some("v1"));
+    assert!(
+        matches!(put(s, &m, 10).await, Err(MetaError::BlobNotLinked(_))),
+        "not sparse: checked"
+    );
+    m.sparse = true;
+    m.children = vec![child.clone()];
+    put(s, &m, 10).await.unwrap();
+    assert!(
+        s.live_blob(&fetched).await.unwrap().is_none(),
+        "remote is absent to readers"
+    );
+    assert!(s.linked_blob(&a, &fetched).await.unwrap().is_none());
+    let state = |snap: &berth::meta::gc::Snapshot, d: &Digest| {
+        snap.blobs.iter().find(|(k, _)| k == d.as_str()).map(|(_, b)| b.clone())
+    };
+    let snap = s.gc_snapshot().await.unwrap();
+    let row = state(&snap, &fetched).unwrap();
+    assert_eq!(
+        (row.state, row.refcount, row.links, row.size),
+        (BlobState::Remote, 1, 1, 7)
+    );
+
+    // The fetch lands: live, the counts kept.
+    s.commit_blob(&a, &fetched, 7, None, 20).commit().await.unwrap();
+    let snap = s.gc_snapshot().await.unwrap();
+    let row = state(&snap, &fetched).unwrap();
+    assert_eq!((row.state, row.refcount, row.links), (BlobState::Live, 1, 1));
+    assert!(s.linked_blob(&a, &fetched).await.unwrap().is_some());
+
+    // Evicted: the manifest goes, the remote row follows once unlinked; no tombstone for it.
+    s.delete_manifest(&a, &m.digest).commit().await.unwrap();
+    let links = [(a.clone(), fetched.clone()), (a.clone(), never.clone())];
+    assert_eq!(s.gc_remove_links(&links, policy(1000)).commit().await.unwrap(), 2);
+    let doomed = s
+        .gc_tombstone_blobs(&[fetched.clone(), never.clone()], policy(1000), 30)
+        .commit()
+        .await
+        .unwrap();
+    assert_eq!(
+        doomed,
+        [(fetched.clone(), 7)],
+        "only the fetched one has bytes to delete"
+    );
+    let snap = s.gc_snapshot().await.unwrap();
+    assert!(state(&snap, &never).is_none(), "the remote row is gone");
+
+    // A cached manifest declaring a blob whose deletion is under way makes it remote again,
+    // and finishing the deletion keeps that row.
+    let again = NewManifest {
+        sparse: true,
+        ..manifest(&a, "again", &[(&fetched, 7)], None)
+    };
+    put(s, &again, 40).await.unwrap();
+    s.gc_finish_tombstones(std::slice::from_ref(&fetched))
+        .commit()
+        .await
+        .unwrap();
+    let snap = s.gc_snapshot().await.unwrap();
+    let row = state(&snap, &fetched).unwrap();
+    assert_eq!((row.state, row.refcount, row.links), (BlobState::Remote, 1, 1));
 }
 
 async fn fsck_repairs_are_compare_and_set(backend: Backend) {

@@ -1,5 +1,7 @@
 //! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
@@ -11,7 +13,7 @@ use crate::oci::{Digest, RepoName};
 use crate::registry::{self, BlobBody, Error, Registry};
 
 pub async fn get(
-    reg: &Registry,
+    reg: &Arc<Registry>,
     name: &RepoName,
     digest: &Digest,
     headers: &HeaderMap,
@@ -21,11 +23,15 @@ pub async fn get(
         let size = reg.stat_blob(name, digest).await?;
         return Ok(blob_response(StatusCode::OK, digest, size, Body::empty()));
     }
-    let (size, reader) = match reg.read_blob(name, digest).await? {
+    let range_header = header_str(headers, header::RANGE);
+    let (size, reader) = match reg.read_blob(name, digest, range_header.is_none()).await? {
         BlobBody::Bytes { size, reader } => (size, reader),
         BlobBody::Redirect { url, .. } => return Ok(redirect(&url)),
+        BlobBody::Stream { size, stream } => {
+            return Ok(blob_response(StatusCode::OK, digest, size, Body::from_stream(stream)));
+        }
     };
-    let range = header_str(headers, header::RANGE).map_or(RangeRequest::Ignore, |r| parse_range(r, size));
+    let range = range_header.map_or(RangeRequest::Ignore, |r| parse_range(r, size));
     match range {
         RangeRequest::Ignore => {
             let bytes = registry::stream(reader, 0, size.saturating_sub(1)).await?;

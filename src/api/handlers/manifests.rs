@@ -16,14 +16,18 @@ pub async fn get(reg: &Registry, name: &RepoName, reference: &Reference, head: b
     let m = reg.get_manifest(name, reference).await?;
     let len = m.body.len();
     let body = if head { Body::empty() } else { Body::from(m.body) };
-    Ok(Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, hv(&m.media_type))
         .header(header::CONTENT_LENGTH, len)
         .header("docker-content-digest", hv(&m.digest))
-        .header(header::ETAG, hv(&format!("\"{}\"", m.digest)))
-        .body(body)
-        .expect("valid response"))
+        .header(header::ETAG, hv(&format!("\"{}\"", m.digest)));
+    if let Some(warning) = &m.warning {
+        // RFC 7234 5.5: code 299 ("miscellaneous persistent warning"), no agent, quoted text.
+        let text = warning.replace(['"', '\\'], "'");
+        response = response.header(header::WARNING, hv(&format!("299 - \"{text}\"")));
+    }
+    Ok(response.body(body).expect("valid response"))
 }
 
 pub async fn put(

@@ -1,0 +1,578 @@
+//! The pull-through cache over plain HTTP, against real upstream registries on 127.0.0.1: a
+//! second Berth with Basic auth, one with Bearer tokens, and CNCF Distribution. Each test tells
+//! one of the stories that go wrong in other registries' mirrors: a blob fetched once per
+//! client, a corrupt blob cached, a tag never revalidated, a cache that dies with its upstream,
+//! an index whose unpulled platforms break GC or fsck.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Berth, client, error_codes, header, push_image, random_bytes, sha256};
+
+pub const USER: &str = "mirror";
+pub const PASSWORD: &str = "mirror-secret-pw";
+
+/// A directory holding the config files of a test's servers.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+}
+
+impl Site {
+    pub fn new() -> Site {
+        Site {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// An upstream Berth that wants `USER`'s Basic credentials (or, with `token`, Bearer tokens
+    /// it issues) for everything.
+    pub fn upstream(&self, token: bool) -> Berth {
+        let hash = bcrypt::hash_with_result(PASSWORD, 4)
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoY);
+        let htpasswd = self.write("htpasswd", &format!("{USER}:{hash}\n"));
+        let token = if token { "  token:\n    enabled: true\n" } else { "" };
+        let name = if token.is_empty() {
+            "upstream-basic.yml"
+        } else {
+            "upstream-token.yml"
+        };
+        let config = self.write(
+            name,
+            &format!("auth:\n  htpasswd:\n    path: {}\n{token}", htpasswd.display()),
+        );
+        // The upstream keeps its blobs in files, so a test can corrupt one.
+        Berth::builder().arg("--config").arg(config.to_str().unwrap()).start()
+    }
+
+    /// A Berth whose `proxy:` section is `entries` (YAML list items, indented by two).
+    pub fn mirror(&self, entries: &str) -> Berth {
+        let config = self.write("mirror.yml", &format!("proxy:\n{entries}"));
+        Berth::builder().arg("--config").arg(config.to_str().unwrap()).start()
+    }
+}
+
+/// A proxy entry for `upstream` under `prefix`, logging in as `USER`.
+pub fn entry(prefix: &str, upstream: &Berth, more: &str) -> String {
+    format!(
+        "  - prefix: {prefix}\n    url: {}\n    username: {USER}\n    password: {PASSWORD}\n{more}",
+        upstream.base
+    )
+}
+
+/// A request with `USER`'s credentials, for pushing to an upstream.
+fn upstream_client() -> reqwest::Client {
+    use base64::Engine as _;
+    use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+    let mut headers = HeaderMap::new();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Basic {basic}")).unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
+/// Push a blob to an upstream that wants `USER`'s Basic credentials.
+pub async fn upstream_blob(upstream: &Berth, repo: &str, bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    let url = upstream.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"));
+    let resp = upstream_client().post(url).body(bytes.to_vec()).send().await.unwrap();
+    assert_eq!(resp.status(), 201, "push blob upstream: {}", resp.text().await.unwrap());
+    digest
+}
+
+/// Push a manifest to an upstream; its digest.
+pub async fn upstream_manifest(upstream: &Berth, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> String {
+    let url = upstream.url(&format!("/v2/{repo}/manifests/{reference}"));
+    let resp = upstream_client()
+        .put(url)
+        .header("content-type", media_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        201,
+        "push manifest upstream: {}",
+        resp.text().await.unwrap()
+    );
+    sha256(body)
+}
+
+/// An OCI image of `layers` pushed upstream under `reference`: (digest, manifest bytes, the
+/// blobs' digests with their bytes).
+pub async fn upstream_image(
+    upstream: &Berth,
+    repo: &str,
+    reference: &str,
+    layers: &[&[u8]],
+) -> (String, Vec<u8>, Vec<(String, Vec<u8>)>) {
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","layers":{}}}"#, layers.len()).into_bytes();
+    let mut blobs = vec![(upstream_blob(upstream, repo, &config).await, config.clone())];
+    for layer in layers {
+        blobs.push((upstream_blob(upstream, repo, layer).await, layer.to_vec()));
+    }
+    let layer_descs: Vec<Value> = blobs[1..]
+        .iter()
+        .map(|(d, b)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": b.len()}))
+        .collect();
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[0].0, "size": config.len()},
+        "layers": layer_descs,
+    });
+    let body = serde_json::to_vec_pretty(&manifest).unwrap();
+    let digest = upstream_manifest(
+        upstream,
+        repo,
+        reference,
+        "application/vnd.oci.image.manifest.v1+json",
+        &body,
+    )
+    .await;
+    (digest, body, blobs)
+}
+
+/// A metric's value on `berth` (summed over the series whose labels contain all of `labels`).
+pub async fn metric(berth: &Berth, name: &str, labels: &[&str]) -> u64 {
+    let text = client()
+        .get(berth.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// How many requests `berth`'s access log shows answered 200 for `method` on `path` (a 401
+/// that asks for a login is not a fetch).
+pub fn access_count(berth: &Berth, method: &str, path: &str) -> usize {
+    let (method, path) = (format!("method={method} "), format!("path={path} "));
+    berth
+        .log()
+        .lines()
+        .filter(|l| l.contains("berth::access") && l.contains(&method) && l.contains(&path) && l.contains("status=200"))
+        .count()
+}
+
+async fn get(berth: &Berth, path: &str) -> reqwest::Response {
+    client().get(berth.url(path)).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn pulls_through_an_upstream_with_basic_auth_and_serves_the_second_pull_locally() {
+    let site = Site::new();
+    let upstream = site.upstream(false);
+    let layer = random_bytes(300_000, 1);
+    let (digest, body, blobs) = upstream_image(&upstream, "team/app", "v1", &[&layer]).await;
+    let mirror = site.mirror(&entry("up", &upstream, ""));
+
+    // Cold: the manifest by tag, byte for byte with its media type, then each blob.
+    let resp = get(&mirror, "/v2/up/team/app/manifests/v1").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    assert_eq!(
+        header(&resp, "content-type"),
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(resp.bytes().await.unwrap(), body);
+    for (d, bytes) in &blobs {
+        let head = client()
+            .head(mirror.url(&format!("/v2/up/team/app/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), 200);
+        assert_eq!(header(&head, "content-length"), bytes.len().to_string());
+        let resp = get(&mirror, &format!("/v2/up/team/app/blobs/{d}")).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "docker-content-digest"), *d);
+        assert_eq!(resp.bytes().await.unwrap(), *bytes, "blob {d}");
+    }
+    // Warm: the same again, with no further upstream GET.
+    let upstream_gets = |path: &str| access_count(&upstream, "GET", path);
+    let layer_path = format!("/v2/team/app/blobs/{}", blobs[1].0);
+    assert_eq!(upstream_gets(&layer_path), 1);
+    let resp = get(&mirror, &format!("/v2/up/team/app/blobs/{}", blobs[1].0)).await;
+    assert_eq!(resp.bytes().await.unwrap(), layer);
+    let resp = get(&mirror, &format!("/v2/up/team/app/manifests/{digest}")).await;
+    assert_eq!(resp.bytes().await.unwrap(), body);
+    assert_eq!(upstream_gets(&layer_path), 1, "a warm pull went upstream");
+    assert_eq!(upstream_gets(&format!("/v2/team/app/manifests/{digest}")), 0);
+    assert!(
+        metric(
+            &mirror,
+            "berth_proxy_events_total",
+            &["upstream=\"up\"", "event=\"hit\""]
+        )
+        .await
+            >= 2
+    );
+    assert!(metric(&mirror, "berth_proxy_events_total", &["event=\"miss\""]).await >= 2);
+    assert_eq!(
+        metric(&mirror, "berth_proxy_upstream_bytes_total", &["upstream=\"up\""]).await,
+        blobs.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+    );
+    // Everything the mirror stored is ordinary content: fsck finds it clean.
+    let out = mirror
+        .cli()
+        .args(["fsck", "--url", &mirror.base, "--json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(report["clean"], true, "fsck: {}", String::from_utf8_lossy(&out.stdout));
+    // The password never reaches the log.
+    assert!(
+        !mirror.log().contains(PASSWORD),
+        "the upstream password reached the log"
+    );
+}
+
+#[tokio::test]
+async fn proxied_repositories_are_read_only_with_a_message_that_says_why() {
+    let site = Site::new();
+    let upstream = site.upstream(false);
+    let mirror = site.mirror(&entry("up", &upstream, ""));
+    let c = client();
+    let checks = [
+        c.post(mirror.url("/v2/up/team/app/blobs/uploads/")),
+        c.put(mirror.url("/v2/up/team/app/manifests/v1"))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body("{}"),
+        c.delete(mirror.url("/v2/up/team/app/manifests/v1")),
+        c.delete(mirror.url(&format!("/v2/up/team/app/blobs/{}", sha256(b"x")))),
+    ];
+    for request in checks {
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status(), 405);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], "UNSUPPORTED");
+        let detail = body["errors"][0]["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("pull-through cache") && detail.contains(&upstream.base),
+            "{detail}"
+        );
+    }
+    // Outside the prefix the mirror is an ordinary registry.
+    let (digest, _) = push_image(&mirror, "local/app", "v1", &[b"local layer"]).await;
+    let resp = get(&mirror, "/v2/local/app/manifests/v1").await;
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+}
+
+#[tokio::test]
+async fn a_token_upstream_is_logged_into_with_the_docker_bearer_flow() {
+    let site = Site::new();
+    let upstream = site.upstream(true);
+    // Pushing to the token upstream: Basic is accepted beside tokens.
+    let (digest, body, blobs) = upstream_image(&upstream, "lib/tool", "1.0", &[b"tool layer"]).await;
+    let mirror = site.mirror(&entry("tok", &upstream, ""));
+    let resp = get(&mirror, "/v2/tok/lib/tool/manifests/1.0").await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    assert_eq!(resp.bytes().await.unwrap(), body);
+    for (d, bytes) in &blobs {
+        let resp = get(&mirror, &format!("/v2/tok/lib/tool/blobs/{d}")).await;
+        assert_eq!(resp.bytes().await.unwrap(), *bytes);
+    }
+    assert!(
+        access_count(&upstream, "GET", "/auth/token") >= 1,
+        "no token was fetched"
+    );
+
+    // Wrong credentials: a 503 that says to check them, and never shows them.
+    let wrong = site.write(
+        "wrong.yml",
+        &format!(
+            "proxy:\n  - prefix: tok\n    url: {}\n    username: {USER}\n    password: not-the-password\n",
+            upstream.base
+        ),
+    );
+    let bad = Berth::builder().arg("--config").arg(wrong.to_str().unwrap()).start();
+    let resp = get(&bad, "/v2/tok/lib/tool/manifests/1.0").await;
+    assert_eq!(resp.status(), 503);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("UNAVAILABLE") && text.contains("username and password"),
+        "{text}"
+    );
+    assert!(!text.contains("not-the-password") && !bad.log().contains("not-the-password"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_concurrent_cold_pulls_fetch_the_blob_from_upstream_once() {
+    let site = Site::new();
+    let upstream = site.upstream(false);
+    let layer = random_bytes(64 << 20, 7);
+    let (_, _, blobs) = upstream_image(&upstream, "big/image", "latest", &[&layer]).await;
+    let mirror = site.mirror(&entry("up", &upstream, ""));
+    let digest = blobs[1].0.clone();
+    let resp = get(&mirror, "/v2/up/big/image/manifests/latest").await;
+    assert_eq!(resp.status(), 200);
+    let path = format!("/v2/up/big/image/blobs/{digest}");
+    let pulls = (0..16).map(|_| {
+        let url = mirror.url(&path);
+        tokio::spawn(async move {
+            let resp = client().get(url).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            sha256(&resp.bytes().await.unwrap())
+        })
+    });
+    for pull in futures_util::future::join_all(pulls).await {
+        assert_eq!(pull.unwrap(), digest, "a client got wrong bytes");
+    }
+    assert_eq!(
+        access_count(&upstream, "GET", &format!("/v2/big/image/blobs/{digest}")),
+        1,
+        "the upstream saw more than one GET of the layer"
+    );
+}
+
+/// The path of a blob's file under a filesystem store's root.
+fn blob_file(berth: &Berth, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    berth
+        .root
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(hex)
+}
+
+#[tokio::test]
+async fn a_corrupt_upstream_blob_is_never_cached_nor_served_whole() {
+    let site = Site::new();
+    let upstream = site.upstream(false);
+    let layer = random_bytes(2 << 20, 3);
+    let (_, _, blobs) = upstream_image(&upstream, "team/bad", "v1", &[&layer]).await;
+    let digest = blobs[1].0.clone();
+    // Flip one byte in the upstream's file: it serves what it has without checking.
+    let file = blob_file(&upstream, &digest);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let mirror = site.mirror(&entry("up", &upstream, ""));
+    let path = format!("/v2/up/team/bad/blobs/{digest}");
+
+    // The first client's body breaks off before its end.
+    let resp = get(&mirror, &path).await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.bytes().await;
+    assert!(
+        body.is_err() || body.unwrap().len() < layer.len(),
+        "a corrupt blob was served whole"
+    );
+    // Nothing was kept: a Range GET (which waits for the fetch) gets a clear error.
+    let resp = client()
+        .get(mirror.url(&path))
+        .header("range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("hash to") && text.contains("nothing was cached"),
+        "{text}"
+    );
+    assert!(!mirror.stored_blobs().await.contains(&digest));
+    assert_eq!(
+        client().head(mirror.url(&path)).send().await.unwrap().status(),
+        200,
+        "HEAD asks the upstream, which still lists the blob"
+    );
+}
+
+#[tokio::test]
+async fn with_the_upstream_down_cached_tags_are_served_stale_and_the_rest_fails_cleanly() {
+    let site = Site::new();
+    let mut upstream = site.upstream(false);
+    let (digest, body, blobs) = upstream_image(&upstream, "team/app", "v1", &[b"layer one"]).await;
+    let (other, _, _) = upstream_image(&upstream, "team/app", "v2", &[b"layer two"]).await;
+    // tag_ttl 0s: every pull of a tag asks the upstream.
+    let mirror = site.mirror(&entry("up", &upstream, "    tag_ttl: 0s\n"));
+    assert_eq!(get(&mirror, "/v2/up/team/app/manifests/v1").await.status(), 200);
+    for (d, _) in &blobs {
+        assert_eq!(get(&mirror, &format!("/v2/up/team/app/blobs/{d}")).await.status(), 200);
+    }
+    upstream.stop();
+
+    let resp = get(&mirror, "/v2/up/team/app/manifests/v1").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    let warning = header(&resp, "warning");
+    assert!(
+        warning.starts_with("299 - \"") && warning.contains("up/team/app:v1"),
+        "{warning}"
+    );
+    assert_eq!(resp.bytes().await.unwrap(), body);
+    for (d, bytes) in &blobs {
+        let resp = get(&mirror, &format!("/v2/up/team/app/blobs/{d}")).await;
+        assert_eq!(resp.bytes().await.unwrap(), *bytes);
+    }
+    // Never cached: 503 UNAVAILABLE naming the upstream.
+    for path in [
+        "/v2/up/team/app/manifests/v2".to_owned(),
+        format!("/v2/up/team/app/manifests/{other}"),
+        format!("/v2/up/team/app/blobs/{}", sha256(b"layer two")),
+    ] {
+        let resp = get(&mirror, &path).await;
+        assert_eq!(resp.status(), 503, "{path}");
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("UNAVAILABLE") && text.contains(&upstream.base), "{text}");
+    }
+    assert!(metric(&mirror, "berth_proxy_events_total", &["event=\"stale\""]).await >= 1);
+
+    // Without serve_stale, the cached tag fails too.
+    let strict = site.mirror(&entry("up", &upstream, "    tag_ttl: 0s\n    serve_stale: false\n"));
+    assert_eq!(get(&strict, "/v2/up/team/app/manifests/v1").await.status(), 503);
+}
+
+#[tokio::test]
+async fn a_moved_tag_is_seen_after_tag_ttl_and_not_before() {
+    let site = Site::new();
+    let upstream = site.upstream(false);
+    let (first, _, _) = upstream_image(&upstream, "team/app", "latest", &[b"first"]).await;
+    let mirror = site.mirror(&entry("up", &upstream, "    tag_ttl: 1h\n"));
+    let digest_of = |resp: &reqwest::Response| header(resp, "docker-content-digest");
+    assert_eq!(
+        digest_of(&get(&mirror, "/v2/up/team/app/manifests/latest").await),
+        first
+    );
+    let (second, _, _) = upstream_image(&upstream, "team/app", "latest", &[b"second"]).await;
+    let heads = || access_count(&upstream, "HEAD", "/v2/team/app/manifests/latest");
+    let before = heads();
+    // Within the TTL: the cached resolution, without asking.
+    assert_eq!(
+        digest_of(&get(&mirror, "/v2/up/team/app/manifests/latest").await),
+        first
+    );
+    assert_eq!(heads(), before);
+    // Past it: one HEAD sees the move, one GET fetches the new manifest.
+    mirror.advance_clock(Duration::from_secs(3601)).await;
+    assert_eq!(
+        digest_of(&get(&mirror, "/v2/up/team/app/manifests/latest").await),
+        second
+    );
+    assert_eq!(heads(), before + 1);
+    // Past it again, unchanged: a HEAD, and no GET.
+    mirror.advance_clock(Duration::from_secs(3601)).await;
+    let gets = access_count(&upstream, "GET", &format!("/v2/team/app/manifests/{second}"));
+    assert_eq!(
+        digest_of(&get(&mirror, "/v2/up/team/app/manifests/latest").await),
+        second
+    );
+    assert_eq!(heads(), before + 2);
+    assert_eq!(
+        access_count(&upstream, "GET", &format!("/v2/team/app/manifests/{second}")),
+        gets
+    );
+    assert!(metric(&mirror, "berth_proxy_events_total", &["event=\"revalidated\""]).await >= 1);
+    assert!(metric(&mirror, "berth_proxy_events_total", &["event=\"changed\""]).await >= 1);
+}
+
+#[tokio::test]
+async fn an_index_is_kept_sparse_when_one_platform_is_pulled_and_gc_and_fsck_agree() {
+    let site = Site::new();
+    let upstream = site.upstream(false);
+    let (amd, amd_body, amd_blobs) = upstream_image(&upstream, "multi/app", "amd", &[b"amd64 layer"]).await;
+    let (arm, arm_body, _) = upstream_image(&upstream, "multi/app", "arm", &[b"arm64 layer"]).await;
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd, "size": amd_body.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm, "size": arm_body.len(),
+             "platform": {"architecture": "arm64", "os": "linux"}},
+        ],
+    });
+    let index_body = serde_json::to_vec(&index).unwrap();
+    let index_digest = upstream_manifest(
+        &upstream,
+        "multi/app",
+        "v1",
+        "application/vnd.oci.image.index.v1+json",
+        &index_body,
+    )
+    .await;
+    let mirror = site.mirror(&entry("up", &upstream, ""));
+
+    // Pull the index and the amd64 image only.
+    let resp = get(&mirror, "/v2/up/multi/app/manifests/v1").await;
+    assert_eq!(header(&resp, "docker-content-digest"), index_digest);
+    assert_eq!(header(&resp, "content-type"), "application/vnd.oci.image.index.v1+json");
+    assert_eq!(resp.bytes().await.unwrap(), index_body);
+    assert_eq!(
+        get(&mirror, &format!("/v2/up/multi/app/manifests/{amd}"))
+            .await
+            .status(),
+        200
+    );
+    for (d, _) in &amd_blobs {
+        assert_eq!(get(&mirror, &format!("/v2/up/multi/app/blobs/{d}")).await.status(), 200);
+    }
+    // Collect garbage with no grace period, then check: nothing pulled is lost, fsck is clean.
+    mirror.advance_clock(Duration::from_secs(7200)).await;
+    let gc = crate::harness::run_gc(&mirror).await;
+    assert_eq!(gc["manifests_deleted"], 0, "{gc}");
+    let out = mirror
+        .cli()
+        .args(["fsck", "--url", &mirror.base, "--json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(report["clean"], true, "fsck: {}", String::from_utf8_lossy(&out.stdout));
+    let mut upstream = upstream;
+    upstream.stop();
+    let resp = get(&mirror, &format!("/v2/up/multi/app/manifests/{index_digest}")).await;
+    assert_eq!(resp.bytes().await.unwrap(), index_body);
+    for (d, bytes) in &amd_blobs {
+        let resp = get(&mirror, &format!("/v2/up/multi/app/blobs/{d}")).await;
+        assert_eq!(resp.bytes().await.unwrap(), *bytes);
+    }
+    // The platform never pulled is not here, and says so.
+    assert_eq!(
+        get(&mirror, &format!("/v2/up/multi/app/manifests/{arm}"))
+            .await
+            .status(),
+        503
+    );
+}
+
+#[tokio::test]
+async fn the_ns_parameter_of_mirror_requests_selects_the_upstream() {
+    let site = Site::new();
+    let one = site.upstream(false);
+    let (digest, body, _) = upstream_image(&one, "library/busybox", "1.36", &[b"busybox"]).await;
+    let mirror = site.mirror(&format!("{}    namespace: one.example\n", entry("one", &one, "")));
+    let resp = get(&mirror, "/v2/library/busybox/manifests/1.36?ns=one.example").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "oci-namespace"), "one.example");
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    assert_eq!(resp.bytes().await.unwrap(), body);
+    // An unknown namespace is served as an ordinary local request.
+    let resp = get(&mirror, "/v2/library/busybox/manifests/1.36?ns=other.example").await;
+    assert_eq!(resp.status(), 404);
+    assert!(resp.headers().get("oci-namespace").is_none());
+    assert_eq!(error_codes(resp).await, ["MANIFEST_UNKNOWN"]);
+    // And a push with an ns that names a cache is refused like any push into the cache.
+    let resp = client()
+        .post(mirror.url("/v2/library/busybox/blobs/uploads/?ns=one.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+}
