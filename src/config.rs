@@ -46,7 +46,7 @@ pub struct Config {
     pub gc: Gc,
     /// `None`: no authentication; every client may do everything (admin: loopback only).
     pub auth: Option<Auth>,
-    /// Pull-through caches, each under its own repository prefix.
+    /// Pull-through caches (`proxy:`), each under its own repository prefix, in file order.
     pub proxy: Vec<crate::upstream::Settings>,
 }
 
@@ -218,6 +218,39 @@ struct RawConfig {
     log: RawLog,
     gc: RawGc,
     auth: RawAuth,
+    proxy: Vec<RawProxy>,
+}
+
+/// One `proxy:` entry as written. Its `Debug` leaves the password out.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawProxy {
+    prefix: Option<String>,
+    url: Option<String>,
+    namespace: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    tag_ttl: Option<Duration>,
+    max_bytes: Option<ByteSize>,
+    serve_stale: Option<bool>,
+}
+
+impl std::fmt::Debug for RawProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawProxy")
+            .field("prefix", &self.prefix)
+            .field("url", &self.url)
+            .field("namespace", &self.namespace)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .field("password_file", &self.password_file)
+            .field("tag_ttl", &self.tag_ttl)
+            .field("max_bytes", &self.max_bytes)
+            .field("serve_stale", &self.serve_stale)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -431,6 +464,7 @@ pub fn load(
     };
     let env: Vec<(String, String)> = env.into_iter().collect();
     apply_env(&mut raw, env.iter().cloned())?;
+    apply_proxy_env(&mut raw, &env)?;
     if raw.storage.s3.bucket.is_some() {
         apply_aws_env(&mut raw, &env);
     }
@@ -477,24 +511,107 @@ fn apply_env(raw: &mut RawConfig, env: impl IntoIterator<Item = (String, String)
             crate::testhook::ENV_ENABLE,
             crate::testhook::ENV_PAUSE_AT,
         ];
-        if !var.starts_with(ENV_PREFIX) || not_a_key.contains(&var.as_str()) {
+        // `BERTH_PROXY_*` name `proxy:` entries; `apply_proxy_env` checks them.
+        if !var.starts_with(ENV_PREFIX) || var.starts_with(ENV_PROXY_PREFIX) || not_a_key.contains(&var.as_str()) {
             continue;
         }
         let Some((_, setter)) = ENV_KEYS.iter().find(|(key, _)| env_var_for(key) == var) else {
-            let known = ENV_KEYS
-                .iter()
-                .map(|(k, _)| env_var_for(k))
-                .collect::<Vec<_>>()
-                .join(", ");
             return Err(ConfigError::UnknownEnv {
                 var,
-                known: format!("{ENV_CONFIG_FILE}, {known}"),
+                known: known_env(raw),
             });
         };
         setter(raw, &value).map_err(|message| ConfigError::Env {
             var: var.clone(),
             message,
         })?;
+    }
+    Ok(())
+}
+
+/// The start of the variables that override a `proxy:` entry's credentials.
+const ENV_PROXY_PREFIX: &str = "BERTH_PROXY_";
+
+/// The variables that override the credentials of the `proxy:` entry with this prefix
+/// (username, password): the prefix upper-cased, every character but a letter or digit as `_`
+/// (`docker-hub`: `BERTH_PROXY_DOCKER_HUB_USERNAME`, `BERTH_PROXY_DOCKER_HUB_PASSWORD`).
+fn proxy_env_vars(prefix: &str) -> [String; 2] {
+    let name: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    [
+        format!("{ENV_PROXY_PREFIX}{name}_USERNAME"),
+        format!("{ENV_PROXY_PREFIX}{name}_PASSWORD"),
+    ]
+}
+
+/// Every `BERTH_*` variable that sets something in `raw`, for the error naming an unknown one.
+fn known_env(raw: &RawConfig) -> String {
+    let mut known = vec![ENV_CONFIG_FILE.to_owned()];
+    known.extend(ENV_KEYS.iter().map(|(k, _)| env_var_for(k)));
+    let proxy: Vec<String> = raw
+        .proxy
+        .iter()
+        .filter_map(|p| p.prefix.as_deref())
+        .flat_map(proxy_env_vars)
+        .collect();
+    if proxy.is_empty() {
+        known.push(format!(
+            "{ENV_PROXY_PREFIX}<PREFIX>_USERNAME and _PASSWORD for a proxy entry (none is configured)"
+        ));
+    }
+    known.extend(proxy);
+    known.join(", ")
+}
+
+/// `BERTH_PROXY_<PREFIX>_USERNAME` and `_PASSWORD` override the credentials of the file's
+/// `proxy:` entry with that prefix; the password replaces a `password_file` too. A
+/// `BERTH_PROXY_*` variable that names no entry is unknown.
+fn apply_proxy_env(raw: &mut RawConfig, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (var, value) in env.iter().filter(|(var, _)| var.starts_with(ENV_PROXY_PREFIX)) {
+        let named: Vec<usize> = (0..raw.proxy.len())
+            .filter(|&i| {
+                raw.proxy[i]
+                    .prefix
+                    .as_deref()
+                    .is_some_and(|prefix| proxy_env_vars(prefix).contains(var))
+            })
+            .collect();
+        let entry = match named[..] {
+            [i] => &mut raw.proxy[i],
+            [] => {
+                return Err(ConfigError::UnknownEnv {
+                    var: var.clone(),
+                    known: known_env(raw),
+                });
+            }
+            _ => {
+                let prefixes: Vec<String> = named
+                    .iter()
+                    .filter_map(|&i| raw.proxy[i].prefix.as_ref().map(|p| format!("{p:?}")))
+                    .collect();
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    message: format!(
+                        "names more than one proxy entry (prefixes {}); give them prefixes that differ in a letter or digit",
+                        prefixes.join(", ")
+                    ),
+                });
+            }
+        };
+        if var.ends_with("_USERNAME") {
+            entry.username = Some(value.clone());
+        } else {
+            entry.password = Some(value.clone());
+            entry.password_file = None;
+        }
     }
     Ok(())
 }
@@ -559,6 +676,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let s3 = validate_s3(raw.storage.s3)?;
     let tls = validate_tls(raw.http.tls)?;
     let auth = validate_auth(raw.auth, tls.as_ref().is_some_and(|t| t.client_ca.is_some()))?;
+    let proxy = validate_proxy(raw.proxy)?;
     let gc = Gc {
         grace_period: raw.gc.grace_period.unwrap_or(Duration::from_secs(3600)),
         delete_untagged: raw.gc.delete_untagged.unwrap_or(true),
@@ -566,7 +684,6 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         upload_max_age: raw.gc.upload_max_age.unwrap_or(Duration::from_secs(24 * 3600)),
     };
     Ok(Config {
-        proxy: Vec::new(),
         gc,
         http: Http {
             addr,
@@ -596,6 +713,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             level,
             format: raw.log.format.unwrap_or(LogFormat::Text),
         },
+        proxy,
     })
 }
 
@@ -787,6 +905,211 @@ fn validate_s3(raw: RawS3) -> Result<Option<crate::blobs::s3::Options>, ConfigEr
     }))
 }
 
+/// The most of a `password_file` that is read: the file holds one password.
+const PASSWORD_FILE_MAX: u64 = 64 << 10;
+
+/// `proxy`: each entry on its own, then the entries against each other (prefixes must not
+/// overlap, namespaces must differ).
+fn validate_proxy(raw: Vec<RawProxy>) -> Result<Vec<crate::upstream::Settings>, ConfigError> {
+    let proxy = raw
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| validate_proxy_entry(i + 1, entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, a) in proxy.iter().enumerate() {
+        for b in &proxy[i + 1..] {
+            if a.prefix == b.prefix {
+                return Err(invalid(
+                    "proxy",
+                    format!(
+                        "two entries have the prefix {:?}: give each upstream a prefix of its own",
+                        a.prefix
+                    ),
+                ));
+            }
+            let (outer, inner) = if a.prefix.len() < b.prefix.len() {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            if inner
+                .prefix
+                .strip_prefix(outer.prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+            {
+                return Err(invalid(
+                    "proxy",
+                    format!(
+                        "the prefixes {:?} and {:?} overlap: repositories under {}/ would belong to both upstreams; \
+                         use prefixes where neither is the other plus more path components",
+                        outer.prefix, inner.prefix, inner.prefix
+                    ),
+                ));
+            }
+            if a.namespace == b.namespace {
+                return Err(invalid(
+                    "proxy",
+                    format!(
+                        "entries {:?} and {:?} both have the namespace {:?}: set namespace on one of them, \
+                         so that each ns value selects one upstream",
+                        a.prefix, b.prefix, a.namespace
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(proxy)
+}
+
+/// One `proxy` entry, the `n`th (from 1), with its defaults filled in and its `password_file`
+/// read.
+fn validate_proxy_entry(n: usize, raw: RawProxy) -> Result<crate::upstream::Settings, ConfigError> {
+    let Some(prefix) = raw.prefix else {
+        return Err(invalid(
+            "proxy",
+            format!(
+                "entry {n} has no prefix: set prefix to the repository path the upstream is served under \
+                 (with prefix: dockerhub, /v2/dockerhub/library/busybox is the upstream's library/busybox)"
+            ),
+        ));
+    };
+    let bad = |what: String| invalid("proxy", format!("entry {prefix:?}: {what}"));
+    if let Err(e) = crate::oci::RepoName::parse(&prefix) {
+        return Err(bad(format!(
+            "prefix is not a repository name ({e}); use lowercase path components such as dockerhub or mirrors/ghcr"
+        )));
+    }
+    let Some(url) = raw.url else {
+        return Err(bad("no url: set url to the upstream's https://host[:port]".into()));
+    };
+    let (url, authority) = proxy_url(&url).map_err(&bad)?;
+    let namespace = match raw.namespace {
+        Some(namespace) if namespace.trim().is_empty() => {
+            return Err(bad(
+                "namespace is empty: leave it out to use the url's host[:port]".into()
+            ));
+        }
+        Some(namespace) => namespace,
+        None if authority.eq_ignore_ascii_case("registry-1.docker.io") => "docker.io".to_owned(),
+        None => authority.to_ascii_lowercase(),
+    };
+    let [username_var, password_var] = proxy_env_vars(&prefix);
+    let from_file = raw.password_file.is_some();
+    let password = match (raw.password, raw.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(bad("password and password_file are both set: keep one of them".into()));
+        }
+        (password, None) => password,
+        (None, Some(path)) => Some(read_password_file(&path).map_err(&bad)?),
+    };
+    let source = if from_file { "password_file" } else { "password" };
+    match (&raw.username, &password) {
+        (Some(_), None) => {
+            return Err(bad(format!(
+                "username without a password: set password or password_file (or {password_var}), \
+                 or remove username to pull anonymously"
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(bad(format!(
+                "{source} without a username: set username (or {username_var}) too, \
+                 or remove {source} to pull anonymously"
+            )));
+        }
+        _ => {}
+    }
+    let max_bytes = match raw.max_bytes.map(|b| b.as_u64()) {
+        Some(0) => {
+            return Err(bad(
+                "max_bytes must be positive: leave it out for a cache without a bound".into(),
+            ));
+        }
+        max_bytes => max_bytes,
+    };
+    Ok(crate::upstream::Settings {
+        prefix,
+        url,
+        namespace,
+        username: raw.username,
+        password,
+        tag_ttl: raw.tag_ttl.unwrap_or(Duration::from_secs(300)),
+        max_bytes,
+        serve_stale: raw.serve_stale.unwrap_or(true),
+    })
+}
+
+/// A `proxy` url as `scheme://host[:port]` (a trailing `/` dropped) and its `host[:port]`.
+/// The errors repeat no URL that might carry credentials.
+fn proxy_url(url: &str) -> Result<(String, String), String> {
+    if url.contains('@') {
+        return Err(
+            "url must not carry credentials (user:password@): put them in username and password (or password_file)"
+                .into(),
+        );
+    }
+    let Some((scheme, rest)) = url
+        .split_once("://")
+        .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
+    else {
+        return Err(format!("url {url:?} must start with http:// or https://"));
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    if tail.contains(['?', '#']) {
+        return Err(format!(
+            "url {url:?} has a query or fragment: give only scheme://host[:port]"
+        ));
+    }
+    if !matches!(tail, "" | "/") {
+        return Err(format!(
+            "url {url:?} has a path: give only scheme://host[:port] (Berth asks the upstream for /v2/...)"
+        ));
+    }
+    // host[:port], or [IPv6 address][:port].
+    let (host_ok, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').unwrap_or(("", ""));
+        let host_ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        match after.strip_prefix(':') {
+            Some(port) => (host_ok, Some(port)),
+            None => (host_ok && after.is_empty(), None),
+        }
+    } else {
+        let (host, port) = authority
+            .split_once(':')
+            .map_or((authority, None), |(host, port)| (host, Some(port)));
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        (host_ok, port)
+    };
+    if !host_ok {
+        return Err(format!("url {url:?} has no valid host name or address"));
+    }
+    if let Some(port) = port
+        && !(port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0))
+    {
+        return Err(format!("url {url:?}: port {port:?} is not a number from 1 to 65535"));
+    }
+    Ok((format!("{scheme}://{authority}"), authority.to_owned()))
+}
+
+/// A `password_file`'s password: its contents without trailing line ends. The error names the
+/// file, never what it holds.
+fn read_password_file(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(PASSWORD_FILE_MAX + 1).read_to_string(&mut text))
+        .map_err(|e| format!("cannot read password_file {}: {e}", path.display()))?;
+    if text.len() as u64 > PASSWORD_FILE_MAX {
+        return Err(format!(
+            "password_file {} is larger than 64KiB: it should hold the password alone",
+            path.display()
+        ));
+    }
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 /// The standard `AWS_*` variables fill what `storage.s3` leaves unset: credentials, region
 /// and endpoint.
 fn apply_aws_env(raw: &mut RawConfig, env: &[(String, String)]) {
@@ -811,7 +1134,8 @@ pub const REDACTED: &str = "<redacted>";
 
 impl Config {
     /// The effective configuration as YAML, every key set, in the layout of
-    /// `config.example.yml`. Secrets (`storage.s3.secret_key`) print as `<redacted>`.
+    /// `config.example.yml`. Secrets (`storage.s3.secret_key`, `proxy` passwords) print as
+    /// `<redacted>`.
     pub fn to_yaml(&self) -> String {
         let d = |d: Duration| humantime::format_duration(d).to_string();
         let interval = self.gc.interval.map_or_else(|| "off".to_owned(), d);
@@ -846,6 +1170,48 @@ impl Config {
             self.gc.delete_untagged,
             d(self.gc.upload_max_age),
         ) + &self.auth_yaml()
+            + &self.proxy_yaml()
+    }
+
+    /// `proxy`, passwords redacted. `password_file` is not printed: the password it held is
+    /// (redacted).
+    fn proxy_yaml(&self) -> String {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            prefix: &'a str,
+            url: &'a str,
+            namespace: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            username: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            password: Option<&'static str>,
+            tag_ttl: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            max_bytes: Option<u64>,
+            serve_stale: bool,
+        }
+        #[derive(Serialize)]
+        struct Section<'a> {
+            proxy: Vec<Entry<'a>>,
+        }
+        if self.proxy.is_empty() {
+            return String::new();
+        }
+        let proxy = self
+            .proxy
+            .iter()
+            .map(|p| Entry {
+                prefix: &p.prefix,
+                url: &p.url,
+                namespace: &p.namespace,
+                username: p.username.as_deref(),
+                password: p.password.as_ref().map(|_| REDACTED),
+                tag_ttl: humantime::format_duration(p.tag_ttl).to_string(),
+                max_bytes: p.max_bytes,
+                serve_stale: p.serve_stale,
+            })
+            .collect();
+        serde_saphyr::to_string(&Section { proxy }).unwrap_or_default()
     }
 
     /// `storage.s3`, the secret key redacted.
@@ -914,9 +1280,23 @@ impl Config {
     }
 }
 
-/// Every key the file accepts, for documentation checks.
+/// The keys of each `proxy` entry (a list, so not in `ENV_KEYS`).
+const PROXY_KEYS: &[&str] = &[
+    "proxy.prefix",
+    "proxy.url",
+    "proxy.namespace",
+    "proxy.username",
+    "proxy.password",
+    "proxy.password_file",
+    "proxy.tag_ttl",
+    "proxy.max_bytes",
+    "proxy.serve_stale",
+];
+
+/// Every key the file accepts, for documentation checks. A `proxy` key names the key of each
+/// entry of that list.
 pub fn keys() -> impl Iterator<Item = &'static str> {
-    ENV_KEYS.iter().map(|(k, _)| *k)
+    ENV_KEYS.iter().map(|(k, _)| *k).chain(PROXY_KEYS.iter().copied())
 }
 
 #[cfg(test)]
@@ -972,13 +1352,41 @@ mod tests {
         let example = load(Some(&path), [], Flags::default()).unwrap();
         assert_eq!(example, load(None, [], Flags::default()).unwrap());
         let text = std::fs::read_to_string(&path).unwrap();
+        // `proxy` is a list with no entry by default: the file shows a commented example,
+        // which must load and document each proxy key.
+        let proxy = example_proxy_block(&text);
+        let example_proxy = from_yaml(&proxy).unwrap_or_else(|e| panic!("{proxy}\n{e}"));
+        assert!(!example_proxy.proxy.is_empty(), "{proxy}");
         for key in keys() {
             let leaf = key.rsplit('.').next().unwrap();
+            let documented_in = if key.starts_with("proxy.") { &proxy } else { &text };
             assert!(
-                text.contains(&format!("{leaf}:")),
+                documented_in.contains(&format!("{leaf}:")),
                 "config.example.yml does not document {key}"
             );
         }
+        // The example's keys that have a default are set to it: without them, nothing changes.
+        for leaf in ["namespace", "tag_ttl", "serve_stale"] {
+            let without: String = proxy
+                .lines()
+                .filter(|line| !line.trim_start().starts_with(&format!("{leaf}:")))
+                .flat_map(|line| [line, "\n"])
+                .collect();
+            assert_eq!(
+                from_yaml(&without).unwrap(),
+                example_proxy,
+                "config.example.yml's proxy.{leaf} is not its default"
+            );
+        }
+    }
+
+    /// The commented `proxy:` block at the end of `config.example.yml`, uncommented.
+    fn example_proxy_block(text: &str) -> String {
+        text.lines()
+            .skip_while(|line| *line != "# proxy:")
+            .map_while(|line| line.strip_prefix("# "))
+            .flat_map(|line| [line, "\n"])
+            .collect()
     }
 
     #[test]
@@ -1126,5 +1534,250 @@ mod tests {
         );
         let again = load_str(&c.to_yaml(), &[]).unwrap();
         assert_eq!(again, c);
+    }
+
+    fn proxy_of(yaml: &str, env: &[(&str, &str)]) -> Vec<crate::upstream::Settings> {
+        load_str(yaml, env).unwrap_or_else(|e| panic!("{yaml}\n{e}")).proxy
+    }
+
+    #[test]
+    fn proxy_entry_with_every_key() {
+        let yaml = "proxy:\n  - prefix: docker-hub\n    url: https://registry-1.docker.io/\n    namespace: hub.example\n    username: berth\n    password: hunter2-secret\n    tag_ttl: 0s\n    max_bytes: 50GiB\n    serve_stale: false\n  - prefix: mirrors/ghcr\n    url: https://ghcr.io\n";
+        let proxy = proxy_of(yaml, &[]);
+        assert_eq!(
+            proxy[0],
+            crate::upstream::Settings {
+                prefix: "docker-hub".into(),
+                url: "https://registry-1.docker.io".into(),
+                namespace: "hub.example".into(),
+                username: Some("berth".into()),
+                password: Some("hunter2-secret".into()),
+                tag_ttl: Duration::ZERO,
+                max_bytes: Some(50 << 30),
+                serve_stale: false,
+            }
+        );
+        assert_eq!((proxy.len(), proxy[1].prefix.as_str()), (2, "mirrors/ghcr"));
+    }
+
+    #[test]
+    fn proxy_defaults() {
+        let yaml = "proxy:\n  - prefix: dockerhub\n    url: https://registry-1.docker.io\n  - prefix: local\n    url: http://127.0.0.1:5001/\n  - prefix: quay\n    url: https://Quay.io\n  - prefix: v6\n    url: http://[::1]:5002\n  - prefix: ab\n    url: https://a.example\n  - prefix: a\n    url: https://b.example\n";
+        let proxy = proxy_of(yaml, &[]);
+        let namespaces: Vec<&str> = proxy.iter().map(|p| p.namespace.as_str()).collect();
+        assert_eq!(
+            namespaces,
+            [
+                "docker.io",
+                "127.0.0.1:5001",
+                "quay.io",
+                "[::1]:5002",
+                "a.example",
+                "b.example"
+            ]
+        );
+        assert_eq!(proxy[1].url, "http://127.0.0.1:5001");
+        for p in &proxy {
+            assert_eq!(p.tag_ttl, Duration::from_secs(300));
+            assert!(p.serve_stale);
+            assert_eq!((&p.username, &p.password, p.max_bytes), (&None, &None, None));
+        }
+        assert!(load(None, [], Flags::default()).unwrap().proxy.is_empty());
+    }
+
+    #[test]
+    fn proxy_mistakes_name_the_entry_and_what_to_do() {
+        let entry = |prefix: &str, url: &str, rest: &str| format!("  - prefix: {prefix}\n    url: {url}\n{rest}");
+        let one = |url: &str, rest: &str| format!("proxy:\n{}", entry("hub", url, rest));
+        let ok = "https://hub.example";
+        for (yaml, wanted) in [
+            (
+                "proxy:\n  - url: https://x.io\n".to_owned(),
+                &["entry 1", "no prefix", "prefix: dockerhub"][..],
+            ),
+            (
+                format!("proxy:\n{}", entry("Hub", ok, "")),
+                &["\"Hub\"", "not a repository name", "lowercase"],
+            ),
+            (
+                format!(
+                    "proxy:\n{}{}",
+                    entry("a", ok, ""),
+                    entry("a", "https://other.example", "")
+                ),
+                &["\"a\"", "two entries", "its own"],
+            ),
+            (
+                format!(
+                    "proxy:\n{}{}",
+                    entry("a/b", ok, ""),
+                    entry("a", "https://other.example", "")
+                ),
+                &["\"a\"", "\"a/b\"", "overlap"],
+            ),
+            (
+                "proxy:\n  - prefix: hub\n".to_owned(),
+                &["\"hub\"", "no url", "https://"],
+            ),
+            (one("ftp://hub.example", ""), &["\"hub\"", "http:// or https://"]),
+            (one("hub.example", ""), &["http:// or https://"]),
+            (one("https://", ""), &["host"]),
+            (one("https://:5000", ""), &["host"]),
+            (one("https://hub example", ""), &["host"]),
+            (one("https://hub.example:99999", ""), &["port", "99999"]),
+            (one("\"https://hub.example:\"", ""), &["port"]),
+            (one("https://hub.example/v2", ""), &["path", "scheme://host[:port]"]),
+            (one("https://hub.example/?x=1", ""), &["query"]),
+            (one("https://hub.example?x=1", ""), &["query"]),
+            (
+                one("https://berth:topsecret@hub.example", ""),
+                &["\"hub\"", "credentials", "username and password"],
+            ),
+            (
+                format!(
+                    "proxy:\n{}{}",
+                    entry("a", ok, ""),
+                    entry("b", "https://hub.example/", "")
+                ),
+                &["\"a\"", "\"b\"", "namespace", "\"hub.example\""],
+            ),
+            (
+                format!(
+                    "proxy:\n{}{}",
+                    entry("a", ok, ""),
+                    entry("b", "https://other.example", "    namespace: hub.example\n")
+                ),
+                &["namespace", "\"hub.example\""],
+            ),
+            (one(ok, "    namespace: \"\"\n"), &["namespace", "leave it out"]),
+            (
+                one(ok, "    username: berth\n"),
+                &["\"hub\"", "username without a password", "BERTH_PROXY_HUB_PASSWORD"],
+            ),
+            (
+                one(ok, "    password: topsecret\n"),
+                &["\"hub\"", "password without a username", "BERTH_PROXY_HUB_USERNAME"],
+            ),
+            (
+                one(ok, "    username: u\n    password: topsecret\n    password_file: /p\n"),
+                &["\"hub\"", "both"],
+            ),
+            (one(ok, "    max_bytes: 0\n"), &["\"hub\"", "max_bytes", "leave it out"]),
+            (one(ok, "    passwrd: topsecret\n"), &["passwrd"]),
+            (one(ok, "    tag_ttl: soon\n"), &["tag_ttl"]),
+        ] {
+            let e = load_str(&yaml, &[]).unwrap_err().to_string();
+            for w in wanted {
+                assert!(e.contains(w), "{yaml}: {w:?} not in: {e}");
+            }
+            if !yaml.contains("passwrd") {
+                assert!(!e.contains("topsecret"), "{yaml}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn proxy_password_file_is_read_and_its_contents_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret-from-file\n").unwrap();
+        let yaml = |path: &Path| {
+            format!(
+                "proxy:\n  - prefix: hub\n    url: https://hub.example\n    username: berth\n    password_file: {}\n",
+                path.display()
+            )
+        };
+        let proxy = proxy_of(&yaml(&file), &[]);
+        assert_eq!(proxy[0].password.as_deref(), Some("s3cret-from-file"));
+        let missing = dir.path().join("missing");
+        let e = load_str(&yaml(&missing), &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("\"hub\"") && e.contains(&missing.display().to_string()),
+            "{e}"
+        );
+        // A password file without a username is a mistake too.
+        let e = load_str(&yaml(&file).replace("    username: berth\n", ""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("password_file without a username"), "{e}");
+        std::fs::write(&file, "s3cret".repeat(20_000)).unwrap();
+        let e = load_str(&yaml(&file), &[]).unwrap_err().to_string();
+        assert!(e.contains("password_file") && !e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn proxy_credentials_from_the_environment() {
+        let yaml = "proxy:\n  - prefix: docker-hub\n    url: https://registry-1.docker.io\n    username: fromfile\n    password_file: /nonexistent/berth-password\n  - prefix: ghcr\n    url: https://ghcr.io\n";
+        let env = [
+            ("BERTH_PROXY_DOCKER_HUB_PASSWORD", "from-env"),
+            ("BERTH_PROXY_GHCR_USERNAME", "u"),
+            ("BERTH_PROXY_GHCR_PASSWORD", "p"),
+            ("BERTH_HTTP_ADDR", "127.0.0.1:7000"),
+        ];
+        let proxy = proxy_of(yaml, &env);
+        // The variable's password replaces the password_file (which is then not read).
+        assert_eq!(
+            (proxy[0].username.as_deref(), proxy[0].password.as_deref()),
+            (Some("fromfile"), Some("from-env"))
+        );
+        assert_eq!(
+            (proxy[1].username.as_deref(), proxy[1].password.as_deref()),
+            (Some("u"), Some("p"))
+        );
+        let proxy = proxy_of(yaml, &[("BERTH_PROXY_DOCKER_HUB_USERNAME", "env-user"), env[0]]);
+        assert_eq!(proxy[0].username.as_deref(), Some("env-user"));
+    }
+
+    #[test]
+    fn proxy_variables_must_name_an_entry() {
+        let yaml = "proxy:\n  - prefix: dockerhub\n    url: https://registry-1.docker.io\n";
+        let e = load_str(yaml, &[("BERTH_PROXY_NOPE_PASSWORD", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown environment variable BERTH_PROXY_NOPE_PASSWORD"),
+            "{e}"
+        );
+        assert!(
+            e.contains("BERTH_PROXY_DOCKERHUB_PASSWORD") && e.contains("BERTH_HTTP_ADDR"),
+            "{e}"
+        );
+        let e = load_str(yaml, &[("BERTH_NOPE", "x")]).unwrap_err().to_string();
+        assert!(e.contains("BERTH_PROXY_DOCKERHUB_USERNAME"), "{e}");
+        let e = load_str("", &[("BERTH_PROXY_DOCKERHUB_PASSWORD", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("BERTH_PROXY_DOCKERHUB_PASSWORD") && e.contains("none is configured"),
+            "{e}"
+        );
+        // Two prefixes that differ only in punctuation share their variables.
+        let two = "proxy:\n  - prefix: a-b\n    url: https://a.example\n  - prefix: a.b\n    url: https://b.example\n";
+        let e = load_str(two, &[("BERTH_PROXY_A_B_PASSWORD", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("BERTH_PROXY_A_B_PASSWORD") && e.contains("\"a-b\", \"a.b\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn proxy_prints_with_its_password_redacted() {
+        let yaml = "proxy:\n  - prefix: dockerhub\n    url: https://registry-1.docker.io\n    username: berth\n    password: hunter2-secret\n    max_bytes: 1GiB\n  - prefix: ghcr\n    url: https://ghcr.io\n    namespace: ghcr.example\n    tag_ttl: 0s\n    serve_stale: false\n";
+        let c = load_str(yaml, &[]).unwrap();
+        let printed = c.to_yaml();
+        for shown in [&printed, &format!("{c:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+        assert!(!printed.contains("password_file"), "{printed}");
+        // It loads back the same, but for the password it hides.
+        let mut again = load_str(&printed, &[]).unwrap();
+        assert_eq!(again.proxy[0].password.as_deref(), Some(REDACTED));
+        again.proxy[0].password = Some("hunter2-secret".into());
+        assert_eq!(again, c, "{printed}");
+        // No proxy entries: no proxy section.
+        assert!(!load(None, [], Flags::default()).unwrap().to_yaml().contains("proxy"));
     }
 }
