@@ -14,5 +14,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(!printed.contains(&format!("secret_key: {}", s3.secret_key)) || s3.secret_key == berth::config::REDACTED);
         s3.secret_key = berth::config::REDACTED.to_owned();
     }
+    for proxy in config.proxy.iter_mut().chain(again.proxy.iter_mut()) {
+        if let Some(password) = &mut proxy.password {
+            assert!(password == berth::config::REDACTED || !printed.contains(&format!("password: {password}")));
+            berth::config::REDACTED.clone_into(password);
+        }
+    }
     assert_eq!(again, config, "{printed}");
 });
