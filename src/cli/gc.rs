@@ -77,6 +77,7 @@ async fn remote(url: &str, dry_run: bool) -> anyhow::Result<Report> {
 fn phase_name(phase: Phase) -> &'static str {
     match phase {
         Phase::Starting => "starting",
+        Phase::Evict => "evicting from pull-through caches over max_bytes",
         Phase::Mark => "marking what is reachable",
         Phase::SweepManifests => "sweeping manifests",
         Phase::SweepLinks => "sweeping repository links",
@@ -102,6 +103,13 @@ fn print_report(r: &Report) {
         human_bytes(r.bytes_freed)
     );
     println!("  uploads {verb}purged      {}", r.uploads_purged);
+    if r.evicted.count > 0 {
+        println!(
+            "  cache images {verb}evicted {} manifests ({})",
+            r.evicted.count,
+            human_bytes(r.evicted.bytes)
+        );
+    }
     println!(
         "  kept by grace period   {} blobs ({})",
         r.kept_by_grace.count,

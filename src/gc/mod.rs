@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+mod evict;
+
 use crate::meta::gc::{Policy, unanchored};
 use crate::meta::{BlobState, Millis, now_ms};
 use crate::registry::{Error, Registry, blocking};
@@ -70,6 +72,8 @@ impl Options {
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Starting,
+    /// Pull-through caches over their `max_bytes` give up their least recently pulled images.
+    Evict,
     Mark,
     SweepManifests,
     SweepLinks,
@@ -84,6 +88,7 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Starting => "starting",
+            Phase::Evict => "evict",
             Phase::Mark => "mark",
             Phase::SweepManifests => "sweep_manifests",
             Phase::SweepLinks => "sweep_links",
@@ -111,6 +116,10 @@ pub struct Report {
     pub blobs_deleted: u64,
     pub bytes_freed: u64,
     pub uploads_purged: u64,
+    /// Images a pull-through cache gave up to fit its `max_bytes` (manifests, and the blob
+    /// bytes only they held).
+    #[serde(default)]
+    pub evicted: Amount,
     /// Unreferenced blobs kept only because they are inside the grace period.
     pub kept_by_grace: Amount,
     pub duration_ms: u64,
@@ -138,12 +147,14 @@ pub async fn run(
         cutoff_ms: now.saturating_sub(grace_ms),
         delete_untagged: opts.delete_untagged,
     };
+    let evicted = evict(registry, opts.dry_run, phase).await?;
     phase(Phase::Mark);
     let marked = mark(registry, policy).await?;
     crate::testhook::pause("gc.after_mark", || phase(Phase::Paused)).await;
     let mut report = Report {
         dry_run: opts.dry_run,
         kept_by_grace: marked.kept_by_grace,
+        evicted,
         ..Report::default()
     };
     let upload_cutoff = now.saturating_sub(u64::try_from(opts.upload_max_age.as_millis()).unwrap_or(u64::MAX));
@@ -168,6 +179,48 @@ pub async fn run(
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     phase(Phase::Done);
     Ok(report)
+}
+
+/// The eviction phase: choose from one snapshot, then delete the chosen manifests (a dry run
+/// only reports them; its mark then still sees them).
+async fn evict(
+    registry: &Arc<Registry>,
+    dry_run: bool,
+    phase: &(dyn Fn(Phase) + Send + Sync),
+) -> Result<Amount, Error> {
+    let bounds: Vec<evict::Bound> = registry
+        .cache_bounds()
+        .into_iter()
+        .map(|(prefix, max_bytes)| evict::Bound { prefix, max_bytes })
+        .collect();
+    if bounds.is_empty() {
+        return Ok(Amount::default());
+    }
+    phase(Phase::Evict);
+    let snap = registry.gc_snapshot().await?;
+    let pulls = registry.cache_pulls();
+    let choice = blocking(move || {
+        let pulled = |repo: &str, digest: &str| pulls.get(&(repo.to_owned(), digest.to_owned())).copied();
+        evict::choose(&snap, &bounds, &pulled)
+    })
+    .await;
+    let count = if dry_run {
+        choice.manifests.len() as u64
+    } else {
+        registry.evict_cached(choice.manifests).await?
+    };
+    if count > 0 {
+        tracing::info!(
+            manifests = count,
+            bytes = choice.bytes,
+            dry_run,
+            "pull-through caches over max_bytes evicted their least recently pulled images"
+        );
+    }
+    Ok(Amount {
+        count,
+        bytes: choice.bytes,
+    })
 }
 
 async fn mark(registry: &Arc<Registry>, policy: Policy) -> Result<Marked, Error> {

@@ -104,6 +104,24 @@ pub struct Snapshot {
     pub blobs: Vec<(String, BlobRow)>,
 }
 
+impl Snapshot {
+    /// Bytes of the live blobs linked into repositories named `<prefix>/...`, each counted
+    /// once, and how many such blobs.
+    pub fn linked_under(&self, prefix: &str) -> (u64, u64) {
+        let under = |repo: &str| repo.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'));
+        let linked: HashSet<&str> = self
+            .links
+            .iter()
+            .filter(|(repo, _, _)| under(repo))
+            .map(|(_, digest, _)| digest.as_str())
+            .collect();
+        self.blobs
+            .iter()
+            .filter(|(d, b)| b.state == BlobState::Live && linked.contains(d.as_str()))
+            .fold((0, 0), |(bytes, n), (_, b)| (bytes + b.size, n + 1))
+    }
+}
+
 impl Graph for &Snapshot {
     fn node(&mut self, repo: &str, digest: &str) -> Result<Option<Node>, MetaError> {
         Ok(self.manifests.get(&(repo.to_owned(), digest.to_owned())).cloned())

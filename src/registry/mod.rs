@@ -35,6 +35,7 @@ pub use error::Error;
 pub use listing::Page;
 pub use manifests::{Manifest, ManifestPut};
 pub(crate) use manifests::{References, references};
+pub use proxy::CacheUsage;
 pub use uploads::UploadStatus;
 
 /// Size limits applied to request bodies.

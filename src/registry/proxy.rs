@@ -73,6 +73,19 @@ impl Proxies {
     }
 }
 
+/// What one pull-through cache holds: live blobs linked into its repositories (each counted
+/// once), its manifests and repositories.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CacheUsage {
+    pub prefix: String,
+    pub upstream: String,
+    pub bytes: u64,
+    pub max_bytes: Option<u64>,
+    pub blobs: u64,
+    pub manifests: u64,
+    pub repositories: u64,
+}
+
 /// What a blob fetch ended with, as its waiters see it.
 #[derive(Debug, Clone)]
 enum FlightError {
@@ -102,6 +115,9 @@ pub(crate) struct Cache {
     /// When each `(repo, tag)` was last confirmed by the upstream (`now_ms`, which the
     /// tests' clock moves).
     confirmed: Mutex<HashMap<(String, String), Millis>>,
+    /// When each cached manifest `(repo, digest)` was last pulled since the process started:
+    /// what eviction orders images by.
+    pulls: Mutex<HashMap<(String, String), Millis>>,
     /// Blob fetches in flight, by digest.
     flights: Mutex<HashMap<String, watch::Receiver<FlightResult>>>,
     tag_locks: Box<[tokio::sync::Mutex<()>]>,
@@ -112,6 +128,7 @@ impl Cache {
         Cache {
             upstream,
             confirmed: Mutex::default(),
+            pulls: Mutex::default(),
             flights: Mutex::default(),
             tag_locks: (0..TAG_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
@@ -234,10 +251,92 @@ impl Registry {
     ) -> Option<Result<Manifest, Error>> {
         let (cache, name) = self.proxies.route(repo.as_str())?;
         let cache = Arc::clone(cache);
-        Some(match reference {
+        let served = match reference {
             Reference::Digest(d) => self.cached_manifest_by_digest(&cache, repo, &name, d).await,
             Reference::Tag(t) => self.cached_manifest_by_tag(&cache, repo, &name, t).await,
-        })
+        };
+        if let Ok(m) = &served {
+            let key = (repo.to_string(), m.digest.clone());
+            cache.pulls.lock().expect("pulls lock").insert(key, now_ms());
+        }
+        Some(served)
+    }
+
+    /// What each pull-through cache holds (`/admin/usage`).
+    pub async fn cache_usage(&self) -> Result<Vec<CacheUsage>, Error> {
+        if self.proxies.caches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let snap = self.meta.gc_snapshot().await?;
+        let caches = self.proxies.caches.iter().map(|c| {
+            let prefix = c.prefix();
+            let (bytes, blobs) = snap.linked_under(prefix);
+            let in_cache = |repo: &str| repo.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'));
+            let manifests = snap.manifests.keys().filter(|(r, _)| in_cache(r)).count() as u64;
+            let repositories = snap
+                .manifests
+                .keys()
+                .filter(|(r, _)| in_cache(r))
+                .map(|(r, _)| r.as_str())
+                .collect::<std::collections::HashSet<_>>()
+                .len() as u64;
+            CacheUsage {
+                prefix: prefix.to_owned(),
+                upstream: c.settings().url.clone(),
+                bytes,
+                max_bytes: c.settings().max_bytes,
+                blobs,
+                manifests,
+                repositories,
+            }
+        });
+        Ok(caches.collect())
+    }
+
+    /// Each bounded cache's prefix and `max_bytes`, for eviction.
+    pub(crate) fn cache_bounds(&self) -> Vec<(String, u64)> {
+        self.proxies
+            .caches
+            .iter()
+            .filter_map(|c| Some((c.prefix().to_owned(), c.settings().max_bytes?)))
+            .collect()
+    }
+
+    /// When each cached manifest was last pulled since start-up, for eviction.
+    pub(crate) fn cache_pulls(&self) -> HashMap<(String, String), Millis> {
+        let mut all = HashMap::new();
+        for cache in &self.proxies.caches {
+            all.extend(
+                cache
+                    .pulls
+                    .lock()
+                    .expect("pulls lock")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v)),
+            );
+        }
+        all
+    }
+
+    /// Evict cached manifests (with their tags): the sweep that follows frees what only they
+    /// held. One already gone is skipped. Answers how many went.
+    pub(crate) async fn evict_cached(&self, manifests: Vec<(String, String)>) -> Result<u64, Error> {
+        let mut evicted = 0;
+        for (repo, digest) in manifests {
+            let (Ok(name), Ok(d)) = (RepoName::parse(&repo), Digest::parse(&digest)) else {
+                continue;
+            };
+            let Some((cache, _)) = self.proxies.route(name.as_str()) else {
+                continue;
+            };
+            match self.meta_write(|m| m.delete_manifest(&name, &d)).await {
+                Ok(()) => evicted += 1,
+                Err(Error::ManifestUnknown) => {}
+                Err(e) => return Err(e),
+            }
+            cache.pulls.lock().expect("pulls lock").remove(&(repo, digest));
+        }
+        Ok(evicted)
     }
 
     async fn cached_manifest_by_digest(
@@ -644,7 +743,7 @@ impl Fetch {
                 self.digest
             )));
         }
-        crate::testhook::reached("proxy.before_commit");
+        crate::testhook::pause("proxy.before_commit", || {}).await;
         self.registry
             .commit_staged(&self.repo, upload, &self.digest, None)
             .await

@@ -55,8 +55,17 @@ impl Site {
 
     /// A Berth whose `proxy:` section is `entries` (YAML list items, indented by two).
     pub fn mirror(&self, entries: &str) -> Berth {
+        self.mirror_with(entries, &[])
+    }
+
+    /// `mirror`, with environment variables (test hooks, garbage collection settings).
+    pub fn mirror_with(&self, entries: &str, env: &[(&str, &str)]) -> Berth {
         let config = self.write("mirror.yml", &format!("proxy:\n{entries}"));
-        Berth::builder().arg("--config").arg(config.to_str().unwrap()).start()
+        let mut builder = Berth::builder().arg("--config").arg(config.to_str().unwrap());
+        for (k, v) in env {
+            builder = builder.env(k, v);
+        }
+        builder.start()
     }
 }
 
@@ -577,4 +586,172 @@ async fn the_ns_parameter_of_mirror_requests_selects_the_upstream() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 405);
+}
+
+/// Pull an image through `mirror` (manifest by tag, then every blob); its blobs' bytes, or the
+/// first status that was not 200.
+async fn pull(mirror: &Berth, repo: &str, tag: &str) -> Result<Vec<Vec<u8>>, u16> {
+    let resp = get(mirror, &format!("/v2/{repo}/manifests/{tag}")).await;
+    if resp.status() != 200 {
+        return Err(resp.status().as_u16());
+    }
+    let manifest: Value = resp.json().await.unwrap();
+    let mut digests = vec![manifest["config"]["digest"].as_str().unwrap().to_owned()];
+    digests.extend(
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_owned()),
+    );
+    let mut out = Vec::new();
+    for d in digests {
+        let resp = get(mirror, &format!("/v2/{repo}/blobs/{d}")).await;
+        if resp.status() != 200 {
+            return Err(resp.status().as_u16());
+        }
+        let bytes = resp.bytes().await.unwrap().to_vec();
+        assert_eq!(sha256(&bytes), d, "wrong bytes for {d}");
+        out.push(bytes);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn past_max_bytes_gc_evicts_the_least_recently_pulled_image_while_pulls_go_on() {
+    let site = Site::new();
+    let mut upstream = site.upstream(false);
+    for (i, tag) in ["a", "b", "c"].iter().enumerate() {
+        let layer = random_bytes(1 << 20, 100 + i as u64);
+        upstream_image(&upstream, "team/app", tag, &[&layer]).await;
+    }
+    // Room for two of the three images (1 MiB and a config each), not three.
+    let mirror = site.mirror_with(
+        &entry("up", &upstream, "    max_bytes: 2600KiB\n"),
+        &[("BERTH_TEST_PAUSE_AT", "gc.after_mark")],
+    );
+    let (local, _) = push_image(&mirror, "local/app", "v1", &[&random_bytes(3 << 20, 9)]).await;
+    // Pulled in the order a, b, c, then a again: b is the least recently pulled.
+    for tag in ["a", "b", "c", "a"] {
+        pull(&mirror, "up/team/app", tag).await.unwrap();
+        mirror.advance_clock(Duration::from_secs(1)).await;
+    }
+    let b_layer = sha256(&random_bytes(1 << 20, 101));
+    let usage = crate::harness::get_json(mirror.url("/admin/usage")).await;
+    assert_eq!(usage["caches"][0]["prefix"], "up");
+    assert!(usage["caches"][0]["bytes"].as_u64().unwrap() > 3 << 20, "{usage}");
+    // Past the grace period, so that the sweep may free what eviction released.
+    mirror.advance_clock(Duration::from_secs(7200)).await;
+
+    let job: Value = client()
+        .post(mirror.url("/admin/gc"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    mirror.wait_reached("gc.after_mark", 1).await;
+    // Evicted, not yet swept: every pull still gets right bytes (b's manifest comes back from
+    // the upstream, its layer from the local copy).
+    for tag in ["a", "b", "c"] {
+        pull(&mirror, "up/team/app", tag).await.unwrap();
+    }
+    mirror.resume("gc.after_mark").await;
+    let id = job["id"].as_str().unwrap();
+    let report = loop {
+        let job = crate::harness::get_json(mirror.url(&format!("/admin/gc/{id}"))).await;
+        if job["state"] == "done" {
+            break job["report"].clone();
+        }
+        assert_ne!(job["state"], "failed", "{job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(report["evicted"]["count"], 1, "{report}");
+    assert!(report["evicted"]["bytes"].as_u64().unwrap() >= 1 << 20, "{report}");
+
+    // The pull during the run put b's manifest back; collect again, and b goes for good.
+    mirror.advance_clock(Duration::from_secs(7200)).await;
+    pull(&mirror, "up/team/app", "a").await.unwrap();
+    pull(&mirror, "up/team/app", "c").await.unwrap();
+    mirror.advance_clock(Duration::from_secs(1)).await;
+    let job: Value = client()
+        .post(mirror.url("/admin/gc"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    mirror.wait_reached("gc.after_mark", 2).await;
+    mirror.resume("gc.after_mark").await;
+    let id = job["id"].as_str().unwrap();
+    loop {
+        let job = crate::harness::get_json(mirror.url(&format!("/admin/gc/{id}"))).await;
+        if job["state"] == "done" {
+            assert_eq!(job["report"]["evicted"]["count"], 1, "{job}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let usage = crate::harness::get_json(mirror.url("/admin/usage")).await;
+    assert!(usage["caches"][0]["bytes"].as_u64().unwrap() <= 2600 << 10, "{usage}");
+    assert!(
+        !mirror.stored_blobs().await.contains(&b_layer),
+        "b's layer is still stored"
+    );
+
+    // With the upstream gone: a and c are whole from the cache, b is not there, and the
+    // local repository was never touched.
+    upstream.stop();
+    for tag in ["a", "c"] {
+        pull(&mirror, "up/team/app", tag).await.unwrap();
+    }
+    assert_eq!(pull(&mirror, "up/team/app", "b").await, Err(503));
+    let resp = get(&mirror, "/v2/local/app/manifests/v1").await;
+    assert_eq!(header(&resp, "docker-content-digest"), local);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_in_the_middle_of_a_cold_pull_serves_nothing_partial() {
+    let site = Site::new();
+    let upstream = site.upstream(false);
+    let layer = random_bytes(8 << 20, 11);
+    let (_, _, blobs) = upstream_image(&upstream, "team/app", "v1", &[&layer]).await;
+    let digest = blobs[1].0.clone();
+    let mut mirror = site.mirror_with(
+        &entry("up", &upstream, ""),
+        &[("BERTH_TEST_PAUSE_AT", "proxy.before_commit")],
+    );
+    let path = format!("/v2/up/team/app/blobs/{digest}");
+    let url = mirror.url(&path);
+    let first = tokio::spawn(async move {
+        let resp = client().get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.map(|b| b.len())
+    });
+    // Every byte is in and hashed; the commit has not happened. Kill the server there.
+    mirror.wait_reached("proxy.before_commit", 1).await;
+    mirror.kill();
+    let got = first.await.unwrap();
+    assert!(
+        got.is_err() || got.unwrap() < layer.len(),
+        "the killed pull was served whole"
+    );
+    mirror.restart();
+    assert!(
+        !mirror.stored_blobs().await.contains(&digest),
+        "a partial blob was kept"
+    );
+    assert!(
+        mirror.staging_entries().await.is_empty(),
+        "staging leftovers after restart"
+    );
+    // The next pull fetches again and completes.
+    let url = mirror.url(&path);
+    let again = tokio::spawn(async move { client().get(url).send().await.unwrap().bytes().await.unwrap() });
+    mirror.wait_reached("proxy.before_commit", 1).await;
+    mirror.resume("proxy.before_commit").await;
+    assert_eq!(sha256(&again.await.unwrap()), digest);
+    assert!(mirror.stored_blobs().await.contains(&digest));
 }

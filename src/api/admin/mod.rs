@@ -65,8 +65,16 @@ pub async fn fsck_get(State(app): State<App>, id: Result<Path<String>, PathRejec
 }
 
 pub async fn usage(State(app): State<App>) -> Response {
-    match app.registry.usage().await {
-        Ok(usage) => Json(usage).into_response(),
+    let both =
+        async { Ok::<_, crate::registry::Error>((app.registry.usage().await?, app.registry.cache_usage().await?)) };
+    match both.await {
+        Ok((usage, caches)) => {
+            let mut body = serde_json::to_value(usage).expect("usage serialises");
+            if !caches.is_empty() {
+                body["caches"] = serde_json::to_value(caches).expect("cache usage serialises");
+            }
+            Json(body).into_response()
+        }
         Err(e) => ApiError::from(e).into_response(),
     }
 }
