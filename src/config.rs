@@ -235,6 +235,7 @@ struct RawProxy {
     tag_ttl: Option<Duration>,
     max_bytes: Option<ByteSize>,
     serve_stale: Option<bool>,
+    serve_unprefixed: Option<bool>,
 }
 
 impl std::fmt::Debug for RawProxy {
@@ -249,6 +250,7 @@ impl std::fmt::Debug for RawProxy {
             .field("tag_ttl", &self.tag_ttl)
             .field("max_bytes", &self.max_bytes)
             .field("serve_stale", &self.serve_stale)
+            .field("serve_unprefixed", &self.serve_unprefixed)
             .finish()
     }
 }
@@ -946,6 +948,15 @@ fn validate_proxy(raw: Vec<RawProxy>) -> Result<Vec<crate::upstream::Settings>, 
                     ),
                 ));
             }
+            if a.serve_unprefixed && b.serve_unprefixed {
+                return Err(invalid(
+                    "proxy",
+                    format!(
+                        "entries {:?} and {:?} both set serve_unprefixed: names without a prefix can come from one upstream only",
+                        a.prefix, b.prefix
+                    ),
+                ));
+            }
             if a.namespace == b.namespace {
                 return Err(invalid(
                     "proxy",
@@ -1035,6 +1046,7 @@ fn validate_proxy_entry(n: usize, raw: RawProxy) -> Result<crate::upstream::Sett
         tag_ttl: raw.tag_ttl.unwrap_or(Duration::from_secs(300)),
         max_bytes,
         serve_stale: raw.serve_stale.unwrap_or(true),
+        serve_unprefixed: raw.serve_unprefixed.unwrap_or(false),
     })
 }
 
@@ -1189,6 +1201,7 @@ impl Config {
             #[serde(skip_serializing_if = "Option::is_none")]
             max_bytes: Option<u64>,
             serve_stale: bool,
+            serve_unprefixed: bool,
         }
         #[derive(Serialize)]
         struct Section<'a> {
@@ -1209,6 +1222,7 @@ impl Config {
                 tag_ttl: humantime::format_duration(p.tag_ttl).to_string(),
                 max_bytes: p.max_bytes,
                 serve_stale: p.serve_stale,
+                serve_unprefixed: p.serve_unprefixed,
             })
             .collect();
         serde_saphyr::to_string(&Section { proxy }).unwrap_or_default()
@@ -1291,6 +1305,7 @@ const PROXY_KEYS: &[&str] = &[
     "proxy.tag_ttl",
     "proxy.max_bytes",
     "proxy.serve_stale",
+    "proxy.serve_unprefixed",
 ];
 
 /// Every key the file accepts, for documentation checks. A `proxy` key names the key of each
@@ -1366,7 +1381,7 @@ mod tests {
             );
         }
         // The example's keys that have a default are set to it: without them, nothing changes.
-        for leaf in ["namespace", "tag_ttl", "serve_stale"] {
+        for leaf in ["namespace", "tag_ttl", "serve_stale", "serve_unprefixed"] {
             let without: String = proxy
                 .lines()
                 .filter(|line| !line.trim_start().starts_with(&format!("{leaf}:")))
@@ -1542,7 +1557,7 @@ mod tests {
 
     #[test]
     fn proxy_entry_with_every_key() {
-        let yaml = "proxy:\n  - prefix: docker-hub\n    url: https://registry-1.docker.io/\n    namespace: hub.example\n    username: berth\n    password: hunter2-secret\n    tag_ttl: 0s\n    max_bytes: 50GiB\n    serve_stale: false\n  - prefix: mirrors/ghcr\n    url: https://ghcr.io\n";
+        let yaml = "proxy:\n  - prefix: docker-hub\n    url: https://registry-1.docker.io/\n    namespace: hub.example\n    username: berth\n    password: hunter2-secret\n    tag_ttl: 0s\n    max_bytes: 50GiB\n    serve_stale: false\n    serve_unprefixed: true\n  - prefix: mirrors/ghcr\n    url: https://ghcr.io\n";
         let proxy = proxy_of(yaml, &[]);
         assert_eq!(
             proxy[0],
@@ -1555,6 +1570,7 @@ mod tests {
                 tag_ttl: Duration::ZERO,
                 max_bytes: Some(50 << 30),
                 serve_stale: false,
+                serve_unprefixed: true,
             }
         );
         assert_eq!((proxy.len(), proxy[1].prefix.as_str()), (2, "mirrors/ghcr"));
@@ -1614,6 +1630,14 @@ mod tests {
                     entry("a", "https://other.example", "")
                 ),
                 &["\"a\"", "\"a/b\"", "overlap"],
+            ),
+            (
+                format!(
+                    "proxy:\n{}{}",
+                    entry("a", ok, "    serve_unprefixed: true\n"),
+                    entry("b", "https://other.example", "    serve_unprefixed: true\n")
+                ),
+                &["\"a\"", "\"b\"", "serve_unprefixed", "one upstream"],
             ),
             (
                 "proxy:\n  - prefix: hub\n".to_owned(),

@@ -265,28 +265,67 @@ async fn dispatch(
         Ok(routed) => routed,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let caller = match access::check(&app, &endpoint, &method, &headers, &peer).await {
-        Ok(caller) => caller,
-        Err(e) => return e.into_response(),
-    };
-    let user = caller.as_ref().map(|c| access::LoggedUser(c.subject.name().to_owned()));
-    let request = Request {
-        method: &method,
-        query: &query,
-        headers: &headers,
-        client: peer.addr.ip(),
-        caller,
-    };
-    let mut response = run(&app, endpoint, request, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
-    if let Some(user) = user {
-        response.extensions_mut().insert(user);
+    let unprefixed = namespace
+        .is_none()
+        .then(|| unprefixed_fallback(&app, &endpoint, &method))
+        .flatten();
+    let mut response = serve(&app, endpoint, &method, &query, &headers, &peer, body).await;
+    // A pull of a name under no prefix that the registry does not hold, when a cache serves
+    // such names (Docker's registry-mirrors sends Docker Hub names so): ask that cache.
+    if let Some(cached) = unprefixed.filter(|_| response.status() == axum::http::StatusCode::NOT_FOUND) {
+        response = serve(&app, cached, &method, &query, &headers, &peer, Body::empty()).await;
     }
     if let Some(ns) = namespace.and_then(|ns| HeaderValue::from_str(&ns).ok()) {
         response.headers_mut().insert("oci-namespace", ns);
     }
     response
+}
+
+/// Check access, then run the request; the response carries the caller for the access log.
+async fn serve(
+    app: &App,
+    endpoint: Endpoint,
+    method: &Method,
+    query: &query::Query,
+    headers: &HeaderMap,
+    peer: &Peer,
+    body: Body,
+) -> Response {
+    let caller = match access::check(app, &endpoint, method, headers, peer).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let user = caller.as_ref().map(|c| access::LoggedUser(c.subject.name().to_owned()));
+    let request = Request {
+        method,
+        query,
+        headers,
+        client: peer.addr.ip(),
+        caller,
+    };
+    let mut response = run(app, endpoint, request, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    if let Some(user) = user {
+        response.extensions_mut().insert(user);
+    }
+    response
+}
+
+/// For a pull (GET or HEAD of a manifest, blob or tag list) of a name under no cache's prefix,
+/// the same endpoint in the cache that serves unprefixed names, if one does.
+fn unprefixed_fallback(app: &App, endpoint: &Endpoint, method: &Method) -> Option<Endpoint> {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return None;
+    }
+    let (Endpoint::Manifest { name, .. } | Endpoint::Blob { name, .. } | Endpoint::Tags { name }) = endpoint else {
+        return None;
+    };
+    if app.registry.is_cached_repo(name.as_str()) {
+        return None;
+    }
+    let prefix = app.registry.unprefixed_proxy_prefix()?;
+    endpoint.clone().under_prefix(prefix).ok()
 }
 
 /// A mirror request (containerd sends `?ns=<registry host>` to mirrors) whose `ns` names a

@@ -231,6 +231,16 @@ impl Registry {
         self.proxies.by_namespace(ns).map(|c| c.prefix().to_owned())
     }
 
+    /// The prefix of the cache that serves names under no prefix which the registry does not
+    /// hold (`serve_unprefixed`), if one does.
+    pub fn unprefixed_proxy_prefix(&self) -> Option<&str> {
+        self.proxies
+            .caches
+            .iter()
+            .find(|c| c.settings().serve_unprefixed)
+            .map(|c| c.prefix())
+    }
+
     /// Refuse a write to a cached repository.
     pub(super) fn refuse_cached(&self, repo: &RepoName) -> Result<(), Error> {
         match self.proxies.route(repo.as_str()) {

@@ -28,6 +28,10 @@ pub struct Settings {
     pub max_bytes: Option<u64>,
     /// Keep serving cached tags (with a `Warning` header) while the upstream fails.
     pub serve_stale: bool,
+    /// Also serve pulls of names outside every prefix that the registry does not hold, as
+    /// `<prefix>/<name>`: what Docker's `registry-mirrors` sends (Docker Hub names, no
+    /// prefix). At most one entry sets it.
+    pub serve_unprefixed: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -41,6 +45,7 @@ impl std::fmt::Debug for Settings {
             .field("tag_ttl", &self.tag_ttl)
             .field("max_bytes", &self.max_bytes)
             .field("serve_stale", &self.serve_stale)
+            .field("serve_unprefixed", &self.serve_unprefixed)
             .finish()
     }
 }

@@ -755,3 +755,44 @@ async fn a_restart_in_the_middle_of_a_cold_pull_serves_nothing_partial() {
     assert_eq!(sha256(&again.await.unwrap()), digest);
     assert!(mirror.stored_blobs().await.contains(&digest));
 }
+
+/// Docker's `registry-mirrors` sends Docker Hub names with no prefix and no `ns`
+/// (`/v2/library/busybox/manifests/latest`): the entry with `serve_unprefixed` answers what
+/// the registry itself does not hold, and local repositories win.
+#[tokio::test]
+async fn names_under_no_prefix_come_from_the_unprefixed_cache_after_local_ones() {
+    let site = Site::new();
+    let upstream = site.upstream(false);
+    let (digest, body, blobs) = upstream_image(&upstream, "library/busybox", "latest", &[b"busybox"]).await;
+    upstream_image(&upstream, "team/shadowed", "v1", &[b"upstream copy"]).await;
+    let mirror = site.mirror(&entry("hub", &upstream, "    serve_unprefixed: true\n"));
+    let (local, _) = push_image(&mirror, "team/shadowed", "v1", &[b"local copy"]).await;
+
+    let resp = get(&mirror, "/v2/library/busybox/manifests/latest").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    assert_eq!(resp.bytes().await.unwrap(), body);
+    for (d, bytes) in &blobs {
+        let resp = get(&mirror, &format!("/v2/library/busybox/blobs/{d}")).await;
+        assert_eq!(resp.bytes().await.unwrap(), *bytes);
+    }
+    // Cached under the prefix, as any pull through it.
+    let resp = get(&mirror, &format!("/v2/hub/library/busybox/manifests/{digest}")).await;
+    assert_eq!(resp.status(), 200);
+    // The local repository answers for itself.
+    let resp = get(&mirror, "/v2/team/shadowed/manifests/v1").await;
+    assert_eq!(header(&resp, "docker-content-digest"), local);
+    // Pushes under no prefix stay local.
+    let (pushed, _) = push_image(&mirror, "team/new", "v1", &[b"new"]).await;
+    assert_eq!(
+        header(
+            &get(&mirror, "/v2/team/new/manifests/v1").await,
+            "docker-content-digest"
+        ),
+        pushed
+    );
+    // Unknown upstream too: the cache's 404.
+    let resp = get(&mirror, "/v2/library/nothing/manifests/latest").await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(error_codes(resp).await, ["MANIFEST_UNKNOWN"]);
+}
