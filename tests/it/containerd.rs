@@ -14,14 +14,14 @@ const SOCKETS: [&str; 2] = [
     "/var/run/docker/containerd/containerd.sock",
 ];
 
-/// `ctr` against the running containerd, in namespace `ns`.
-struct Ctr {
+/// `ctr` against the running containerd, in namespace `ns` (removed with its images on drop).
+pub struct Ctr {
     address: String,
     ns: String,
 }
 
 impl Ctr {
-    fn new(ns: String) -> Self {
+    pub fn new(ns: String) -> Self {
         let address = std::env::var("CONTAINERD_ADDRESS")
             .ok()
             .or_else(|| {
@@ -40,7 +40,7 @@ impl Ctr {
         Ctr { address, ns }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub fn run(&self, args: &[&str]) -> Output {
         let mut all = vec!["--address", &self.address, "--namespace", &self.ns];
         all.extend_from_slice(args);
         run_env(
@@ -51,7 +51,7 @@ impl Ctr {
         )
     }
 
-    fn stdout(&self, args: &[&str]) -> Vec<u8> {
+    pub fn stdout(&self, args: &[&str]) -> Vec<u8> {
         self.run(args).stdout
     }
 }

@@ -28,6 +28,7 @@ mod ops;
 mod pki;
 mod podman;
 mod proxy;
+mod proxy_clients;
 mod restart;
 mod s3;
 mod smoke;
