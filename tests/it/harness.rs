@@ -239,6 +239,12 @@ impl Builder {
         self
     }
 
+    /// Keep the blobs in files under the root, even with `BERTH_TEST_STORAGE=s3`.
+    pub fn filesystem(mut self) -> Self {
+        self.env.retain(|(k, _)| !k.starts_with("BERTH_STORAGE_S3_"));
+        self
+    }
+
     /// Use this storage root instead of a fresh temporary one.
     pub fn root(mut self, root: &Path) -> Self {
         self.root = Some(root.to_owned());

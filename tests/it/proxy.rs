@@ -49,8 +49,13 @@ impl Site {
             name,
             &format!("auth:\n  htpasswd:\n    path: {}\n{token}", htpasswd.display()),
         );
-        // The upstream keeps its blobs in files, so a test can corrupt one.
-        Berth::builder().arg("--config").arg(config.to_str().unwrap()).start()
+        // The upstream keeps its blobs in files, so a test can corrupt one (in the S3 run
+        // too, where the mirror's cache lives in the bucket).
+        Berth::builder()
+            .filesystem()
+            .arg("--config")
+            .arg(config.to_str().unwrap())
+            .start()
     }
 
     /// A Berth whose `proxy:` section is `entries` (YAML list items, indented by two).
