@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::harness::{Berth, client, push_blob, random_bytes, sha256};
+use crate::harness::{Berth, client, push_blob, random_bytes, run_gc_at, sha256};
 
 const WORKERS: u64 = 4;
 const RUN_FOR: Duration = Duration::from_secs(8);
@@ -180,35 +180,6 @@ async fn pull_image(base: &str, repo: &str, tag: &str, image: &Image) -> Result<
     Ok(())
 }
 
-async fn run_gc(base: &str) -> Value {
-    let c = client();
-    let job: Value = c
-        .post(format!("{base}/admin/gc"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
-    for _ in 0..2400 {
-        let job: Value = c
-            .get(format!("{base}/admin/gc/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        match job["state"].as_str() {
-            Some("done") => return job["report"].clone(),
-            Some("failed") => panic!("gc failed: {job}"),
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-    panic!("gc did not finish");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_loop_under_concurrent_pushes_pulls_tag_moves_and_deletes() {
     let berth = Berth::builder()
@@ -245,7 +216,7 @@ async fn gc_loop_under_concurrent_pushes_pulls_tag_moves_and_deletes() {
         tokio::spawn(async move {
             let (mut runs, mut deleted) = (0, 0);
             while !stop.load(Ordering::Relaxed) && runs < 500 {
-                let report = run_gc(&base).await;
+                let report = run_gc_at(&base).await;
                 deleted += report["manifests_deleted"].as_u64().unwrap() + report["blobs_deleted"].as_u64().unwrap();
                 runs += 1;
             }
@@ -287,8 +258,8 @@ async fn gc_loop_under_concurrent_pushes_pulls_tag_moves_and_deletes() {
     // Once the grace period has passed (the server's clock moved past it, and past the
     // millisecond of the last push), collection leaves exactly what is reachable.
     berth.advance_clock(GRACE + Duration::from_millis(1)).await;
-    run_gc(&berth.base).await;
-    let report = run_gc(&berth.base).await;
+    run_gc_at(&berth.base).await;
+    let report = run_gc_at(&berth.base).await;
     assert_eq!(
         report["blobs_deleted"], 0,
         "the first pass after the load left nothing: {report}"

@@ -456,25 +456,32 @@ pub async fn raw_request(berth: &Berth, method: &str, path: &str) -> (u16, Strin
 
 /// Run a garbage collection through the admin API and wait for its report.
 pub async fn run_gc(berth: &Berth) -> Value {
-    let c = client();
-    let job: Value = c
-        .post(berth.url("/admin/gc"))
+    run_gc_at(&berth.base).await
+}
+
+/// `run_gc` for the server at `base` (`http://127.0.0.1:PORT`).
+pub async fn run_gc_at(base: &str) -> Value {
+    let id = start_gc(base).await;
+    wait_gc(base, &id).await
+}
+
+/// Start a garbage collection through the admin API; its run id.
+pub async fn start_gc(base: &str) -> String {
+    let job: Value = client()
+        .post(format!("{base}/admin/gc"))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let id = job["id"].as_str().expect("a job id").to_owned();
+    job["id"].as_str().expect("a job id").to_owned()
+}
+
+/// Wait for garbage collection run `id` to finish (panics if it fails); its report.
+pub async fn wait_gc(base: &str, id: &str) -> Value {
     for _ in 0..2400 {
-        let job: Value = c
-            .get(berth.url(&format!("/admin/gc/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job = get_json(format!("{base}/admin/gc/{id}")).await;
         match job["state"].as_str() {
             Some("done") => return job["report"].clone(),
             Some("failed") => panic!("gc failed: {job}"),

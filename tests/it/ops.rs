@@ -230,22 +230,7 @@ async fn metrics_move_with_pushes_pulls_and_gc() {
     assert!(metric(&after_push, "berth_http_response_bytes_total") >= manifest.len() as u64);
     assert!(metric(&after_push, "berth_meta_commit_seconds_count") >= 5);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let job: serde_json::Value = client()
-        .post(berth.url("/admin/gc"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
-    for _ in 0..200 {
-        let j: serde_json::Value = get_json(berth.url(&format!("/admin/gc/{id}"))).await;
-        if j["state"] == "done" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::harness::run_gc(&berth).await;
     let after_gc = scrape(format!("http://{debug}/metrics")).await;
     assert_eq!(metric(&after_gc, r#"berth_gc_runs_total{result="done"}"#), 1);
     assert_eq!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Berth, client, error_codes, header, push_image, random_bytes, sha256};
+use crate::harness::{Berth, client, error_codes, header, push_image, random_bytes, sha256, start_gc, wait_gc};
 
 pub const USER: &str = "mirror";
 pub const PASSWORD: &str = "mirror-secret-pw";
@@ -648,14 +648,7 @@ async fn past_max_bytes_gc_evicts_the_least_recently_pulled_image_while_pulls_go
     // Past the grace period, so that the sweep may free what eviction released.
     mirror.advance_clock(Duration::from_secs(7200)).await;
 
-    let job: Value = client()
-        .post(mirror.url("/admin/gc"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let id = start_gc(&mirror.base).await;
     mirror.wait_reached("gc.after_mark", 1).await;
     // Evicted, not yet swept: every pull still gets right bytes (b's manifest comes back from
     // the upstream, its layer from the local copy).
@@ -663,15 +656,7 @@ async fn past_max_bytes_gc_evicts_the_least_recently_pulled_image_while_pulls_go
         pull(&mirror, "up/team/app", tag).await.unwrap();
     }
     mirror.resume("gc.after_mark").await;
-    let id = job["id"].as_str().unwrap();
-    let report = loop {
-        let job = crate::harness::get_json(mirror.url(&format!("/admin/gc/{id}"))).await;
-        if job["state"] == "done" {
-            break job["report"].clone();
-        }
-        assert_ne!(job["state"], "failed", "{job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let report = wait_gc(&mirror.base, &id).await;
     assert_eq!(report["evicted"]["count"], 1, "{report}");
     assert!(report["evicted"]["bytes"].as_u64().unwrap() >= 1 << 20, "{report}");
 
@@ -800,4 +785,53 @@ async fn names_under_no_prefix_come_from_the_unprefixed_cache_after_local_ones()
     let resp = get(&mirror, "/v2/library/nothing/manifests/latest").await;
     assert_eq!(resp.status(), 404);
     assert_eq!(error_codes(resp).await, ["MANIFEST_UNKNOWN"]);
+}
+
+/// Berth's own access rules apply to cached repositories like any other, whichever way the
+/// request names them (by prefix, or by `ns`).
+#[tokio::test]
+async fn the_mirrors_own_access_rules_apply_to_cached_repositories() {
+    let site = Site::new();
+    let upstream = site.upstream(false);
+    let (digest, _, _) = upstream_image(&upstream, "team/app", "v1", &[b"guarded"]).await;
+    let hash = bcrypt::hash_with_result("reader-pw", 4)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoY);
+    let htpasswd = site.write("mirror-htpasswd", &format!("reader:{hash}\n"));
+    let config = site.write(
+        "guarded.yml",
+        &format!(
+            "auth:\n  htpasswd:\n    path: {}\n  rules:\n    - repositories: [\"up/team/**\"]\n      users: [reader]\n      actions: [pull]\nproxy:\n{}    namespace: up.example\n",
+            htpasswd.display(),
+            entry("up", &upstream, "")
+        ),
+    );
+    let mirror = Berth::builder().arg("--config").arg(config.to_str().unwrap()).start();
+    for path in [
+        "/v2/up/team/app/manifests/v1",
+        "/v2/team/app/manifests/v1?ns=up.example",
+    ] {
+        assert_eq!(get(&mirror, path).await.status(), 401, "anonymous {path}");
+        let resp = client()
+            .get(mirror.url(path))
+            .basic_auth("reader", Some("reader-pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "reader {path}");
+        assert_eq!(header(&resp, "docker-content-digest"), digest);
+    }
+    // Nothing was fetched for the anonymous requests: the first upstream GET is the reader's.
+    assert_eq!(
+        access_count(&upstream, "GET", &format!("/v2/team/app/manifests/{digest}")),
+        1
+    );
+    // A repository the rules do not grant stays closed, cached or not.
+    let resp = client()
+        .get(mirror.url("/v2/up/other/app/manifests/v1"))
+        .basic_auth("reader", Some("reader-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
 }
