@@ -339,9 +339,14 @@ pub fn sha512(bytes: &[u8]) -> String {
 
 /// Push `bytes` as a blob of `repo` in one request; returns its digest.
 pub async fn push_blob(berth: &Berth, repo: &str, bytes: &[u8]) -> String {
+    push_blob_with(&client(), berth, repo, bytes).await
+}
+
+/// `push_blob` with `client` (which may carry credentials).
+pub async fn push_blob_with(client: &reqwest::Client, berth: &Berth, repo: &str, bytes: &[u8]) -> String {
     let digest = sha256(bytes);
     let url = berth.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"));
-    let resp = client().post(url).body(bytes.to_vec()).send().await.unwrap();
+    let resp = client.post(url).body(bytes.to_vec()).send().await.unwrap();
     assert_eq!(resp.status(), 201, "push blob: {}", resp.text().await.unwrap());
     digest
 }
@@ -379,8 +384,20 @@ pub async fn push_image(berth: &Berth, repo: &str, reference: &str, layers: &[&[
 
 /// PUT a manifest and assert 201; returns the digest the server reports.
 pub async fn push_manifest(berth: &Berth, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> String {
+    push_manifest_with(&client(), berth, repo, reference, media_type, body).await
+}
+
+/// `push_manifest` with `client` (which may carry credentials).
+pub async fn push_manifest_with(
+    client: &reqwest::Client,
+    berth: &Berth,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> String {
     let url = berth.url(&format!("/v2/{repo}/manifests/{reference}"));
-    let resp = client()
+    let resp = client
         .put(url)
         .header("content-type", media_type)
         .body(body.to_vec())

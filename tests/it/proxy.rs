@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Berth, client, error_codes, header, push_image, random_bytes, sha256, start_gc, wait_gc};
+use crate::harness::{
+    Berth, client, error_codes, header, push_blob_with, push_image, push_manifest_with, random_bytes, sha256, start_gc,
+    wait_gc,
+};
 
 pub const USER: &str = "mirror";
 pub const PASSWORD: &str = "mirror-secret-pw";
@@ -95,30 +98,12 @@ fn upstream_client() -> reqwest::Client {
 
 /// Push a blob to an upstream that wants `USER`'s Basic credentials.
 pub async fn upstream_blob(upstream: &Berth, repo: &str, bytes: &[u8]) -> String {
-    let digest = sha256(bytes);
-    let url = upstream.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"));
-    let resp = upstream_client().post(url).body(bytes.to_vec()).send().await.unwrap();
-    assert_eq!(resp.status(), 201, "push blob upstream: {}", resp.text().await.unwrap());
-    digest
+    push_blob_with(&upstream_client(), upstream, repo, bytes).await
 }
 
 /// Push a manifest to an upstream; its digest.
 pub async fn upstream_manifest(upstream: &Berth, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> String {
-    let url = upstream.url(&format!("/v2/{repo}/manifests/{reference}"));
-    let resp = upstream_client()
-        .put(url)
-        .header("content-type", media_type)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        201,
-        "push manifest upstream: {}",
-        resp.text().await.unwrap()
-    );
-    sha256(body)
+    push_manifest_with(&upstream_client(), upstream, repo, reference, media_type, body).await
 }
 
 /// An OCI image of `layers` pushed upstream under `reference`: (digest, manifest bytes, the
@@ -154,6 +139,17 @@ pub async fn upstream_image(
     )
     .await;
     (digest, body, blobs)
+}
+
+/// Run `berth fsck` against the running server and assert it finds nothing wrong.
+fn assert_fsck_clean(berth: &Berth) {
+    let out = berth
+        .cli()
+        .args(["fsck", "--url", &berth.base, "--json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(report["clean"], true, "fsck: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 /// A metric's value on `berth` (summed over the series whose labels contain all of `labels`).
@@ -243,13 +239,7 @@ async fn pulls_through_an_upstream_with_basic_auth_and_serves_the_second_pull_lo
         blobs.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
     );
     // Everything the mirror stored is ordinary content: fsck finds it clean.
-    let out = mirror
-        .cli()
-        .args(["fsck", "--url", &mirror.base, "--json"])
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    assert_eq!(report["clean"], true, "fsck: {}", String::from_utf8_lossy(&out.stdout));
+    assert_fsck_clean(&mirror);
     // The password never reaches the log.
     assert!(
         !mirror.log().contains(PASSWORD),
@@ -544,13 +534,7 @@ async fn an_index_is_kept_sparse_when_one_platform_is_pulled_and_gc_and_fsck_agr
     mirror.advance_clock(Duration::from_secs(7200)).await;
     let gc = crate::harness::run_gc(&mirror).await;
     assert_eq!(gc["manifests_deleted"], 0, "{gc}");
-    let out = mirror
-        .cli()
-        .args(["fsck", "--url", &mirror.base, "--json"])
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    assert_eq!(report["clean"], true, "fsck: {}", String::from_utf8_lossy(&out.stdout));
+    assert_fsck_clean(&mirror);
     let mut upstream = upstream;
     upstream.stop();
     let resp = get(&mirror, &format!("/v2/up/multi/app/manifests/{index_digest}")).await;
@@ -665,25 +649,11 @@ async fn past_max_bytes_gc_evicts_the_least_recently_pulled_image_while_pulls_go
     pull(&mirror, "up/team/app", "a").await.unwrap();
     pull(&mirror, "up/team/app", "c").await.unwrap();
     mirror.advance_clock(Duration::from_secs(1)).await;
-    let job: Value = client()
-        .post(mirror.url("/admin/gc"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let id = start_gc(&mirror.base).await;
     mirror.wait_reached("gc.after_mark", 2).await;
     mirror.resume("gc.after_mark").await;
-    let id = job["id"].as_str().unwrap();
-    loop {
-        let job = crate::harness::get_json(mirror.url(&format!("/admin/gc/{id}"))).await;
-        if job["state"] == "done" {
-            assert_eq!(job["report"]["evicted"]["count"], 1, "{job}");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let report = wait_gc(&mirror.base, &id).await;
+    assert_eq!(report["evicted"]["count"], 1, "{report}");
     let usage = crate::harness::get_json(mirror.url("/admin/usage")).await;
     assert!(usage["caches"][0]["bytes"].as_u64().unwrap() <= 2600 << 10, "{usage}");
     assert!(
