@@ -48,6 +48,15 @@ pub struct Config {
     pub auth: Option<Auth>,
     /// Pull-through caches (`proxy:`), each under its own repository prefix, in file order.
     pub proxy: Vec<crate::upstream::Settings>,
+    pub validation: Validation,
+}
+
+/// What a manifest push must satisfy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validation {
+    /// Accept manifests whose blobs or child manifests are not (yet) in the repository, as
+    /// mirrors and platform-filtered copies push them. Off: a manifest never dangles.
+    pub sparse: bool,
 }
 
 /// HTTPS with rustls (TLS 1.2 and 1.3).
@@ -219,6 +228,13 @@ struct RawConfig {
     gc: RawGc,
     auth: RawAuth,
     proxy: Vec<RawProxy>,
+    validation: RawValidation,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawValidation {
+    sparse: Option<bool>,
 }
 
 /// One `proxy:` entry as written. Its `Debug` leaves the password out.
@@ -434,6 +450,7 @@ const ENV_KEYS: &[(&str, Setter)] = &[
     ("auth.token.issuer", |r, v| set(&mut r.auth.token.issuer, v)),
     ("auth.token.expiry", |r, v| set_duration(&mut r.auth.token.expiry, v)),
     ("auth.token.signing_key", |r, v| set(&mut r.auth.token.signing_key, v)),
+    ("validation.sparse", |r, v| set(&mut r.validation.sparse, v)),
     ("auth.token.public_key", |r, v| set(&mut r.auth.token.public_key, v)),
     ("auth.token.jwks", |r, v| set(&mut r.auth.token.jwks, v)),
 ];
@@ -668,25 +685,16 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             message: format!("{text:?} is neither an IP:port address nor off ({e})"),
         })?),
     };
-    let interval = match raw.gc.interval.as_deref().map(str::trim) {
-        None | Some("off" | "0" | "0s") => None,
-        Some(text) => Some(humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
-            key: "gc.interval",
-            message: format!("{text:?} is neither a duration nor off ({e})"),
-        })?),
-    };
     let s3 = validate_s3(raw.storage.s3)?;
     let tls = validate_tls(raw.http.tls)?;
     let auth = validate_auth(raw.auth, tls.as_ref().is_some_and(|t| t.client_ca.is_some()))?;
     let proxy = validate_proxy(raw.proxy)?;
-    let gc = Gc {
-        grace_period: raw.gc.grace_period.unwrap_or(Duration::from_secs(3600)),
-        delete_untagged: raw.gc.delete_untagged.unwrap_or(true),
-        interval,
-        upload_max_age: raw.gc.upload_max_age.unwrap_or(Duration::from_secs(24 * 3600)),
-    };
+    let gc = validate_gc(&raw.gc)?;
     Ok(Config {
         gc,
+        validation: Validation {
+            sparse: raw.validation.sparse.unwrap_or(false),
+        },
         http: Http {
             addr,
             drain_timeout: raw.http.drain_timeout.unwrap_or(Duration::from_secs(30)),
@@ -716,6 +724,22 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             format: raw.log.format.unwrap_or(LogFormat::Text),
         },
         proxy,
+    })
+}
+
+fn validate_gc(raw: &RawGc) -> Result<Gc, ConfigError> {
+    let interval = match raw.interval.as_deref().map(str::trim) {
+        None | Some("off" | "0" | "0s") => None,
+        Some(text) => Some(humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
+            key: "gc.interval",
+            message: format!("{text:?} is neither a duration nor off ({e})"),
+        })?),
+    };
+    Ok(Gc {
+        grace_period: raw.grace_period.unwrap_or(Duration::from_secs(3600)),
+        delete_untagged: raw.delete_untagged.unwrap_or(true),
+        interval,
+        upload_max_age: raw.upload_max_age.unwrap_or(Duration::from_secs(24 * 3600)),
     })
 }
 
@@ -1159,7 +1183,8 @@ impl Config {
             "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\n  header_timeout: {}\n  sendfile: {}\n{}storage:\n  root: {}\n  fsync: {}\n  direct_io: {}\n  meta_cache: {}\n{}limits:\n  \
              manifest_max_size: {}\n  blob_max_size: {}\n  upload_sessions: {}\n  \
              upload_sessions_per_client: {}\n  body_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
-             grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\n",
+             grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\nvalidation:\n  \
+             sparse: {}\n",
             self.http.addr,
             d(self.http.drain_timeout),
             d(self.http.shutdown_delay),
@@ -1181,6 +1206,7 @@ impl Config {
             d(self.gc.grace_period),
             self.gc.delete_untagged,
             d(self.gc.upload_max_age),
+            self.validation.sparse,
         ) + &self.auth_yaml()
             + &self.proxy_yaml()
     }

@@ -139,6 +139,12 @@ fn print_report(r: &Report) {
         c.uploads,
         r.duration_ms
     );
+    if c.sparse_references > 0 {
+        println!(
+            "sparse manifests: {} references to blobs or manifests not pushed yet (by design, not damage)",
+            c.sparse_references
+        );
+    }
     match r.database_ok {
         Some(true) => println!("database: redb integrity check passed"),
         Some(false) => println!("database: redb integrity check FAILED"),

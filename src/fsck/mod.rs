@@ -112,6 +112,10 @@ pub struct Checked {
     pub blob_bytes: u64,
     pub bytes_hashed: u64,
     pub uploads: u64,
+    /// References of sparse manifests (`validation.sparse`, pull-through caches) to blobs or
+    /// child manifests not here yet: absent by design, not damage.
+    #[serde(default)]
+    pub sparse_references: u64,
 }
 
 /// The outcome of a run.
@@ -186,7 +190,7 @@ pub async fn run(
     };
     let mut f = Findings::default();
     check_blobs(&scan, &files, &bad, &mut f);
-    check_manifests(&scan, &bad, &|repo| registry.is_cached_repo(repo), &mut f);
+    check_manifests(&scan, &bad, &|repo| registry.sparse_allowed(repo), &mut f);
     check_stale_refs(&scan, &mut f);
     check_indexes(&scan, &mut f);
     check_uploads(&scan, &staging, &mut f);
@@ -355,9 +359,10 @@ struct Expected {
     referrers: BTreeMap<(String, String, String), ReferrerRow>,
 }
 
-/// `cached` tells the repositories of a pull-through cache, whose manifests are stored sparse:
-/// a blob not fetched yet (`Remote`) or a child manifest not pulled yet is expected there.
-fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, cached: &dyn Fn(&str) -> bool, f: &mut Findings) {
+/// `sparse_allowed` tells the repositories whose manifests may be sparse (`validation.sparse`,
+/// pull-through caches): a blob never pushed or fetched (`Remote`) or a child manifest not
+/// there yet is expected in them, counted in `Checked::sparse_references`, not damage.
+fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, sparse_allowed: &dyn Fn(&str) -> bool, f: &mut Findings) {
     f.checked.manifests = scan.manifests.len() as u64;
     let mut exp = Expected::default();
     let lost: BTreeSet<String> = f.bad_blobs.iter().map(|(d, _)| d.clone()).collect();
@@ -367,7 +372,7 @@ fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, cached: &dyn Fn(&str
     let remote = |d: &str| scan.blobs.get(d).is_some_and(|b| b.state == BlobState::Remote);
     for ((repo, digest), row) in &scan.manifests {
         let at = format!("{repo}@{digest}");
-        let sparse = cached(repo);
+        let sparse = sparse_allowed(repo);
         if let Ok(d) = Digest::parse(digest)
             && Digest::of(d.algorithm(), &row.body) != d
         {
@@ -397,6 +402,7 @@ fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, cached: &dyn Fn(&str
             *exp.refcount.entry(blob.clone()).or_default() += 1;
             *exp.link_refs.entry((repo.clone(), blob.clone())).or_default() += 1;
             if sparse && remote(blob) && scan.links.contains_key(&(repo.clone(), blob.clone())) {
+                f.checked.sparse_references += 1;
                 continue;
             }
             if unusable(blob) {
@@ -422,7 +428,10 @@ fn check_manifests(scan: &Scan, bad: &HashMap<String, Bad>, cached: &dyn Fn(&str
         }
         for child in &children {
             exp.parents.insert((repo.clone(), child.clone(), digest.clone()));
-            if !sparse && !scan.manifests.contains_key(&(repo.clone(), child.clone())) {
+            let present = scan.manifests.contains_key(&(repo.clone(), child.clone()));
+            if sparse && !present {
+                f.checked.sparse_references += 1;
+            } else if !present {
                 f.problem(
                     Kind::ManifestChildMissing,
                     at.clone(),

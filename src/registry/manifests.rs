@@ -85,7 +85,10 @@ impl Registry {
             Reference::Tag(t) => Some(t.clone()),
             Reference::Digest(_) => None,
         };
-        let new = new_manifest(repo.clone(), digest.clone(), tag, &parsed, manifest_row(&parsed, body));
+        let new = NewManifest {
+            sparse: self.limits.sparse_manifests,
+            ..new_manifest(repo.clone(), digest.clone(), tag, &parsed, manifest_row(&parsed, body))
+        };
         self.meta_write(|m| m.put_manifest(new, now_ms())).await?;
         crate::crashpoint::hit("manifest.after_commit");
         Ok(ManifestPut { digest, subject })

@@ -226,6 +226,12 @@ impl Registry {
         self.proxies.route(repo).is_some()
     }
 
+    /// Whether manifests of `repo` may reference what is not there (yet): everywhere with
+    /// `validation.sparse`, and in pull-through caches.
+    pub fn sparse_allowed(&self, repo: &str) -> bool {
+        self.limits.sparse_manifests || self.is_cached_repo(repo)
+    }
+
     /// The proxy prefix a containerd mirror request's `ns` selects.
     pub fn proxy_prefix_for_namespace(&self, ns: &str) -> Option<String> {
         self.proxies.by_namespace(ns).map(|c| c.prefix().to_owned())

@@ -507,3 +507,19 @@ pub async fn wait_gc(base: &str, id: &str) -> Value {
     }
     panic!("gc did not finish");
 }
+
+/// Run `berth fsck --json` against the running server; its report.
+pub fn fsck_report(berth: &Berth) -> Value {
+    let out = berth
+        .cli()
+        .args(["fsck", "--url", &berth.base, "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "fsck printed no report: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}

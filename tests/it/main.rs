@@ -32,6 +32,7 @@ mod proxy_clients;
 mod restart;
 mod s3;
 mod smoke;
+mod sparse;
 mod staging;
 mod storage_suite;
 mod tls;

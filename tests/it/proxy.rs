@@ -143,13 +143,8 @@ pub async fn upstream_image(
 
 /// Run `berth fsck` against the running server and assert it finds nothing wrong.
 fn assert_fsck_clean(berth: &Berth) {
-    let out = berth
-        .cli()
-        .args(["fsck", "--url", &berth.base, "--json"])
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    assert_eq!(report["clean"], true, "fsck: {}", String::from_utf8_lossy(&out.stdout));
+    let report = crate::harness::fsck_report(berth);
+    assert_eq!(report["clean"], true, "fsck: {report}");
 }
 
 /// A metric's value on `berth` (summed over the series whose labels contain all of `labels`).
