@@ -25,6 +25,7 @@ mod limits;
 mod memory;
 mod meta_suite;
 mod ops;
+mod oras;
 mod pki;
 mod podman;
 mod proxy;
