@@ -226,16 +226,22 @@ async fn evict(
 async fn mark(registry: &Arc<Registry>, policy: Policy) -> Result<Marked, Error> {
     let snap = registry.gc_snapshot().await?;
     let touched = registry.touched_since(policy.cutoff_ms);
-    Ok(blocking(move || decide(&snap, policy, &touched)).await?)
+    let registry = Arc::clone(registry);
+    let cached = move |repo: &str| registry.is_cached_repo(repo);
+    Ok(blocking(move || decide(&snap, policy, &touched, &cached)).await?)
 }
 
-/// The pure part of marking: from a snapshot, what to sweep and what grace keeps.
+/// The pure part of marking: from a snapshot, what to sweep and what grace keeps. The
+/// manifests of a pull-through cache (`cached` repositories) are never garbage: a cache gives
+/// them up only by eviction, so one pulled by digest alone stays until then.
 fn decide(
     snap: &crate::meta::gc::Snapshot,
     policy: Policy,
     touched: &dyn Fn(&str) -> bool,
+    cached: &dyn Fn(&str) -> bool,
 ) -> Result<Marked, crate::meta::MetaError> {
-    let dead = unanchored(snap, policy)?;
+    let mut dead = unanchored(snap, policy)?;
+    dead.retain(|(repo, _)| !cached(repo));
     let mut needed_links: HashSet<(&str, &str)> = HashSet::new();
     let mut needed_blobs: HashSet<&str> = HashSet::new();
     for ((repo, _), node) in snap.manifests.iter().filter(|(k, _)| !dead.contains(*k)) {

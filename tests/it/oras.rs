@@ -30,7 +30,11 @@ fn run(berth: &Berth, login: Option<(&str, &str)>) -> Value {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let last = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_owned();
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
     serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last}"))
 }
 
@@ -45,7 +49,10 @@ fn check(v: &Value) {
         d.sort();
         d
     };
-    let mut both = vec![v["sbom"].as_str().unwrap().to_owned(), v["sig"].as_str().unwrap().to_owned()];
+    let mut both = vec![
+        v["sbom"].as_str().unwrap().to_owned(),
+        v["sig"].as_str().unwrap().to_owned(),
+    ];
     both.sort();
     assert_eq!(digests(&v["all"]), both, "{v}");
     let types: Vec<&str> = v["all"]["manifests"]

@@ -525,7 +525,15 @@ async fn an_index_is_kept_sparse_when_one_platform_is_pulled_and_gc_and_fsck_agr
     for (d, _) in &amd_blobs {
         assert_eq!(get(&mirror, &format!("/v2/up/multi/app/blobs/{d}")).await.status(), 200);
     }
-    // Collect garbage with no grace period, then check: nothing pulled is lost, fsck is clean.
+    // And an image pulled by digest alone: untagged here, yet cached until evicted.
+    let (solo, solo_body, _) = upstream_image(&upstream, "multi/solo", "untagged-upstream", &[b"solo"]).await;
+    assert_eq!(
+        get(&mirror, &format!("/v2/up/multi/solo/manifests/{solo}"))
+            .await
+            .status(),
+        200
+    );
+    // Collect garbage past the grace period, then check: nothing pulled is lost, fsck is clean.
     mirror.advance_clock(Duration::from_secs(7200)).await;
     let gc = crate::harness::run_gc(&mirror).await;
     assert_eq!(gc["manifests_deleted"], 0, "{gc}");
@@ -538,6 +546,12 @@ async fn an_index_is_kept_sparse_when_one_platform_is_pulled_and_gc_and_fsck_agr
         let resp = get(&mirror, &format!("/v2/up/multi/app/blobs/{d}")).await;
         assert_eq!(resp.bytes().await.unwrap(), *bytes);
     }
+    let resp = get(&mirror, &format!("/v2/up/multi/solo/manifests/{solo}")).await;
+    assert_eq!(
+        resp.bytes().await.unwrap(),
+        solo_body,
+        "a manifest cached by digest was collected"
+    );
     // The platform never pulled is not here, and says so.
     assert_eq!(
         get(&mirror, &format!("/v2/up/multi/app/manifests/{arm}"))
