@@ -22,8 +22,16 @@ impl From<meta::Page> for Page {
 }
 
 impl Registry {
-    /// Tags of `repo` after `last`, at most `n`.
+    /// Tags of `repo` after `last`, at most `n`. A pull-through cache lists its upstream's
+    /// (its own, while the upstream fails).
     pub async fn tags(&self, repo: &RepoName, last: Option<String>, n: usize) -> Result<Page, Error> {
+        if let Some(listed) = self.cached_tags(repo, last.as_deref(), n).await {
+            return listed;
+        }
+        self.local_tags(repo, last, n).await
+    }
+
+    pub(super) async fn local_tags(&self, repo: &RepoName, last: Option<String>, n: usize) -> Result<Page, Error> {
         self.meta
             .tags(repo, last.as_deref(), n)
             .await?

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use super::{BlobBody, Error, Manifest, Registry};
+use super::{BlobBody, Error, Manifest, Page, Registry};
 use crate::blobs::{AppendLimits, ByteStream};
 use crate::meta::{Millis, NewManifest, now_ms};
 use crate::oci::manifest::{self};
@@ -491,6 +491,28 @@ impl Registry {
             media_type: parsed.media_type,
             body: fetched.body,
             warning: None,
+        })
+    }
+
+    /// The cached-repository path of `tags`: the upstream's list, or ours while it fails.
+    pub(super) async fn cached_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Option<Result<Page, Error>> {
+        let (cache, name) = self.proxies.route(repo.as_str())?;
+        let limit = (n != usize::MAX).then_some(n);
+        Some(match cache.upstream.tags(&name, last, limit).await {
+            Ok((items, more)) => Ok(Page { items, more }),
+            Err(UpstreamError::NotFound) => Err(Error::NameUnknown(repo.to_string())),
+            Err(e) => {
+                let why = cache.upstream_error(&e);
+                match self.local_tags(repo, last.map(str::to_owned), n).await {
+                    Ok(page) if cache.settings().serve_stale => Ok(page),
+                    _ => Err(Error::UpstreamUnavailable(why)),
+                }
+            }
         })
     }
 

@@ -68,6 +68,9 @@ const MANIFEST_ACCEPT: &str = concat!(
     "application/vnd.docker.distribution.manifest.v2+json"
 );
 
+/// The largest tag list read from an upstream (Docker Hub's biggest run to a few hundred KiB).
+const TAG_LIST_MAX: u64 = 16 << 20;
+
 /// Why an upstream request failed. Messages name the upstream by its URL and never carry
 /// credentials.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +168,41 @@ impl Upstream {
         })
     }
 
+    /// `GET /v2/<repo>/tags/list` after `last`, at most `n`: the tags, and whether the upstream
+    /// says more follow (a `Link` header).
+    pub async fn tags(
+        &self,
+        repo: &str,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<(Vec<String>, bool), UpstreamError> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let query = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            if let Some(n) = n {
+                query.append_pair("n", &n.to_string());
+            }
+            if let Some(last) = last {
+                query.append_pair("last", last);
+            }
+            query.finish()
+        };
+        let path = if query.is_empty() {
+            format!("{repo}/tags/list")
+        } else {
+            format!("{repo}/tags/list?{query}")
+        };
+        let response = self.send(Method::GET, &path, repo, None).await?;
+        let more = response.headers().contains_key(reqwest::header::LINK);
+        let body = self.read_limited(response, TAG_LIST_MAX).await?;
+        let listed: TagList = serde_json::from_slice(&body)
+            .map_err(|e| self.failed(&format!("sent a tag list that is not JSON ({e})")))?;
+        Ok((listed.tags.unwrap_or_default(), more))
+    }
+
     /// `HEAD /v2/<repo>/blobs/<digest>`: the blob's size.
     pub async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, UpstreamError> {
         let path = format!("{repo}/blobs/{digest}");
@@ -230,14 +268,14 @@ impl Upstream {
 
     async fn read_limited(&self, response: reqwest::Response, max_bytes: u64) -> Result<Bytes, UpstreamError> {
         if response.content_length().is_some_and(|n| n > max_bytes) {
-            return Err(self.failed(&format!("sent a manifest over the limit of {max_bytes} bytes")));
+            return Err(self.failed(&format!("sent a body over the limit of {max_bytes} bytes")));
         }
         let mut stream = response.bytes_stream();
         let mut body = BytesMut::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.unreachable(&e))?;
             if (body.len() + chunk.len()) as u64 > max_bytes {
-                return Err(self.failed(&format!("sent a manifest over the limit of {max_bytes} bytes")));
+                return Err(self.failed(&format!("sent a body over the limit of {max_bytes} bytes")));
             }
             body.extend_from_slice(&chunk);
         }

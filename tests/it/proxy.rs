@@ -408,6 +408,12 @@ async fn with_the_upstream_down_cached_tags_are_served_stale_and_the_rest_fails_
     for (d, _) in &blobs {
         assert_eq!(get(&mirror, &format!("/v2/up/team/app/blobs/{d}")).await.status(), 200);
     }
+    // The tag list is the upstream's, v2 included though never pulled, paged as asked.
+    let tags: Value = get(&mirror, "/v2/up/team/app/tags/list").await.json().await.unwrap();
+    assert_eq!(tags["tags"], json!(["v1", "v2"]));
+    let resp = get(&mirror, "/v2/up/team/app/tags/list?n=1").await;
+    assert!(resp.headers().contains_key("link"), "no Link to the next page");
+    assert_eq!(resp.json::<Value>().await.unwrap()["tags"], json!(["v1"]));
     upstream.stop();
 
     let resp = get(&mirror, "/v2/up/team/app/manifests/v1").await;
@@ -423,6 +429,9 @@ async fn with_the_upstream_down_cached_tags_are_served_stale_and_the_rest_fails_
         let resp = get(&mirror, &format!("/v2/up/team/app/blobs/{d}")).await;
         assert_eq!(resp.bytes().await.unwrap(), *bytes);
     }
+    // The tag list falls back to what the cache holds.
+    let tags: Value = get(&mirror, "/v2/up/team/app/tags/list").await.json().await.unwrap();
+    assert_eq!(tags["tags"], json!(["v1"]));
     // Never cached: 503 UNAVAILABLE naming the upstream.
     for path in [
         "/v2/up/team/app/manifests/v2".to_owned(),
