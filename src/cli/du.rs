@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use berth::config::{self, Flags};
 use berth::meta::usage::Usage;
 use berth::meta::{Meta, MetaError, MetaStore};
+use berth::registry::CacheUsage;
 
 #[derive(Debug, clap::Args)]
 pub struct DuArgs {
@@ -27,14 +28,7 @@ pub struct DuArgs {
 pub fn run(args: DuArgs) -> anyhow::Result<()> {
     let usage = if let Some(url) = &args.url {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(async {
-            let url = format!("{}/admin/usage", url.trim_end_matches('/'));
-            let resp = reqwest::get(url)
-                .await
-                .context("contacting the server")?
-                .error_for_status()?;
-            Ok::<Usage, anyhow::Error>(resp.json().await?)
-        })?
+        runtime.block_on(super::remote::get_admin::<Report>(url, "/admin/usage"))?
     } else {
         let flags = Flags {
             addr: None,
@@ -48,7 +42,10 @@ pub fn run(args: DuArgs) -> anyhow::Result<()> {
         match Meta::open_with_cache(root, config.storage.meta_cache) {
             Ok(meta) => {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                runtime.block_on(meta.usage())?
+                Report {
+                    usage: runtime.block_on(meta.usage())?,
+                    caches: Vec::new(),
+                }
             }
             Err(MetaError::Locked(path)) => {
                 bail!("{path} is held by a running berth server; use `berth du --url http://<its address>`")
@@ -59,9 +56,38 @@ pub fn run(args: DuArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&usage)?);
     } else {
-        print_usage(&usage);
+        print_usage(&usage.usage);
+        print_caches(&usage.caches);
     }
     Ok(())
+}
+
+/// What `/admin/usage` answers: the store's usage, and each pull-through cache's (a server
+/// knows its caches; the store alone does not).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Report {
+    #[serde(flatten)]
+    usage: Usage,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    caches: Vec<CacheUsage>,
+}
+
+fn print_caches(caches: &[CacheUsage]) {
+    let b = |n: u64| bytesize::ByteSize(n).display().iec().to_string();
+    for c in caches {
+        let bound = c
+            .max_bytes
+            .map_or_else(|| "no bound".to_owned(), |m| format!("of {}", b(m)));
+        println!(
+            "pull-through cache {}/ ({}): {} {bound} in {} blobs, {} manifests, {} repositories",
+            c.prefix,
+            c.upstream,
+            b(c.bytes),
+            c.blobs,
+            c.manifests,
+            c.repositories
+        );
+    }
 }
 
 fn print_usage(u: &Usage) {

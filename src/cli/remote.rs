@@ -53,6 +53,27 @@ pub async fn run_job<R: DeserializeOwned>(url: &str, kind: &str, query: &str) ->
     }
 }
 
+/// `GET {url}{path}` of an admin endpoint, with the admin credentials when they are set; the
+/// JSON body. A refusal says how to give credentials.
+pub async fn get_admin<R: DeserializeOwned>(url: &str, path: &str) -> anyhow::Result<R> {
+    let url = format!("{}{path}", url.trim_end_matches('/'));
+    let mut request = reqwest::Client::new().get(url);
+    if let Some((user, password)) = admin_credentials() {
+        request = request.basic_auth(user, Some(password));
+    }
+    let resp = request.send().await.context("contacting the server")?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        bail!(
+            "the server refused {path} ({status}): with authentication on it wants a user with the admin role \
+             (auth.admins), whose name and password go in {} and {}",
+            berth::config::ENV_ADMIN_USER,
+            berth::config::ENV_ADMIN_PASSWORD
+        );
+    }
+    Ok(resp.error_for_status()?.json().await?)
+}
+
 /// `BERTH_ADMIN_USER` and `BERTH_ADMIN_PASSWORD`, if both are set.
 fn admin_credentials() -> Option<(String, String)> {
     let user = std::env::var(berth::config::ENV_ADMIN_USER).ok()?;
