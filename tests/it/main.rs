@@ -31,6 +31,7 @@ mod proxy;
 mod proxy_clients;
 mod restart;
 mod s3;
+mod search;
 mod smoke;
 mod staging;
 mod storage_suite;
