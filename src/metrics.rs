@@ -17,7 +17,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// Route group: base, catalog, tags, manifests, blobs, uploads, referrers, admin, other.
+    /// Route group: base, catalog, search, tags, manifests, blobs, uploads, referrers, admin, ops,
+    /// other.
     pub group: String,
     pub method: String,
     pub status: u16,

@@ -1,6 +1,8 @@
 //! Who may call what. Each endpoint's need is checked against `crate::auth` before its handler
 //! runs; the admin routes have their own guard; `GET /auth/token` is where Berth issues
 //! tokens. Without authentication configured, everything is allowed (admin: loopback only).
+//! `GET /v1/_ping` needs nothing: the Docker engine sends it, without credentials, before a
+//! search.
 
 use axum::Json;
 use axum::extract::{Extension, Request, State};
@@ -14,7 +16,7 @@ use crate::auth::{Auth, Caller, Scope};
 use crate::config::Action;
 use crate::oci::RepoName;
 
-/// Which repositories a caller may see in the catalog.
+/// Which repositories a caller may see in the catalog and in search results.
 pub(super) type Visible = Box<dyn Fn(&str) -> bool + Send>;
 
 /// The user name the access log shows, set on responses by whoever authenticated the request.
@@ -23,14 +25,21 @@ pub struct LoggedUser(pub String);
 
 /// What a request needs.
 enum Need<'a> {
+    /// Nothing at all: `/v1/_ping`.
+    Nothing,
     /// Any authenticated caller: `GET /v2/` (so that clients learn to log in) and the catalog.
     Login,
+    /// `docker search`: an authenticated caller, or an anonymous one when some rule lets
+    /// anonymous callers pull (the results then list what they may pull).
+    Search,
     Repo(&'a RepoName, Action),
 }
 
 fn need<'a>(endpoint: &'a Endpoint, method: &Method) -> Need<'a> {
     let write = matches!(*method, Method::PUT | Method::POST | Method::PATCH);
     match endpoint {
+        Endpoint::Ping => Need::Nothing,
+        Endpoint::Search => Need::Search,
         Endpoint::Base | Endpoint::Catalog => Need::Login,
         Endpoint::Manifest { name, .. } | Endpoint::Blob { name, .. } if *method == Method::DELETE => {
             Need::Repo(name, Action::Delete)
@@ -46,9 +55,10 @@ fn need<'a>(endpoint: &'a Endpoint, method: &Method) -> Need<'a> {
 
 fn scope(need: &Need) -> Option<Scope> {
     match need {
-        Need::Login => None,
-        Need::Repo(name, action) => Some(Scope {
-            repository: name.to_string(),
+        Need::Nothing | Need::Login => None,
+        Need::Search => Some(Scope::CatalogSearch),
+        Need::Repo(name, action) => Some(Scope::Repository {
+            name: name.to_string(),
             actions: match action {
                 Action::Push => vec![Action::Pull, Action::Push],
                 other => vec![*other],
@@ -69,13 +79,18 @@ pub(super) async fn check(
         return Ok(None);
     };
     let need = need(endpoint, method);
+    if let Need::Nothing = need {
+        return Ok(None);
+    }
     let challenge = auth.challenge(scope(&need).as_ref(), &base(headers, peer));
     let caller = authenticate(auth, headers, peer)
         .await
         .map_err(|e| ApiError::auth(&e, &challenge))?;
     let refusal = match need {
-        Need::Login if caller.is_anonymous() => crate::auth::AuthError::Missing,
-        Need::Login => return Ok(Some(caller)),
+        Need::Nothing => return Ok(None),
+        Need::Login | Need::Search if !caller.is_anonymous() => return Ok(Some(caller)),
+        Need::Search if auth.anonymous_may_pull() => return Ok(Some(caller)),
+        Need::Login | Need::Search => crate::auth::AuthError::Missing,
         Need::Repo(name, action) if auth.allowed(&caller, name.as_str()).contains(&action) => {
             return Ok(Some(caller));
         }
@@ -101,7 +116,8 @@ pub(super) fn may_mount(app: &App, caller: Option<&Caller>, from: Option<&str>) 
     }
 }
 
-/// The catalog's filter for `caller`, if authentication is on.
+/// The filter of the catalog and of search results for `caller`, if authentication is on:
+/// the repositories it may pull.
 pub(super) fn catalog_filter(app: &App, caller: Option<Caller>) -> Option<Visible> {
     let auth = app.auth.clone()?;
     let caller = caller?;

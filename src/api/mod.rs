@@ -1,8 +1,8 @@
 //! The HTTP surface: axum wiring, route dispatch, header parsing (`range`), handlers and the
 //! single error mapping.
 //!
-//! Every `/v2/...` request goes to `dispatch`, which parses the raw path into an `Endpoint` and
-//! matches `(endpoint, method)` once. Handlers are short: parse headers and query, make one
+//! Every `/v2/...` request (and `/v1/_ping`, `/v1/search` of `docker search`) goes to
+//! `dispatch`, which parses the raw path into an `Endpoint` and matches `(endpoint, method)` once. Handlers are short: parse headers and query, make one
 //! call into `registry`, shape the response. Nothing here touches storage directly.
 
 pub(crate) mod access;
@@ -83,6 +83,8 @@ pub fn router(app: App) -> Router {
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
+        .route("/v1/_ping", any(dispatch))
+        .route("/v1/search", any(dispatch))
         .route("/auth/token", axum::routing::get(access::token))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/metrics", axum::routing::get(metrics))
@@ -220,6 +222,7 @@ fn route_group(path: &str) -> (&'static str, String) {
         Ok(Endpoint::Blob { name: n, .. }) => ("blobs", name(&n)),
         Ok(Endpoint::UploadStart { name: n } | Endpoint::Upload { name: n, .. }) => ("uploads", name(&n)),
         Ok(Endpoint::Referrers { name: n, .. }) => ("referrers", name(&n)),
+        Ok(Endpoint::Ping | Endpoint::Search) => ("search", String::new()),
         Err(_) if path.starts_with("/admin/") => ("admin", String::new()),
         Err(_) if matches!(path, "/metrics" | "/healthz" | "/readyz") => ("ops", String::new()),
         Err(_) => ("other", String::new()),
@@ -341,9 +344,7 @@ fn mirror_namespace(
         return Ok((endpoint, None));
     };
     match app.registry.proxy_prefix_for_namespace(ns) {
-        Some(prefix) if !matches!(endpoint, Endpoint::Base | Endpoint::Catalog) => {
-            Ok((endpoint.under_prefix(&prefix)?, Some(ns.to_owned())))
-        }
+        Some(prefix) if endpoint.names_a_repository() => Ok((endpoint.under_prefix(&prefix)?, Some(ns.to_owned()))),
         _ => Ok((endpoint, None)),
     }
 }
@@ -359,7 +360,7 @@ struct Request<'a> {
 }
 
 async fn run(app: &App, endpoint: Endpoint, request: Request<'_>, body: Body) -> Result<Response, ApiError> {
-    use handlers::{blobs, listing, manifests, uploads};
+    use handlers::{blobs, listing, manifests, search, uploads};
     let Request {
         method,
         query,
@@ -373,6 +374,8 @@ async fn run(app: &App, endpoint: Endpoint, request: Request<'_>, body: Body) ->
     match (endpoint, method.clone()) {
         (Endpoint::Base, Method::GET | Method::HEAD) => Ok(listing::base()),
         (Endpoint::Catalog, Method::GET) => listing::catalog(reg, query, access::catalog_filter(app, caller)).await,
+        (Endpoint::Ping, Method::GET | Method::HEAD) => Ok(search::ping()),
+        (Endpoint::Search, Method::GET) => search::search(reg, query, access::catalog_filter(app, caller)).await,
         (Endpoint::Tags { name }, Method::GET) => listing::tags(reg, &name, query).await,
         (Endpoint::Referrers { name, digest }, Method::GET) => listing::referrers(reg, &name, &digest, query).await,
         (Endpoint::Manifest { name, reference }, Method::GET | Method::HEAD) => {

@@ -1,7 +1,9 @@
 //! Request routing. OCI repository names contain `/`, so axum routes every `/v2/...` path to
 //! one handler and this parser reads the raw (still percent-encoded) path right to left into
 //! an `Endpoint`. Nothing is percent-decoded: a `%` can never form a valid name, tag or digest,
-//! so `%2e%2e` and friends are refused as invalid names rather than decoded into `..`.
+//! so `%2e%2e` and friends are refused as invalid names rather than decoded into `..`. The two
+//! paths of the Docker registry API v1 that `docker search` uses, `/v1/_ping` and `/v1/search`,
+//! are endpoints too.
 
 use crate::oci::{Digest, DigestError, NameError, Reference, RepoName};
 
@@ -24,14 +26,18 @@ pub enum Endpoint {
     Upload { name: RepoName, id: String },
     /// `/v2/<name>/referrers/<digest>`
     Referrers { name: RepoName, digest: Digest },
+    /// `/v1/_ping`: the Docker engine's probe before a search.
+    Ping,
+    /// `/v1/search`: `docker search`.
+    Search,
 }
 
 impl Endpoint {
     /// The methods this endpoint answers, for the `Allow` header of a 405 (RFC 9110 15.5.6).
     pub fn allow(&self) -> &'static str {
         match self {
-            Endpoint::Base => "GET, HEAD",
-            Endpoint::Catalog | Endpoint::Tags { .. } | Endpoint::Referrers { .. } => "GET",
+            Endpoint::Base | Endpoint::Ping => "GET, HEAD",
+            Endpoint::Catalog | Endpoint::Tags { .. } | Endpoint::Referrers { .. } | Endpoint::Search => "GET",
             Endpoint::Manifest { .. } => "GET, HEAD, PUT, DELETE",
             Endpoint::Blob { .. } => "GET, HEAD, DELETE",
             Endpoint::UploadStart { .. } => "POST",
@@ -41,12 +47,20 @@ impl Endpoint {
 }
 
 impl Endpoint {
+    /// Whether the endpoint is about one repository (the others are about the registry).
+    pub fn names_a_repository(&self) -> bool {
+        !matches!(
+            self,
+            Endpoint::Base | Endpoint::Catalog | Endpoint::Ping | Endpoint::Search
+        )
+    }
+
     /// The same endpoint for the repository `<prefix>/<name>` (a mirror request whose `ns`
     /// selects a pull-through cache). Endpoints without a repository stay as they are.
     pub fn under_prefix(self, prefix: &str) -> Result<Endpoint, RouteError> {
         let put = |name: RepoName| RepoName::parse(&format!("{prefix}/{name}"));
         Ok(match self {
-            Endpoint::Base | Endpoint::Catalog => self,
+            Endpoint::Base | Endpoint::Catalog | Endpoint::Ping | Endpoint::Search => self,
             Endpoint::Tags { name } => Endpoint::Tags { name: put(name)? },
             Endpoint::Manifest { name, reference } => Endpoint::Manifest {
                 name: put(name)?,
@@ -84,6 +98,8 @@ pub enum RouteError {
 pub fn parse(path: &str) -> Result<Endpoint, RouteError> {
     let rest = match path {
         "/v2" | "/v2/" => return Ok(Endpoint::Base),
+        "/v1/_ping" => return Ok(Endpoint::Ping),
+        "/v1/search" => return Ok(Endpoint::Search),
         _ => path.strip_prefix("/v2/").ok_or(RouteError::NotFound)?,
     };
     if rest == "_catalog" {
@@ -154,6 +170,8 @@ mod tests {
         assert_eq!(parse("/v2/"), Ok(Endpoint::Base));
         assert_eq!(parse("/v2"), Ok(Endpoint::Base));
         assert_eq!(parse("/v2/_catalog"), Ok(Endpoint::Catalog));
+        assert_eq!(parse("/v1/_ping"), Ok(Endpoint::Ping));
+        assert_eq!(parse("/v1/search"), Ok(Endpoint::Search));
         assert_eq!(parse("/v2/a/b/tags/list"), Ok(Endpoint::Tags { name: name("a/b") }));
         assert_eq!(
             parse("/v2/a/blobs/uploads/"),
@@ -206,6 +224,8 @@ mod tests {
     fn refusals() {
         assert_eq!(parse("/"), Err(RouteError::NotFound));
         assert_eq!(parse("/v2/foo"), Err(RouteError::NotFound));
+        assert_eq!(parse("/v1/"), Err(RouteError::NotFound));
+        assert_eq!(parse("/v1/search/x"), Err(RouteError::NotFound));
         assert_eq!(parse("/v2/tags/list"), Err(RouteError::NotFound));
         assert_eq!(parse("/v2/foo/manifests/"), Err(RouteError::NotFound));
         assert!(matches!(parse("/v2/%2e%2e/manifests/x"), Err(RouteError::Name(_))));

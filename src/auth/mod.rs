@@ -59,11 +59,25 @@ impl Caller {
     }
 }
 
-/// What a request needs, for the challenge of a 401: `repository:<name>:<actions>`.
+/// What a request needs, for the challenge of a 401.
 #[derive(Debug, Clone)]
-pub struct Scope {
-    pub repository: String,
-    pub actions: Vec<Action>,
+pub enum Scope {
+    /// `repository:<name>:<actions>`
+    Repository { name: String, actions: Vec<Action> },
+    /// `registry:catalog:search`, which the Docker engine asks for before `docker search`.
+    CatalogSearch,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Repository { name, actions } => {
+                let actions: Vec<&str> = actions.iter().map(|a| action_name(*a)).collect();
+                write!(f, "repository:{name}:{}", actions.join(","))
+            }
+            Scope::CatalogSearch => f.write_str("registry:catalog:search"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -174,6 +188,12 @@ impl Auth {
             || self.allowed(caller, repo).contains(&Action::Pull)
     }
 
+    /// Whether a rule lets anonymous callers pull some repository (so that `docker search`
+    /// answers them, with what they may pull, rather than asking them to log in).
+    pub fn anonymous_may_pull(&self) -> bool {
+        self.rules.anonymous_may_pull()
+    }
+
     pub fn is_admin(&self, caller: &Caller) -> bool {
         self.rules.is_admin(&caller.subject)
     }
@@ -211,13 +231,7 @@ impl Auth {
             .unwrap_or_else(|| format!("{base}/auth/token"));
         let mut value = format!("Bearer realm=\"{realm}\",service=\"{}\"", tokens.config().service);
         if let Some(scope) = scope {
-            let actions: Vec<&str> = scope.actions.iter().map(|a| action_name(*a)).collect();
-            let _ = write!(
-                value,
-                ",scope=\"repository:{}:{}\"",
-                scope.repository,
-                actions.join(",")
-            );
+            let _ = write!(value, ",scope=\"{scope}\"");
         }
         value
     }

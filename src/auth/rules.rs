@@ -93,6 +93,13 @@ impl Rules {
             .collect()
     }
 
+    /// Whether some rule grants anonymous callers pull (on any repository).
+    pub fn anonymous_may_pull(&self) -> bool {
+        self.compiled
+            .iter()
+            .any(|c| c.rule.anonymous && c.rule.actions.contains(&Action::Pull))
+    }
+
     pub fn is_admin(&self, who: &Subject) -> bool {
         match who {
             Subject::Anonymous => false,
@@ -164,6 +171,7 @@ mod tests {
             [Pull].into(),
             "what anyone may do, users may"
         );
+        assert!(r.anonymous_may_pull());
         assert!(r.is_admin(&alice));
         assert!(!r.is_admin(&bob));
         assert!(!r.is_admin(&Subject::Anonymous));
@@ -174,5 +182,6 @@ mod tests {
         let r = Rules::new(&[], BTreeMap::new(), Subjects::default());
         assert_eq!(r.allowed(&r.user("x", &[]), "any/repo").len(), 3);
         assert!(r.allowed(&Subject::Anonymous, "any/repo").is_empty());
+        assert!(!r.anonymous_may_pull());
     }
 }

@@ -9,8 +9,8 @@ use uuid::Uuid;
 use super::MetaError;
 use super::codec::decode;
 use super::schema::{
-    BLOB_LINKS, BLOBS, BlobRow, BlobState, MANIFESTS, ManifestRow, Millis, REFERRERS, REPOS, ReferrerRow, TAGS, TagRow,
-    UPLOADS, UploadRow,
+    BLOB_LINKS, BLOBS, BlobRow, BlobState, MANIFEST_REFS, MANIFESTS, ManifestRow, Millis, REFERRERS, REPOS,
+    ReferrerRow, RefsRow, TAGS, TagRow, UPLOADS, UploadRow,
 };
 use super::store::Page;
 
@@ -76,6 +76,36 @@ pub(super) fn tags(txn: &ReadTransaction, repo: &str, last: Option<&str>, n: usi
         items.push(tag.to_owned());
     }
     Ok(Some(Page { items, more: false }))
+}
+
+/// Of the manifests a tag of `repo` points at, the one pushed last (`RefsRow::pushed_ms`; on a
+/// tie, the one whose tag moved last, then the greater digest), with its digest.
+pub(super) fn newest_tagged_manifest(
+    txn: &ReadTransaction,
+    repo: &str,
+) -> Result<Option<(String, ManifestRow)>, MetaError> {
+    let refs = txn.open_table(MANIFEST_REFS)?;
+    let mut newest: Option<((Millis, Millis), String)> = None;
+    for entry in txn.open_table(TAGS)?.range((repo, "")..)? {
+        let (key, value) = entry?;
+        if key.value().0 != repo {
+            break;
+        }
+        let tag = decode::<TagRow>(value.value())?;
+        let pushed = refs
+            .get((repo, tag.digest.as_str()))?
+            .map(|v| decode::<RefsRow>(v.value()))
+            .transpose()?
+            .map_or(0, |r| r.pushed_ms);
+        let candidate = ((pushed, tag.updated_ms), tag.digest);
+        if newest.as_ref().is_none_or(|n| candidate > *n) {
+            newest = Some(candidate);
+        }
+    }
+    let Some((_, digest)) = newest else {
+        return Ok(None);
+    };
+    Ok(manifest(txn, repo, &digest)?.map(|row| (digest, row)))
 }
 
 /// Repository names after `last`, at most `n`.

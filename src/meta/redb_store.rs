@@ -56,6 +56,12 @@ impl MetaStore for Meta {
             .await
     }
 
+    async fn newest_tagged_manifest(&self, repo: &RepoName) -> Result<Option<(String, ManifestRow)>, MetaError> {
+        let repo = repo.clone();
+        self.scan(move |txn| read::newest_tagged_manifest(txn, repo.as_str()))
+            .await
+    }
+
     async fn repos(&self, last: Option<&str>, n: usize) -> Result<Page, MetaError> {
         let last = last.map(str::to_owned);
         self.scan(move |txn| read::repos(txn, last.as_deref(), n)).await

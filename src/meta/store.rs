@@ -71,6 +71,11 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
     /// does not exist.
     async fn tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Option<Page>, MetaError>;
 
+    /// Of the manifests the tags of `repo` point at, the one most recently pushed, with its
+    /// digest; `None` when the repository has no tags. Ties go to the manifest whose tag moved
+    /// last.
+    async fn newest_tagged_manifest(&self, repo: &RepoName) -> Result<Option<(String, ManifestRow)>, MetaError>;
+
     /// Repository names after `last`, at most `n`, in lexical order.
     async fn repos(&self, last: Option<&str>, n: usize) -> Result<Page, MetaError>;
 

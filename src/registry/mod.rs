@@ -21,6 +21,7 @@ pub(crate) mod locks;
 mod maintenance;
 mod manifests;
 mod proxy;
+mod search;
 mod uploads;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ pub use listing::Page;
 pub use manifests::{Manifest, ManifestPut};
 pub(crate) use manifests::{References, references};
 pub use proxy::CacheUsage;
+pub use search::{Found, SearchTerm};
 pub use uploads::UploadStatus;
 
 /// Size limits applied to request bodies.

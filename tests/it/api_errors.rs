@@ -226,7 +226,9 @@ async fn unknown_routes_are_404_with_an_oci_body() {
     let paths = [
         "/".to_owned(),
         "/nonexistent".to_owned(),
-        "/v1/_ping".to_owned(),
+        "/v1/users".to_owned(),
+        "/v1/_ping/".to_owned(),
+        "/v1/search/x".to_owned(),
         "/v2foo".to_owned(),
         "/v2/foo".to_owned(),
         "/v2/foo/bar".to_owned(),
@@ -260,6 +262,8 @@ async fn methods_an_endpoint_does_not_answer_are_405_with_allow_and_an_oci_body(
     let cases = [
         ("POST", "/v2/".to_owned(), "GET, HEAD"),
         ("POST", "/v2/_catalog".to_owned(), "GET"),
+        ("PUT", "/v1/_ping".to_owned(), "GET, HEAD"),
+        ("POST", "/v1/search".to_owned(), "GET"),
         ("DELETE", "/v2/e/tags/list".to_owned(), "GET"),
         ("POST", "/v2/e/manifests/v1".to_owned(), "GET, HEAD, PUT, DELETE"),
         ("PATCH", format!("/v2/e/manifests/{digest}"), "GET, HEAD, PUT, DELETE"),

@@ -51,13 +51,13 @@ const RULES: &str = r#"  groups:
       actions: [push]
 "#;
 
-struct Site {
+pub struct Site {
     dir: tempfile::TempDir,
-    htpasswd: PathBuf,
+    pub htpasswd: PathBuf,
 }
 
 impl Site {
-    fn new() -> Site {
+    pub fn new() -> Site {
         let dir = tempfile::tempdir().unwrap();
         let htpasswd = dir.path().join("htpasswd");
         let text: String = USERS.iter().map(|(u, p)| entry(u, p)).collect();
@@ -66,7 +66,7 @@ impl Site {
     }
 
     /// A config with htpasswd and `more` under `auth:`.
-    fn config(&self, more: &str) -> PathBuf {
+    pub fn config(&self, more: &str) -> PathBuf {
         let path = self.dir.path().join("config.yml");
         let yaml = format!("auth:\n  htpasswd:\n    path: {}\n{more}", self.htpasswd.display());
         std::fs::write(&path, yaml).unwrap();
@@ -74,7 +74,7 @@ impl Site {
     }
 }
 
-fn password(user: &str) -> &'static str {
+pub fn password(user: &str) -> &'static str {
     USERS.iter().find(|(u, _)| *u == user).unwrap().1
 }
 
@@ -335,7 +335,7 @@ async fn the_htpasswd_file_is_reloaded_when_it_changes() {
 }
 
 /// `GET /auth/token` as `user` for `scopes`; the token.
-async fn token(berth: &Berth, user: Option<&str>, scopes: &[&str]) -> String {
+pub async fn token(berth: &Berth, user: Option<&str>, scopes: &[&str]) -> String {
     let scopes = scopes.join("&scope=");
     let url = berth.url(&format!("/auth/token?service=berth&scope={scopes}"));
     let resp = as_user(client().get(url), user).send().await.unwrap();

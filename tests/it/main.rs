@@ -32,6 +32,7 @@ mod proxy;
 mod proxy_clients;
 mod restart;
 mod s3;
+mod search;
 mod smoke;
 mod sparse;
 mod staging;

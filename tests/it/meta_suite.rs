@@ -4,7 +4,7 @@
 //!
 //! What they pin down is the trait's contract, not redb's: repository isolation, the reference
 //! checks and counts of a manifest PUT, a failed write leaving nothing, the lexical paging of
-//! listings, the upload-session rows, the garbage-collection sweeps re-checking inside their
+//! listings, which tagged manifest is the newest, the upload-session rows, the garbage-collection sweeps re-checking inside their
 //! transactions, fsck's compare-and-set, and durability across a reopen.
 
 use std::sync::Arc;
@@ -58,6 +58,7 @@ suite!(
     referenced_blobs_cannot_be_unlinked,
     deleting_a_manifest_deletes_its_tags,
     listings_page_in_lexical_order,
+    the_newest_tagged_manifest_is_the_last_pushed,
     referrers_are_listed_by_subject,
     upload_sessions,
     gc_sweeps_recheck_inside_the_transaction,
@@ -280,6 +281,51 @@ async fn listings_page_in_lexical_order(backend: Backend) {
     let page = s.repos(Some("suite/a"), 10).await.unwrap();
     assert_eq!(page.items, ["suite/m", "suite/z"]);
     assert!(!page.more);
+}
+
+async fn the_newest_tagged_manifest_is_the_last_pushed(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("suite/a");
+    let config = blob(s, &a, b"config", 10).await;
+    assert!(s.newest_tagged_manifest(&a).await.unwrap().is_none(), "no tags yet");
+    let (one, two, loose) = (
+        manifest(&a, "1", &[(&config, 6)], Some("one")),
+        manifest(&a, "2", &[(&config, 6)], Some("two")),
+        manifest(&a, "3", &[(&config, 6)], None),
+    );
+    put(s, &one, 20).await.unwrap();
+    put(s, &two, 30).await.unwrap();
+    put(s, &loose, 40).await.unwrap();
+    let digest_of = |found: Option<(String, ManifestRow)>| found.map(|(d, _)| d);
+    let found = s.newest_tagged_manifest(&a).await.unwrap();
+    assert_eq!(found.as_ref().map(|(_, row)| &row.body), Some(&two.row.body));
+    assert_eq!(
+        digest_of(found),
+        Some(two.digest.to_string()),
+        "untagged ones do not count"
+    );
+    // A re-push by digest makes a tagged manifest the newest again.
+    put(
+        s,
+        &NewManifest {
+            tag: None,
+            ..one.clone()
+        },
+        50,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        digest_of(s.newest_tagged_manifest(&a).await.unwrap()),
+        Some(one.digest.to_string())
+    );
+    // Untagged, it no longer counts.
+    s.delete_tag(&a, &tag("one")).commit().await.unwrap();
+    assert_eq!(
+        digest_of(s.newest_tagged_manifest(&a).await.unwrap()),
+        Some(two.digest.to_string())
+    );
+    assert!(s.newest_tagged_manifest(&repo("suite/none")).await.unwrap().is_none());
 }
 
 async fn referrers_are_listed_by_subject(backend: Backend) {

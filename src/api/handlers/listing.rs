@@ -1,4 +1,6 @@
 //! `GET /v2/`, `/v2/_catalog`, `/v2/<name>/tags/list` and `/v2/<name>/referrers/<digest>`.
+//! The catalog takes `q` besides `n` and `last`: only names containing it, as `docker search`
+//! matches them (`registry::SearchTerm`).
 
 use axum::body::Body;
 use axum::http::{StatusCode, header};
@@ -20,7 +22,8 @@ pub fn base() -> Response {
     json_response(StatusCode::OK, "application/json", &json!({}))
 }
 
-/// The catalog, of the repositories `visible` keeps (all of them without authentication).
+/// The catalog, of the repositories `visible` keeps (all of them without authentication) whose
+/// names contain `q`, if given.
 pub async fn catalog(
     reg: &Registry,
     query: &Query,
@@ -28,12 +31,25 @@ pub async fn catalog(
 ) -> Result<Response, ApiError> {
     let n = page_size(query)?.unwrap_or(CATALOG_DEFAULT_PAGE);
     let last = query.get("last").map(str::to_owned);
-    let page = match visible {
-        None => reg.catalog(last, n).await?,
-        Some(visible) => reg.catalog_visible(last, n, visible).await?,
+    let term = super::search::term(query)?;
+    let path = match (&term, query.get("q")) {
+        (Some(_), Some(q)) => {
+            let q: String = form_urlencoded::byte_serialize(q.as_bytes()).collect();
+            format!("/v2/_catalog?q={q}&")
+        }
+        _ => "/v2/_catalog?".to_owned(),
+    };
+    let page = match (visible, term) {
+        (None, None) => reg.catalog(last, n).await?,
+        (visible, term) => {
+            let keep = move |name: &str| {
+                term.as_ref().is_none_or(|t| t.matches(name)) && visible.as_ref().is_none_or(|v| v(name))
+            };
+            reg.catalog_visible(last, n, keep).await?
+        }
     };
     let mut response = json_response(StatusCode::OK, "application/json", &json!({"repositories": page.items}));
-    link_next(&mut response, "/v2/_catalog", n, &page);
+    link_next(&mut response, &path, n, &page);
     Ok(response)
 }
 
@@ -48,7 +64,7 @@ pub async fn tags(reg: &Registry, name: &RepoName, query: &Query) -> Result<Resp
         &json!({"name": name.as_str(), "tags": page.items}),
     );
     if let Some(n) = n {
-        link_next(&mut response, &format!("/v2/{name}/tags/list"), n, &page);
+        link_next(&mut response, &format!("/v2/{name}/tags/list?"), n, &page);
     }
     Ok(response)
 }
@@ -91,16 +107,17 @@ fn page_size(query: &Query) -> Result<Option<usize>, ApiError> {
         .transpose()
 }
 
-/// RFC 5988 `Link` to the next page, when there is one.
+/// RFC 5988 `Link` to the next page, when there is one. `path` ends in `?`, or in `&` after
+/// the parameters that every page repeats.
 fn link_next(response: &mut Response, path: &str, n: usize, page: &Page) {
     if let (true, Some(last)) = (page.more, page.items.last()) {
         let last: String = form_urlencoded::byte_serialize(last.as_bytes()).collect();
-        let link = format!("<{path}?n={n}&last={last}>; rel=\"next\"");
+        let link = format!("<{path}n={n}&last={last}>; rel=\"next\"");
         response.headers_mut().insert(header::LINK, hv(&link));
     }
 }
 
-fn json_response(status: StatusCode, content_type: &'static str, value: &Value) -> Response {
+pub(super) fn json_response(status: StatusCode, content_type: &'static str, value: &Value) -> Response {
     let body = value.to_string();
     Response::builder()
         .status(status)

@@ -3,6 +3,7 @@
 pub mod blobs;
 pub mod listing;
 pub mod manifests;
+pub mod search;
 pub mod uploads;
 
 use axum::http::{HeaderMap, HeaderValue, header};
