@@ -316,6 +316,28 @@ async fn the_admin_api_needs_the_admin_role() {
     );
     assert_eq!(status(&berth, Method::GET, "/admin/usage", Some("carol")).await, 200);
     assert_eq!(status(&berth, Method::GET, "/admin/usage", Some("bob")).await, 403);
+
+    // `berth du --url` sends the admin credentials from the environment, as gc and fsck do,
+    // and without them says which variables to set.
+    let du = |creds: Option<(&str, &str)>| {
+        let mut cmd = berth.cli();
+        cmd.args(["du", "--json", "--url", &berth.base]);
+        if let Some((user, pw)) = creds {
+            cmd.env("BERTH_ADMIN_USER", user).env("BERTH_ADMIN_PASSWORD", pw);
+        }
+        cmd.output().unwrap()
+    };
+    let refused = du(None);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("BERTH_ADMIN_USER") && stderr.contains("auth.admins"),
+        "{stderr}"
+    );
+    let ok = du(Some(("carol", password("carol"))));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let usage: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert!(usage["repositories"].is_array(), "{usage}");
 }
 
 #[tokio::test]
