@@ -637,9 +637,9 @@ fn apply_proxy_env(raw: &mut RawConfig, env: &[(String, String)]) -> Result<(), 
 
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let addr = raw.http.addr.as_deref().unwrap_or("127.0.0.1:5000");
-    let addr = addr.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid {
+    let addr = listen_addr(addr).map_err(|e| ConfigError::Invalid {
         key: "http.addr",
-        message: format!("{addr:?} is not an IP:port address ({e})"),
+        message: format!("{addr:?} is not an IP:port address, :port or localhost:port ({e})"),
     })?;
     let root = raw.storage.root.unwrap_or_else(|| PathBuf::from("./data"));
     if root.as_os_str().is_empty() {
@@ -725,6 +725,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         },
         proxy,
     })
+}
+
+/// An address to listen on: `IP:port`, or the forms Distribution's `http.addr` takes too:
+/// `:port` (every interface) and `localhost:port` (loopback).
+fn listen_addr(text: &str) -> Result<SocketAddr, std::net::AddrParseError> {
+    let text = text.trim();
+    if let Some(port) = text.strip_prefix(':') {
+        return format!("0.0.0.0:{port}").parse();
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        return format!("127.0.0.1:{port}").parse();
+    }
+    text.parse()
 }
 
 fn validate_gc(raw: &RawGc) -> Result<Gc, ConfigError> {
@@ -1350,6 +1363,18 @@ mod tests {
         std::fs::write(&path, yaml).unwrap();
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
         load(Some(&path), env, Flags::default())
+    }
+
+    #[test]
+    fn listen_addresses_take_distributions_forms_too() {
+        let addr = |a: &str| load_str(&format!("http:\n  addr: \"{a}\"\n"), &[]).map(|c| c.http.addr.to_string());
+        assert_eq!(addr(":5000").unwrap(), "0.0.0.0:5000");
+        assert_eq!(addr("localhost:5001").unwrap(), "127.0.0.1:5001");
+        assert_eq!(addr("[::1]:5002").unwrap(), "[::1]:5002");
+        assert_eq!(addr("10.0.0.1:80").unwrap(), "10.0.0.1:80");
+        let err = addr("example.com:5000").unwrap_err().to_string();
+        assert!(err.contains(":port or localhost:port"), "{err}");
+        assert!(addr(":http").is_err());
     }
 
     #[test]

@@ -36,9 +36,7 @@ pub fn run(args: DuArgs) -> anyhow::Result<()> {
         };
         let config = config::load(args.config.as_deref(), std::env::vars(), flags)?;
         let root = &config.storage.root;
-        if !root.join(berth::meta::DB_FILE).exists() {
-            bail!("no store at {}", root.display());
-        }
+        super::require_store(root)?;
         match Meta::open_with_cache(root, config.storage.meta_cache) {
             Ok(meta) => {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

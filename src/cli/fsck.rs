@@ -72,6 +72,7 @@ fn held_by_server(path: &str) -> anyhow::Error {
 
 async fn offline(config: &config::Config, opts: fsck::Options) -> anyhow::Result<Report> {
     let root = config.storage.root.clone();
+    super::require_store(&root)?;
     let database_ok = match meta::check_integrity(&root) {
         Ok(ok) => ok,
         Err(MetaError::Locked(path)) => return Err(held_by_server(&path)),

@@ -52,6 +52,7 @@ pub fn run(args: GcArgs) -> anyhow::Result<()> {
 }
 
 async fn offline(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
+    super::require_store(&config.storage.root)?;
     let registry = match open_registry(config).await {
         Ok(registry) => registry,
         Err(ServeError::Meta(MetaError::Locked(path))) => bail!(

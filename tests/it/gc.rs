@@ -369,6 +369,20 @@ async fn berth_gc_offline_and_through_a_running_server() {
     berth.restart();
     assert_eq!(status(berth.url(&format!("/v2/cli/manifests/{old}"))).await, 404);
     assert_eq!(status(berth.url("/v2/cli/manifests/v1")).await, 200);
+
+    // A mistyped root is refused, and nothing is created there (nor by fsck or du).
+    let typo = tempfile::tempdir().unwrap();
+    let missing = typo.path().join("dat");
+    for job in ["gc", "fsck", "du"] {
+        let out = berth_cmd(&[job, "--root", missing.to_str().unwrap()]);
+        assert!(!out.status.success(), "{job} ran on a root with no store");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("no store at") && stderr.contains("--root"),
+            "{job}: {stderr}"
+        );
+        assert!(!missing.exists(), "{job} created {}", missing.display());
+    }
 }
 
 /// A push of a digest whose blob GC is deleting waits for the deletion and re-creates it.
