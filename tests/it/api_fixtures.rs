@@ -107,6 +107,7 @@ pub fn message(code: &str) -> &'static str {
         "UNSUPPORTED" => "the operation is unsupported",
         "PAGINATION_NUMBER_INVALID" => "invalid number of results requested",
         "NOT_FOUND" => "not found",
+        "TOOMANYREQUESTS" => "too many requests",
         other => panic!("no message known for {other}"),
     }
 }
