@@ -93,7 +93,7 @@ fn manifest_put(c: &mut Criterion) {
                 blobs: vec![(config.clone(), 2)],
                 children: Vec::new(),
                 referrer: None,
-                tag: Some(Tag::parse(&format!("t{}", n % 100)).unwrap()),
+                tags: vec![Tag::parse(&format!("t{}", n % 100)).unwrap()],
                 sparse: false,
             };
             meta.put_manifest(new, now_ms()).wait().unwrap();

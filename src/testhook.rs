@@ -10,7 +10,9 @@
 //! - `pause(point)` waits, at each point named in `BERTH_TEST_PAUSE_AT` (comma-separated), until
 //!   `POST /admin/test/resume?point=` releases it. Points: `gc.after_mark`, `gc.before_unlink`.
 //! - `reached(point)` counts; `GET /admin/test/reached?point=` reads the count. A pause point
-//!   counts when it pauses. Points: `digest_lock.wait` (a digest lock was held by someone else).
+//!   counts when it pauses. Points: `digest_lock.wait` (a digest lock was held by someone else),
+//!   `upload.digest_reread` (an upload's digest was computed by reading its stored bytes again,
+//!   because it was asked for another algorithm than the one it hashed with as they arrived).
 //! - `meta::now_ms`, the clock of every timestamp that garbage collection compares with its
 //!   grace period or `gc.upload_max_age` (pushes, links, upload sessions, HEAD touches, and the
 //!   collection's own cutoff), runs ahead of the wall clock by what `POST /admin/test/clock?

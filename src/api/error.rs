@@ -1,6 +1,10 @@
 //! The one mapping from errors to HTTP: every failure becomes an OCI error body
 //! `{"errors":[{"code","message","detail"}]}` with the status its code carries. The match over
 //! `registry::Error` is exhaustive, so a new domain error cannot ship without a status.
+//!
+//! Invariant: every 429 carries `Retry-After` (RFC 9110 10.2.3), in whole seconds: the errors
+//! that become one (`registry::Error::TooManyRequests`, `auth::AuthError::TooManyFailures`) say
+//! when to retry, and `ApiError::too_many_requests` is how they become responses.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -142,6 +146,15 @@ impl ApiError {
         ApiError::new(Code::Unsupported, "method not allowed on this endpoint").with_allow(allow)
     }
 
+    /// 429 `TOOMANYREQUESTS` with `Retry-After`: `retry_after` rounded up to whole seconds,
+    /// at least one.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let mut err = ApiError::new(Code::TooManyRequests, detail);
+        err.headers.push((header::RETRY_AFTER, HeaderValue::from(secs.max(1))));
+        err
+    }
+
     /// Add the `Allow` header that RFC 9110 requires of every 405.
     #[must_use]
     pub fn with_allow(mut self, allow: &'static str) -> Self {
@@ -188,7 +201,7 @@ impl From<Error> for ApiError {
             }
             Error::ManifestUnknown | Error::UpstreamManifestUnknown(_) => ApiError::new(Code::ManifestUnknown, detail),
             Error::Unsupported(_) => ApiError::new(Code::Unsupported, detail),
-            Error::TooManyRequests(_) => ApiError::new(Code::TooManyRequests, detail),
+            Error::TooManyRequests { retry_after, .. } => ApiError::too_many_requests(detail, retry_after),
             Error::BodyTimeout(_) => {
                 ApiError::new(Code::BlobUploadInvalid, detail).with_status(StatusCode::REQUEST_TIMEOUT)
             }
@@ -232,7 +245,7 @@ impl ApiError {
                 err
             }
             AuthError::Denied => ApiError::new(Code::Denied, detail),
-            AuthError::TooManyFailures => ApiError::new(Code::TooManyRequests, detail),
+            AuthError::TooManyFailures { retry_after } => ApiError::too_many_requests(detail, *retry_after),
             AuthError::File { .. } | AuthError::Internal(_) => {
                 tracing::error!(error = %detail, "authentication failed internally");
                 ApiError::new(Code::Internal, "internal server error")
@@ -261,6 +274,10 @@ pub fn range_value(offset: u64) -> HeaderValue {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        debug_assert!(
+            self.status != StatusCode::TOO_MANY_REQUESTS || self.headers.iter().any(|(h, _)| h == header::RETRY_AFTER),
+            "a 429 without Retry-After: build it with ApiError::too_many_requests"
+        );
         let body =
             json!({"errors": [{"code": self.code.as_str(), "message": self.code.message(), "detail": self.detail}]});
         let mut response = (

@@ -382,7 +382,7 @@ async fn run(app: &App, endpoint: Endpoint, request: Request<'_>, body: Body) ->
             manifests::get(reg, &name, &reference, head).await
         }
         (Endpoint::Manifest { name, reference }, Method::PUT) => {
-            manifests::put(reg, &name, &reference, headers, body).await
+            manifests::put(reg, &name, &reference, query, headers, body).await
         }
         (Endpoint::Manifest { name, reference }, Method::DELETE) => manifests::delete(reg, &name, &reference).await,
         (Endpoint::Blob { name, digest }, Method::GET | Method::HEAD) => {

@@ -1,69 +1,75 @@
 //! Parsing of the `Range` request header (blob reads) and the `Content-Range` header of chunked
 //! upload `PATCH`es into `ByteRange` values (`oci::range`), which is all the layers below see.
-//! Only single ranges are understood; anything else is reported as such and the caller decides
-//! (a blob GET ignores a multi-range request and serves the whole blob). Pure and cheap to
-//! fuzz (`fuzz/fuzz_targets/range.rs`).
+//! Pure and cheap to fuzz (`fuzz/fuzz_targets/range.rs`).
+//!
+//! What a blob `GET` does with `Range` (RFC 9110 14.1.2 and 14.2, and what the OCI conformance
+//! suite checks):
+//! - one satisfiable byte range (`bytes=500-1499`, `bytes=500-`, `bytes=-500`, an end past the
+//!   blob clamped to it): 206 with that slice;
+//! - one byte range that is unsatisfiable (starts at or past the end, `bytes=-0`, anything of
+//!   an empty blob) or invalid (`bytes=500-0`, whose last byte precedes its first; `bytes=x-1`,
+//!   `bytes=5`, `bytes=`): 416 with `Content-Range: bytes */<size>`. RFC 9110 lets a server
+//!   ignore or reject an invalid range; the conformance suite expects the rejection
+//!   (`bytes=500-0`, a fallback to 200 counts as a failure), so every invalid one is rejected
+//!   alike;
+//! - another unit (`items=0-9`): ignored, 200 with the whole blob, as RFC 9110 requires of a
+//!   unit the server does not understand;
+//! - several ranges (`bytes=0-1,5-6`): ignored, 200 with the whole blob (RFC 9110 lets a server
+//!   ignore a Range; Berth sends no `multipart/byteranges`).
 
 pub use crate::oci::range::ByteRange;
 
-/// What a `Range: bytes=...` header asks of a body of `size` bytes.
+/// What a `Range` header asks of a body of `size` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeRequest {
     /// Serve this slice with 206.
     Partial(ByteRange),
-    /// No satisfiable range: 416 with `Content-Range: bytes */size`.
+    /// One byte range that is invalid or that no byte of the body satisfies: 416 with
+    /// `Content-Range: bytes */size`.
     Unsatisfiable,
-    /// Not a single byte range we understand: serve the whole body with 200.
+    /// Not a single byte range (another unit, several ranges): serve the whole body with 200.
     Ignore,
 }
 
-/// Interpret a `Range` header against a body of `size` bytes (RFC 9110 section 14.1.2).
+/// Interpret a `Range` header against a body of `size` bytes (see the module's list).
 pub fn parse_range(header: &str, size: u64) -> RangeRequest {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+    let Some((unit, spec)) = header.trim().split_once('=') else {
         return RangeRequest::Ignore;
     };
-    if spec.contains(',') {
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
         return RangeRequest::Ignore;
     }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return RangeRequest::Ignore;
-    };
+    single_range(spec.trim(), size).map_or(RangeRequest::Unsatisfiable, RangeRequest::Partial)
+}
+
+/// One `first-last`, `first-` or `-suffix` byte range of a body of `size` bytes; `None` when it
+/// is invalid or unsatisfiable.
+fn single_range(spec: &str, size: u64) -> Option<ByteRange> {
+    let (first, last) = spec.split_once('-')?;
     let (first, last) = (first.trim(), last.trim());
     let num = |s: &str| {
-        if s.bytes().all(|b| b.is_ascii_digit()) {
-            s.parse::<u64>().ok()
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            // Digits past `u64::MAX` name a position no body reaches.
+            Some(s.parse::<u64>().unwrap_or(u64::MAX))
         } else {
             None
         }
     };
     if first.is_empty() {
         // Suffix range: the last N bytes.
-        return match num(last) {
-            None => RangeRequest::Ignore,
-            Some(0) => RangeRequest::Unsatisfiable,
-            Some(_) if size == 0 => RangeRequest::Unsatisfiable,
-            Some(n) => RangeRequest::Partial(ByteRange {
-                start: size.saturating_sub(n),
-                end: size - 1,
-            }),
-        };
+        let n = num(last).filter(|&n| n > 0 && size > 0)?;
+        return Some(ByteRange {
+            start: size.saturating_sub(n),
+            end: size - 1,
+        });
     }
-    let Some(start) = num(first) else {
-        return RangeRequest::Ignore;
-    };
-    let end = if last.is_empty() {
-        None
-    } else {
-        match num(last) {
-            Some(e) if e >= start => Some(e),
-            _ => return RangeRequest::Ignore,
-        }
-    };
-    if start >= size {
-        return RangeRequest::Unsatisfiable;
+    let start = num(first)?;
+    let end = if last.is_empty() { None } else { Some(num(last)?) };
+    if end.is_some_and(|e| e < start) || start >= size {
+        return None;
     }
     let end = end.map_or(size - 1, |e| e.min(size - 1));
-    RangeRequest::Partial(ByteRange { start, end })
+    Some(ByteRange { start, end })
 }
 
 /// Parse an upload `Content-Range: <start>-<end>` (the distribution-spec form, without the
@@ -101,10 +107,35 @@ mod tests {
         assert_eq!(parse_range("bytes=100-", 100), RangeRequest::Unsatisfiable);
         assert_eq!(parse_range("bytes=-0", 100), RangeRequest::Unsatisfiable);
         assert_eq!(parse_range("bytes=0-0", 0), RangeRequest::Unsatisfiable);
-        assert_eq!(parse_range("bytes=5-1", 100), RangeRequest::Ignore);
+        assert_eq!(parse_range("bytes=-5", 0), RangeRequest::Unsatisfiable);
         assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeRequest::Ignore);
         assert_eq!(parse_range("items=0-1", 100), RangeRequest::Ignore);
-        assert_eq!(parse_range("bytes=x-1", 100), RangeRequest::Ignore);
+        assert_eq!(parse_range("0-1", 100), RangeRequest::Ignore);
+        assert_eq!(parse_range("Bytes=0-9", 100), p(0, 9), "the unit is case-insensitive");
+        assert_eq!(
+            parse_range("bytes=99999999999999999999-", 100),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(parse_range("bytes=0-99999999999999999999", 100), p(0, 99));
+    }
+
+    /// The OCI conformance suite's `range 500-0`: an end before the start is invalid, and
+    /// answered 416 rather than with the whole blob, like every other invalid byte range.
+    #[test]
+    fn invalid_byte_ranges_are_unsatisfiable() {
+        for bad in [
+            "bytes=500-0",
+            "bytes=5-1",
+            "bytes=x-1",
+            "bytes=1-x",
+            "bytes=5",
+            "bytes=",
+            "bytes=-",
+            "bytes=--1",
+            "bytes=-x",
+        ] {
+            assert_eq!(parse_range(bad, 2048), RangeRequest::Unsatisfiable, "{bad:?}");
+        }
     }
 
     #[test]

@@ -30,8 +30,9 @@ pub enum AuthError {
     Missing,
     #[error("invalid credentials")]
     BadCredentials,
-    #[error("too many failed logins from this address; try again later")]
-    TooManyFailures,
+    /// Past `auth.login_failures_per_minute`: refused until the source's minute is over.
+    #[error("too many failed logins from this address; try again in {} s", retry_after.as_secs())]
+    TooManyFailures { retry_after: Duration },
     #[error("requested access to the resource is denied")]
     Denied,
     #[error("{0}")]
@@ -155,9 +156,9 @@ impl Auth {
     }
 
     async fn check_password(&self, user: &str, password: String, source: IpAddr) -> Result<(), AuthError> {
-        if self.failures.blocked(source) {
+        if let Some(retry_after) = self.failures.blocked(source) {
             tracing::warn!(target: "berth::auth", %user, %source, "login refused: too many failures from this address");
-            return Err(AuthError::TooManyFailures);
+            return Err(AuthError::TooManyFailures { retry_after });
         }
         let Some(htpasswd) = self.htpasswd.clone() else {
             return Err(AuthError::BadCredentials);
@@ -369,11 +370,13 @@ impl Failures {
         }
     }
 
-    fn blocked(&self, source: IpAddr) -> bool {
+    /// While `source` is refused, the rest of its window in whole seconds, rounded up.
+    fn blocked(&self, source: IpAddr) -> Option<Duration> {
         let counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        counts
-            .get(&source)
-            .is_some_and(|(start, n)| start.elapsed() < WINDOW && *n >= self.per_minute)
+        let (start, n) = counts.get(&source)?;
+        let left = WINDOW.checked_sub(start.elapsed()).filter(|d| !d.is_zero())?;
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        (*n >= self.per_minute).then_some(Duration::from_secs(secs))
     }
 
     fn record(&self, source: IpAddr) {
@@ -414,9 +417,11 @@ mod tests {
         let f = Failures::new(2);
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         f.record(a);
-        assert!(!f.blocked(a));
+        assert!(f.blocked(a).is_none());
         f.record(a);
-        assert!(f.blocked(a));
-        assert!(!f.blocked(b));
+        let left = f.blocked(a).expect("blocked past the limit");
+        assert!(left <= WINDOW && left >= Duration::from_secs(55), "{left:?}");
+        assert_eq!(left.subsec_nanos(), 0, "whole seconds");
+        assert!(f.blocked(b).is_none());
     }
 }

@@ -6,8 +6,9 @@
 //! store:
 //! - [`BlobStore`]: stat, open (with a byte range), delete, enumerate (fsck), and the upload
 //!   factory (create, resume after a restart, temporary for a single-request upload);
-//! - [`Upload`]: an upload in progress that owns its bytes, its running hash, its resume state,
-//!   and its commit (make it the blob of a digest) or cancel;
+//! - [`Upload`]: an upload in progress that owns its bytes, its running hash (of the algorithm
+//!   it was opened with), its resume state, and its commit (make it the blob of a digest) or
+//!   cancel;
 //! - [`BlobReader`]: an opened blob that streams a byte range.
 //!
 //! Backends:
@@ -37,6 +38,10 @@ use futures_util::Stream;
 use crate::oci::{Algorithm, Digest};
 
 pub use limits::{AppendLimits, Limited};
+
+/// The test hook point (`testhook::reached`) an upload passes when its digest is asked for
+/// with another algorithm than its running hash's, so its bytes are read again.
+pub const DIGEST_REREAD: &str = "upload.digest_reread";
 
 /// A request body handed to an upload: chunks, or the reason the body broke off.
 pub type Body<'a> = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send + 'a>>;
@@ -112,16 +117,17 @@ pub trait BlobStore: Send + Sync + Debug + 'static {
     /// Delete a blob (after its record was tombstoned and committed). Absent is not an error.
     async fn delete(&self, digest: &Digest) -> Result<(), StoreError>;
 
-    /// Start the upload session `id` (empty).
-    async fn create_upload(&self, id: uuid::Uuid) -> Result<Box<dyn Upload>, StoreError>;
+    /// Start the upload session `id` (empty), its running hash using `alg`.
+    async fn create_upload(&self, id: uuid::Uuid, alg: Algorithm) -> Result<Box<dyn Upload>, StoreError>;
 
-    /// Pick up the upload session `id` after a restart, re-hashing what it holds once.
-    /// `None` if the session has no stored bytes at all (its staging state is gone).
-    async fn resume_upload(&self, id: uuid::Uuid) -> Result<Option<Box<dyn Upload>>, StoreError>;
+    /// Pick up the upload session `id` after a restart, re-hashing what it holds once with
+    /// `alg` (the algorithm it was created with: the caller remembers it). `None` if the session
+    /// has no stored bytes at all (its staging state is gone).
+    async fn resume_upload(&self, id: uuid::Uuid, alg: Algorithm) -> Result<Option<Box<dyn Upload>>, StoreError>;
 
-    /// An upload with no session (a single-request push), removed by `discard`, or by
-    /// start-up if the process dies with it in flight.
-    async fn temp_upload(&self) -> Result<Box<dyn Upload>, StoreError>;
+    /// An upload with no session (a single-request push) hashing with `alg`, removed by
+    /// `discard`, or by start-up if the process dies with it in flight.
+    async fn temp_upload(&self, alg: Algorithm) -> Result<Box<dyn Upload>, StoreError>;
 
     /// Remove what the upload session `id` stored. Absent is not an error.
     async fn remove_upload(&self, id: uuid::Uuid) -> Result<(), StoreError>;
@@ -163,7 +169,8 @@ pub trait BlobStore: Send + Sync + Debug + 'static {
     fn describe(&self) -> String;
 }
 
-/// An upload in progress: its bytes, its running sha256 and how to make it a blob.
+/// An upload in progress: its bytes, its running hash (of the algorithm it was opened with)
+/// and how to make it a blob.
 #[async_trait::async_trait]
 pub trait Upload: Send + Debug {
     /// Bytes held so far (all acknowledged).
@@ -181,8 +188,9 @@ pub trait Upload: Send + Debug {
         limits: AppendLimits,
     ) -> (Box<dyn Upload>, Result<u64, AppendError>);
 
-    /// The digest of everything held, with `alg`: sha256 from the running state, other
-    /// algorithms by reading the bytes once.
+    /// The digest of everything held, with `alg`: from the running state when `alg` is the
+    /// algorithm the upload was opened with, otherwise by reading the bytes once (passing
+    /// `DIGEST_REREAD`).
     async fn digest(&self, alg: Algorithm) -> Result<Digest, StoreError>;
 
     /// Make the held bytes, already verified to hash to `digest`, the stored blob `digest`,

@@ -441,25 +441,25 @@ impl super::BlobStore for S3Store {
         self.inner.delete(&self.inner.blob_key(digest)).await
     }
 
-    async fn create_upload(&self, id: uuid::Uuid) -> Result<Box<dyn Upload>, StoreError> {
+    async fn create_upload(&self, id: uuid::Uuid, alg: Algorithm) -> Result<Box<dyn Upload>, StoreError> {
         let dir = session_dir(&self.inner, &id.hyphenated().to_string());
         self.inner.put(&format!("{dir}{MARKER}"), Bytes::new()).await?;
-        Ok(Box::new(S3Upload::new(Arc::clone(&self.inner), dir, false)))
+        Ok(Box::new(S3Upload::new(Arc::clone(&self.inner), dir, false, alg)))
     }
 
-    async fn resume_upload(&self, id: uuid::Uuid) -> Result<Option<Box<dyn Upload>>, StoreError> {
+    async fn resume_upload(&self, id: uuid::Uuid, alg: Algorithm) -> Result<Option<Box<dyn Upload>>, StoreError> {
         let dir = session_dir(&self.inner, &id.hyphenated().to_string());
         let objects = self.inner.list(&dir).await?;
         if objects.is_empty() {
             return Ok(None);
         }
-        let upload = S3Upload::resume(Arc::clone(&self.inner), dir, objects).await?;
+        let upload = S3Upload::resume(Arc::clone(&self.inner), dir, objects, alg).await?;
         Ok(Some(Box::new(upload)))
     }
 
-    async fn temp_upload(&self) -> Result<Box<dyn Upload>, StoreError> {
+    async fn temp_upload(&self, alg: Algorithm) -> Result<Box<dyn Upload>, StoreError> {
         let dir = session_dir(&self.inner, &format!("tmp-{}", uuid::Uuid::new_v4().hyphenated()));
-        Ok(Box::new(S3Upload::new(Arc::clone(&self.inner), dir, true)))
+        Ok(Box::new(S3Upload::new(Arc::clone(&self.inner), dir, true, alg)))
     }
 
     async fn remove_upload(&self, id: uuid::Uuid) -> Result<(), StoreError> {
@@ -645,13 +645,13 @@ impl std::fmt::Debug for S3Upload {
 }
 
 impl S3Upload {
-    fn new(inner: Arc<Inner>, dir: String, temp: bool) -> Self {
+    fn new(inner: Arc<Inner>, dir: String, temp: bool, alg: Algorithm) -> Self {
         S3Upload {
             inner,
             dir,
             segments: Vec::new(),
             len: 0,
-            hasher: Algorithm::Sha256.hasher(),
+            hasher: alg.hasher(),
             temp,
             pending: None,
         }
@@ -662,14 +662,20 @@ impl S3Upload {
     }
 
     /// Rebuild an upload from its listed objects: the contiguous run of segments from 0,
-    /// hashed once. Segments past a gap (which only a failed rollback can leave) are deleted.
-    async fn resume(inner: Arc<Inner>, dir: String, objects: Vec<(String, u64)>) -> Result<Self, StoreError> {
+    /// hashed once with `alg`. Segments past a gap (which only a failed rollback can leave) are
+    /// deleted.
+    async fn resume(
+        inner: Arc<Inner>,
+        dir: String,
+        objects: Vec<(String, u64)>,
+        alg: Algorithm,
+    ) -> Result<Self, StoreError> {
         let mut found: Vec<(u64, u64)> = objects
             .iter()
             .filter_map(|(k, size)| k.strip_prefix(&dir)?.parse::<u64>().ok().map(|o| (o, *size)))
             .collect();
         found.sort_unstable();
-        let mut upload = S3Upload::new(inner, dir, false);
+        let mut upload = S3Upload::new(inner, dir, false, alg);
         let mut stray = Vec::new();
         for (offset, size) in found {
             if offset == upload.len && size > 0 {
@@ -865,10 +871,12 @@ impl Upload for S3Upload {
     }
 
     async fn digest(&self, alg: Algorithm) -> Result<Digest, StoreError> {
-        if alg == Algorithm::Sha256 {
+        if alg == self.hasher.algorithm() {
             return Ok(self.hasher.clone().finish());
         }
-        // Another algorithm reads the segments (and the pending tail) once.
+        // Another algorithm than the running hash's reads the segments (and the pending tail)
+        // once.
+        crate::testhook::reached(super::DIGEST_REREAD);
         let mut hasher = alg.hasher();
         for &(offset, _) in &self.segments {
             let key = self.segment_key(offset);

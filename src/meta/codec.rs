@@ -1,5 +1,7 @@
 //! Row encoding: one version byte, then postcard. A reader refuses a version it does not know
-//! rather than guess, so a future format change is an explicit migration.
+//! rather than guess, so a future format change is an explicit migration. The one field added
+//! so far went at the end of its row, with a decoder that accepts rows without it
+//! (`schema::UploadRow::decode`).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -176,7 +176,7 @@ pub(super) fn scan(txn: &ReadTransaction) -> Result<Scan, MetaError> {
     }
     for e in txn.open_table(UPLOADS)?.iter()? {
         let (k, v) = e?;
-        scan.uploads.insert(k.value().into(), decode(v.value())?);
+        scan.uploads.insert(k.value().into(), UploadRow::decode(v.value())?);
     }
     for e in txn.open_table(TOMBSTONES)?.iter()? {
         scan.tombstones.insert(e?.0.value().into());

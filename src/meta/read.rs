@@ -143,7 +143,10 @@ pub(super) fn referrers(
 }
 
 pub(super) fn upload(txn: &ReadTransaction, id: &str) -> Result<Option<UploadRow>, MetaError> {
-    txn.open_table(UPLOADS)?.get(id)?.map(|v| decode(v.value())).transpose()
+    txn.open_table(UPLOADS)?
+        .get(id)?
+        .map(|v| UploadRow::decode(v.value()))
+        .transpose()
 }
 
 /// How many upload sessions are open.
@@ -168,7 +171,7 @@ pub(super) fn stale_uploads(txn: &ReadTransaction, before_ms: Millis) -> Result<
     let mut out = Vec::new();
     for entry in txn.open_table(UPLOADS)?.iter()? {
         let (key, value) = entry?;
-        if decode::<UploadRow>(value.value())?.created_ms < before_ms
+        if UploadRow::decode(value.value())?.created_ms < before_ms
             && let Ok(id) = Uuid::parse_str(key.value())
         {
             out.push(id);

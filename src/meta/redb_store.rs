@@ -15,7 +15,7 @@ use super::gc::{self, Policy, Snapshot};
 use super::schema::{BlobRow, ManifestRow, Millis, ReferrerRow, UploadRow};
 use super::usage::{self, Counts, Usage};
 use super::{Meta, MetaError, MetaStore, NewManifest, Page, WriteOp, read, write};
-use crate::oci::{Digest, RepoName, Tag};
+use crate::oci::{Algorithm, Digest, RepoName, Tag};
 
 #[async_trait::async_trait]
 impl MetaStore for Meta {
@@ -101,9 +101,9 @@ impl MetaStore for Meta {
         self.scan(usage::usage).await
     }
 
-    fn create_upload(&self, id: Uuid, repo: &RepoName, now: Millis) -> WriteOp<()> {
+    fn create_upload(&self, id: Uuid, repo: &RepoName, algorithm: Algorithm, now: Millis) -> WriteOp<()> {
         let (id, repo) = (id.to_string(), repo.clone());
-        self.write(move |txn| write::create_upload(txn, &id, repo.as_str(), now))
+        self.write(move |txn| write::create_upload(txn, &id, repo.as_str(), algorithm, now))
     }
 
     fn delete_upload(&self, id: Uuid) -> WriteOp<()> {

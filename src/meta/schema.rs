@@ -22,6 +22,10 @@ use std::collections::BTreeMap;
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
+use super::MetaError;
+use super::codec::decode;
+use crate::oci::Algorithm;
+
 pub type Bytes<'a> = &'a [u8];
 
 pub const REPOS: TableDefinition<&str, Bytes> = TableDefinition::new("repos");
@@ -123,6 +127,37 @@ pub struct BlobRow {
 pub struct UploadRow {
     pub repo: String,
     pub created_ms: Millis,
+    /// The algorithm the session hashes its bytes with as they arrive (`?digest-algorithm=`
+    /// when it was opened; sha256 otherwise), so a restart resumes the same hash. Added after
+    /// the first release, at the end of the row: see `UploadRow::decode`.
+    pub algorithm: Algorithm,
+}
+
+/// An `uploads` row as releases before `UploadRow::algorithm` wrote it (same version byte).
+#[derive(Deserialize)]
+struct UploadRowWithoutAlgorithm {
+    repo: String,
+    created_ms: Millis,
+}
+
+impl UploadRow {
+    /// Decode an `uploads` row, including one written before sessions chose their algorithm:
+    /// postcard is not self-describing, so such a row ends where `algorithm` would begin, fails
+    /// to decode as a whole row, and decodes as the older layout, a sha256 session (all sessions
+    /// were). Postcard ignores bytes past the end of a value, so an older release reads a new
+    /// row too (as a sha256 session, whose final digest of another algorithm then re-reads
+    /// the staged bytes once, as it always did). Upload rows live minutes, so this is the whole
+    /// migration.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MetaError> {
+        decode::<UploadRow>(bytes).or_else(|e| {
+            let old = decode::<UploadRowWithoutAlgorithm>(bytes).map_err(|_| e)?;
+            Ok(UploadRow {
+                repo: old.repo,
+                created_ms: old.created_ms,
+                algorithm: Algorithm::Sha256,
+            })
+        })
+    }
 }
 
 /// A blob whose deletion garbage collection committed; its file is unlinked next, then this row
@@ -131,4 +166,46 @@ pub struct UploadRow {
 pub struct TombstoneRow {
     pub size: u64,
     pub since_ms: Millis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::codec::encode;
+
+    /// The layout of `uploads` rows before sessions chose their algorithm.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct OldUploadRow {
+        repo: String,
+        created_ms: Millis,
+    }
+
+    #[test]
+    fn upload_rows_of_either_layout_decode_both_ways() {
+        let old = encode(&OldUploadRow {
+            repo: "a/b".into(),
+            created_ms: 7,
+        });
+        let row = UploadRow::decode(&old).unwrap();
+        assert_eq!(
+            row,
+            UploadRow {
+                repo: "a/b".into(),
+                created_ms: 7,
+                algorithm: Algorithm::Sha256
+            },
+            "a row from before the field is a sha256 session"
+        );
+        let new = UploadRow {
+            repo: "c".into(),
+            created_ms: 9,
+            algorithm: Algorithm::Sha512,
+        };
+        assert_eq!(UploadRow::decode(&encode(&new)).unwrap(), new);
+        // An older release reads a new row, ignoring the field it does not know.
+        let seen_by_old: OldUploadRow = decode(&encode(&new)).unwrap();
+        assert_eq!(seen_by_old.repo, "c");
+        assert_eq!(seen_by_old.created_ms, 9);
+        assert!(UploadRow::decode(&[1, 0xff]).is_err(), "damage is still an error");
+    }
 }

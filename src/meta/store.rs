@@ -40,7 +40,7 @@ use super::fsck::{Repair, Scan};
 use super::gc::{Policy, Snapshot};
 use super::schema::{BlobRow, ManifestRow, Millis, ReferrerRow, UploadRow};
 use super::usage::{Counts, Usage};
-use crate::oci::{Digest, RepoName, Tag};
+use crate::oci::{Algorithm, Digest, RepoName, Tag};
 
 /// A metadata backend. Every method is safe to call concurrently.
 #[async_trait::async_trait]
@@ -107,8 +107,9 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
 
     // Writes, one transaction each.
 
-    /// Open the upload session `id` in `repo`.
-    fn create_upload(&self, id: Uuid, repo: &RepoName, now: Millis) -> WriteOp<()>;
+    /// Open the upload session `id` in `repo`, hashing with `algorithm` (which `upload`
+    /// reports back, after a restart too).
+    fn create_upload(&self, id: Uuid, repo: &RepoName, algorithm: Algorithm, now: Millis) -> WriteOp<()>;
 
     /// Close the upload session `id` (absent is not an error).
     fn delete_upload(&self, id: Uuid) -> WriteOp<()>;
@@ -136,8 +137,8 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
     /// and its children present here (`BlobNotLinked`, `BlobSizeMismatch`, `ChildUnknown`
     /// otherwise; a `sparse` manifest skips these checks and records its absent blobs as
     /// `Remote`); insert it with its references, reference counts and referrer entry unless it
-    /// is stored already (a re-push only restarts its grace period); point its tag at it; and
-    /// record the repository.
+    /// is stored already (a re-push only restarts its grace period); point each of its tags at
+    /// it; and record the repository.
     fn put_manifest(&self, manifest: NewManifest, now: Millis) -> WriteOp<()>;
 
     /// Delete the manifest `digest` and every tag pointing at it, releasing its references
@@ -193,7 +194,9 @@ pub struct NewManifest {
     pub children: Vec<Digest>,
     /// The descriptor to list under `row.subject`, when there is a subject.
     pub referrer: Option<ReferrerRow>,
-    pub tag: Option<Tag>,
+    /// Tags to point at the manifest, all in the same transaction: the tag of a push by tag,
+    /// or those of a push by digest's `?tag=` parameters. Empty for an untagged push.
+    pub tags: Vec<Tag>,
     /// A manifest of a pull-through cache, stored before its content: its blobs need not be
     /// here (those absent get `BlobState::Remote` records, linked and counted as usual) and its
     /// children need not exist yet.

@@ -16,6 +16,7 @@ use super::schema::{
     REPOS, RefsRow, RepoRow, TAGS, TAGS_BY_MANIFEST, TOMBSTONES, TagRow, UPLOADS, UploadRow,
 };
 use super::{MetaError, NewManifest};
+use crate::oci::Algorithm;
 
 /// Create every table, so that read transactions can always open them.
 pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<(), MetaError> {
@@ -33,10 +34,17 @@ pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<(), MetaError> {
     Ok(())
 }
 
-pub(super) fn create_upload(txn: &WriteTransaction, id: &str, repo: &str, now: Millis) -> Result<(), MetaError> {
+pub(super) fn create_upload(
+    txn: &WriteTransaction,
+    id: &str,
+    repo: &str,
+    algorithm: Algorithm,
+    now: Millis,
+) -> Result<(), MetaError> {
     let row = UploadRow {
         repo: repo.to_owned(),
         created_ms: now,
+        algorithm,
     };
     txn.open_table(UPLOADS)?.insert(id, encode(&row).as_slice())?;
     Ok(())
@@ -109,7 +117,7 @@ pub(super) fn unlink_blob(txn: &WriteTransaction, repo: &str, digest: &str) -> R
 }
 
 /// Store a manifest: check its blobs and children, insert it with its references, reference
-/// counts and referrer entry, and point its tag at it.
+/// counts and referrer entry, and point each of its tags at it.
 pub(super) fn put_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Result<(), MetaError> {
     if !m.sparse {
         check_references(txn, m)?;
@@ -127,7 +135,7 @@ pub(super) fn put_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis)
         }
         None => insert_manifest(txn, m, now)?,
     }
-    if let Some(tag) = &m.tag {
+    for tag in &m.tags {
         set_tag(txn, m.repo.as_str(), tag.as_str(), m.digest.as_str(), now)?;
     }
     ensure_repo(txn, m.repo.as_str(), now)

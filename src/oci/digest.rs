@@ -8,14 +8,25 @@ use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256, Sha512};
 
-/// The digest algorithms Berth stores content under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The digest algorithms Berth stores content under. Serialised (an upload session's row
+/// records the one its running hash uses) by variant index: new algorithms go at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Algorithm {
     Sha256,
     Sha512,
 }
 
 impl Algorithm {
+    /// The algorithm named `name` (`sha256`, `sha512`), as a digest's prefix or the
+    /// `digest-algorithm` parameter of an upload spells it.
+    pub fn from_name(name: &str) -> Result<Self, DigestError> {
+        match name {
+            "sha256" => Ok(Algorithm::Sha256),
+            "sha512" => Ok(Algorithm::Sha512),
+            other => Err(DigestError::UnsupportedAlgorithm(truncate(other, 32))),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "sha256",
@@ -60,11 +71,7 @@ pub struct Digest {
 impl Digest {
     pub fn parse(s: &str) -> Result<Self, DigestError> {
         let (alg, hex) = s.split_once(':').ok_or(DigestError::Malformed)?;
-        let alg = match alg {
-            "sha256" => Algorithm::Sha256,
-            "sha512" => Algorithm::Sha512,
-            other => return Err(DigestError::UnsupportedAlgorithm(truncate(other, 32))),
-        };
+        let alg = Algorithm::from_name(alg)?;
         let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
         if hex.len() != alg.hex_len() || !hex.bytes().all(lower_hex) {
             return Err(DigestError::BadEncoding {
@@ -122,6 +129,13 @@ pub enum Hasher {
 }
 
 impl Hasher {
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Hasher::Sha256(_) => Algorithm::Sha256,
+            Hasher::Sha512(_) => Algorithm::Sha512,
+        }
+    }
+
     pub fn update(&mut self, bytes: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(bytes),

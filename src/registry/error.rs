@@ -42,8 +42,12 @@ pub enum Error {
     ManifestUnknown,
     #[error("operation not supported: {0}")]
     Unsupported(String),
-    #[error("too many requests: {0}")]
-    TooManyRequests(String),
+    /// A limit refused the request for now; `retry_after` is when trying again makes sense.
+    #[error("too many requests: {reason}")]
+    TooManyRequests {
+        reason: String,
+        retry_after: std::time::Duration,
+    },
     #[error("request body stalled: {0}")]
     BodyTimeout(String),
     /// The blob storage service is down or failing; nothing acknowledged is lost and the

@@ -34,6 +34,8 @@ impl Manifest {
 pub struct ManifestPut {
     pub digest: Digest,
     pub subject: Option<Digest>,
+    /// The tags now pointing at it: the reference's, or the push by digest's extra tags.
+    pub tags: Vec<Tag>,
 }
 
 impl Registry {
@@ -52,12 +54,16 @@ impl Registry {
         Ok(Manifest::from_row(digest, row))
     }
 
-    /// Store a manifest under its digest and, for a tag reference, point the tag at it. The body
-    /// is hashed and parsed before the (short) write transaction that checks and stores it.
+    /// Store a manifest under its digest and point its tags at it: the reference's for a push
+    /// by tag, `tags` (the `?tag=` parameters, which the caller allows only with a digest) for
+    /// a push by digest. The body is hashed and parsed before the (short) write transaction
+    /// that checks and stores it and sets every tag, so the manifest and all its tags appear
+    /// together or not at all.
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
+        tags: Vec<Tag>,
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<ManifestPut, Error> {
@@ -81,17 +87,18 @@ impl Registry {
         };
         let parsed = manifest::parse(&body, content_type)?;
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-        let tag = match reference {
-            Reference::Tag(t) => Some(t.clone()),
-            Reference::Digest(_) => None,
+        let tags = match reference {
+            Reference::Tag(t) => std::iter::once(t.clone()).chain(tags).collect(),
+            Reference::Digest(_) => tags,
         };
+        let row = manifest_row(&parsed, body);
         let new = NewManifest {
             sparse: self.limits.sparse_manifests,
-            ..new_manifest(repo.clone(), digest.clone(), tag, &parsed, manifest_row(&parsed, body))
+            ..new_manifest(repo.clone(), digest.clone(), tags.clone(), &parsed, row)
         };
         self.meta_write(|m| m.put_manifest(new, now_ms())).await?;
         crate::crashpoint::hit("manifest.after_commit");
-        Ok(ManifestPut { digest, subject })
+        Ok(ManifestPut { digest, subject, tags })
     }
 
     /// Delete by digest (the manifest and its tags) or by tag (only the tag).
@@ -160,7 +167,7 @@ pub(crate) fn references(parsed: &ParsedManifest, body_len: u64) -> References {
 pub(super) fn new_manifest(
     repo: RepoName,
     digest: Digest,
-    tag: Option<Tag>,
+    tags: Vec<Tag>,
     parsed: &ParsedManifest,
     row: ManifestRow,
 ) -> NewManifest {
@@ -172,7 +179,7 @@ pub(super) fn new_manifest(
         blobs: refs.declared,
         children: refs.children,
         referrer: refs.referrer,
-        tag,
+        tags,
         sparse: false,
     }
 }

@@ -480,7 +480,7 @@ impl Registry {
             ..super::manifests::new_manifest(
                 repo.clone(),
                 digest.clone(),
-                tag.cloned(),
+                tag.into_iter().cloned().collect(),
                 &parsed,
                 super::manifests::manifest_row(&parsed, fetched.body.clone()),
             )
@@ -740,7 +740,12 @@ impl Fetch {
         }
         let _ = size_tx.send(fetched.size);
         let local = |e: &dyn std::fmt::Display| FlightError::Local(format!("caching blob {}: {e}", self.digest));
-        let upload = self.registry.blobs.temp_upload().await.map_err(|e| local(&e))?;
+        let upload = self
+            .registry
+            .blobs
+            .temp_upload(self.digest.algorithm())
+            .await
+            .map_err(|e| local(&e))?;
         let passing = Arc::clone(tee);
         let body = fetched.body.then(move |item| {
             let tee = Arc::clone(&passing);

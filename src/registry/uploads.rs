@@ -2,15 +2,18 @@
 //! single-request upload.
 //!
 //! A session is a row in the `uploads` table (so it survives a restart) plus a staging file.
-//! While the server runs, each session's open file and running sha256 live in memory, so a
-//! chunk is hashed once as it arrives and the final PUT never re-reads the file. After a
-//! restart the first request to a session re-hashes its staging file once. Requests to the same
-//! session are serialised by the session's mutex.
+//! While the server runs, each session's open file and running hash live in memory, so a
+//! chunk is hashed once as it arrives and the final PUT never re-reads the file. The hash's
+//! algorithm is chosen when the session opens (`?digest-algorithm=`, else sha256) and kept in
+//! the session's row; a final digest of another algorithm still verifies, by reading the file
+//! once. After a restart the first request to a session re-hashes its staging file once, with
+//! the row's algorithm. Requests to the same session are serialised by the session's mutex.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -21,7 +24,14 @@ use super::{Error, Registry};
 use crate::blobs::{AppendError, AppendLimits, Body, StoreError, Upload};
 use crate::meta::now_ms;
 use crate::oci::range::ByteRange;
-use crate::oci::{Digest, RepoName};
+use crate::oci::{Algorithm, Digest, RepoName};
+
+/// When a client refused for holding `limits.upload_sessions_per_client` sessions may try
+/// again: its own sessions end as it finishes them, so soon.
+const RETRY_CLIENT_LIMIT: Duration = Duration::from_secs(5);
+/// When a client refused because `limits.upload_sessions` are open in all may try again: other
+/// clients' sessions end as they finish (or `gc.upload_max_age` purges them), so a little later.
+const RETRY_SERVER_LIMIT: Duration = Duration::from_secs(10);
 
 /// Where an upload session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +52,8 @@ pub(super) struct Sessions {
 #[derive(Debug)]
 struct Slot {
     repo: String,
+    /// The algorithm of the session's running hash (its row's), for resuming it.
+    algorithm: Algorithm,
     /// The client that opened the session, counted against its limit until the session ends.
     client: Option<IpAddr>,
     /// `None` until loaded after a restart, or while a request has it out.
@@ -50,11 +62,12 @@ struct Slot {
 }
 
 impl Sessions {
-    fn get_or_insert(&self, id: Uuid, repo: &str) -> Arc<AsyncMutex<Slot>> {
+    fn get_or_insert(&self, id: Uuid, repo: &str, algorithm: Algorithm) -> Arc<AsyncMutex<Slot>> {
         let mut map = self.map.lock().expect("sessions lock");
         let slot = map.entry(id).or_insert_with(|| {
             Arc::new(AsyncMutex::new(Slot {
                 repo: repo.to_owned(),
+                algorithm,
                 client: None,
                 staged: None,
                 closed: false,
@@ -101,36 +114,50 @@ impl Sessions {
 type SlotGuard = OwnedMutexGuard<Slot>;
 
 impl Registry {
-    /// Open a new upload session in `repo` for `client`, within the session limits.
-    pub async fn start_upload(&self, repo: &RepoName, client: Option<IpAddr>) -> Result<UploadStatus, Error> {
+    /// Open a new upload session in `repo` for `client`, hashing with `algorithm`, within the
+    /// session limits.
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        client: Option<IpAddr>,
+        algorithm: Algorithm,
+    ) -> Result<UploadStatus, Error> {
         self.refuse_cached(repo)?;
         let open = self.meta.upload_count().await?;
         if open >= self.limits.upload_sessions {
-            return Err(Error::TooManyRequests(format!(
-                "{open} upload sessions are open, the limit"
-            )));
+            return Err(Error::TooManyRequests {
+                reason: format!("{open} upload sessions are open, the limit; finish or cancel one first"),
+                retry_after: RETRY_SERVER_LIMIT,
+            });
         }
         if let Some(ip) = client
             && !self.uploads.claim(ip, self.limits.upload_sessions_per_client)
         {
             let limit = self.limits.upload_sessions_per_client;
-            return Err(Error::TooManyRequests(format!(
-                "{ip} has {limit} upload sessions open, the limit"
-            )));
+            return Err(Error::TooManyRequests {
+                reason: format!("{ip} has {limit} upload sessions open, the limit; finish or cancel one first"),
+                retry_after: RETRY_CLIENT_LIMIT,
+            });
         }
-        let started = self.open_new_session(repo, client).await;
+        let started = self.open_new_session(repo, client, algorithm).await;
         if let (Err(_), Some(ip)) = (&started, client) {
             self.uploads.release(ip);
         }
         started
     }
 
-    async fn open_new_session(&self, repo: &RepoName, client: Option<IpAddr>) -> Result<UploadStatus, Error> {
+    async fn open_new_session(
+        &self,
+        repo: &RepoName,
+        client: Option<IpAddr>,
+        algorithm: Algorithm,
+    ) -> Result<UploadStatus, Error> {
         let id = Uuid::new_v4();
-        let staged = self.blobs.create_upload(id).await?;
+        let staged = self.blobs.create_upload(id, algorithm).await?;
         crate::crashpoint::hit("upload.after_create_file");
-        self.meta_write(|m| m.create_upload(id, repo, now_ms())).await?;
-        let slot = self.uploads.get_or_insert(id, repo.as_str());
+        self.meta_write(|m| m.create_upload(id, repo, algorithm, now_ms()))
+            .await?;
+        let slot = self.uploads.get_or_insert(id, repo.as_str(), algorithm);
         let mut slot = slot.lock().await;
         slot.staged = Some(staged);
         slot.client = client;
@@ -212,7 +239,7 @@ impl Registry {
         E: Display,
     {
         self.refuse_cached(repo)?;
-        let staged = self.blobs.temp_upload().await?;
+        let staged = self.blobs.temp_upload(digest.algorithm()).await?;
         let (staged, appended) = staged.append(boxed(body), self.append_limits(None)).await;
         if let Err(e) = appended {
             discard_quietly(staged).await;
@@ -258,14 +285,14 @@ impl Registry {
             slot
         } else {
             let row = self.meta.upload(id).await?.ok_or(Error::BlobUploadUnknown)?;
-            self.uploads.get_or_insert(id, &row.repo)
+            self.uploads.get_or_insert(id, &row.repo, row.algorithm)
         };
         let mut slot = slot.lock_owned().await;
         if slot.closed || slot.repo != repo.as_str() {
             return Err(Error::BlobUploadUnknown);
         }
         if slot.staged.is_none() {
-            let Some(staged) = self.blobs.resume_upload(id).await? else {
+            let Some(staged) = self.blobs.resume_upload(id, slot.algorithm).await? else {
                 self.close_session(id, &mut slot).await?;
                 return Err(Error::BlobUploadUnknown);
             };
@@ -292,7 +319,7 @@ impl Registry {
         let stale = self.meta.stale_uploads(before_ms).await?;
         let mut purged = 0;
         for id in stale {
-            let slot = self.uploads.get_or_insert(id, "");
+            let slot = self.uploads.get_or_insert(id, "", Algorithm::Sha256);
             let Ok(mut slot) = slot.try_lock_owned() else { continue };
             self.close_session(id, &mut slot).await?;
             purged += 1;

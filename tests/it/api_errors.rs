@@ -124,6 +124,16 @@ async fn digest_invalid_is_400() {
     let location = start_upload(&berth, "e/digest").await;
     let resp = c.put(&location).body(b"x".to_vec()).send().await.unwrap();
     assert_error(resp, 400, "DIGEST_INVALID", "the digest parameter is required").await;
+    // An upload session for an algorithm Berth does not store.
+    for alg in ["md5", "SHA256", "", "blake3"] {
+        let resp = c
+            .post(berth.url(&format!("/v2/e/digest/blobs/uploads/?digest-algorithm={alg}")))
+            .send()
+            .await
+            .unwrap();
+        let detail = format!("digest-algorithm {alg:?} is not supported; use sha256 or sha512");
+        assert_error(resp, 400, "DIGEST_INVALID", &detail).await;
+    }
 }
 
 #[tokio::test]

@@ -108,6 +108,7 @@ pub fn message(code: &str) -> &'static str {
         "PAGINATION_NUMBER_INVALID" => "invalid number of results requested",
         "NOT_FOUND" => "not found",
         "UNAUTHORIZED" => "authentication required",
+        "TOOMANYREQUESTS" => "too many requests",
         other => panic!("no message known for {other}"),
     }
 }

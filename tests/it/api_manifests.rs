@@ -4,7 +4,8 @@
 //! `GET`/`HEAD` by tag, sha256 and sha512 digest, the checks a push must pass (digest, referenced
 //! blobs and child manifests in this repository, foreign layers excepted, valid JSON, size limit),
 //! `DELETE` by digest and by tag, and the referrers API (`OCI-Subject`, the referrers index, its
-//! `artifactType` filter). Every status, header and OCI error code is checked exactly.
+//! `artifactType` filter), and tag parameters on a push by digest (`?tag=`, one `OCI-Tag` per
+//! tag, a limit answered 414). Every status, header and OCI error code is checked exactly.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -939,6 +940,142 @@ async fn referrers_of_a_malformed_digest_are_400_digest_invalid() {
     .await;
 }
 
+#[tokio::test]
+async fn tag_parameters_on_a_push_by_digest_set_every_tag_at_once() {
+    let berth = Berth::start();
+    let repo = "m/tagparams";
+    let body = image(&berth, repo, OCI_MANIFEST, &[b"tagged layer"]).await;
+    let digest = sha256(&body);
+    // Twelve tags (the spec asks for at least ten), one of them twice, and one already on
+    // another manifest, which moves.
+    let other = image(&berth, repo, OCI_MANIFEST, &[b"older layer"]).await;
+    assert_eq!(
+        put_manifest(&berth, repo, "v1", Some(OCI_MANIFEST), &other)
+            .await
+            .status(),
+        201
+    );
+    let names: Vec<String> = std::iter::once("v1".to_owned())
+        .chain((2..=12).map(|i| format!("t{i}")))
+        .collect();
+    let mut sent: Vec<&str> = names.iter().map(String::as_str).collect();
+    sent.push("t2");
+    let resp = put_with_tags(&berth, repo, &digest, &sent, &body).await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(header(&resp, "location"), format!("/v2/{repo}/manifests/{digest}"));
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    assert_eq!(header(&resp, "content-length"), "0");
+    let oci_tags: Vec<&str> = resp
+        .headers()
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        oci_tags, names,
+        "one OCI-Tag per tag set, each once, in the order given"
+    );
+    for name in &names {
+        let resp = get(&berth, repo, name).await;
+        assert_eq!(resp.status(), 200, "GET {name}");
+        assert_eq!(header(&resp, "docker-content-digest"), digest, "{name}");
+    }
+    let mut listed: Vec<String> = serde_json::from_value(tags(&berth, repo).await).unwrap();
+    listed.sort_unstable();
+    let mut want = names.clone();
+    want.sort_unstable();
+    assert_eq!(listed, want, "v1 moved; nothing else is tagged");
+}
+
+/// What the conformance suite's "tag-param-sha512" data does: a manifest of another algorithm
+/// than the canonical one can only be tagged through the parameter, since a push by tag hashes
+/// with sha256.
+#[tokio::test]
+async fn tag_parameters_tag_a_manifest_pushed_by_its_sha512_digest() {
+    let berth = Berth::start();
+    let repo = "m/tagparam512";
+    let body = image(&berth, repo, OCI_MANIFEST, &[b"layer"]).await;
+    let digest = format!("sha512:{}", hex::encode(Sha512::digest(&body)));
+    let resp = put_with_tags(&berth, repo, &digest, &["latest", "v2"], &body).await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    let oci_tags: Vec<&str> = resp
+        .headers()
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(oci_tags, ["latest", "v2"]);
+    for name in ["latest", "v2"] {
+        let resp = get(&berth, repo, name).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "docker-content-digest"), digest);
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), body.as_slice());
+    }
+}
+
+#[tokio::test]
+async fn more_tag_parameters_than_the_limit_are_414_and_set_nothing() {
+    let berth = Berth::start();
+    let repo = "m/toomanytags";
+    let body = image(&berth, repo, OCI_MANIFEST, &[b"layer"]).await;
+    let digest = sha256(&body);
+    let names: Vec<String> = (0..65).map(|i| format!("t{i:03}")).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let resp = put_with_tags(&berth, repo, &digest, &all, &body).await;
+    assert!(resp.headers().get("oci-tag").is_none());
+    let detail = "65 tag parameters; at most 64 may be given in one push: push the rest with further requests";
+    assert_error(resp, 414, "UNSUPPORTED", detail).await;
+    assert_eq!(
+        get(&berth, repo, &digest).await.status(),
+        404,
+        "the manifest was not stored"
+    );
+    assert_eq!(get(&berth, repo, "t000").await.status(), 404);
+    // Repeats count as sent: the limit is on the request, not on the distinct tags.
+    let repeated = vec!["same"; 65];
+    let resp = put_with_tags(&berth, repo, &digest, &repeated, &body).await;
+    assert_eq!(resp.status(), 414);
+    // At the limit, every tag is set.
+    let resp = put_with_tags(&berth, repo, &digest, &all[..64], &body).await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.headers().get_all("oci-tag").iter().count(), 64);
+    assert_eq!(tags(&berth, repo).await.as_array().unwrap().len(), 64);
+}
+
+#[tokio::test]
+async fn an_invalid_tag_parameter_is_400_name_invalid_and_sets_nothing() {
+    let berth = Berth::start();
+    let repo = "m/badtagparam";
+    let body = image(&berth, repo, OCI_MANIFEST, &[b"layer"]).await;
+    let digest = sha256(&body);
+    for bad in ["-dash", "has:colon", "", &"x".repeat(129)] {
+        let resp = put_with_tags(&berth, repo, &digest, &["good", bad], &body).await;
+        let shown: String = bad.chars().take(64).collect();
+        let detail =
+            format!("invalid repository name or tag: tag {shown:?} does not match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}");
+        assert_error(resp, 400, "NAME_INVALID", &detail).await;
+    }
+    assert_eq!(get(&berth, repo, &digest).await.status(), 404, "nothing stored");
+    assert_eq!(get(&berth, repo, "good").await.status(), 404, "no tag set");
+}
+
+/// The spec defines `tag` parameters for a push by digest; with a tag in the path the request
+/// is refused rather than guessed at.
+#[tokio::test]
+async fn tag_parameters_on_a_push_by_tag_are_400_unsupported() {
+    let berth = Berth::start();
+    let repo = "m/tagontag";
+    let body = image(&berth, repo, OCI_MANIFEST, &[b"layer"]).await;
+    let resp = put_with_tags(&berth, repo, "v1", &["v2"], &body).await;
+    let detail = "tag parameters go with a push by digest; this push names tag \"v1\" in its path: \
+                  push by digest with every tag as a parameter, or push each tag on its own";
+    assert_error(resp, 400, "UNSUPPORTED", detail).await;
+    for reference in ["v1", "v2", sha256(&body).as_str()] {
+        assert_eq!(get(&berth, repo, reference).await.status(), 404, "{reference}");
+    }
+}
+
 /// PUT `body` by tag, then by digest: both 201 with the manifest's `Location` and digest; then it
 /// is served by tag and by digest, byte for byte, with `media_type`.
 async fn put_by_tag_and_by_digest(berth: &Berth, repo: &str, media_type: &str, body: &[u8]) {
@@ -951,6 +1088,7 @@ async fn put_by_tag_and_by_digest(berth: &Berth, repo: &str, media_type: &str, b
         assert_eq!(header(&resp, "docker-content-digest"), digest);
         assert_eq!(header(&resp, "content-length"), "0");
         assert!(resp.headers().get("oci-subject").is_none());
+        assert!(resp.headers().get("oci-tag").is_none(), "no tag parameters, no OCI-Tag");
     }
     for reference in [tag.as_str(), digest.as_str()] {
         let resp = get(berth, repo, reference).await;
@@ -994,6 +1132,21 @@ fn referrer(body: &[u8], media_type: &str, artifact_type: Option<&str>) -> Value
         d["annotations"] = a.clone();
     }
     d
+}
+
+/// PUT `body` (an OCI image manifest) to `reference` with a `tag` parameter for each of `tags`.
+async fn put_with_tags(berth: &Berth, repo: &str, reference: &str, tags: &[&str], body: &[u8]) -> reqwest::Response {
+    let mut url = reqwest::Url::parse(&berth.url(&format!("/v2/{repo}/manifests/{reference}"))).unwrap();
+    for tag in tags {
+        url.query_pairs_mut().append_pair("tag", tag);
+    }
+    client()
+        .put(url)
+        .header("content-type", OCI_MANIFEST)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn get(berth: &Berth, repo: &str, reference: &str) -> reqwest::Response {

@@ -3,8 +3,9 @@
 //! (out-of-order and overlapping chunks answer 416), session status (`GET`), completion
 //! (`PUT ?digest=`, with or without a last chunk), digest mismatches that store nothing,
 //! cancellation (`DELETE`), unknown sessions, cross-repository mounts with and without `from`,
-//! sha512 uploads, 20 MiB uploads, and 405 with `Allow` for other methods. Every `Location` is
-//! followed as given, never rebuilt.
+//! sha512 uploads (hashed as they arrive when the session asked for sha512 with
+//! `?digest-algorithm=`), 20 MiB uploads, and 405 with `Allow` for other methods. Every
+//! `Location` is followed as given, never rebuilt.
 
 use futures_util::stream;
 
@@ -764,6 +765,107 @@ async fn sha512_uploads_monolithic_and_chunked() {
     assert_eq!(error_codes(resp).await, ["DIGEST_INVALID"]);
 }
 
+/// `?digest-algorithm=sha512` makes the session hash with sha512 as its bytes arrive, so the
+/// final `PUT ?digest=sha512:...` reads nothing again; the server's `upload.digest_reread`
+/// test hook counts every re-read, and a session opened without the parameter (sha256) shows
+/// that the counter does count.
+#[tokio::test]
+async fn a_session_opened_for_sha512_is_verified_without_reading_it_again() {
+    let berth = Berth::start();
+    let c = client();
+    let rereads = || berth.reached("upload.digest_reread");
+    let bytes = random_bytes(90_000, 21);
+    let digest = sha512(&bytes);
+    let mut location = start_with(&berth, "up/alg", "?digest-algorithm=sha512").await;
+    for (first, last) in [(0, 44_999), (45_000, 89_999)] {
+        let resp = patch_chunk(&location, &bytes, first, last).await;
+        assert_eq!(resp.status(), 202);
+        location = follow(&berth, &resp, &location);
+    }
+    let resp = c.put(with_digest(&location, &digest)).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    assert_eq!(header(&resp, "location"), format!("/v2/up/alg/blobs/{digest}"));
+    assert_blob512(&resolve(&berth, &header(&resp, "location")), &bytes).await;
+    assert_eq!(rereads().await, 0, "the running sha512 verified the blob");
+
+    // A mismatch is still caught from the running hash.
+    let location = start_with(&berth, "up/alg", "?digest-algorithm=sha512").await;
+    let resp = c
+        .put(with_digest(&location, &sha512(b"other bytes")))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(error_codes(resp).await, ["DIGEST_INVALID"]);
+    assert_eq!(rereads().await, 0);
+
+    // A single POST with a sha512 digest hashes with sha512 from the start too.
+    let single = random_bytes(10_000, 22);
+    let url = berth.url(&format!("/v2/up/alg/blobs/uploads/?digest={}", sha512(&single)));
+    assert_eq!(c.post(url).body(single.clone()).send().await.unwrap().status(), 201);
+    assert_eq!(rereads().await, 0);
+
+    // Without the parameter the session hashes with sha256: a sha512 digest is still verified,
+    // by reading the bytes once.
+    let other = random_bytes(30_000, 23);
+    let location = start(&berth, "up/alg").await;
+    let resp = c
+        .put(with_digest(&location, &sha512(&other)))
+        .body(other.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(rereads().await, 1, "a sha256 session re-reads for a sha512 digest");
+    // And the other way round: a sha512 session finished with a sha256 digest.
+    let location = start_with(&berth, "up/alg", "?digest-algorithm=sha512").await;
+    let resp = c
+        .put(with_digest(&location, &sha256(&other)))
+        .body(other.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(rereads().await, 2);
+    assert_blob(&berth.url(&format!("/v2/up/alg/blobs/{}", sha256(&other))), &other).await;
+}
+
+/// A mount that falls back to a session opens it with the mount digest's algorithm (the digest
+/// the client will most likely finish with), unless `digest-algorithm` says otherwise.
+#[tokio::test]
+async fn a_mount_fallback_session_hashes_with_the_mount_digests_algorithm() {
+    let berth = Berth::start();
+    let c = client();
+    let bytes = random_bytes(20_000, 24);
+    let digest = sha512(&bytes);
+    let location = start_with(&berth, "up/mountalg", &format!("?mount={digest}&from=up/elsewhere")).await;
+    let resp = c
+        .put(with_digest(&location, &digest))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(berth.reached("upload.digest_reread").await, 0);
+    let location = start_with(
+        &berth,
+        "up/mountalg",
+        &format!("?mount={digest}&from=up/nowhere&digest-algorithm=sha256"),
+    )
+    .await;
+    let other = random_bytes(20_000, 25);
+    let resp = c
+        .put(with_digest(&location, &sha512(&other)))
+        .body(other.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(berth.reached("upload.digest_reread").await, 1, "digest-algorithm wins");
+}
+
 #[tokio::test]
 async fn twenty_mib_streamed_in_one_patch() {
     let berth = Berth::start();
@@ -873,8 +975,13 @@ async fn other_methods_on_upload_endpoints_are_405_with_allow() {
 
 /// Open an upload session in `repo`; returns its location as an absolute URL.
 async fn start(berth: &Berth, repo: &str) -> String {
+    start_with(berth, repo, "").await
+}
+
+/// `start` with a query string (`?digest-algorithm=...`) on the `POST`.
+async fn start_with(berth: &Berth, repo: &str, query: &str) -> String {
     let resp = client()
-        .post(berth.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .post(berth.url(&format!("/v2/{repo}/blobs/uploads/{query}")))
         .body(Vec::new())
         .send()
         .await

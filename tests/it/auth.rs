@@ -172,7 +172,7 @@ async fn basic_auth_challenges_checks_passwords_and_never_logs_them() {
 #[tokio::test]
 async fn failed_logins_are_limited_per_source() {
     let site = Site::new();
-    let berth = start_with(&site.config("  login_failures_per_minute: 3\n"));
+    let berth = start_with(&site.config("  login_failures_per_minute: 3\n  token:\n    enabled: true\n"));
     for _ in 0..3 {
         let resp = client()
             .get(berth.url("/v2/"))
@@ -182,7 +182,8 @@ async fn failed_logins_are_limited_per_source() {
             .unwrap();
         assert_eq!(resp.status(), 401);
     }
-    // Past the limit even the right password is refused until the minute is over.
+    // Past the limit even the right password is refused until the minute is over, and the
+    // answer says how long that is: the rest of the source's minute.
     let resp = client()
         .get(berth.url("/v2/"))
         .basic_auth("alice", Some("alice-pw"))
@@ -190,6 +191,21 @@ async fn failed_logins_are_limited_per_source() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After: {retry}");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS");
+    let detail = format!("too many failed logins from this address; try again in {retry} s");
+    assert_eq!(body["errors"][0]["detail"], detail.as_str());
+    // So does the token endpoint, which checks the same passwords.
+    let resp = client()
+        .get(berth.url("/auth/token?service=berth"))
+        .basic_auth("alice", Some("alice-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
     assert_eq!(error_codes(resp).await, ["TOOMANYREQUESTS"]);
 }
 

@@ -1,10 +1,11 @@
 //! Limits against hostile or careless clients: upload sessions per client and in total
-//! (429 `TOOMANYREQUESTS`), a stalled upload body (408, session rolled back), and oversized
-//! bodies (413).
+//! (429 `TOOMANYREQUESTS` with `Retry-After`), a stalled upload body (408, session rolled
+//! back), and oversized bodies (413).
 
 use std::time::Duration;
 
-use crate::harness::{Berth, client, error_codes, sha256};
+use crate::api_fixtures::assert_error;
+use crate::harness::{Berth, client, error_codes, header, sha256};
 
 #[tokio::test]
 async fn upload_sessions_are_limited_per_client_and_in_total() {
@@ -20,8 +21,9 @@ async fn upload_sessions_are_limited_per_client_and_in_total() {
         locations.push(resp.headers()["location"].to_str().unwrap().to_owned());
     }
     let resp = c.post(berth.url("/v2/l/blobs/uploads/")).send().await.unwrap();
-    assert_eq!(resp.status(), 429);
-    assert_eq!(error_codes(resp).await, ["TOOMANYREQUESTS"]);
+    assert_eq!(header(&resp, "retry-after"), "5", "the client's own sessions end soon");
+    let detail = "too many requests: 127.0.0.1 has 2 upload sessions open, the limit; finish or cancel one first";
+    assert_error(resp, 429, "TOOMANYREQUESTS", detail).await;
     // Finishing or cancelling a session frees its slot.
     let resp = c.delete(berth.url(&locations[0])).send().await.unwrap();
     assert_eq!(resp.status(), 204);
@@ -38,6 +40,17 @@ async fn upload_sessions_are_limited_per_client_and_in_total() {
     assert_eq!(resp.status(), 201);
     let resp = c.post(berth.url("/v2/l/blobs/uploads/")).send().await.unwrap();
     assert_eq!(resp.status(), 202, "the finished session freed its slot");
+    // The server-wide limit, reached before the client's own.
+    let berth = Berth::builder()
+        .env("BERTH_LIMITS_UPLOAD_SESSIONS_PER_CLIENT", "10")
+        .env("BERTH_LIMITS_UPLOAD_SESSIONS", "1")
+        .start();
+    let resp = c.post(berth.url("/v2/l/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let resp = c.post(berth.url("/v2/l/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(header(&resp, "retry-after"), "10", "other clients' sessions end later");
+    let detail = "too many requests: 1 upload sessions are open, the limit; finish or cancel one first";
+    assert_error(resp, 429, "TOOMANYREQUESTS", detail).await;
 }
 
 #[tokio::test]

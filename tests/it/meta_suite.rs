@@ -57,6 +57,7 @@ suite!(
     a_failed_write_leaves_nothing,
     referenced_blobs_cannot_be_unlinked,
     deleting_a_manifest_deletes_its_tags,
+    one_put_sets_many_tags_or_none,
     listings_page_in_lexical_order,
     the_newest_tagged_manifest_is_the_last_pushed,
     referrers_are_listed_by_subject,
@@ -107,7 +108,7 @@ fn manifest(repo: &RepoName, seed: &str, blobs: &[(&Digest, u64)], tag: Option<&
         blobs: blobs.iter().map(|(d, size)| ((*d).clone(), *size)).collect(),
         children: Vec::new(),
         referrer: None,
-        tag: tag.map(self::tag),
+        tags: tag.map(self::tag).into_iter().collect(),
         sparse: false,
     }
 }
@@ -231,7 +232,7 @@ async fn deleting_a_manifest_deletes_its_tags(backend: Backend) {
     put(
         s,
         &NewManifest {
-            tag: Some(tag("two")),
+            tags: vec![tag("two")],
             ..m.clone()
         },
         20,
@@ -254,6 +255,40 @@ async fn deleting_a_manifest_deletes_its_tags(backend: Backend) {
     assert_eq!(s.live_blob(&config).await.unwrap().unwrap().refcount, 0);
     let again = s.delete_manifest(&a, &m.digest).commit().await;
     assert!(matches!(again, Err(MetaError::ManifestUnknown)));
+}
+
+/// A push by digest with `?tag=` parameters: the manifest and every tag in one transaction,
+/// each tag moved from wherever it pointed; a put that fails its checks sets none of them.
+async fn one_put_sets_many_tags_or_none(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("suite/a");
+    let config = blob(s, &a, b"config", 10).await;
+    let old = manifest(&a, "old", &[(&config, 6)], Some("v1"));
+    put(s, &old, 20).await.unwrap();
+    let names = ["latest", "v1", "v1.2", "v1.2.3"];
+    let new = NewManifest {
+        tags: names.iter().map(|t| tag(t)).collect(),
+        ..manifest(&a, "new", &[(&config, 6)], None)
+    };
+    put(s, &new, 30).await.unwrap();
+    assert_eq!(s.tags(&a, None, 10).await.unwrap().unwrap().items, names);
+    for name in names {
+        let (digest, _) = s.manifest_by_tag(&a, &tag(name)).await.unwrap().unwrap();
+        assert_eq!(digest, new.digest.as_str(), "{name}");
+    }
+    // Moving v1 away left the old manifest untagged: deleting it keeps every tag.
+    s.delete_manifest(&a, &old.digest).commit().await.unwrap();
+    assert_eq!(s.tags(&a, None, 10).await.unwrap().unwrap().items, names);
+    // A put whose blob is missing sets no tag at all.
+    let missing = digest(b"not linked");
+    let bad = NewManifest {
+        tags: vec![tag("latest"), tag("other")],
+        ..manifest(&a, "bad", &[(&missing, 10)], None)
+    };
+    assert!(matches!(put(s, &bad, 40).await, Err(MetaError::BlobNotLinked(_))));
+    assert_eq!(s.tags(&a, None, 10).await.unwrap().unwrap().items, names);
+    let (latest, _) = s.manifest_by_tag(&a, &tag("latest")).await.unwrap().unwrap();
+    assert_eq!(latest, new.digest.as_str());
 }
 
 async fn listings_page_in_lexical_order(backend: Backend) {
@@ -308,7 +343,7 @@ async fn the_newest_tagged_manifest_is_the_last_pushed(backend: Backend) {
     put(
         s,
         &NewManifest {
-            tag: None,
+            tags: Vec::new(),
             ..one.clone()
         },
         50,
@@ -356,9 +391,15 @@ async fn upload_sessions(backend: Backend) {
     let s = &*backend.store;
     let a = repo("suite/a");
     let (old, young) = (Uuid::new_v4(), Uuid::new_v4());
-    s.create_upload(old, &a, 100).commit().await.unwrap();
-    s.create_upload(young, &a, 300).commit().await.unwrap();
-    assert_eq!(s.upload(old).await.unwrap().unwrap().repo, "suite/a");
+    s.create_upload(old, &a, Algorithm::Sha256, 100).commit().await.unwrap();
+    s.create_upload(young, &a, Algorithm::Sha512, 300)
+        .commit()
+        .await
+        .unwrap();
+    let row = s.upload(old).await.unwrap().unwrap();
+    assert_eq!((row.repo.as_str(), row.algorithm), ("suite/a", Algorithm::Sha256));
+    let row = s.upload(young).await.unwrap().unwrap();
+    assert_eq!(row.algorithm, Algorithm::Sha512, "a session keeps its algorithm");
     assert!(s.upload(Uuid::new_v4()).await.unwrap().is_none());
     assert_eq!(s.upload_count().await.unwrap(), 2);
     let mut ids = s.upload_ids().await.unwrap();

@@ -1,8 +1,8 @@
 //! Restarts: everything pushed before a clean stop is there, byte-identical, after a start on
 //! the same root; and an upload session begun before the restart can be resumed after it (the
-//! server re-hashes its staging file).
+//! server re-hashes its staging file, with the algorithm the session was opened with).
 
-use crate::harness::{Berth, client, push_image, random_bytes, sha256};
+use crate::harness::{Berth, client, push_image, random_bytes, sha256, sha512};
 
 #[tokio::test]
 async fn everything_survives_a_restart() {
@@ -87,4 +87,48 @@ async fn an_upload_session_resumes_after_a_restart() {
         .await
         .unwrap();
     assert_eq!(sha256(&got.bytes().await.unwrap()), sha256(&whole));
+}
+
+/// A session opened with `?digest-algorithm=sha512` remembers it across a restart (its row
+/// does): the restart re-hashes the staged bytes with sha512, so the final PUT reads nothing
+/// again (the `upload.digest_reread` hook of the new process stays at 0).
+#[tokio::test]
+async fn a_sha512_session_resumes_with_its_algorithm_after_a_restart() {
+    let mut berth = Berth::start();
+    let c = client();
+    let whole = random_bytes(2_000_000, 10);
+    let (first, second) = whole.split_at(765_432);
+    let resp = c
+        .post(berth.url("/v2/resume512/blobs/uploads/?digest-algorithm=sha512"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let resp = c.patch(berth.url(&location)).body(first.to_vec()).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    berth.stop();
+    berth.restart();
+    let range = format!("{}-{}", first.len(), whole.len() - 1);
+    let resp = c
+        .patch(berth.url(&location))
+        .header("content-range", range)
+        .body(second.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let resp = c
+        .put(berth.url(&format!("{location}?digest={}", sha512(&whole))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    assert_eq!(berth.reached("upload.digest_reread").await, 0);
+    let got = c
+        .get(berth.url(&format!("/v2/resume512/blobs/{}", sha512(&whole))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sha512(&got.bytes().await.unwrap()), sha512(&whole));
 }

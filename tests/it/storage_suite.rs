@@ -70,6 +70,7 @@ suite!(
     round_trip,
     ranges,
     resume_after_restart,
+    a_session_hashes_and_resumes_with_its_algorithm,
     commit_of_a_present_digest,
     concurrent_commits_of_one_digest,
     delete_while_reading,
@@ -108,7 +109,10 @@ async fn append(upload: Box<dyn Upload>, bytes: &[u8], chunk: usize) -> Box<dyn 
 
 /// Upload `bytes` in one session and commit them.
 async fn store(store: &dyn BlobStore, bytes: &[u8]) -> Digest {
-    let upload = store.create_upload(uuid::Uuid::new_v4()).await.unwrap();
+    let upload = store
+        .create_upload(uuid::Uuid::new_v4(), Algorithm::Sha256)
+        .await
+        .unwrap();
     let upload = append(upload, bytes, 64 << 10).await;
     let d = digest(bytes);
     assert_eq!(upload.digest(Algorithm::Sha256).await.unwrap(), d);
@@ -170,13 +174,13 @@ async fn resume_after_restart(b: Backend) {
     let id = uuid::Uuid::new_v4();
     let first = random_bytes(6 << 20, 11);
     let second = random_bytes(1_234_567, 12);
-    let upload = b.store.create_upload(id).await.unwrap();
+    let upload = b.store.create_upload(id, Algorithm::Sha256).await.unwrap();
     let upload = append(upload, &first, 100_000).await;
     drop(upload);
     // A new process over the same storage: the session is found, re-hashed, and continues.
     let store = (b.reopen)();
     let upload = store
-        .resume_upload(id)
+        .resume_upload(id, Algorithm::Sha256)
         .await
         .unwrap()
         .expect("the session survives a restart");
@@ -197,7 +201,11 @@ async fn resume_after_restart(b: Backend) {
             == whole
     );
     assert!(
-        store.resume_upload(uuid::Uuid::new_v4()).await.unwrap().is_none(),
+        store
+            .resume_upload(uuid::Uuid::new_v4(), Algorithm::Sha256)
+            .await
+            .unwrap()
+            .is_none(),
         "an unknown session resumed"
     );
 }
@@ -217,7 +225,11 @@ async fn concurrent_commits_of_one_digest(b: Backend) {
     let d = digest(&bytes);
     let mut uploads = Vec::new();
     for _ in 0..4 {
-        let upload = b.store.create_upload(uuid::Uuid::new_v4()).await.unwrap();
+        let upload = b
+            .store
+            .create_upload(uuid::Uuid::new_v4(), Algorithm::Sha256)
+            .await
+            .unwrap();
         uploads.push(append(upload, &bytes, 1 << 20).await);
     }
     let commits = uploads.into_iter().map(|u| {
@@ -294,10 +306,38 @@ async fn enumerate(b: Backend) {
     assert_eq!(hashed.as_ref(), Some(d));
 }
 
+/// A session opened for sha512 keeps a running sha512, across a restart too (resumed with the
+/// algorithm its caller remembers), and still answers for another algorithm by reading its
+/// bytes; a single-request upload hashes with the algorithm it is given.
+async fn a_session_hashes_and_resumes_with_its_algorithm(b: Backend) {
+    let id = uuid::Uuid::new_v4();
+    let first = random_bytes(6 << 20, 13);
+    let second = random_bytes(777_777, 14);
+    let upload = b.store.create_upload(id, Algorithm::Sha512).await.unwrap();
+    let upload = append(upload, &first, 100_000).await;
+    let sha512 = |bytes: &[u8]| Digest::of(Algorithm::Sha512, bytes);
+    assert_eq!(upload.digest(Algorithm::Sha512).await.unwrap(), sha512(&first));
+    drop(upload);
+    let store = (b.reopen)();
+    let upload = store.resume_upload(id, Algorithm::Sha512).await.unwrap().unwrap();
+    let upload = append(upload, &second, 65_536).await;
+    let whole = [first, second].concat();
+    assert_eq!(upload.digest(Algorithm::Sha512).await.unwrap(), sha512(&whole));
+    assert_eq!(upload.digest(Algorithm::Sha256).await.unwrap(), digest(&whole));
+    upload.commit(&sha512(&whole)).await.unwrap();
+    let size = whole.len() as u64;
+    assert!(read(&*store, &sha512(&whole), size, 0, size - 1).await.unwrap() == whole);
+    let small = random_bytes(1000, 15);
+    let temp = store.temp_upload(Algorithm::Sha512).await.unwrap();
+    let temp = append(temp, &small, 300).await;
+    assert_eq!(temp.digest(Algorithm::Sha512).await.unwrap(), sha512(&small));
+    temp.discard().await.unwrap();
+}
+
 async fn interrupted_upload_leaves_what_was_acknowledged(b: Backend) {
     let id = uuid::Uuid::new_v4();
     let acked = random_bytes(5_300_000, 61);
-    let upload = b.store.create_upload(id).await.unwrap();
+    let upload = b.store.create_upload(id, Algorithm::Sha256).await.unwrap();
     let upload = append(upload, &acked, 1 << 20).await;
     // A PATCH that breaks off after sending more than a part: rolled back to what was acked.
     let more = random_bytes(12 << 20, 62);
@@ -316,7 +356,7 @@ async fn interrupted_upload_leaves_what_was_acknowledged(b: Backend) {
     drop(upload);
     // After a restart the session holds exactly the acknowledged bytes.
     let store = (b.reopen)();
-    let upload = store.resume_upload(id).await.unwrap().unwrap();
+    let upload = store.resume_upload(id, Algorithm::Sha256).await.unwrap().unwrap();
     assert_eq!(upload.len(), acked.len() as u64);
     assert_eq!(upload.digest(Algorithm::Sha256).await.unwrap(), digest(&acked));
     drop(upload);
@@ -328,9 +368,9 @@ async fn interrupted_upload_leaves_what_was_acknowledged(b: Backend) {
             .contains(&id.hyphenated().to_string())
     );
     store.remove_upload(id).await.unwrap();
-    assert!(store.resume_upload(id).await.unwrap().is_none());
+    assert!(store.resume_upload(id, Algorithm::Sha256).await.unwrap().is_none());
     // A single-request upload that is thrown away leaves nothing in the staging area.
-    let temp = store.temp_upload().await.unwrap();
+    let temp = store.temp_upload(Algorithm::Sha256).await.unwrap();
     let temp = append(temp, &random_bytes(9 << 20, 63), 1 << 20).await;
     temp.discard().await.unwrap();
     assert_eq!(store.staging_entries().await.unwrap(), Vec::<String>::new());
@@ -339,7 +379,11 @@ async fn interrupted_upload_leaves_what_was_acknowledged(b: Backend) {
 async fn large_blob_spans_many_parts(b: Backend) {
     // Several parts in one append and across appends, and a tail continued by the next append.
     let bytes = random_bytes(23 << 20, 71);
-    let upload = b.store.create_upload(uuid::Uuid::new_v4()).await.unwrap();
+    let upload = b
+        .store
+        .create_upload(uuid::Uuid::new_v4(), Algorithm::Sha256)
+        .await
+        .unwrap();
     let upload = append(upload, &bytes[..3 << 20], 128 << 10).await;
     let upload = append(upload, &bytes[3 << 20..17 << 20], 128 << 10).await;
     let upload = append(upload, &bytes[17 << 20..], 1000).await;
@@ -348,11 +392,11 @@ async fn large_blob_spans_many_parts(b: Backend) {
     let size = bytes.len() as u64;
     assert!(read(&*b.store, &d, size, 0, size - 1).await.unwrap() == bytes);
     // The same through a single-request upload.
-    let temp = b.store.temp_upload().await.unwrap();
+    let temp = b.store.temp_upload(Algorithm::Sha256).await.unwrap();
     let temp = append(temp, &bytes, 256 << 10).await;
     let other = random_bytes(100, 72);
     temp.commit(&d).await.unwrap();
-    let small = b.store.temp_upload().await.unwrap();
+    let small = b.store.temp_upload(Algorithm::Sha256).await.unwrap();
     let small = append(small, &other, 7).await;
     small.commit(&digest(&other)).await.unwrap();
     assert!(read(&*b.store, &digest(&other), 100, 0, 99).await.unwrap() == other);

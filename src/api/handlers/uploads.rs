@@ -1,5 +1,11 @@
 //! Blob uploads: `POST /v2/<name>/blobs/uploads/` (start, mount or monolithic) and
 //! `GET`/`PATCH`/`PUT`/`DELETE /v2/<name>/blobs/uploads/<id>`.
+//!
+//! A session hashes its bytes as they arrive with the algorithm the `POST` names in
+//! `?digest-algorithm=` (distribution-spec PR #543), or, without one, that of the `mount`
+//! digest it falls back from, or sha256; the final `PUT` then never reads the bytes again when
+//! its digest has that algorithm (and still verifies, by reading them once, when it does not).
+//! An algorithm Berth does not store is refused (400 `DIGEST_INVALID`).
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -10,7 +16,7 @@ use crate::api::error::range_value;
 use crate::api::query::Query;
 use crate::api::range::{ByteRange, parse_content_range};
 use crate::api::{ApiError, Code};
-use crate::oci::{Digest, RepoName};
+use crate::oci::{Algorithm, Digest, RepoName};
 use crate::registry::{Error, Registry, UploadStatus};
 
 pub async fn start(
@@ -21,8 +27,11 @@ pub async fn start(
     client: std::net::IpAddr,
     may_mount: bool,
 ) -> Result<Response, ApiError> {
+    let requested = digest_algorithm(query)?;
+    let mut fallback = Algorithm::Sha256;
     if let Some(mount) = query.get("mount").filter(|_| may_mount) {
         let digest = Digest::parse(mount).map_err(Error::from)?;
+        fallback = digest.algorithm();
         let from = query
             .get("from")
             .map(RepoName::parse)
@@ -38,8 +47,23 @@ pub async fn start(
         reg.monolithic_upload(name, &digest, body.into_data_stream()).await?;
         return Ok(created(name, &digest));
     }
-    let status = reg.start_upload(name, Some(client)).await?;
+    let algorithm = requested.unwrap_or(fallback);
+    let status = reg.start_upload(name, Some(client), algorithm).await?;
     Ok(progress(reg, StatusCode::ACCEPTED, name, status))
+}
+
+/// The `digest-algorithm` parameter, if given: one Berth stores content under.
+fn digest_algorithm(query: &Query) -> Result<Option<Algorithm>, ApiError> {
+    let Some(name) = query.get("digest-algorithm") else {
+        return Ok(None);
+    };
+    Algorithm::from_name(name).map(Some).map_err(|_| {
+        let name: String = name.chars().take(32).collect();
+        ApiError::new(
+            Code::DigestInvalid,
+            format!("digest-algorithm {name:?} is not supported; use sha256 or sha512"),
+        )
+    })
 }
 
 pub async fn status(reg: &Registry, name: &RepoName, id: &str) -> Result<Response, ApiError> {

@@ -94,31 +94,33 @@ impl FsStore {
         self.staging_dir().join(id.hyphenated().to_string())
     }
 
-    /// Create the empty staging file of a new upload session.
-    fn create_upload(&self, id: uuid::Uuid) -> io::Result<Staged> {
+    /// Create the empty staging file of a new upload session hashing with `alg`.
+    fn create_upload(&self, id: uuid::Uuid, alg: Algorithm) -> io::Result<Staged> {
         let path = self.upload_path(id);
         let file = fs::OpenOptions::new()
             .create_new(true)
             .read(true)
             .append(true)
             .open(&path)?;
-        Ok(Staged::new(file, path, None, self.opts))
+        Ok(Staged::new(file, path, None, self.opts, alg))
     }
 
-    /// Reopen a session's staging file after a restart, re-hashing what it already holds.
-    fn reopen_upload(&self, id: uuid::Uuid) -> io::Result<Staged> {
+    /// Reopen a session's staging file after a restart, re-hashing what it already holds with
+    /// `alg`.
+    fn reopen_upload(&self, id: uuid::Uuid, alg: Algorithm) -> io::Result<Staged> {
         let path = self.upload_path(id);
         let file = fs::OpenOptions::new().read(true).append(true).open(&path)?;
-        Staged::resume(file, path, self.opts)
+        Staged::resume(file, path, self.opts, alg)
     }
 
-    /// A staging file for a monolithic upload, removed on drop unless committed.
-    fn temp_upload(&self) -> io::Result<Staged> {
+    /// A staging file for a monolithic upload hashing with `alg`, removed on drop unless
+    /// committed.
+    fn temp_upload(&self, alg: Algorithm) -> io::Result<Staged> {
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempfile_in(self.staging_dir())?;
         let (file, path) = tmp.into_parts();
-        Ok(Staged::new(file, path.to_path_buf(), Some(path), self.opts))
+        Ok(Staged::new(file, path.to_path_buf(), Some(path), self.opts, alg))
     }
 
     fn remove_upload(&self, id: uuid::Uuid) -> io::Result<()> {
@@ -201,7 +203,7 @@ impl FsStore {
         }))
     }
 
-    /// Hash a file from the start (sha512 finalisation of an upload).
+    /// Hash a file from the start (an upload finished with another algorithm than its own).
     fn hash_file(path: &Path, alg: Algorithm) -> io::Result<Digest> {
         Self::hash_file_with(path, alg, &|_| {})
     }
@@ -403,24 +405,28 @@ impl super::BlobStore for FsStore {
         Ok(blocking(move || store.remove(&digest)).await?)
     }
 
-    async fn create_upload(&self, id: uuid::Uuid) -> Result<Box<dyn super::Upload>, StoreError> {
+    async fn create_upload(&self, id: uuid::Uuid, alg: Algorithm) -> Result<Box<dyn super::Upload>, StoreError> {
         let store = self.clone();
-        let staged = blocking(move || store.create_upload(id)).await?;
+        let staged = blocking(move || store.create_upload(id, alg)).await?;
         Ok(self.upload(staged))
     }
 
-    async fn resume_upload(&self, id: uuid::Uuid) -> Result<Option<Box<dyn super::Upload>>, StoreError> {
+    async fn resume_upload(
+        &self,
+        id: uuid::Uuid,
+        alg: Algorithm,
+    ) -> Result<Option<Box<dyn super::Upload>>, StoreError> {
         let store = self.clone();
-        match blocking(move || store.reopen_upload(id)).await {
+        match blocking(move || store.reopen_upload(id, alg)).await {
             Ok(staged) => Ok(Some(self.upload(staged))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn temp_upload(&self) -> Result<Box<dyn super::Upload>, StoreError> {
+    async fn temp_upload(&self, alg: Algorithm) -> Result<Box<dyn super::Upload>, StoreError> {
         let store = self.clone();
-        let staged = blocking(move || store.temp_upload()).await?;
+        let staged = blocking(move || store.temp_upload(alg)).await?;
         Ok(self.upload(staged))
     }
 
@@ -480,7 +486,7 @@ impl super::BlobStore for FsStore {
 
     async fn check_writable(&self) -> Result<(), StoreError> {
         let store = self.clone();
-        Ok(blocking(move || store.temp_upload().map(drop)).await?)
+        Ok(blocking(move || store.temp_upload(Algorithm::Sha256).map(drop)).await?)
     }
 
     fn describe(&self) -> String {
@@ -526,14 +532,13 @@ impl super::Upload for FsUpload {
     }
 
     async fn digest(&self, alg: Algorithm) -> Result<Digest, StoreError> {
-        match alg {
-            Algorithm::Sha256 => Ok(self.staged.sha256()),
-            // The running hash is sha256; another algorithm reads the staged file once.
-            Algorithm::Sha512 => {
-                let path = self.staged.path().to_owned();
-                Ok(blocking(move || FsStore::hash_file(&path, alg)).await?)
-            }
+        if alg == self.staged.algorithm() {
+            return Ok(self.staged.digest());
         }
+        // Not the running hash's algorithm: read the staged file once.
+        crate::testhook::reached(super::DIGEST_REREAD);
+        let path = self.staged.path().to_owned();
+        Ok(blocking(move || FsStore::hash_file(&path, alg)).await?)
     }
 
     async fn commit(self: Box<Self>, digest: &Digest) -> Result<(), StoreError> {

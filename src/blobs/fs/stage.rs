@@ -1,4 +1,5 @@
-//! A staged upload: an open file plus the running sha256 of everything in it.
+//! A staged upload: an open file plus the running hash of everything in it, with the algorithm
+//! the upload was opened with (sha256 unless its session asked for another).
 //!
 //! Bytes arrive as a stream of chunks from the network. `append` hashes each chunk as it
 //! arrives, on the task that just read it (so the bytes are still in that core's cache), and
@@ -56,11 +57,11 @@ impl std::fmt::Debug for HasherDebug {
 }
 
 impl Staged {
-    pub(super) fn new(file: File, path: PathBuf, temp: Option<TempPath>, opts: WriteOptions) -> Self {
+    pub(super) fn new(file: File, path: PathBuf, temp: Option<TempPath>, opts: WriteOptions, alg: Algorithm) -> Self {
         Staged {
             file,
             path,
-            hasher: HasherDebug(Algorithm::Sha256.hasher()),
+            hasher: HasherDebug(alg.hasher()),
             len: 0,
             temp,
             opts,
@@ -68,9 +69,9 @@ impl Staged {
         }
     }
 
-    /// Rebuild the hash state of an existing staging file by reading it once.
-    pub(super) fn resume(mut file: File, path: PathBuf, opts: WriteOptions) -> io::Result<Self> {
-        let mut hasher = Algorithm::Sha256.hasher();
+    /// Rebuild the `alg` hash state of an existing staging file by reading it once.
+    pub(super) fn resume(mut file: File, path: PathBuf, opts: WriteOptions, alg: Algorithm) -> io::Result<Self> {
+        let mut hasher = alg.hasher();
         let mut buf = vec![0u8; super::HASH_READ_BUFFER];
         let mut len = 0u64;
         loop {
@@ -105,8 +106,14 @@ impl Staged {
         &self.path
     }
 
-    /// The sha256 of everything staged so far, without consuming the running state.
-    pub fn sha256(&self) -> Digest {
+    /// The algorithm of the running hash.
+    pub fn algorithm(&self) -> Algorithm {
+        self.hasher.0.algorithm()
+    }
+
+    /// The digest of everything staged so far under `algorithm()`, without consuming the
+    /// running state.
+    pub fn digest(&self) -> Digest {
         self.hasher.0.clone().finish()
     }
 
@@ -541,7 +548,13 @@ mod tests {
             .append(append)
             .open(&path)
             .unwrap();
-        Staged::new(file, path, None, WriteOptions { fsync: true, direct_io })
+        Staged::new(
+            file,
+            path,
+            None,
+            WriteOptions { fsync: true, direct_io },
+            Algorithm::Sha256,
+        )
     }
 
     /// A body of `len` bytes (from `seed`) in chunks of `chunk` bytes, failing after `fail_at`.
@@ -627,7 +640,7 @@ mod tests {
             }
             let on_disk = std::fs::read(staged.path()).unwrap();
             assert_eq!(staged.len(), on_disk.len() as u64);
-            results.push((on_disk, staged.sha256()));
+            results.push((on_disk, staged.digest()));
         }
         assert!(
             !DIRECT_UNSUPPORTED.load(Ordering::Relaxed),
@@ -687,7 +700,7 @@ mod tests {
         assert!(on_disk == expected, "the file differs from what was sent");
         let mut hasher = Algorithm::Sha256.hasher();
         hasher.update(&expected);
-        assert_eq!(staged.sha256(), hasher.finish());
+        assert_eq!(staged.digest(), hasher.finish());
     }
 
     /// `FsStore::commit` skips its own `fdatasync` when the staged file says it is synced,
@@ -712,7 +725,7 @@ mod tests {
             fsync: true,
             direct_io: true,
         };
-        let resumed = Staged::resume(file, path.clone(), opts).unwrap();
+        let resumed = Staged::resume(file, path.clone(), opts, Algorithm::Sha256).unwrap();
         assert!(!resumed.synced, "a file reopened after a restart");
         let (resumed, result) = resumed.append(body(&[], 1, None), unlimited(idle)).await;
         result.unwrap();
@@ -725,6 +738,7 @@ mod tests {
                 fsync: false,
                 direct_io: true,
             },
+            Algorithm::Sha256,
         )
         .unwrap();
         let (unsynced, result) = unsynced.append(body(&bytes, 4096, None), unlimited(idle)).await;
