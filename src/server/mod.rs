@@ -22,21 +22,27 @@ use crate::gc;
 use crate::meta::{Meta, MetaError, MetaStore};
 use crate::registry::{self, Registry};
 
+/// Why the server (or an offline job) could not start. Each message names what failed; the
+/// cause follows as the error's source (the CLI prints the chain once, `a: b`).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("storage root {path}: {source}")]
+    #[error("storage root {path}")]
     Root { path: String, source: std::io::Error },
     #[error(transparent)]
     Meta(#[from] MetaError),
-    #[error("opening the registry: {0}")]
+    /// The metadata database at `path` failed to open (other than being held by another
+    /// process, which `Meta(MetaError::Locked)` reports).
+    #[error("metadata database {path}")]
+    MetaAt { path: String, source: MetaError },
+    #[error("opening the registry")]
     Registry(#[from] registry::Error),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind { addr: String, source: std::io::Error },
-    #[error("server: {0}")]
+    #[error("server")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("auth: {0}")]
+    #[error("auth")]
     Auth(#[from] AuthError),
 }
 
@@ -70,8 +76,12 @@ async fn open_parts(config: &Config) -> Result<(Arc<dyn MetaStore>, Arc<dyn Blob
         Arc::new(FsStore::open(&root, opts).map_err(root_err)?)
     };
     let cache = config.storage.meta_cache;
-    let meta: Arc<dyn MetaStore> =
-        Arc::new(registry::blocking(move || Meta::open_observed(&root, cache, commit_metrics)).await?);
+    let db = root.join(crate::meta::DB_FILE).display().to_string();
+    let opened = registry::blocking(move || Meta::open_observed(&root, cache, commit_metrics)).await;
+    let meta: Arc<dyn MetaStore> = Arc::new(opened.map_err(|e| match e {
+        e @ MetaError::Locked(_) => ServeError::Meta(e),
+        source => ServeError::MetaAt { path: db, source },
+    })?);
     let limits = registry::Limits {
         manifest_max_bytes: config.limits.manifest_max_size,
         blob_max_bytes: config.limits.blob_max_size,
@@ -110,12 +120,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         tracing::warn!("authentication without TLS: passwords and tokens cross the network in the clear");
     }
     spawn_reloader(tls.clone(), auth.clone(), reloads);
-    let registry = open_registry(&config).await?;
+    // Bind before the store is opened (or created): a busy port leaves nothing behind.
     let addr = config.http.addr;
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
         addr: addr.to_string(),
         source,
     })?;
+    let registry = open_registry(&config).await?;
     let local = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %local, root = %config.storage.root.display(), blobs = %registry.describe_storage(), scheme, "berth listening");

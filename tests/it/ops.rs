@@ -297,3 +297,17 @@ async fn request_ids_and_locations_behind_a_proxy() {
         "a malformed host is ignored"
     );
 }
+
+/// A failed start says why once (not `error: error`), and a busy port creates no store.
+#[tokio::test]
+async fn a_busy_port_fails_once_clearly_and_creates_no_store() {
+    let berth = crate::harness::Berth::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let out = berth_cli(&["serve", "--addr", &berth.host, "--root", root.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("cannot listen on {}", berth.host)), "{stderr}");
+    assert_eq!(stderr.matches("Address already in use").count(), 1, "{stderr}");
+    assert!(!root.exists(), "a failed start created {}", root.display());
+}
