@@ -118,12 +118,27 @@ fn read(path: &Path) -> Result<(Users, Option<(SystemTime, u64)>), AuthError> {
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
-    Ok((parse(&text, path), stamp))
+    let (users, skipped) = parse(&text, path);
+    if users.is_empty() {
+        let why = if skipped.is_empty() {
+            "it has no entries".to_owned()
+        } else {
+            let lines: Vec<String> = skipped.iter().map(|(n, kind)| format!("line {n}: {kind}")).collect();
+            format!("none of its entries is usable ({})", lines.join(", "))
+        };
+        return Err(AuthError::File {
+            path: path.display().to_string(),
+            message: format!("{why}; Berth accepts user:bcrypt entries only, as `htpasswd -B` writes them"),
+        });
+    }
+    Ok((users, stamp))
 }
 
-/// The bcrypt entries of an htpasswd file; other lines are skipped with a warning.
-fn parse(text: &str, path: &Path) -> Users {
+/// The bcrypt entries of an htpasswd file, and the lines skipped (with a warning each): their
+/// numbers and what they hold.
+fn parse(text: &str, path: &Path) -> (Users, Vec<(usize, &'static str)>) {
     let mut users = HashMap::new();
+    let mut skipped = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -133,14 +148,34 @@ fn parse(text: &str, path: &Path) -> Users {
             Some((user, hash)) if !user.is_empty() && is_bcrypt(hash) => {
                 users.insert(user.to_owned(), hash.to_owned());
             }
-            _ => tracing::warn!(
-                path = %path.display(),
-                line = n + 1,
-                "htpasswd line skipped: only user:bcrypt entries (htpasswd -B) are accepted"
-            ),
+            entry => {
+                let kind = entry.map_or("not user:hash", |(_, hash)| scheme(hash));
+                tracing::warn!(
+                    path = %path.display(),
+                    line = n + 1,
+                    kind,
+                    "htpasswd line skipped: only user:bcrypt entries (htpasswd -B) are accepted"
+                );
+                skipped.push((n + 1, kind));
+            }
         }
     }
-    users
+    (users, skipped)
+}
+
+/// What a hash that is not bcrypt is, for the message that refuses it.
+fn scheme(hash: &str) -> &'static str {
+    if hash.starts_with("$apr1$") || hash.starts_with("$1$") {
+        "an MD5 hash (htpasswd -m)"
+    } else if hash.starts_with("{SHA}") {
+        "a SHA-1 hash (htpasswd -s)"
+    } else if hash.starts_with("$5$") || hash.starts_with("$6$") {
+        "a SHA-256/512 crypt hash"
+    } else if hash.starts_with("$2") {
+        "a malformed bcrypt hash"
+    } else {
+        "plain text or an unknown hash (htpasswd -p)"
+    }
 }
 
 fn is_bcrypt(hash: &str) -> bool {
@@ -190,5 +225,27 @@ mod tests {
     fn a_missing_file_is_an_error_naming_it() {
         let e = Htpasswd::open(Path::new("/nonexistent/htpasswd")).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/htpasswd"), "{e}");
+    }
+
+    #[test]
+    fn a_file_without_a_usable_entry_is_refused_naming_what_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(
+            &path,
+            "# only old hashes\nbob:$apr1$abc$def\ncarol:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n",
+        )
+        .unwrap();
+        let e = Htpasswd::open(&path).unwrap_err().to_string();
+        for part in [
+            "line 2: an MD5 hash (htpasswd -m)",
+            "line 3: a SHA-1 hash (htpasswd -s)",
+            "htpasswd -B",
+        ] {
+            assert!(e.contains(part), "{e}");
+        }
+        std::fs::write(&path, "\n").unwrap();
+        let e = Htpasswd::open(&path).unwrap_err().to_string();
+        assert!(e.contains("no entries"), "{e}");
     }
 }
