@@ -83,6 +83,7 @@ fn phase_name(phase: Phase) -> &'static str {
         Phase::SweepManifests => "sweeping manifests",
         Phase::SweepLinks => "sweeping repository links",
         Phase::SweepBlobs => "sweeping blobs",
+        Phase::SweepRepositories => "removing empty repositories",
         Phase::Paused => "paused",
         Phase::PurgeUploads => "purging stale uploads",
         Phase::Done => "done",
@@ -104,6 +105,9 @@ fn print_report(r: &Report) {
         human_bytes(r.bytes_freed)
     );
     println!("  uploads {verb}purged      {}", r.uploads_purged);
+    if r.repositories_removed > 0 {
+        println!("  empty repositories {verb}removed {}", r.repositories_removed);
+    }
     if r.evicted.count > 0 {
         println!(
             "  cache images {verb}evicted {} manifests ({})",

@@ -16,7 +16,9 @@
 //!    rows. A push of the same digest waits on the lock and then re-creates the blob; a manifest
 //!    PUT or a mount that arrives after the tombstone sees the blob as absent and gets a clean
 //!    error (`MANIFEST_BLOB_UNKNOWN`, or a fallback to a normal upload).
-//! 5. **Purge uploads** older than `gc.upload_max_age`.
+//! 5. **Sweep repositories** that hold nothing any more (re-checked in the transaction), so
+//!    they leave `_catalog`.
+//! 6. **Purge uploads** older than `gc.upload_max_age`.
 //!
 //! No transaction does file I/O; no file is unlinked before the commit that makes it
 //! unreachable. A crash between the tombstone commit and the unlink is finished at start-up.
@@ -78,6 +80,8 @@ pub enum Phase {
     SweepManifests,
     SweepLinks,
     SweepBlobs,
+    /// Repositories left with nothing in them go (they would stay in `_catalog` forever).
+    SweepRepositories,
     /// Held at a test pause point (`testhook`; builds with the `test-hooks` feature only).
     Paused,
     PurgeUploads,
@@ -93,6 +97,7 @@ impl Phase {
             Phase::SweepManifests => "sweep_manifests",
             Phase::SweepLinks => "sweep_links",
             Phase::SweepBlobs => "sweep_blobs",
+            Phase::SweepRepositories => "sweep_repositories",
             Phase::Paused => "paused",
             Phase::PurgeUploads => "purge_uploads",
             Phase::Done => "done",
@@ -116,6 +121,9 @@ pub struct Report {
     pub blobs_deleted: u64,
     pub bytes_freed: u64,
     pub uploads_purged: u64,
+    /// Repositories removed because nothing was left in them.
+    #[serde(default)]
+    pub repositories_removed: u64,
     /// Images a pull-through cache gave up to fit its `max_bytes` (manifests, and the blob
     /// bytes only they held).
     #[serde(default)]
@@ -131,6 +139,8 @@ struct Marked {
     dead_manifests: Vec<(String, String)>,
     dead_links: Vec<(String, String)>,
     dead_blobs: Vec<(String, u64)>,
+    /// Repositories that hold nothing once the sweeps are done.
+    empty_repos: Vec<String>,
     kept_by_grace: Amount,
 }
 
@@ -163,6 +173,7 @@ pub async fn run(
         report.links_removed = marked.dead_links.len() as u64;
         report.blobs_deleted = marked.dead_blobs.len() as u64;
         report.bytes_freed = marked.dead_blobs.iter().map(|(_, s)| s).sum();
+        report.repositories_removed = marked.empty_repos.len() as u64;
         report.uploads_purged = registry.stale_upload_count(upload_cutoff).await?;
     } else {
         phase(Phase::SweepManifests);
@@ -172,6 +183,10 @@ pub async fn run(
         phase(Phase::SweepBlobs);
         let candidates = marked.dead_blobs.into_iter().map(|(d, _)| d).collect();
         (report.blobs_deleted, report.bytes_freed) = sweep_blobs(registry, candidates, policy, phase).await?;
+        phase(Phase::SweepRepositories);
+        for batch in marked.empty_repos.chunks(BATCH) {
+            report.repositories_removed += registry.gc_remove_empty_repos(batch.to_vec(), policy).await?;
+        }
         phase(Phase::PurgeUploads);
         report.uploads_purged = registry.purge_uploads(upload_cutoff).await?;
         registry.prune_touches(policy.cutoff_ms);
@@ -251,14 +266,22 @@ fn decide(
         }
     }
     let young = |t: Millis, d: &str| t >= policy.cutoff_ms || touched(d);
+    // A repository keeps anything that survives: a live manifest or a kept link (decided below).
+    let mut holding: HashSet<&str> = snap
+        .manifests
+        .keys()
+        .filter(|k| !dead.contains(*k))
+        .map(|(repo, _)| repo.as_str())
+        .collect();
     let mut marked = Marked {
-        dead_manifests: dead.into_iter().collect(),
+        dead_manifests: dead.iter().cloned().collect(),
         ..Marked::default()
     };
     let mut kept_links: HashMap<&str, u64> = HashMap::new();
     for (repo, digest, link) in &snap.links {
         if needed_links.contains(&(repo.as_str(), digest.as_str())) || young(link.linked_ms, digest) {
             *kept_links.entry(digest).or_default() += 1;
+            holding.insert(repo);
         } else {
             marked.dead_links.push((repo.clone(), digest.clone()));
         }
@@ -285,6 +308,12 @@ fn decide(
             marked.dead_blobs.push((digest.clone(), blob.size));
         }
     }
+    marked.empty_repos = snap
+        .repos
+        .iter()
+        .filter(|(repo, created)| *created < policy.cutoff_ms && !holding.contains(repo.as_str()))
+        .map(|(repo, _)| repo.clone())
+        .collect();
     Ok(marked)
 }
 

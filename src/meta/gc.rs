@@ -22,8 +22,8 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use super::MetaError;
 use super::codec::{decode, encode};
 use super::schema::{
-    BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, Millis, RefsRow, TAGS_BY_MANIFEST,
-    TOMBSTONES, TombstoneRow,
+    BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, Millis, REPOS, RefsRow, RepoRow,
+    TAGS, TAGS_BY_MANIFEST, TOMBSTONES, TombstoneRow, UPLOADS, UploadRow,
 };
 use super::write::{remove_link, remove_manifest};
 use crate::oci::{Digest, RepoName};
@@ -99,6 +99,8 @@ fn anchored_at(
 /// A consistent copy of what garbage collection reads, taken from one read transaction.
 #[derive(Debug, Default)]
 pub struct Snapshot {
+    /// Every repository with when it was created.
+    pub repos: Vec<(String, Millis)>,
     pub manifests: HashMap<(String, String), Node>,
     pub links: Vec<(String, String, LinkRow)>,
     pub blobs: Vec<(String, BlobRow)>,
@@ -166,6 +168,11 @@ impl Graph for TxnGraph<'_> {
 /// Read everything the mark phase needs from one snapshot. Manifest bodies are not read.
 pub(super) fn snapshot(txn: &ReadTransaction) -> Result<Snapshot, MetaError> {
     let mut snap = Snapshot::default();
+    for entry in txn.open_table(REPOS)?.iter()? {
+        let (key, value) = entry?;
+        let row: RepoRow = decode(value.value())?;
+        snap.repos.push((key.value().to_owned(), row.created_ms));
+    }
     for entry in txn.open_table(MANIFEST_REFS)?.iter()? {
         let (key, value) = entry?;
         let (repo, digest) = key.value();
@@ -282,6 +289,59 @@ pub(super) fn tombstone_blobs(
         }
     }
     Ok(doomed)
+}
+
+/// Remove those repositories among `candidates` that hold nothing and were created before the
+/// cutoff (an upload session about to link a blob is an upload row; a push racing this either
+/// committed first, and the repository stays, or re-creates the row with its commit).
+pub(super) fn remove_empty_repos(
+    txn: &WriteTransaction,
+    candidates: &[RepoName],
+    policy: Policy,
+) -> Result<u64, MetaError> {
+    let mut removed = 0;
+    for repo in candidates {
+        let repo = repo.as_str();
+        let row = txn
+            .open_table(REPOS)?
+            .get(repo)?
+            .map(|v| decode::<RepoRow>(v.value()))
+            .transpose()?;
+        let Some(row) = row else { continue };
+        if row.created_ms >= policy.cutoff_ms || holds_anything(txn, repo)? {
+            continue;
+        }
+        txn.open_table(REPOS)?.remove(repo)?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Whether `repo` has a manifest, a tag, a blob link or an upload session.
+fn holds_anything(txn: &WriteTransaction, repo: &str) -> Result<bool, MetaError> {
+    for table in [MANIFEST_REFS, TAGS, BLOB_LINKS] {
+        if has_key_under(txn, table, repo)? {
+            return Ok(true);
+        }
+    }
+    for entry in txn.open_table(UPLOADS)?.iter()? {
+        if decode::<UploadRow>(entry?.1.value())?.repo == repo {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether `table`, keyed by (repo, ...), has a row of `repo`.
+fn has_key_under(
+    txn: &WriteTransaction,
+    table: redb::TableDefinition<(&str, &str), &[u8]>,
+    repo: &str,
+) -> Result<bool, MetaError> {
+    match txn.open_table(table)?.range((repo, "")..)?.next() {
+        Some(entry) => Ok(entry?.0.value().0 == repo),
+        None => Ok(false),
+    }
 }
 
 /// After their files are unlinked: drop the blob rows (still tombstoned) and tombstones.

@@ -170,6 +170,11 @@ impl MetaStore for Meta {
         self.write(move |txn| gc::finish_tombstones(txn, &digests))
     }
 
+    fn gc_remove_empty_repos(&self, candidates: &[RepoName], policy: Policy) -> WriteOp<u64> {
+        let candidates = candidates.to_vec();
+        self.write(move |txn| gc::remove_empty_repos(txn, &candidates, policy))
+    }
+
     fn fsck_repair(&self, repairs: Vec<Repair>) -> WriteOp<Vec<bool>> {
         self.write(move |txn| fsck::repair(txn, &repairs))
     }

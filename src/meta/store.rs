@@ -169,6 +169,11 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
     /// tombstones of `digests`.
     fn gc_finish_tombstones(&self, digests: &[Digest]) -> WriteOp<()>;
 
+    /// Garbage collection: remove those repositories among `candidates` that hold nothing (no
+    /// manifest, tag, blob link or upload session), re-checked inside the transaction, and
+    /// created before the cutoff. Answers how many were removed.
+    fn gc_remove_empty_repos(&self, candidates: &[RepoName], policy: Policy) -> WriteOp<u64>;
+
     /// fsck: apply compare-and-set repairs in one transaction; answers, for each, whether it
     /// applied (false: the row changed since the scan, so the repair no longer fits).
     fn fsck_repair(&self, repairs: Vec<Repair>) -> WriteOp<Vec<bool>>;

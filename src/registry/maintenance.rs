@@ -41,6 +41,13 @@ impl Registry {
         self.meta_write(|m| m.gc_remove_links(&batch, policy)).await
     }
 
+    /// Remove the repositories of `batch` that still hold nothing (re-checked in the
+    /// transaction).
+    pub(crate) async fn gc_remove_empty_repos(&self, batch: Vec<String>, policy: Policy) -> Result<u64, Error> {
+        let batch: Vec<RepoName> = batch.iter().filter_map(|r| RepoName::parse(r).ok()).collect();
+        self.meta_write(|m| m.gc_remove_empty_repos(&batch, policy)).await
+    }
+
     /// Delete the blobs of `batch` that are still unreferenced, unlinked, old and untouched:
     /// under their locks, commit tombstones, run `after_tombstone` (a test hook), delete them
     /// from the store, drop the rows. Returns (count, bytes).

@@ -588,3 +588,26 @@ async fn gc_interval_runs_collections_periodically() {
     }
     panic!("no periodic collection removed the untagged manifest within 10 s");
 }
+
+/// A repository whose every manifest, tag and link is gone leaves `_catalog` with the next
+/// collection; one that still holds something stays.
+#[tokio::test]
+async fn gc_removes_repositories_left_empty() {
+    let berth = berth_no_grace();
+    let (gone, _) = push_image(&berth, "empty/gone", "v1", &[b"soon gone"]).await;
+    push_image(&berth, "empty/kept", "v1", &[b"kept"]).await;
+    push_blob(&berth, "empty/loose", b"a loose blob, linked").await;
+    let c = client();
+    let resp = c
+        .delete(berth.url(&format!("/v2/empty/gone/manifests/{gone}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    next_millisecond().await;
+    let report = crate::harness::run_gc(&berth).await;
+    assert_eq!(report["repositories_removed"], 2, "{report}");
+    let catalog = crate::harness::get_json(berth.url("/v2/_catalog")).await;
+    // empty/loose's blob had no manifest: its link went, and the repository with it.
+    assert_eq!(catalog["repositories"], json!(["empty/kept"]), "{catalog}");
+}

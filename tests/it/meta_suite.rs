@@ -65,6 +65,7 @@ suite!(
     gc_sweeps_recheck_inside_the_transaction,
     tombstoned_blobs_are_absent_until_pushed_again,
     sparse_manifests_count_blobs_before_they_arrive,
+    only_empty_old_repositories_are_removed,
     fsck_repairs_are_compare_and_set,
     counts_and_usage,
     writes_survive_a_reopen,
@@ -557,6 +558,43 @@ async fn sparse_manifests_count_blobs_before_they_arrive(backend: Backend) {
     let snap = s.gc_snapshot().await.unwrap();
     let row = state(&snap, &fetched).unwrap();
     assert_eq!((row.state, row.refcount, row.links), (BlobState::Remote, 1, 1));
+}
+
+async fn only_empty_old_repositories_are_removed(backend: Backend) {
+    let s = &*backend.store;
+    let (full, linked, uploading, young, empty) = (
+        repo("r/full"),
+        repo("r/linked"),
+        repo("r/uploading"),
+        repo("r/young"),
+        repo("r/empty"),
+    );
+    let d = blob(s, &full, b"layer", 10).await;
+    put(s, &manifest(&full, "m", &[(&d, 5)], Some("v1")), 10).await.unwrap();
+    blob(s, &linked, b"linked", 10).await;
+    // Emptied, but an upload session is open in it.
+    blob(s, &uploading, b"uploading", 10).await;
+    s.unlink_blob(&uploading, &digest(b"uploading")).commit().await.unwrap();
+    s.create_upload(Uuid::new_v4(), &uploading, Algorithm::Sha256, 10)
+        .commit()
+        .await
+        .unwrap();
+    // A repository that held a blob whose link went: nothing left.
+    blob(s, &empty, b"gone", 10).await;
+    s.unlink_blob(&empty, &digest(b"gone")).commit().await.unwrap();
+    blob(s, &young, b"young", 500).await;
+    s.unlink_blob(&young, &digest(b"young")).commit().await.unwrap();
+    let all = [
+        full.clone(),
+        linked.clone(),
+        uploading.clone(),
+        young.clone(),
+        empty.clone(),
+    ];
+    let removed = s.gc_remove_empty_repos(&all, policy(100)).commit().await.unwrap();
+    assert_eq!(removed, 1);
+    let names = s.repos(None, 10).await.unwrap().items;
+    assert_eq!(names, ["r/full", "r/linked", "r/uploading", "r/young"]);
 }
 
 async fn fsck_repairs_are_compare_and_set(backend: Backend) {
