@@ -7,6 +7,7 @@
 
 pub(crate) mod access;
 pub mod admin;
+mod counted;
 mod error;
 mod handlers;
 mod query;
@@ -120,11 +121,13 @@ async fn readyz(State(app): State<App>) -> Response {
 async fn access_log(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use tracing::Instrument;
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    let bytes_in = content_length(request.headers());
     let request_id = request_id(request.headers());
     let public_base = forwarded_base(request.headers());
     let start = std::time::Instant::now();
     let span = tracing::info_span!("request", id = %request_id);
+    let (parts, body) = request.into_parts();
+    let (body, read) = counted::CountedRequest::wrap(body);
+    let request = axum::extract::Request::from_parts(parts, body);
     let mut response = next.run(request).instrument(span).await;
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", id);
@@ -133,28 +136,34 @@ async fn access_log(request: axum::extract::Request, next: axum::middleware::Nex
         absolute_location(&mut response, &base);
     }
     let status = response.status().as_u16();
-    let elapsed = start.elapsed();
-    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    let bytes_out = content_length(response.headers());
-    let (group, repo) = route_group(&path);
     let user = response
         .extensions()
         .get::<access::LoggedUser>()
-        .map_or("-", |u| u.0.as_str());
-    tracing::info!(
-        target: "berth::access",
-        id = %request_id, %method, %path, group, repo, status, bytes_in, bytes_out, micros, user,
-        "request"
-    );
-    crate::metrics::request(
-        group,
-        method.as_str(),
-        status,
-        elapsed.as_secs_f64(),
-        bytes_in,
-        bytes_out,
-    );
-    response
+        .map_or_else(|| "-".to_owned(), |u| u.0.clone());
+    let declared = (method != Method::HEAD).then(|| content_length(response.headers()));
+    // Logged and counted once the body has been handed over (or dropped): the bytes really
+    // read and sent, and the time to the end of the body.
+    let done = move |bytes_out: u64, complete: bool| {
+        let elapsed = start.elapsed();
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bytes_in = read.load(std::sync::atomic::Ordering::Relaxed);
+        let (group, repo) = route_group(&path);
+        tracing::info!(
+            target: "berth::access",
+            id = %request_id, %method, %path, group, repo, status, bytes_in, bytes_out, micros, user, complete,
+            "request"
+        );
+        crate::metrics::request(
+            group,
+            method.as_str(),
+            status,
+            elapsed.as_secs_f64(),
+            bytes_in,
+            bytes_out,
+        );
+    };
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, counted::CountedResponse::wrap(body, declared, Box::new(done)))
 }
 
 /// The client's `X-Request-Id` when it is short visible ASCII, else a new one.

@@ -311,3 +311,70 @@ async fn a_busy_port_fails_once_clearly_and_creates_no_store() {
     assert_eq!(stderr.matches("Address already in use").count(), 1, "{stderr}");
     assert!(!root.exists(), "a failed start created {}", root.display());
 }
+
+/// The access-log line of the first request whose line contains every one of `parts`, once the
+/// server has written it (polled, bounded).
+async fn access_line(berth: &Berth, parts: &[&str]) -> String {
+    for _ in 0..500 {
+        let found = berth
+            .log()
+            .lines()
+            .find(|l| l.contains("berth::access") && parts.iter().all(|p| l.contains(p)))
+            .map(str::to_owned);
+        if let Some(line) = found {
+            return line;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no access-log line with {parts:?}:\n{}", berth.log());
+}
+
+/// The access log and the request metrics count what crossed the wire: a chunked upload's
+/// bytes (it declares no length), a download to its end, and one a client abandoned, logged
+/// as incomplete with the bytes it got.
+#[tokio::test]
+async fn the_access_log_counts_bytes_really_read_and_sent_to_the_end_of_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let berth = Berth::start();
+    let c = client();
+    let session = c.post(berth.url("/v2/log/blob/blobs/uploads/")).send().await.unwrap();
+    let location = crate::harness::header(&session, "location");
+    let chunk = random_bytes(300_000, 5);
+    let chunks = vec![
+        Ok::<_, std::io::Error>(chunk[..100_000].to_vec()),
+        Ok(chunk[100_000..].to_vec()),
+    ];
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let resp = c.patch(berth.url(&location)).body(body).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let line = access_line(&berth, &["method=PATCH", "status=202"]).await;
+    assert!(line.contains("bytes_in=300000"), "{line}");
+
+    let big = random_bytes(8 << 20, 6);
+    let digest = crate::harness::push_blob(&berth, "log/big", &big).await;
+    let path = format!("/v2/log/big/blobs/{digest}");
+    let got = c.get(berth.url(&path)).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.len(), big.len());
+    let line = access_line(&berth, &["method=GET", &format!("path={path} "), "complete=true"]).await;
+    assert!(line.contains(&format!("bytes_out={}", big.len())), "{line}");
+
+    // A client that reads the headers and a little, then hangs up.
+    let mut tcp = tokio::net::TcpStream::connect(&berth.host).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        berth.host
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut first = vec![0; 64 << 10];
+    let n = tcp.read(&mut first).await.unwrap();
+    assert!(n > 0 && first.starts_with(b"HTTP/1.1 200"));
+    drop(tcp);
+    let line = access_line(&berth, &["method=GET", &format!("path={path} "), "complete=false"]).await;
+    let sent: u64 = line
+        .split("bytes_out=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes_out in {line}"));
+    assert!(sent < big.len() as u64, "{line}");
+}
