@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{peak_rss_mib, sha256};
+use common::raw::run_raw;
+use common::{absolute, client, cpu_seconds, median, peak_rss_mib, put_manifest, sha256, upload, upload_as};
 
 const MIB: usize = 1 << 20;
 
@@ -36,18 +37,8 @@ struct Target {
     name: &'static str,
     base: String,
     pid: u32,
-    child: Option<std::process::Child>,
-    _keep: Option<common::Server>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    _berth: Option<common::Server>,
+    _distribution: Option<common::Distribution>,
 }
 
 /// Berth with its defaults; `LOAD_SENDFILE=false` turns `http.sendfile` off and
@@ -66,47 +57,20 @@ fn start_berth() -> Target {
         name: "berth",
         base: server.base.clone(),
         pid: server.pid(),
-        child: None,
-        _keep: Some(server),
-        _dir: None,
+        _berth: Some(server),
+        _distribution: None,
     }
 }
 
+/// Distribution with filesystem storage, delete enabled and the access log off.
 fn start_distribution() -> Target {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = format!(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
-         rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-        dir.path().join("data").display()
-    );
-    let config_path = dir.path().join("config.yml");
-    std::fs::write(&config_path, config).unwrap();
-    let child = std::process::Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config_path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("CNCF Distribution is required: apt-get install docker-registry");
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let d = common::Distribution::start("", false);
     Target {
         name: "distribution",
-        base,
-        pid: child.id(),
-        child: Some(child),
-        _keep: None,
-        _dir: Some(dir),
+        base: d.base.clone(),
+        pid: d.pid(),
+        _berth: None,
+        _distribution: Some(d),
     }
 }
 
@@ -123,15 +87,6 @@ fn settle_page_cache() {
     {
         eprintln!("note: cannot drop the page cache ({e}); push CPU figures may drift within the run");
     }
-}
-
-/// CPU seconds (user + system) the process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
 /// CPU seconds per GiB moved, for the server and for this load client, since `start`.
@@ -156,67 +111,6 @@ impl CpuMeter {
             (cpu_seconds(self.pid) - self.server) / gib(bytes),
             (cpu_seconds(std::process::id()) - self.client) / gib(bytes),
         )
-    }
-}
-
-fn client() -> reqwest::Client {
-    common::http_client().pool_max_idle_per_host(64).build().unwrap()
-}
-
-/// Upload one blob: POST, then PUT with the whole body (or PATCH chunks, then PUT).
-/// Bodies are `Bytes` handed to reqwest by reference count: the client copies nothing.
-async fn upload(c: &reqwest::Client, base: &str, repo: &str, bytes: Bytes, chunk: Option<usize>) -> String {
-    let digest = sha256(&bytes);
-    upload_as(c, base, repo, bytes, digest, chunk).await
-}
-
-/// `upload` with the digest already known, so that a timed push does not hash in the client.
-async fn upload_as(
-    c: &reqwest::Client,
-    base: &str,
-    repo: &str,
-    bytes: Bytes,
-    digest: String,
-    chunk: Option<usize>,
-) -> String {
-    let r = c.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.unwrap();
-    assert_eq!(r.status(), 202, "POST upload");
-    let mut location = absolute(base, r.headers()["location"].to_str().unwrap());
-    let body = match chunk {
-        None => bytes,
-        Some(size) => {
-            for start in (0..bytes.len()).step_by(size) {
-                let part = bytes.slice(start..(start + size).min(bytes.len()));
-                let r = c
-                    .patch(&location)
-                    .header("content-type", "application/octet-stream")
-                    .header("content-range", format!("{start}-{}", start + part.len() - 1))
-                    .body(part)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 202, "PATCH chunk");
-                location = absolute(base, r.headers()["location"].to_str().unwrap());
-            }
-            Bytes::new()
-        }
-    };
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let r = c
-        .put(format!("{location}{sep}digest={digest}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "PUT upload");
-    digest
-}
-
-fn absolute(base: &str, location: &str) -> String {
-    if location.starts_with("http") {
-        location.to_owned()
-    } else {
-        format!("{base}{location}")
     }
 }
 
@@ -394,17 +288,6 @@ fn probe_write(path: &std::path::Path, flags: i32) -> std::io::Result<f64> {
     Ok(mb(TOTAL) / start.elapsed().as_secs_f64())
 }
 
-/// The middle value; with an even count, the mean of the two middle ones.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        f64::midpoint(v[mid - 1], v[mid])
-    }
-}
-
 /// Put each target's medians over the rounds in `row`: rate, server CPU and client CPU, each
 /// the median of its own (so they may come from different rounds).
 fn record_push(row: &mut Row, results: &PushResults) {
@@ -440,189 +323,6 @@ async fn bench_push(t: &Target, blobs: &[Bytes], chunk: Option<usize>, repo: &st
     let secs = start.elapsed().as_secs_f64();
     let bytes: usize = blobs.iter().map(Bytes::len).sum();
     (mb(bytes) / secs, cpu.per_gib(bytes))
-}
-
-/// A lean HTTP/1.1 GET client for bulk reads: one keep-alive connection, the body counted and
-/// dropped. reqwest allocates a fresh buffer for every read, and on two shared cores the client's
-/// cost decides the pull rate; this keeps it out of the way.
-///
-/// The body is dropped in the kernel, and the client wakes once per megabyte, not per segment:
-/// - `recv(MSG_TRUNC)` on a TCP socket discards up to `len` queued bytes without copying them
-///   to userspace (tcp(7)).
-/// - `SO_RCVLOWAT` keeps the socket from reporting readable until that many body bytes are
-///   queued (or the peer closes). On loopback the sender's own system call delivers each
-///   segment and wakes the reader, so every wake-up saved is CPU charged to the server.
-///
-/// Content-Length still has to match exactly. `LOAD_PULL_COPY=1` reads the body into a 64 KiB
-/// buffer instead, as most clients would, to show what the copy and the wake-ups cost;
-/// `LOAD_PULL_LOWAT=0` keeps `MSG_TRUNC` but wakes for every segment.
-struct RawGet {
-    stream: tokio::net::TcpStream,
-    host: String,
-    buf: Vec<u8>,
-    /// Never written: `recv(MSG_TRUNC)` needs only its length, so it is never faulted in.
-    sink: Vec<u8>,
-    /// The socket's `SO_RCVLOWAT` now (1, the kernel's default, between bodies).
-    lowat: usize,
-    /// The most body bytes to wait for in one wake-up (1: every segment).
-    lowat_max: usize,
-    copy: bool,
-}
-
-impl RawGet {
-    /// The most body bytes one `recv` takes, and by default one wake-up.
-    const DISCARD: usize = 1 << 20;
-    /// Below this much body left, the mark is not worth two system calls.
-    const LOWAT_MIN: usize = 64 << 10;
-    /// A wait this long for a raised mark means the kernel will not honour it (an old kernel,
-    /// or a receive buffer capped under twice the mark): this connection wakes per segment.
-    const LOWAT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
-
-    async fn connect(base: &str) -> RawGet {
-        let host = base.trim_start_matches("http://").to_owned();
-        let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        RawGet {
-            stream,
-            host,
-            buf: vec![0; 64 << 10],
-            sink: Vec::with_capacity(Self::DISCARD),
-            lowat: 1,
-            lowat_max: std::env::var("LOAD_PULL_LOWAT")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(Self::DISCARD)
-                .clamp(1, Self::DISCARD),
-            copy: std::env::var("LOAD_PULL_COPY").is_ok_and(|v| v == "1"),
-        }
-    }
-
-    /// Set `SO_RCVLOWAT` to `bytes` unless it is already.
-    fn set_lowat(&mut self, bytes: usize) {
-        if bytes == self.lowat {
-            return;
-        }
-        let value = libc::c_int::try_from(bytes).unwrap();
-        #[allow(unsafe_code)]
-        // SAFETY: setsockopt reads exactly `size_of::<c_int>()` bytes from a pointer to a live
-        // local c_int, on a descriptor the stream owns; neither socket2 nor rustix wraps this
-        // option. (Bench client only; the server has no such call.)
-        let rc = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&self.stream),
-                libc::SOL_SOCKET,
-                libc::SO_RCVLOWAT,
-                std::ptr::from_ref(&value).cast(),
-                libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap(),
-            )
-        };
-        assert_eq!(rc, 0, "SO_RCVLOWAT: {}", std::io::Error::last_os_error());
-        self.lowat = bytes;
-    }
-
-    /// Receive and drop up to `want` body bytes; returns how many (0 at end of stream).
-    async fn discard(&mut self, want: usize) -> usize {
-        use tokio::io::AsyncReadExt;
-        if self.copy {
-            let want = want.min(self.buf.len());
-            return self.stream.read(&mut self.buf[..want]).await.unwrap();
-        }
-        let want = want.min(Self::DISCARD);
-        self.set_lowat(if want >= Self::LOWAT_MIN {
-            want.min(self.lowat_max)
-        } else {
-            1
-        });
-        loop {
-            if self.lowat == 1 {
-                self.stream.readable().await.unwrap();
-            } else if tokio::time::timeout(Self::LOWAT_PATIENCE, self.stream.readable())
-                .await
-                .is_err()
-            {
-                eprintln!("load: SO_RCVLOWAT {} not honoured; waking per segment", self.lowat);
-                self.lowat_max = 1;
-                self.set_lowat(1);
-                continue;
-            }
-            let sink = &mut self.sink.spare_capacity_mut()[..want];
-            let sock = socket2::SockRef::from(&self.stream);
-            match self.stream.try_io(tokio::io::Interest::READABLE, || {
-                sock.recv_with_flags(sink, libc::MSG_TRUNC)
-            }) {
-                Ok(n) => return n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("recv: {e}"),
-            }
-        }
-    }
-
-    /// GET `path` (with an optional `Range` value); returns the status, the body's length and
-    /// its first byte.
-    async fn get(&mut self, path: &str, range: Option<&str>) -> (u16, usize, Option<u8>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let range = range.map_or_else(String::new, |r| format!("Range: {r}\r\n"));
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{range}\r\n", self.host);
-        self.stream.write_all(request.as_bytes()).await.unwrap();
-        let mut filled = 0;
-        let (status, length, head) = loop {
-            let n = self.stream.read(&mut self.buf[filled..]).await.unwrap();
-            assert!(n > 0, "connection closed before the response headers");
-            filled += n;
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut response = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(head) = response.parse(&self.buf[..filled]).unwrap() {
-                let length = response
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .map(|h| std::str::from_utf8(h.value).unwrap().parse::<usize>().unwrap())
-                    .expect("a Content-Length");
-                break (response.code.unwrap(), length, head);
-            }
-        };
-        let first = (filled > head).then(|| self.buf[head]);
-        let mut received = filled - head;
-        while received < length {
-            let n = self.discard(length - received).await;
-            assert!(n > 0, "connection closed in the body");
-            received += n;
-        }
-        assert_eq!(received, length, "body longer than Content-Length");
-        // The next response's headers are small: be woken by the first byte again.
-        self.set_lowat(1);
-        (status, length, first)
-    }
-}
-
-/// Run `n` jobs on `workers` lean connections, each taking the next job when it is free. Each
-/// connection is its own task, so the client uses every core, as separate clients would.
-async fn run_raw<F>(base: &str, n: usize, workers: usize, job: F)
-where
-    F: Fn(usize) -> (String, Option<String>, u16, usize) + Send + Sync + 'static,
-{
-    let next = Arc::new(AtomicU64::new(0));
-    let job = Arc::new(job);
-    let tasks: Vec<_> = (0..workers)
-        .map(|_| {
-            let (next, job, base) = (next.clone(), job.clone(), base.to_owned());
-            tokio::spawn(async move {
-                let mut conn = RawGet::connect(&base).await;
-                loop {
-                    let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap();
-                    if i >= n {
-                        break;
-                    }
-                    let (path, range, status, len) = job(i);
-                    let got = conn.get(&path, range.as_deref()).await;
-                    assert_eq!((got.0, got.1), (status, len), "GET {path}");
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
 }
 
 /// Every blob pulled once per round; returns the median round's MB/s (one round is about a
@@ -682,18 +382,6 @@ fn manifest(config: &str, layers: &[String]) -> Vec<u8> {
         "layers": layers,
     }))
     .unwrap()
-}
-
-/// PUT an OCI image manifest as `repo:reference`; it must be accepted (201).
-async fn put_manifest(c: &reqwest::Client, base: &str, repo: &str, reference: &str, body: Vec<u8>) {
-    let r = c
-        .put(format!("{base}/v2/{repo}/manifests/{reference}"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "PUT manifest {repo}:{reference}");
 }
 
 /// Push `n` manifests (3 layers each, distinct) to `repo` tagged t0..; returns manifests/s.

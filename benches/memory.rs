@@ -25,22 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Server, env_num, push_blob, sha256};
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-/// Deterministic pseudo-random bytes (the same generator as the tests' harness).
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()[3]
-        })
-        .collect()
-}
+use common::{OCI_MANIFEST, Server, env_num, push_blob, random_bytes, sha256};
 
 fn start(env: &[(&str, &str)]) -> Server {
     let mut all = vec![("BERTH_STORAGE_FSYNC", "false")];

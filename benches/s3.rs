@@ -26,7 +26,7 @@ mod garage;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::sha256;
+use common::{absolute, client, cpu_seconds, median, sha256};
 use futures_util::StreamExt;
 
 use garage::{ACCESS_KEY, BUCKET, Garage, REGION, SECRET_KEY};
@@ -60,28 +60,10 @@ impl Target {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(port: u16) {
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on {port}");
-}
-
 fn berth(garage: &Garage, root: std::path::PathBuf) -> Target {
     let endpoint = garage.endpoint.clone();
     let start = move |redirect: bool| {
-        let port = free_port();
+        let port = common::free_port();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BERTH_")) {
             cmd.env_remove(k);
@@ -101,7 +83,7 @@ fn berth(garage: &Garage, root: std::path::PathBuf) -> Target {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        wait_for(port);
+        common::wait_for(port);
         (child, format!("http://127.0.0.1:{port}"))
     };
     let (child, base) = start(false);
@@ -116,53 +98,22 @@ fn distribution(garage: &Garage, dir: std::path::PathBuf) -> Target {
     garage.create_bucket("distribution");
     let endpoint = garage.endpoint.clone();
     let start = move |redirect: bool| {
-        let port = free_port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  s3:\n    \
-             accesskey: {ACCESS_KEY}\n    secretkey: {SECRET_KEY}\n    region: {REGION}\n    \
-             regionendpoint: {endpoint}\n    bucket: distribution\n    secure: false\n    v4auth: true\n  \
-             delete:\n    enabled: true\n  redirect:\n    disable: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            !redirect
-        );
-        let path = dir.join("config.yml");
-        std::fs::write(&path, config).unwrap();
-        let child = std::process::Command::new("docker-registry")
-            .arg("serve")
-            .arg(&path)
-            // Its s3 driver panics at start when AWS_CA_BUNDLE is set.
-            .env_remove("AWS_CA_BUNDLE")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("CNCF Distribution is required: apt-get install docker-registry");
-        wait_for(port);
-        (child, format!("http://127.0.0.1:{port}"))
+        let config = |port| {
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  s3:\n    \
+                 accesskey: {ACCESS_KEY}\n    secretkey: {SECRET_KEY}\n    region: {REGION}\n    \
+                 regionendpoint: {endpoint}\n    bucket: distribution\n    secure: false\n    v4auth: true\n  \
+                 delete:\n    enabled: true\n  redirect:\n    disable: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                !redirect
+            )
+        };
+        common::spawn_distribution(&dir, config, std::process::Stdio::null())
     };
     let (child, base) = start(false);
     Target {
         base,
         child,
         start: Box::new(start),
-    }
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn client() -> reqwest::Client {
-    common::http_client().pool_max_idle_per_host(64).build().unwrap()
-}
-
-fn absolute(base: &str, location: &str) -> String {
-    if location.starts_with("http") {
-        location.to_owned()
-    } else {
-        format!("{base}{location}")
     }
 }
 
@@ -306,11 +257,6 @@ fn gib(bytes: usize) -> f64 {
     bytes as f64 / f64::from(1u32 << 30)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn scaled(n: usize) -> usize {
     let scale: f64 = std::env::var("S3_SCALE")
         .ok()
@@ -375,16 +321,9 @@ async fn main() {
     let rounds = common::env_num("S3_ROUNDS", 3) | 1;
     let (n_big, n_small, n_gc) = (scaled(16), scaled(400), scaled(10_000));
     println!(
-        "s3 bench: {} CPUs, {}; {rounds} rounds; {n_big} x 16 MiB and {n_small} x 4 KiB pushes per round, \
+        "s3 bench: {}; {rounds} rounds; {n_big} x 16 MiB and {n_small} x 4 KiB pushes per round, \
          gc over {n_gc} blobs; Garage {}",
-        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split(':').nth(1))
-            .unwrap_or("")
-            .trim(),
+        common::machine(),
         String::from_utf8_lossy(
             &std::process::Command::new(garage::binary())
                 .arg("--version")
