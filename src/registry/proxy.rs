@@ -14,11 +14,11 @@
 //!   clients arriving together make one HEAD.
 //! - **A blob** is fetched once however many clients ask at once (single flight): the first
 //!   starts a detached fetch that streams into a temporary upload, hashing as it goes, and
-//!   hands the bytes to that client as they arrive, all but the last chunk; the blob is
-//!   committed (durable, then recorded, under its digest lock, as a push is) only if its digest
-//!   matches, and only then does the client get its last chunk. On a mismatch the upload is
+//!   hands the bytes to that client as they arrive, all but the last chunk. Only once the
+//!   digest matches does that client get its last chunk; then the blob is committed (durable,
+//!   then recorded, under its digest lock, as a push is). On a mismatch the upload is
 //!   discarded and the client's body breaks off, so a corrupt blob is never cached nor served
-//!   whole. Other clients wait for the fetch and read the local copy.
+//!   whole. Other clients wait for the commit and read the local copy.
 //! - **The upstream failing** leaves cached tags served (with `serve_stale`, with a `Warning`
 //!   header); what was never cached answers 503, or 404 when the upstream said so.
 
@@ -652,12 +652,19 @@ struct Tee {
     held: Option<Bytes>,
     client: Option<mpsc::Sender<io::Result<Bytes>>>,
     idle: Duration,
+    /// Whether a chunk has been passed on yet.
+    streaming: bool,
 }
 
 impl Tee {
     async fn pass(&mut self, chunk: Bytes) {
         if let Some(prev) = self.held.replace(chunk) {
             self.send(Ok(prev)).await;
+            if !self.streaming {
+                self.streaming = true;
+                // Test builds: a client holds its first bytes, the rest still to come.
+                crate::testhook::pause("proxy.streaming", || {}).await;
+            }
         }
     }
 
@@ -683,6 +690,7 @@ impl Fetch {
             held: None,
             client,
             idle: self.registry.limits.body_idle_timeout,
+            streaming: false,
         }));
         let result = self.fetch(&tee, size_tx).await;
         let mut tee = tee.lock().await;
@@ -785,6 +793,15 @@ impl Fetch {
                 "upstream {url} sent bytes for blob {} that hash to {actual}; nothing was cached",
                 self.digest
             )));
+        }
+        // Every byte is verified: the first client gets its last chunk and its body ends now,
+        // without waiting for the commit's durable write.
+        {
+            let mut tee = tee.lock().await;
+            if let Some(last) = tee.held.take() {
+                tee.send(Ok(last)).await;
+            }
+            tee.client = None;
         }
         crate::testhook::pause("proxy.before_commit", || {}).await;
         self.registry

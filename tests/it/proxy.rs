@@ -690,6 +690,27 @@ async fn past_max_bytes_gc_evicts_the_least_recently_pulled_image_while_pulls_go
     assert_eq!(header(&resp, "docker-content-digest"), local);
 }
 
+/// After a restart: no blob `digest`, no staging leftovers.
+async fn assert_nothing_kept(mirror: &Berth, digest: &str) {
+    assert!(!mirror.stored_blobs().await.contains(digest), "a blob was kept");
+    assert!(
+        mirror.staging_entries().await.is_empty(),
+        "staging leftovers after restart"
+    );
+}
+
+/// GET `path` on `mirror` in the background; the body's length and digest, or the error that
+/// broke it off.
+fn pull_in_background(mirror: &Berth, path: &str) -> tokio::task::JoinHandle<Result<(usize, String), String>> {
+    let url = mirror.url(path);
+    tokio::spawn(async move {
+        let resp = client().get(url).send().await.map_err(|e| e.to_string())?;
+        assert_eq!(resp.status(), 200);
+        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        Ok((body.len(), sha256(&body)))
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restart_in_the_middle_of_a_cold_pull_serves_nothing_partial() {
     let site = Site::new();
@@ -699,38 +720,38 @@ async fn a_restart_in_the_middle_of_a_cold_pull_serves_nothing_partial() {
     let digest = blobs[1].0.clone();
     let mut mirror = site.mirror_with(
         &entry("up", &upstream, ""),
-        &[("BERTH_TEST_PAUSE_AT", "proxy.before_commit")],
+        &[("BERTH_TEST_PAUSE_AT", "proxy.streaming,proxy.before_commit")],
     );
     let path = format!("/v2/up/team/app/blobs/{digest}");
-    let url = mirror.url(&path);
-    let first = tokio::spawn(async move {
-        let resp = client().get(url).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.bytes().await.map(|b| b.len())
-    });
-    // Every byte is in and hashed; the commit has not happened. Kill the server there.
-    mirror.wait_reached("proxy.before_commit", 1).await;
+
+    // Killed while streaming: the client holds some bytes, never the whole blob.
+    let first = pull_in_background(&mirror, &path);
+    mirror.wait_reached("proxy.streaming", 1).await;
     mirror.kill();
-    let got = first.await.unwrap();
-    assert!(
-        got.is_err() || got.unwrap() < layer.len(),
-        "the killed pull was served whole"
-    );
+    if let Ok((len, _)) = first.await.unwrap() {
+        assert!(len < layer.len(), "the killed pull was served whole");
+    }
     mirror.restart();
-    assert!(
-        !mirror.stored_blobs().await.contains(&digest),
-        "a partial blob was kept"
-    );
-    assert!(
-        mirror.staging_entries().await.is_empty(),
-        "staging leftovers after restart"
-    );
-    // The next pull fetches again and completes.
-    let url = mirror.url(&path);
-    let again = tokio::spawn(async move { client().get(url).send().await.unwrap().bytes().await.unwrap() });
+    assert_nothing_kept(&mirror, &digest).await;
+
+    // Killed after the digest matched, before the commit: that client got every byte,
+    // verified; nothing was kept.
+    let second = pull_in_background(&mirror, &path);
+    mirror.wait_reached("proxy.streaming", 1).await;
+    mirror.resume("proxy.streaming").await;
+    mirror.wait_reached("proxy.before_commit", 1).await;
+    assert_eq!(second.await.unwrap(), Ok((layer.len(), digest.clone())));
+    mirror.kill();
+    mirror.restart();
+    assert_nothing_kept(&mirror, &digest).await;
+
+    // The next pull fetches again and completes, and the blob is kept.
+    let third = pull_in_background(&mirror, &path);
+    mirror.wait_reached("proxy.streaming", 1).await;
+    mirror.resume("proxy.streaming").await;
     mirror.wait_reached("proxy.before_commit", 1).await;
     mirror.resume("proxy.before_commit").await;
-    assert_eq!(sha256(&again.await.unwrap()), digest);
+    assert_eq!(third.await.unwrap(), Ok((layer.len(), digest.clone())));
     assert!(mirror.stored_blobs().await.contains(&digest));
 }
 
