@@ -196,6 +196,8 @@ pub struct Limits {
     pub upload_sessions_per_client: u64,
     /// An upload whose body sends nothing for this long is abandoned.
     pub body_idle_timeout: Duration,
+    /// At a session limit, sessions no request used for this long are closed to make room.
+    pub upload_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -374,6 +376,8 @@ struct RawLimits {
     upload_sessions_per_client: Option<u64>,
     #[serde(with = "humantime_serde")]
     body_idle_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    upload_idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -429,6 +433,9 @@ const ENV_KEYS: &[(&str, Setter)] = &[
     }),
     ("limits.body_idle_timeout", |r, v| {
         set_duration(&mut r.limits.body_idle_timeout, v)
+    }),
+    ("limits.upload_idle_timeout", |r, v| {
+        set_duration(&mut r.limits.upload_idle_timeout, v)
     }),
     ("log.level", |r, v| set(&mut r.log.level, v)),
     ("log.format", |r, v| set(&mut r.log.format, v)),
@@ -718,6 +725,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             upload_sessions: raw.limits.upload_sessions.unwrap_or(1024),
             upload_sessions_per_client: raw.limits.upload_sessions_per_client.unwrap_or(64),
             body_idle_timeout: raw.limits.body_idle_timeout.unwrap_or(Duration::from_secs(60)),
+            upload_idle_timeout: raw.limits.upload_idle_timeout.unwrap_or(Duration::from_secs(15 * 60)),
         },
         log: Log {
             level,
@@ -1195,7 +1203,7 @@ impl Config {
         format!(
             "http:\n  addr: {}\n  drain_timeout: {}\n  shutdown_delay: {}\n  debug_addr: {}\n  header_timeout: {}\n  sendfile: {}\n{}storage:\n  root: {}\n  fsync: {}\n  direct_io: {}\n  meta_cache: {}\n{}limits:\n  \
              manifest_max_size: {}\n  blob_max_size: {}\n  upload_sessions: {}\n  \
-             upload_sessions_per_client: {}\n  body_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
+             upload_sessions_per_client: {}\n  body_idle_timeout: {}\n  upload_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
              grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\nvalidation:\n  \
              sparse: {}\n",
             self.http.addr,
@@ -1215,6 +1223,7 @@ impl Config {
             self.limits.upload_sessions,
             self.limits.upload_sessions_per_client,
             d(self.limits.body_idle_timeout),
+            d(self.limits.upload_idle_timeout),
             self.log.level,
             d(self.gc.grace_period),
             self.gc.delete_untagged,

@@ -48,6 +48,8 @@ pub struct Limits {
     pub upload_sessions: u64,
     pub upload_sessions_per_client: u64,
     pub body_idle_timeout: std::time::Duration,
+    /// At a session limit, sessions no request used for this long are closed to make room.
+    pub upload_idle_timeout: std::time::Duration,
     /// Accept manifests whose blobs or children are absent (`validation.sparse`).
     pub sparse_manifests: bool,
 }

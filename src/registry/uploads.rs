@@ -59,6 +59,9 @@ struct Slot {
     /// `None` until loaded after a restart, or while a request has it out.
     staged: Option<Box<dyn Upload>>,
     closed: bool,
+    /// When a request last used the session (`now_ms`); 0 for one no request has used since
+    /// start-up.
+    active_ms: crate::meta::Millis,
 }
 
 impl Sessions {
@@ -71,6 +74,7 @@ impl Sessions {
                 client: None,
                 staged: None,
                 closed: false,
+                active_ms: 0,
             }))
         });
         Arc::clone(slot)
@@ -123,7 +127,11 @@ impl Registry {
         algorithm: Algorithm,
     ) -> Result<UploadStatus, Error> {
         self.refuse_cached(repo)?;
-        let open = self.meta.upload_count().await?;
+        let mut open = self.meta.upload_count().await?;
+        if open >= self.limits.upload_sessions {
+            self.close_idle_sessions(None).await?;
+            open = self.meta.upload_count().await?;
+        }
         if open >= self.limits.upload_sessions {
             return Err(Error::TooManyRequests {
                 reason: format!("{open} upload sessions are open, the limit; finish or cancel one first"),
@@ -132,6 +140,8 @@ impl Registry {
         }
         if let Some(ip) = client
             && !self.uploads.claim(ip, self.limits.upload_sessions_per_client)
+            && (self.close_idle_sessions(Some(ip)).await? == 0
+                || !self.uploads.claim(ip, self.limits.upload_sessions_per_client))
         {
             let limit = self.limits.upload_sessions_per_client;
             return Err(Error::TooManyRequests {
@@ -161,6 +171,7 @@ impl Registry {
         let mut slot = slot.lock().await;
         slot.staged = Some(staged);
         slot.client = client;
+        slot.active_ms = now_ms();
         Ok(UploadStatus { id, offset: 0 })
     }
 
@@ -291,6 +302,7 @@ impl Registry {
         if slot.closed || slot.repo != repo.as_str() {
             return Err(Error::BlobUploadUnknown);
         }
+        slot.active_ms = now_ms();
         if slot.staged.is_none() {
             let Some(staged) = self.blobs.resume_upload(id, slot.algorithm).await? else {
                 self.close_session(id, &mut slot).await?;
@@ -311,6 +323,29 @@ impl Registry {
         self.uploads.remove(id);
         self.meta_write(|m| m.delete_upload(id)).await?;
         Ok(self.blobs.remove_upload(id).await?)
+    }
+
+    /// At a session limit: close the sessions (of `client`, if given) that no request has used
+    /// for `limits.upload_idle_timeout`, so that clients that walked away do not lock out the
+    /// rest. Returns how many were closed.
+    async fn close_idle_sessions(&self, client: Option<IpAddr>) -> Result<u64, Error> {
+        let idle = u64::try_from(self.limits.upload_idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = now_ms().saturating_sub(idle);
+        let mut closed = 0;
+        for id in self.meta.stale_uploads(cutoff).await? {
+            let slot = self.uploads.get_or_insert(id, "", Algorithm::Sha256);
+            let Ok(mut slot) = slot.try_lock_owned() else { continue };
+            let theirs = client.is_none_or(|ip| slot.client == Some(ip));
+            if slot.closed || slot.active_ms >= cutoff || !theirs {
+                continue;
+            }
+            self.close_session(id, &mut slot).await?;
+            closed += 1;
+        }
+        if closed > 0 {
+            tracing::info!(closed, client = ?client, "closed upload sessions idle past limits.upload_idle_timeout to make room");
+        }
+        Ok(closed)
     }
 
     /// Close the sessions created before `before_ms` that no request is using right now.

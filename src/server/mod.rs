@@ -88,6 +88,7 @@ async fn open_parts(config: &Config) -> Result<(Arc<dyn MetaStore>, Arc<dyn Blob
         upload_sessions: config.limits.upload_sessions,
         upload_sessions_per_client: config.limits.upload_sessions_per_client,
         body_idle_timeout: config.limits.body_idle_timeout,
+        upload_idle_timeout: config.limits.upload_idle_timeout,
         sparse_manifests: config.validation.sparse,
     };
     Ok((meta, blobs, limits))

@@ -107,3 +107,57 @@ async fn oversized_bodies_are_refused() {
         "nothing left staged"
     );
 }
+
+/// A client that opens sessions and walks away does not lock out pushes until
+/// `gc.upload_max_age`: at a limit, sessions idle past `limits.upload_idle_timeout` are closed
+/// to make room; one still in use is not.
+#[tokio::test]
+async fn at_a_session_limit_sessions_idle_past_the_timeout_make_room() {
+    let berth = Berth::builder()
+        .env("BERTH_LIMITS_UPLOAD_SESSIONS_PER_CLIENT", "2")
+        .env("BERTH_LIMITS_UPLOAD_SESSIONS", "3")
+        .env("BERTH_LIMITS_UPLOAD_IDLE_TIMEOUT", "1m")
+        .start();
+    let c = client();
+    let open = || async {
+        let resp = c.post(berth.url("/v2/idle/blobs/uploads/")).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.headers().get("location").map(|l| l.to_str().unwrap().to_owned()),
+        )
+    };
+    let (_, active) = open().await;
+    let (_, abandoned) = open().await;
+    let (active, abandoned) = (active.unwrap(), abandoned.unwrap());
+    assert_eq!(open().await.0, 429, "within the idle timeout, the limit holds");
+    berth.advance_clock(std::time::Duration::from_secs(120)).await;
+    // One session is used again; the other was walked away from.
+    let patch = |loc: String| c.patch(berth.url(&loc)).body(b"more".to_vec()).send();
+    assert_eq!(patch(active.clone()).await.unwrap().status(), 202);
+    let (status, _) = open().await;
+    assert_eq!(status, 202, "the idle session made room");
+    assert_eq!(
+        patch(abandoned).await.unwrap().status(),
+        404,
+        "the idle session was closed"
+    );
+    assert_eq!(patch(active).await.unwrap().status(), 202, "the active one was kept");
+    // The server-wide limit makes room the same way.
+    let berth = Berth::builder()
+        .env("BERTH_LIMITS_UPLOAD_SESSIONS_PER_CLIENT", "10")
+        .env("BERTH_LIMITS_UPLOAD_SESSIONS", "2")
+        .env("BERTH_LIMITS_UPLOAD_IDLE_TIMEOUT", "1m")
+        .start();
+    let post = || c.post(berth.url("/v2/idle/blobs/uploads/")).send();
+    for _ in 0..2 {
+        assert_eq!(post().await.unwrap().status(), 202);
+    }
+    assert_eq!(post().await.unwrap().status(), 429);
+    berth.advance_clock(std::time::Duration::from_secs(120)).await;
+    assert_eq!(
+        post().await.unwrap().status(),
+        202,
+        "idle sessions made room under the server-wide limit"
+    );
+}
