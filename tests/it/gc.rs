@@ -4,7 +4,6 @@
 //! (src/testhook.rs): a collection pauses at a point named in `BERTH_TEST_PAUSE_AT` until the
 //! test resumes it, and the test waits for a request to reach a point before it does.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -91,16 +90,6 @@ async fn status(url: String) -> u16 {
     client().get(url).send().await.unwrap().status().as_u16()
 }
 
-fn blob_file(berth: &Berth, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    berth
-        .root
-        .join("blobs/sha256")
-        .join(&hex[..2])
-        .join(&hex[2..4])
-        .join(hex)
-}
-
 fn layer_digests(manifest: &[u8]) -> Vec<String> {
     let m: Value = serde_json::from_slice(manifest).unwrap();
     let mut out = vec![m["config"]["digest"].as_str().unwrap().to_owned()];
@@ -125,13 +114,10 @@ async fn moved_tag_frees_the_old_manifest_and_its_blobs() {
     assert_eq!(status(berth.url(&format!("/v2/app/manifests/{new}"))).await, 200);
     let old_only = sha256(b"old layer A");
     assert_eq!(status(berth.url(&format!("/v2/app/blobs/{old_only}"))).await, 404);
-    assert!(
-        !blob_file(&berth, &old_only).exists(),
-        "old layer file is still on disk"
-    );
+    assert!(!berth.blob_file(&old_only).exists(), "old layer file is still on disk");
     for d in layer_digests(&new_body) {
         assert_eq!(status(berth.url(&format!("/v2/app/blobs/{d}"))).await, 200, "{d}");
-        assert!(blob_file(&berth, &d).exists());
+        assert!(berth.blob_file(&d).exists());
     }
 }
 
@@ -147,7 +133,7 @@ async fn grace_period_keeps_then_releases() {
     let report = gc(&berth, "").await;
     assert_eq!(report["manifests_deleted"], 1, "{report}");
     assert_eq!(status(berth.url(&format!("/v2/app/manifests/{old}"))).await, 404);
-    assert!(!blob_file(&berth, &sha256(b"grace layer")).exists());
+    assert!(!berth.blob_file(&sha256(b"grace layer")).exists());
 }
 
 /// Push `layers` and a config as blobs of `repo` and return an OCI manifest over them.
@@ -206,7 +192,7 @@ async fn index_children_are_kept_until_the_index_goes() {
     assert_eq!(resp.status(), 202);
     let report = gc(&berth, "").await;
     assert_eq!(report["manifests_deleted"], 3, "index and both children: {report}");
-    assert!(!blob_file(&berth, &sha256(b"arm64 layer")).exists());
+    assert!(!berth.blob_file(&sha256(b"arm64 layer")).exists());
 }
 
 #[tokio::test]
@@ -244,7 +230,7 @@ async fn a_blob_shared_by_two_repositories_lives_until_both_drop_it() {
     let shared: &[u8] = b"layer shared by two repositories";
     let (a, _) = push_image(&berth, "team/a", "v1", &[shared]).await;
     let (b, _) = push_image(&berth, "team/b", "v1", &[shared, b"b only"]).await;
-    let file = blob_file(&berth, &sha256(shared));
+    let file = berth.blob_file(&sha256(shared));
     client()
         .delete(berth.url(&format!("/v2/team/a/manifests/{a}")))
         .send()
@@ -309,7 +295,7 @@ async fn dry_run_deletes_nothing_and_predicts_the_real_run() {
     assert_eq!(predicted["manifests_deleted"], 1, "{predicted}");
     assert_eq!(predicted["blobs_deleted"], 2, "{predicted}");
     assert_eq!(status(berth.url(&format!("/v2/dry/manifests/{old}"))).await, 200);
-    assert!(blob_file(&berth, &sha256(b"dry old")).exists());
+    assert!(berth.blob_file(&sha256(b"dry old")).exists());
     let actual = gc(&berth, "").await;
     for key in ["manifests_deleted", "links_removed", "blobs_deleted", "bytes_freed"] {
         assert_eq!(predicted[key], actual[key], "{key}: {predicted} vs {actual}");
@@ -415,7 +401,7 @@ async fn race_repush_of_a_blob_being_deleted() {
         .unwrap();
     assert_eq!(body.status(), 200);
     assert_eq!(body.bytes().await.unwrap(), bytes);
-    assert!(blob_file(&berth, &digest).exists());
+    assert!(berth.blob_file(&digest).exists());
 }
 
 /// A manifest PUT that references a blob being swept gets a clean error; pushing the blob
@@ -528,10 +514,10 @@ async fn crash_between_tombstone_and_unlink() {
     next_millisecond().await;
     let id = start_gc(&berth, "").await;
     wait_phase(&berth, &id, "paused").await;
-    assert!(blob_file(&berth, &digest).exists(), "not unlinked yet");
+    assert!(berth.blob_file(&digest).exists(), "not unlinked yet");
     berth.kill();
     berth.restart();
-    assert!(!blob_file(&berth, &digest).exists(), "start-up finished the deletion");
+    assert!(!berth.blob_file(&digest).exists(), "start-up finished the deletion");
     assert_eq!(status(berth.url(&format!("/v2/crash/blobs/{digest}"))).await, 404);
     push_blob(&berth, "crash", bytes).await;
     let body = client()

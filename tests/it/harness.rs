@@ -72,6 +72,16 @@ impl Berth {
         (child, base.to_owned())
     }
 
+    /// The path of blob `digest`'s file under this server's root (filesystem storage).
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        self.root
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(&hex[2..4])
+            .join(hex)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -341,17 +341,6 @@ async fn sixteen_concurrent_cold_pulls_fetch_the_blob_from_upstream_once() {
     );
 }
 
-/// The path of a blob's file under a filesystem store's root.
-fn blob_file(berth: &Berth, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    berth
-        .root
-        .join("blobs/sha256")
-        .join(&hex[..2])
-        .join(&hex[2..4])
-        .join(hex)
-}
-
 #[tokio::test]
 async fn a_corrupt_upstream_blob_is_never_cached_nor_served_whole() {
     let site = Site::new();
@@ -360,7 +349,7 @@ async fn a_corrupt_upstream_blob_is_never_cached_nor_served_whole() {
     let (_, _, blobs) = upstream_image(&upstream, "team/bad", "v1", &[&layer]).await;
     let digest = blobs[1].0.clone();
     // Flip one byte in the upstream's file: it serves what it has without checking.
-    let file = blob_file(&upstream, &digest);
+    let file = upstream.blob_file(&digest);
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[1000] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
