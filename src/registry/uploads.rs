@@ -121,7 +121,7 @@ impl Registry {
     /// Open a new upload session in `repo` for `client`, hashing with `algorithm`, within the
     /// session limits.
     pub async fn start_upload(
-        &self,
+        self: &Arc<Self>,
         repo: &RepoName,
         client: Option<IpAddr>,
         algorithm: Algorithm,
@@ -149,11 +149,21 @@ impl Registry {
                 retry_after: RETRY_CLIENT_LIMIT,
             });
         }
-        let started = self.open_new_session(repo, client, algorithm).await;
-        if let (Err(_), Some(ip)) = (&started, client) {
-            self.uploads.release(ip);
-        }
-        started
+        // Detached from the request: a client that goes away between the staging file's
+        // creation and its row's commit would otherwise leave the file an orphan (and its
+        // claim counted). The session it opens is then an ordinary abandoned one.
+        let registry = Arc::clone(self);
+        let repo = repo.clone();
+        let opening = tokio::spawn(async move {
+            let started = registry.open_new_session(&repo, client, algorithm).await;
+            if let (Err(_), Some(ip)) = (&started, client) {
+                registry.uploads.release(ip);
+            }
+            started
+        });
+        opening
+            .await
+            .unwrap_or_else(|e| Err(Error::Internal(format!("opening an upload session: {e}"))))
     }
 
     async fn open_new_session(
@@ -165,6 +175,7 @@ impl Registry {
         let id = Uuid::new_v4();
         let staged = self.blobs.create_upload(id, algorithm).await?;
         crate::crashpoint::hit("upload.after_create_file");
+        crate::testhook::pause("upload.after_create_file", || {}).await;
         self.meta_write(|m| m.create_upload(id, repo, algorithm, now_ms()))
             .await?;
         let slot = self.uploads.get_or_insert(id, repo.as_str(), algorithm);
@@ -172,6 +183,7 @@ impl Registry {
         slot.staged = Some(staged);
         slot.client = client;
         slot.active_ms = now_ms();
+        crate::testhook::reached("upload.opened");
         Ok(UploadStatus { id, offset: 0 })
     }
 

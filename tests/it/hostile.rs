@@ -170,3 +170,31 @@ async fn path_tricks_never_reach_the_filesystem() {
     let resp = client().get(berth.url("/v2/inside/manifests/v1")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// A client that goes away while its upload session is being opened (after the staging file,
+/// before the session's row) leaves no staging orphan: the opening finishes without it, and
+/// the store stays consistent for fsck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_while_its_session_opens_leaves_no_orphan() {
+    let berth = Berth::builder()
+        .env("BERTH_TEST_PAUSE_AT", "upload.after_create_file")
+        .start();
+    let mut tcp = TcpStream::connect(&berth.host).await.unwrap();
+    let request = format!(
+        "POST /v2/orphan/blobs/uploads/ HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
+        berth.host
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    berth.wait_reached("upload.after_create_file", 1).await;
+    drop(tcp);
+    berth.resume("upload.after_create_file").await;
+    // The session's row follows its file even though nobody waits for it any more.
+    berth.wait_reached("upload.opened", 1).await;
+    let report = crate::harness::fsck_report(&berth);
+    assert_eq!(report["clean"], true, "{report}");
+    assert_eq!(
+        berth.staging_entries().await.len(),
+        1,
+        "the session exists, with its file"
+    );
+}

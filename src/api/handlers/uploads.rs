@@ -20,7 +20,7 @@ use crate::oci::{Algorithm, Digest, RepoName};
 use crate::registry::{Error, Registry, UploadStatus};
 
 pub async fn start(
-    reg: &Registry,
+    reg: &std::sync::Arc<Registry>,
     name: &RepoName,
     query: &Query,
     body: Body,
