@@ -164,6 +164,10 @@ pub async fn token(State(app): State<App>, Extension(peer): Extension<Peer>, uri
     response
 }
 
+/// What an anonymous admin request is told: how to get in.
+const ADMIN_LOGIN: &str = "the admin API needs a user with the admin role (auth.admins); \
+    berth gc, fsck and du --url send one from BERTH_ADMIN_USER and BERTH_ADMIN_PASSWORD";
+
 /// The admin routes: the admin role with authentication on, loopback callers without it.
 pub async fn admin_guard(
     State(app): State<App>,
@@ -181,7 +185,9 @@ pub async fn admin_guard(
     let challenge = auth.challenge(None, &base(request.headers(), &peer));
     let caller = match authenticate(auth, request.headers(), &peer).await {
         Ok(caller) if caller.is_anonymous() => {
-            return ApiError::auth(&crate::auth::AuthError::Missing, &challenge).into_response();
+            let mut e = ApiError::auth(&crate::auth::AuthError::Missing, &challenge);
+            ADMIN_LOGIN.clone_into(&mut e.detail);
+            return e.into_response();
         }
         Ok(caller) => caller,
         Err(e) => return ApiError::auth(&e, &challenge).into_response(),
@@ -190,7 +196,14 @@ pub async fn admin_guard(
     let mut response = if auth.is_admin(&caller) {
         next.run(request).await
     } else {
-        ApiError::new(Code::Denied, "the admin API needs the admin role").into_response()
+        ApiError::new(
+            Code::Denied,
+            format!(
+                "the admin API needs the admin role, which {} does not have: auth.admins (users or groups) grants it",
+                caller.subject.name()
+            ),
+        )
+        .into_response()
     };
     response.extensions_mut().insert(user);
     response

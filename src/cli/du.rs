@@ -17,7 +17,9 @@ pub struct DuArgs {
     /// Storage root (overrides storage.root).
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
-    /// Ask the server at this URL instead of reading the store.
+    /// Ask the server at this URL instead of reading the store. With authentication on, as
+    /// the admin user whose name and password are in BERTH_ADMIN_USER and
+    /// BERTH_ADMIN_PASSWORD.
     #[arg(long, value_name = "URL")]
     url: Option<String>,
     /// Print JSON.

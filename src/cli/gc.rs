@@ -23,7 +23,9 @@ pub struct GcArgs {
     #[arg(long)]
     dry_run: bool,
     /// Run through the server at this URL (for example http://127.0.0.1:5000) instead of
-    /// opening the store directly; needed while a server holds the store.
+    /// opening the store directly; needed while a server holds the store. With authentication
+    /// on, as the admin user whose name and password are in BERTH_ADMIN_USER and
+    /// BERTH_ADMIN_PASSWORD.
     #[arg(long, value_name = "URL")]
     url: Option<String>,
     /// Print the report as JSON.

@@ -317,15 +317,25 @@ async fn the_admin_api_needs_the_admin_role() {
     use reqwest::Method;
     let site = Site::new();
     let berth = start_with(&site.config(RULES));
+    // Refusals say which setting grants the role, and how the CLI sends credentials.
     let resp = client().post(berth.url("/admin/gc?dry_run=true")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(error_codes(resp).await, ["UNAUTHORIZED"]);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
+    let detail = body["errors"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("auth.admins") && detail.contains("BERTH_ADMIN_USER"),
+        "{detail}"
+    );
     let resp = as_user(client().post(berth.url("/admin/gc?dry_run=true")), Some("alice"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    assert_eq!(error_codes(resp).await, ["DENIED"]);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "DENIED");
+    let detail = body["errors"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("alice") && detail.contains("auth.admins"), "{detail}");
     assert_eq!(
         status(&berth, Method::POST, "/admin/gc?dry_run=true", Some("carol")).await,
         202

@@ -44,6 +44,13 @@ fn version_and_help() {
     ] {
         assert!(serve.contains(word), "serve --help mentions {word}:\n{serve}");
     }
+    // The jobs that can run through a server say how they authenticate there.
+    for job in ["gc", "fsck", "du"] {
+        let help = text(&berth().args([job, "--help"]).output().unwrap());
+        for word in ["--url", "BERTH_ADMIN_USER", "BERTH_ADMIN_PASSWORD"] {
+            assert!(help.contains(word), "{job} --help mentions {word}:\n{help}");
+        }
+    }
 }
 
 fn serve_with(config: &str, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
