@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
 use berth::config::{self, Flags};
 use berth::meta::usage::Usage;
 use berth::meta::{Meta, MetaError, MetaStore};
@@ -48,7 +47,7 @@ pub fn run(args: DuArgs) -> anyhow::Result<()> {
                 }
             }
             Err(MetaError::Locked(path)) => {
-                bail!("{path} is held by a running berth server; use `berth du --url http://<its address>`")
+                return Err(super::held_by_server(&path, "du", &config));
             }
             Err(e) => return Err(e.into()),
         }

@@ -65,24 +65,17 @@ pub fn run(args: &FsckArgs) -> anyhow::Result<u8> {
     Ok(u8::from(!report.clean))
 }
 
-fn held_by_server(path: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{path} is held by a running berth server; run fsck through it with \
-         `berth fsck --url http://<its address>` (or POST /admin/fsck on it)"
-    )
-}
-
 async fn offline(config: &config::Config, opts: fsck::Options) -> anyhow::Result<Report> {
     let root = config.storage.root.clone();
     super::require_store(&root)?;
     let database_ok = match meta::check_integrity(&root) {
         Ok(ok) => ok,
-        Err(MetaError::Locked(path)) => return Err(held_by_server(&path)),
+        Err(MetaError::Locked(path)) => return Err(super::held_by_server(&path, "fsck", config)),
         Err(e) => return Err(e.into()),
     };
     let registry = match open_registry_as_is(config).await {
         Ok(registry) => registry,
-        Err(ServeError::Meta(MetaError::Locked(path))) => return Err(held_by_server(&path)),
+        Err(ServeError::Meta(MetaError::Locked(path))) => return Err(super::held_by_server(&path, "fsck", config)),
         Err(e) => return Err(e.into()),
     };
     let progress = Arc::new(Progress::default());

@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::bail;
 use berth::config::{self, Config, Flags};
 use berth::gc::{self, Phase, Report};
 use berth::meta::MetaError;
@@ -57,10 +56,7 @@ async fn offline(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
     super::require_store(&config.storage.root)?;
     let registry = match open_registry(config).await {
         Ok(registry) => registry,
-        Err(ServeError::Meta(MetaError::Locked(path))) => bail!(
-            "{path} is held by a running berth server; run garbage collection through it with \
-             `berth gc --url http://<its address>` (or POST /admin/gc on it)"
-        ),
+        Err(ServeError::Meta(MetaError::Locked(path))) => return Err(super::held_by_server(&path, "gc", config)),
         Err(e) => return Err(e.into()),
     };
     let opts = gc::Options::from_config(&config.gc).with_dry_run(dry_run);

@@ -341,6 +341,8 @@ async fn berth_gc_offline_and_through_a_running_server() {
     assert!(!held.status.success());
     let stderr = String::from_utf8_lossy(&held.stderr);
     assert!(stderr.contains("--url"), "explains how to run it: {stderr}");
+    // With the configuration's address, not a placeholder (this CLI has the default one).
+    assert!(stderr.contains("`berth gc --url http://127.0.0.1:5000`"), "{stderr}");
     let dry = berth_cmd(&["gc", "--url", &berth.base, "--dry-run", "--json"]);
     assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
     let report: Value = serde_json::from_slice(&dry.stdout).unwrap();
