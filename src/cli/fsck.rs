@@ -124,16 +124,16 @@ async fn remote(url: &str, opts: fsck::Options) -> anyhow::Result<Report> {
 fn print_report(r: &Report) {
     let c = &r.checked;
     println!(
-        "fsck checked {} repositories, {} manifests, {} tags, {} blobs ({}; {} hashed{}), {} uploads in {} ms",
-        c.repositories,
-        c.manifests,
-        c.tags,
-        c.blobs,
+        "fsck checked {}, {}, {}, {} ({}; {} hashed{}), {} in {}",
+        super::count(c.repositories, "repository", "repositories"),
+        super::count(c.manifests, "manifest", "manifests"),
+        super::count(c.tags, "tag", "tags"),
+        super::count(c.blobs, "blob", "blobs"),
         bytes(c.blob_bytes),
         bytes(c.bytes_hashed),
         if r.quick { ", quick: sizes only" } else { "" },
-        c.uploads,
-        r.duration_ms
+        super::count(c.uploads, "upload", "uploads"),
+        super::human_ms(r.duration_ms)
     );
     if c.sparse_references > 0 {
         println!(

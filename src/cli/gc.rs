@@ -91,32 +91,35 @@ fn phase_name(phase: Phase) -> &'static str {
 fn print_report(r: &Report) {
     let verb = if r.dry_run { "would be " } else { "" };
     println!(
-        "garbage collection {} in {} ms",
+        "garbage collection {} in {}",
         if r.dry_run { "dry run finished" } else { "finished" },
-        r.duration_ms
+        super::human_ms(r.duration_ms)
     );
-    println!("  manifests {verb}deleted   {}", r.manifests_deleted);
-    println!("  links {verb}removed       {}", r.links_removed);
-    println!(
-        "  blobs {verb}deleted       {} ({} {verb}freed)",
-        r.blobs_deleted,
-        human_bytes(r.bytes_freed)
+    let line = |what: String, value: String| println!("  {what:<36} {value}");
+    line(format!("manifests {verb}deleted"), r.manifests_deleted.to_string());
+    line(format!("links {verb}removed"), r.links_removed.to_string());
+    line(
+        format!("blobs {verb}deleted"),
+        format!("{} ({} {verb}freed)", r.blobs_deleted, human_bytes(r.bytes_freed)),
     );
-    println!("  uploads {verb}purged      {}", r.uploads_purged);
-    if r.repositories_removed > 0 {
-        println!("  empty repositories {verb}removed {}", r.repositories_removed);
-    }
+    line(format!("uploads {verb}purged"), r.uploads_purged.to_string());
+    line(
+        format!("empty repositories {verb}removed"),
+        r.repositories_removed.to_string(),
+    );
     if r.evicted.count > 0 {
-        println!(
-            "  cache images {verb}evicted {} manifests ({})",
-            r.evicted.count,
-            human_bytes(r.evicted.bytes)
+        line(
+            format!("cached manifests {verb}evicted"),
+            format!("{} ({})", r.evicted.count, human_bytes(r.evicted.bytes)),
         );
     }
-    println!(
-        "  kept by grace period   {} blobs ({})",
-        r.kept_by_grace.count,
-        human_bytes(r.kept_by_grace.bytes)
+    line(
+        "kept by the grace period".to_owned(),
+        format!(
+            "{} ({})",
+            super::count(r.kept_by_grace.count, "blob", "blobs"),
+            human_bytes(r.kept_by_grace.bytes)
+        ),
     );
 }
 

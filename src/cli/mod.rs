@@ -34,3 +34,33 @@ pub fn held_by_server(path: &str, job: &str, config: &berth::config::Config) -> 
          `berth {job} --url {scheme}://{host}` (the address in this configuration; use the server's own if it differs)"
     )
 }
+
+/// `1 blob`, `2 blobs`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// A duration for people: `850 ms`, `7.0 s`, `2 min 5 s`.
+pub fn human_ms(ms: u64) -> String {
+    match ms {
+        0..1000 => format!("{ms} ms"),
+        1000..60_000 => format!("{}.{} s", ms / 1000, ms % 1000 / 100),
+        _ => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn people_read_durations_and_counts() {
+        assert_eq!(super::human_ms(850), "850 ms");
+        assert_eq!(super::human_ms(7027), "7.0 s");
+        assert_eq!(super::human_ms(125_400), "2 min 5 s");
+        assert_eq!(super::count(1, "tag", "tags"), "1 tag");
+        assert_eq!(super::count(0, "tag", "tags"), "0 tags");
+    }
+}

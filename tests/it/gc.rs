@@ -353,7 +353,22 @@ async fn berth_gc_offline_and_through_a_running_server() {
     let offline = berth_cmd(&["gc", "--root", &root]);
     assert!(offline.status.success(), "{}", String::from_utf8_lossy(&offline.stderr));
     let text = String::from_utf8_lossy(&offline.stdout);
-    assert!(text.contains("manifests deleted   1"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("manifests deleted") && l.trim_end().ends_with(" 1")),
+        "{text}"
+    );
+    // Every value in one column; plurals that agree; a duration for people.
+    for line in text.lines().skip(1) {
+        assert!(
+            line.len() > 39 && &line[38..39] == " " && !line[39..].starts_with(' '),
+            "misaligned: {line:?}\n{text}"
+        );
+    }
+    assert!(
+        !text.contains(" 1 blobs") && text.lines().next().unwrap().ends_with(" ms"),
+        "{text}"
+    );
     berth.restart();
     assert_eq!(status(berth.url(&format!("/v2/cli/manifests/{old}"))).await, 404);
     assert_eq!(status(berth.url("/v2/cli/manifests/v1")).await, 200);
