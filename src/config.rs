@@ -1186,6 +1186,34 @@ fn apply_aws_env(raw: &mut RawConfig, env: &[(String, String)]) {
         .or_else(|| get("AWS_ENDPOINT_URL"));
 }
 
+/// A duration as `config.example.yml` writes them: `24h`, `15m`, `60s`, `250ms`.
+fn duration_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".to_owned(),
+        ms if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        ms if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        ms if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        ms if d.subsec_nanos().is_multiple_of(1_000_000) => format!("{ms}ms"),
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
+/// A size as `config.example.yml` writes them, exactly: `64GiB`, `4MiB`, `1000B`.
+fn size_text(n: u64) -> String {
+    for (unit, size) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if n != 0 && n.is_multiple_of(size) {
+            return format!("{}{unit}", n / size);
+        }
+    }
+    format!("{n}B")
+}
+
 /// What `to_yaml` prints in place of a secret.
 pub const REDACTED: &str = "<redacted>";
 
@@ -1194,7 +1222,8 @@ impl Config {
     /// `config.example.yml`. Secrets (`storage.s3.secret_key`, `proxy` passwords) print as
     /// `<redacted>`.
     pub fn to_yaml(&self) -> String {
-        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let d = duration_text;
+        let b = size_text;
         let interval = self.gc.interval.map_or_else(|| "off".to_owned(), d);
         let format = match self.log.format {
             LogFormat::Text => "text",
@@ -1216,10 +1245,10 @@ impl Config {
             self.storage.root.display(),
             self.storage.fsync,
             self.storage.direct_io,
-            self.storage.meta_cache,
+            b(self.storage.meta_cache),
             self.s3_yaml(),
-            self.limits.manifest_max_size,
-            self.limits.blob_max_size,
+            b(self.limits.manifest_max_size),
+            b(self.limits.blob_max_size),
             self.limits.upload_sessions,
             self.limits.upload_sessions_per_client,
             d(self.limits.body_idle_timeout),
@@ -1298,7 +1327,7 @@ impl Config {
 
     fn tls_yaml(&self) -> String {
         let Some(tls) = &self.http.tls else {
-            return String::new();
+            return "  # tls: off (plain HTTP; set http.tls.certificate and http.tls.key)\n".to_owned();
         };
         let ca = tls
             .client_ca
@@ -1315,7 +1344,7 @@ impl Config {
 
     fn auth_yaml(&self) -> String {
         let Some(auth) = &self.auth else {
-            return String::new();
+            return "# auth: off (every client may push, pull and delete; /admin answers loopback only)\n".to_owned();
         };
         let token = auth.token.as_ref().map(|t| {
             let (signing_key, public_key, jwks) = match &t.keys {
@@ -1372,6 +1401,27 @@ mod tests {
         std::fs::write(&path, yaml).unwrap();
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
         load(Some(&path), env, Flags::default())
+    }
+
+    #[test]
+    fn config_check_prints_sizes_and_durations_as_the_example_does() {
+        let c = load_str("", &[]).unwrap();
+        let y = c.to_yaml();
+        for line in [
+            "manifest_max_size: 4MiB",
+            "blob_max_size: 64GiB",
+            "upload_max_age: 24h",
+            "grace_period: 1h",
+            "upload_idle_timeout: 15m",
+            "body_idle_timeout: 60s",
+            "# auth: off",
+            "# tls: off",
+        ] {
+            assert!(y.contains(line), "{line} in:\n{y}");
+        }
+        assert_eq!(size_text(1000), "1000B");
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(load_str(&y, &[]).unwrap(), c);
     }
 
     #[test]
