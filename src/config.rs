@@ -1413,7 +1413,7 @@ mod tests {
             "upload_max_age: 24h",
             "grace_period: 1h",
             "upload_idle_timeout: 15m",
-            "body_idle_timeout: 60s",
+            "body_idle_timeout: 1m",
             "# auth: off",
             "# tls: off",
         ] {
