@@ -118,10 +118,12 @@ impl Conn {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+                handshake_failed(addr, &e.to_string());
                 return;
             }
             Err(_) => {
                 tracing::debug!(peer = %addr, "TLS handshake timed out");
+                handshake_failed(addr, "timed out");
                 return;
             }
         };
@@ -158,5 +160,22 @@ impl Conn {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// How often failed TLS handshakes are reported at info level (each is at debug).
+const HANDSHAKE_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Count a failed handshake and, at most once per `HANDSHAKE_REPORT_EVERY`, say at info level
+/// how many failed and why the latest did: a client with the wrong CA or a scanner shows up in
+/// the log without flooding it.
+fn handshake_failed(peer: SocketAddr, why: &str) {
+    static STATE: std::sync::Mutex<(Option<std::time::Instant>, u64)> = std::sync::Mutex::new((None, 0));
+    let mut state = STATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    state.1 += 1;
+    let due = state.0.is_none_or(|at| at.elapsed() >= HANDSHAKE_REPORT_EVERY);
+    if due {
+        tracing::info!(failed = state.1, latest_peer = %peer, latest_error = why, "TLS handshakes failed (the count since the last report; each is logged at debug)");
+        *state = (Some(std::time::Instant::now()), 0);
     }
 }

@@ -75,6 +75,20 @@ async fn https_with_a_trusted_certificate_and_plain_http_refused_cleanly() {
     // A client that does not trust the CA refuses the server.
     let other = Ca::new("Another CA");
     assert!(base_ok(&https_client(&other.pem, None, &[]), &berth).await.is_err());
+    // The server says so in its log at info level (rate-limited), not only at debug.
+    let reported = || {
+        berth
+            .log()
+            .lines()
+            .any(|l| l.contains(" INFO ") && l.contains("TLS handshakes failed"))
+    };
+    for _ in 0..500 {
+        if reported() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(reported(), "no info line for the failed handshake:\n{}", berth.log());
     // Plain HTTP to the TLS port: a clear 400, not a hang or garbage.
     let plain = berth.url("/v2/").replace("https://", "http://");
     let resp = crate::harness::client().get(plain).send().await.unwrap();
