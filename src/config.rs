@@ -489,6 +489,7 @@ pub fn load(
         None => RawConfig::default(),
     };
     let env: Vec<(String, String)> = env.into_iter().collect();
+    apply_distribution_env(&mut raw, &env)?;
     apply_env(&mut raw, env.iter().cloned())?;
     apply_proxy_env(&mut raw, &env)?;
     if raw.storage.s3.bucket.is_some() {
@@ -595,6 +596,94 @@ fn known_env(raw: &RawConfig) -> String {
     }
     known.extend(proxy);
     known.join(", ")
+}
+
+/// CNCF Distribution's environment variables that existing `docker run ... registry:2` guides
+/// pass, and the Berth keys they set (below the `BERTH_*` variables, above the file).
+const DISTRIBUTION_ENV: &[(&str, &str)] = &[
+    ("REGISTRY_HTTP_ADDR", "http.addr"),
+    ("REGISTRY_HTTP_TLS_CERTIFICATE", "http.tls.certificate"),
+    ("REGISTRY_HTTP_TLS_KEY", "http.tls.key"),
+    ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "storage.root"),
+    ("REGISTRY_AUTH_HTPASSWD_PATH", "auth.htpasswd.path"),
+    ("REGISTRY_AUTH_HTPASSWD_REALM", "auth.realm"),
+    ("REGISTRY_LOG_LEVEL", "log.level"),
+];
+
+/// Distribution variables Berth has no use for: what they configure it does anyway (or never
+/// needs). Accepted, and said so.
+const DISTRIBUTION_ENV_UNNEEDED: &[(&str, &str)] = &[
+    (
+        "REGISTRY_HTTP_SECRET",
+        "Berth keeps upload state server-side and needs no secret",
+    ),
+    ("REGISTRY_AUTH", "htpasswd is what REGISTRY_AUTH_HTPASSWD_PATH turns on"),
+    ("REGISTRY_STORAGE", "filesystem is Berth's default storage"),
+    (
+        "REGISTRY_STORAGE_DELETE_ENABLED",
+        "Berth always accepts deletes (authorised by auth.rules)",
+    ),
+];
+
+/// The `REGISTRY_*` variables in `env` that Berth honours, as (variable, what it did), in
+/// order: to log one line each at start-up. Fails on one it knows of but cannot honour.
+pub fn distribution_env(env: &[(String, String)]) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut used = Vec::new();
+    for (var, value) in env.iter().filter(|(v, _)| v.starts_with("REGISTRY_")) {
+        if let Some((_, key)) = DISTRIBUTION_ENV.iter().find(|(v, _)| v == var) {
+            used.push((var.clone(), format!("sets {key}")));
+        } else if let Some((_, why)) = DISTRIBUTION_ENV_UNNEEDED.iter().find(|(v, _)| v == var) {
+            let refused = (var == "REGISTRY_STORAGE" && value.trim() != "filesystem")
+                || (var == "REGISTRY_AUTH" && value.trim() != "htpasswd")
+                || (var == "REGISTRY_STORAGE_DELETE_ENABLED" && value.trim() == "false");
+            if refused {
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    message: format!(
+                        "{value:?} is a Distribution setting Berth cannot honour; use storage.s3 for object storage, auth.token for tokens, and auth.rules to restrict deletes"
+                    ),
+                });
+            }
+            used.push((var.clone(), format!("not needed: {why}")));
+        } else {
+            let known: Vec<&str> = DISTRIBUTION_ENV.iter().map(|(v, _)| *v).collect();
+            return Err(ConfigError::Env {
+                var: var.clone(),
+                message: format!(
+                    "a CNCF Distribution setting Berth does not take from the environment; it honours {}; \
+                     set the matching key in Berth's config file (config.example.yml) instead",
+                    known.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(used)
+}
+
+/// Apply the Distribution variables that set Berth keys.
+fn apply_distribution_env(raw: &mut RawConfig, env: &[(String, String)]) -> Result<(), ConfigError> {
+    distribution_env(env)?;
+    for (var, value) in env {
+        let Some((_, key)) = DISTRIBUTION_ENV.iter().find(|(v, _)| v == var) else {
+            continue;
+        };
+        let env_error = |message: String| ConfigError::Env {
+            var: var.clone(),
+            message,
+        };
+        match *key {
+            "auth.htpasswd.path" => set(&mut raw.auth.htpasswd.path, value).map_err(env_error)?,
+            "auth.realm" => set(&mut raw.auth.realm, value).map_err(env_error)?,
+            _ => {
+                let (_, setter) = ENV_KEYS
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .expect("mapped keys are settable");
+                setter(raw, value).map_err(env_error)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `BERTH_PROXY_<PREFIX>_USERNAME` and `_PASSWORD` override the credentials of the file's
@@ -1422,6 +1511,38 @@ mod tests {
         assert_eq!(size_text(1000), "1000B");
         assert_eq!(duration_text(Duration::from_millis(1500)), "1500ms");
         assert_eq!(load_str(&y, &[]).unwrap(), c);
+    }
+
+    #[test]
+    fn distributions_variables_set_their_berth_keys_and_the_rest_are_refused() {
+        let env = [
+            ("REGISTRY_HTTP_ADDR", ":5001"),
+            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/var/lib/registry"),
+            ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
+            ("REGISTRY_HTTP_SECRET", "s3cret"),
+        ];
+        let c = load_str("", &env).unwrap();
+        assert_eq!(c.http.addr.to_string(), "0.0.0.0:5001");
+        assert_eq!(c.storage.root, PathBuf::from("/var/lib/registry"));
+        // BERTH_* wins over REGISTRY_*.
+        let c = load_str(
+            "",
+            &[("REGISTRY_HTTP_ADDR", ":5001"), ("BERTH_HTTP_ADDR", "127.0.0.1:5002")],
+        )
+        .unwrap();
+        assert_eq!(c.http.addr.to_string(), "127.0.0.1:5002");
+        let owned: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let said = distribution_env(&owned).unwrap();
+        assert_eq!(said.len(), 4);
+        assert!(said[3].1.starts_with("not needed"), "{said:?}");
+        for (var, value, needle) in [
+            ("REGISTRY_STORAGE", "s3", "storage.s3"),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "false", "auth.rules"),
+            ("REGISTRY_NOTIFICATIONS_ENDPOINTS", "x", "config file"),
+        ] {
+            let e = load_str("", &[(var, value)]).unwrap_err().to_string();
+            assert!(e.contains(var) && e.contains(needle), "{e}");
+        }
     }
 
     #[test]

@@ -105,8 +105,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         addr: args.addr,
         root: args.root,
     };
-    let config = config::load(args.config.as_deref(), std::env::vars(), flags)?;
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let config = config::load(args.config.as_deref(), env.iter().cloned(), flags)?;
     init_logging(&config);
+    for (var, what) in config::distribution_env(&env)? {
+        tracing::info!(var, "CNCF Distribution variable: {what}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

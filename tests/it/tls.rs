@@ -282,3 +282,47 @@ async fn skopeo_and_docker_push_and_pull_over_tls() {
     docker_round_trip(&format!("{}/tls/docker:v1", berth.host), &[]);
     assert!(berth.log().contains("PUT"), "docker pushed over TLS");
 }
+
+/// A `docker run ... registry:2` guide's variables, as they are: Berth honours them (TLS,
+/// htpasswd and its realm), says so in its log, and serves HTTPS with Basic auth.
+#[tokio::test]
+async fn distributions_environment_variables_from_a_guide_work_as_they_are() {
+    let ca = Ca::new("Berth test CA");
+    let setup = Setup::new(&ca);
+    let hash = bcrypt::hash_with_result("guide-pw", 4)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoY);
+    let htpasswd = setup.write_file("htpasswd", &format!("guide:{hash}\n"));
+    let berth = Berth::builder()
+        .env("REGISTRY_AUTH", "htpasswd")
+        .env("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm")
+        .env("REGISTRY_AUTH_HTPASSWD_PATH", htpasswd.to_str().unwrap())
+        .env("REGISTRY_HTTP_TLS_CERTIFICATE", setup.cert.to_str().unwrap())
+        .env("REGISTRY_HTTP_TLS_KEY", setup.key.to_str().unwrap())
+        .start();
+    assert!(berth.base.starts_with("https://"), "{}", berth.base);
+    let c = https_client(&ca.pem, None, &[]);
+    let resp = c.get(berth.url("/v2/")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Basic realm=\"Registry Realm\"");
+    let resp = c
+        .get(berth.url("/v2/"))
+        .basic_auth("guide", Some("guide-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let log = berth.log();
+    for var in [
+        "REGISTRY_HTTP_TLS_CERTIFICATE",
+        "REGISTRY_AUTH_HTPASSWD_PATH",
+        "REGISTRY_AUTH\"",
+    ] {
+        let var = var.trim_end_matches('"');
+        assert!(
+            log.lines()
+                .any(|l| l.contains("CNCF Distribution variable") && l.contains(var)),
+            "{var} not logged:\n{log}"
+        );
+    }
+}
