@@ -6,7 +6,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use berth::api::admin::jobs::{JobState, JobView};
 use serde::de::DeserializeOwned;
 
@@ -22,7 +22,7 @@ pub async fn run_job<R: DeserializeOwned>(url: &str, kind: &str, query: &str) ->
     let start = with_auth(client.post(format!("{base}/admin/{kind}?{query}")))
         .send()
         .await
-        .context("contacting the server")?;
+        .map_err(|e| unreachable(&e))?;
     if !start.status().is_success() {
         bail!(
             "the server refused to start {kind}: {} {}",
@@ -61,7 +61,7 @@ pub async fn get_admin<R: DeserializeOwned>(url: &str, path: &str) -> anyhow::Re
     if let Some((user, password)) = admin_credentials() {
         request = request.basic_auth(user, Some(password));
     }
-    let resp = request.send().await.context("contacting the server")?;
+    let resp = request.send().await.map_err(|e| unreachable(&e))?;
     let status = resp.status();
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
         bail!(
@@ -72,6 +72,27 @@ pub async fn get_admin<R: DeserializeOwned>(url: &str, path: &str) -> anyhow::Re
         );
     }
     Ok(resp.error_for_status()?.json().await?)
+}
+
+/// The server could not be reached: say why, and for a certificate the client does not trust
+/// (a private CA), how to trust it.
+fn unreachable(e: &reqwest::Error) -> anyhow::Error {
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain = format!("{chain}: {s}");
+        source = s.source();
+    }
+    let untrusted = ["certificate", "UnknownIssuer", "invalid peer"]
+        .iter()
+        .any(|w| chain.contains(w));
+    if untrusted {
+        anyhow::anyhow!(
+            "contacting the server: {chain}; if its certificate comes from a private CA, point SSL_CERT_FILE at the CA's PEM file"
+        )
+    } else {
+        anyhow::anyhow!("contacting the server: {chain}")
+    }
 }
 
 /// `BERTH_ADMIN_USER` and `BERTH_ADMIN_PASSWORD`, if both are set.

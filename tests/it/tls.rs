@@ -326,3 +326,33 @@ async fn distributions_environment_variables_from_a_guide_work_as_they_are() {
         );
     }
 }
+
+/// `berth du --url` (like gc and fsck) against a server whose certificate the machine does not
+/// trust: the error says how to trust a private CA.
+#[tokio::test]
+async fn an_untrusted_server_certificate_tells_the_cli_user_about_ssl_cert_file() {
+    let ca = Ca::new("Berth test CA");
+    let setup = Setup::new(&ca);
+    let berth = start_with(&setup.config("", ""));
+    let out = berth
+        .cli()
+        .env_remove("SSL_CERT_FILE")
+        .args(["du", "--url", &berth.base])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("SSL_CERT_FILE") && stderr.contains("private CA"),
+        "{stderr}"
+    );
+    // And that advice works.
+    let ca_file = setup.write_file("ca.pem", &ca.pem);
+    let out = berth
+        .cli()
+        .env("SSL_CERT_FILE", &ca_file)
+        .args(["du", "--json", "--url", &berth.base])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
