@@ -66,21 +66,7 @@ async fn an_upload_session_resumes_after_a_restart() {
     let status = c.get(berth.url(&location)).send().await.unwrap();
     assert_eq!(status.status(), 204);
     assert_eq!(status.headers()["range"], format!("0-{}", first.len() - 1).as_str());
-    let range = format!("{}-{}", first.len(), whole.len() - 1);
-    let resp = c
-        .patch(berth.url(&location))
-        .header("content-range", range)
-        .body(second.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let resp = c
-        .put(berth.url(&format!("{location}?digest={}", sha256(&whole))))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    finish(&berth, &location, first.len(), second, &sha256(&whole)).await;
     let got = c
         .get(berth.url(&format!("/v2/resume/blobs/{}", sha256(&whole))))
         .send()
@@ -109,21 +95,7 @@ async fn a_sha512_session_resumes_with_its_algorithm_after_a_restart() {
     assert_eq!(resp.status(), 202);
     berth.stop();
     berth.restart();
-    let range = format!("{}-{}", first.len(), whole.len() - 1);
-    let resp = c
-        .patch(berth.url(&location))
-        .header("content-range", range)
-        .body(second.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let resp = c
-        .put(berth.url(&format!("{location}?digest={}", sha512(&whole))))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    finish(&berth, &location, first.len(), second, &sha512(&whole)).await;
     assert_eq!(berth.reached("upload.digest_reread").await, 0);
     let got = c
         .get(berth.url(&format!("/v2/resume512/blobs/{}", sha512(&whole))))
@@ -131,4 +103,24 @@ async fn a_sha512_session_resumes_with_its_algorithm_after_a_restart() {
         .await
         .unwrap();
     assert_eq!(sha512(&got.bytes().await.unwrap()), sha512(&whole));
+}
+
+/// Send the rest of a resumed upload (`rest`, from `offset`) and finish it as `digest`.
+async fn finish(berth: &Berth, location: &str, offset: usize, rest: &[u8], digest: &str) {
+    let c = client();
+    let range = format!("{}-{}", offset, offset + rest.len() - 1);
+    let patched = c
+        .patch(berth.url(location))
+        .header("content-range", range)
+        .body(rest.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 202);
+    let finished = c
+        .put(berth.url(&format!("{location}?digest={digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finished.status(), 201, "{}", finished.text().await.unwrap());
 }
