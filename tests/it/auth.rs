@@ -17,7 +17,7 @@ use crate::pki::Ca;
 use crate::tls::{DockerTrust, Setup, start_with};
 
 /// An htpasswd line as `htpasswd -B` writes it (cost 4 to keep tests fast).
-fn entry(user: &str, password: &str) -> String {
+pub fn entry(user: &str, password: &str) -> String {
     let hash = bcrypt::hash_with_result(password, 4)
         .unwrap()
         .format_for_version(bcrypt::Version::TwoY);

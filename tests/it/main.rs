@@ -11,6 +11,7 @@ mod auth;
 mod cli;
 mod clients;
 mod concurrency;
+mod conformance;
 mod containerd;
 mod crash;
 mod crash_points;
