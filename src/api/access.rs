@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::query::Query;
 use super::route::Endpoint;
 use super::{ApiError, App, Code, Peer, forwarded_base};
 use crate::auth::{Auth, Caller, Scope};
@@ -72,6 +73,7 @@ pub(super) async fn check(
     app: &App,
     endpoint: &Endpoint,
     method: &Method,
+    query: &Query,
     headers: &HeaderMap,
     peer: &Peer,
 ) -> Result<Option<Caller>, ApiError> {
@@ -82,7 +84,7 @@ pub(super) async fn check(
     if let Need::Nothing = need {
         return Ok(None);
     }
-    let challenge = auth.challenge(scope(&need).as_ref(), &base(headers, peer));
+    let challenge = auth.challenge(scope(&need).as_slice(), &base(headers, peer));
     let caller = authenticate(auth, headers, peer)
         .await
         .map_err(|e| ApiError::auth(&e, &challenge))?;
@@ -92,6 +94,7 @@ pub(super) async fn check(
         Need::Search if auth.anonymous_may_pull() => return Ok(Some(caller)),
         Need::Login | Need::Search => crate::auth::AuthError::Missing,
         Need::Repo(name, action) if auth.allowed(&caller, name.as_str()).contains(&action) => {
+            mount_source_token(auth, &caller, endpoint, query, headers, peer)?;
             return Ok(Some(caller));
         }
         Need::Repo(name, action) => auth.refusal(&caller, name.as_str(), action),
@@ -104,6 +107,48 @@ async fn authenticate(auth: &Auth, headers: &HeaderMap, peer: &Peer) -> Result<C
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     auth.authenticate(authorization, peer.cert_user.as_deref(), peer.addr.ip())
         .await
+}
+
+/// A mount (`POST .../uploads/?mount=<digest>&from=<source>`) by a token that does not carry
+/// pull on the source, when a fresh token could: 401 with a challenge naming both scopes, as
+/// CNCF Distribution answers, so the client fetches that token and the mount happens. When no
+/// token could carry it, the request goes on and the mount becomes an upload (`may_mount`).
+fn mount_source_token(
+    auth: &Auth,
+    caller: &Caller,
+    endpoint: &Endpoint,
+    query: &Query,
+    headers: &HeaderMap,
+    peer: &Peer,
+) -> Result<(), ApiError> {
+    let Endpoint::UploadStart { name } = endpoint else {
+        return Ok(());
+    };
+    let (Some(_), Some(from)) = (query.get("mount"), query.get("from")) else {
+        return Ok(());
+    };
+    let Ok(from) = RepoName::parse(from) else {
+        return Ok(());
+    };
+    if caller.token_access.is_none() || auth.allowed(caller, from.as_str()).contains(&Action::Pull) {
+        return Ok(());
+    }
+    match auth.refusal(caller, from.as_str(), Action::Pull) {
+        refusal @ crate::auth::AuthError::Missing => {
+            let scopes = [
+                Scope::Repository {
+                    name: name.to_string(),
+                    actions: vec![Action::Pull, Action::Push],
+                },
+                Scope::Repository {
+                    name: from.to_string(),
+                    actions: vec![Action::Pull],
+                },
+            ];
+            Err(ApiError::auth(&refusal, &auth.challenge(&scopes, &base(headers, peer))))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// May `caller` mount from `from`? (Pull access to the source; a mount that names no source
@@ -182,7 +227,7 @@ pub async fn admin_guard(
         tracing::warn!(peer = %peer.addr, "admin request from a non-loopback client refused");
         return ApiError::new(Code::Denied, "the admin API answers loopback clients only").into_response();
     };
-    let challenge = auth.challenge(None, &base(request.headers(), &peer));
+    let challenge = auth.challenge(&[], &base(request.headers(), &peer));
     let caller = match authenticate(auth, request.headers(), &peer).await {
         Ok(caller) if caller.is_anonymous() => {
             let mut e = ApiError::auth(&crate::auth::AuthError::Missing, &challenge);

@@ -303,7 +303,7 @@ async fn serve(
     peer: &Peer,
     body: Body,
 ) -> Response {
-    let caller = match access::check(app, &endpoint, method, headers, peer).await {
+    let caller = match access::check(app, &endpoint, method, query, headers, peer).await {
         Ok(caller) => caller,
         Err(e) => return e.into_response(),
     };

@@ -220,8 +220,10 @@ impl Auth {
         format!("Basic realm=\"{}\"", self.realm)
     }
 
-    /// The `WWW-Authenticate` value of a 401; `base` is how the client reaches this server.
-    pub fn challenge(&self, scope: Option<&Scope>, base: &str) -> String {
+    /// The `WWW-Authenticate` value of a 401 asking for `scopes` (space-separated in one
+    /// `scope` parameter, as the token specification has it); `base` is how the client reaches
+    /// this server.
+    pub fn challenge(&self, scopes: &[Scope], base: &str) -> String {
         let Some(tokens) = &self.tokens else {
             return format!("Basic realm=\"{}\"", self.realm);
         };
@@ -231,8 +233,9 @@ impl Auth {
             .clone()
             .unwrap_or_else(|| format!("{base}/auth/token"));
         let mut value = format!("Bearer realm=\"{realm}\",service=\"{}\"", tokens.config().service);
-        if let Some(scope) = scope {
-            let _ = write!(value, ",scope=\"{scope}\"");
+        if !scopes.is_empty() {
+            let scopes: Vec<String> = scopes.iter().map(Scope::to_string).collect();
+            let _ = write!(value, ",scope=\"{}\"", scopes.join(" "));
         }
         value
     }

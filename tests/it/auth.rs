@@ -495,6 +495,60 @@ async fn berth_issues_tokens_that_grant_what_the_rules_allow() {
     assert!(!berth.log().contains(&t), "a token reached the log");
 }
 
+/// A mount with a token that lacks pull on the source: when the rules would grant it, 401 with
+/// a challenge naming both scopes (so a client fetches the token that lets the mount happen,
+/// as with CNCF Distribution); when they would not, the mount quietly becomes an upload.
+#[tokio::test]
+async fn a_mount_asks_for_a_token_with_the_source_scope_when_one_could_carry_it() {
+    let site = Site::new();
+    let berth = start_with(&site.config(&format!("  token:\n    enabled: true\n{RULES}")));
+    let realm = format!("Bearer realm=\"{}/auth/token\",service=\"berth\"", berth.base);
+    let layer = random_bytes(300, 77);
+    let digest = sha256(&layer);
+    let t = token(&berth, Some("bob"), &["repository:team-a/src:pull,push"]).await;
+    let url = berth.url(&format!("/v2/team-a/src/blobs/uploads/?digest={digest}"));
+    let resp = client()
+        .post(url)
+        .bearer_auth(&t)
+        .body(layer.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let mount = |user_token: String, to: &'static str| {
+        let url = berth.url(&format!("/v2/{to}/blobs/uploads/?mount={digest}&from=team-a/src"));
+        async move { client().post(url).bearer_auth(user_token).send().await.unwrap() }
+    };
+    // bob's token for the target only: 401, asking for both scopes.
+    let narrow = token(&berth, Some("bob"), &["repository:team-a/dst:pull,push"]).await;
+    let resp = mount(narrow, "team-a/dst").await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        format!("{realm},scope=\"repository:team-a/dst:pull,push repository:team-a/src:pull\"").as_str()
+    );
+    // The token that challenge asks for mounts.
+    let both = token(
+        &berth,
+        Some("bob"),
+        &["repository:team-a/dst:pull,push repository:team-a/src:pull"],
+    )
+    .await;
+    let resp = mount(both, "team-a/dst").await;
+    assert_eq!(resp.status(), 201, "mounted with the wider token");
+    assert_eq!(resp.headers()["docker-content-digest"], digest.as_str());
+    // carol may push to public but never pull team-a: no token could carry the source, so the
+    // mount becomes an upload, revealing nothing about team-a.
+    let carol = token(
+        &berth,
+        Some("carol"),
+        &["repository:public/x:pull,push repository:team-a/src:pull"],
+    )
+    .await;
+    let resp = mount(carol, "public/x").await;
+    assert_eq!(resp.status(), 202, "an upload instead");
+}
+
 /// carol pushes a tag to public/t with Basic credentials (accepted beside tokens).
 async fn image_as_token(berth: &Berth, user: &str) {
     image_as(berth, "public/t", "v1", user).await;

@@ -65,21 +65,22 @@ struct Target {
     berth: Berth,
     http: reqwest::Client,
     auth: bool,
-    /// Bearer tokens by repository, as the last challenge for it granted them.
+    /// Bearer tokens by repository and kind of request, as the last challenge for them
+    /// granted them (the suite's cache).
     tokens: Mutex<HashMap<String, String>>,
     _files: Option<Setup>,
 }
 
 impl Target {
-    /// `more` is extra top-level configuration (for example `validation:`).
-    fn start(mode: Mode, more: &str) -> Target {
+    /// `extra` is extra top-level configuration (for example `validation:`).
+    fn start(mode: Mode, extra: &str) -> Target {
         match mode {
             Mode::Plain => {
                 let ca = Ca::new("unused");
                 let files = Setup::new(&ca);
                 let mut berth = Berth::builder();
-                if !more.is_empty() {
-                    let path = files.write_file("config.yml", more);
+                if !extra.is_empty() {
+                    let path = files.write_file("config.yml", extra);
                     berth = berth.arg("--config").arg(path.to_str().unwrap());
                 }
                 Target::new(berth.start(), client(), false, Some(files))
@@ -89,7 +90,7 @@ impl Target {
                 let setup = Setup::new(&ca);
                 let htpasswd = setup.write_file("htpasswd", &entry(USER.0, USER.1));
                 let auth = format!(
-                    "auth:\n  htpasswd:\n    path: {}\n  token:\n    enabled: true\n{more}",
+                    "auth:\n  htpasswd:\n    path: {}\n  token:\n    enabled: true\n{extra}",
                     htpasswd.display()
                 );
                 let config = setup.config("", &auth);
@@ -136,7 +137,7 @@ impl Target {
         if !self.auth {
             return http.execute(req).await.unwrap();
         }
-        let repo = repository_of(req.url().path());
+        let repo = cache_key(&req);
         let retry = req.try_clone();
         if let Some(token) = self.tokens.lock().unwrap().get(&repo) {
             req.headers_mut().insert("authorization", bearer(token));
@@ -182,13 +183,20 @@ fn bearer(token: &str) -> reqwest::header::HeaderValue {
     format!("Bearer {token}").parse().unwrap()
 }
 
-/// `conformance/repo1` from `/v2/conformance/repo1/blobs/...`.
-fn repository_of(path: &str) -> String {
-    let rest = path.trim_start_matches("/v2/");
-    ["/blobs/", "/manifests/", "/tags/", "/referrers/"]
+/// `conformance/repo1:push` for `POST /v2/conformance/repo1/blobs/uploads/`: the suite caches
+/// a token by repository and by pull (GET, HEAD), push (POST, PATCH, PUT) or DELETE.
+fn cache_key(req: &reqwest::Request) -> String {
+    let rest = req.url().path().trim_start_matches("/v2/");
+    let repo = ["/blobs/", "/manifests/", "/tags/", "/referrers/"]
         .iter()
-        .find_map(|m| rest.find(m).map(|i| rest[..i].to_owned()))
-        .unwrap_or_default()
+        .find_map(|m| rest.find(m).map(|i| &rest[..i]))
+        .unwrap_or_default();
+    let kind = match req.method().as_str() {
+        "GET" | "HEAD" => "pull",
+        "DELETE" => "delete",
+        _ => "push",
+    };
+    format!("{repo}:{kind}")
 }
 
 /// The `key="value"` pairs of an authentication challenge.
@@ -210,7 +218,12 @@ fn header<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {
 
 /// Assert the response carries `Docker-Content-Digest: digest`.
 fn assert_digest_header(resp: &reqwest::Response, digest: &str, what: &str) {
-    assert_eq!(header(resp, "docker-content-digest"), Some(digest), "{what}: {:?}", resp.headers());
+    assert_eq!(
+        header(resp, "docker-content-digest"),
+        Some(digest),
+        "{what}: {:?}",
+        resp.headers()
+    );
 }
 
 /// Two generated repository contents never share a blob: each case gets its own seed.
@@ -260,27 +273,44 @@ async fn push_blob(t: &Target, repo: &str, bytes: &[u8], digest: &str, how: Push
     let done = match how {
         Push::PostOnly => {
             let url = t.url(&format!("{uploads}?digest={digest}"));
-            t.send(t.request("POST", &url).header("content-type", OCTETS).body(bytes.to_vec()))
-                .await
+            t.send(
+                t.request("POST", &url)
+                    .header("content-type", OCTETS)
+                    .body(bytes.to_vec()),
+            )
+            .await
         }
         Push::PostPut => {
             let loc = start_upload(t, &uploads).await;
             let url = with_digest(&t.at(&loc), digest);
-            t.send(t.request("PUT", &url).header("content-type", OCTETS).body(bytes.to_vec()))
-                .await
+            t.send(
+                t.request("PUT", &url)
+                    .header("content-type", OCTETS)
+                    .body(bytes.to_vec()),
+            )
+            .await
         }
-        Push::Chunked { put_last, out_of_order } => push_chunks(t, &uploads, bytes, digest, put_last, out_of_order).await,
+        Push::Chunked { put_last, out_of_order } => {
+            push_chunks(t, &uploads, bytes, digest, put_last, out_of_order).await
+        }
         Push::Stream => {
             let loc = start_upload(t, &uploads).await;
             let chunks: Vec<Result<Vec<u8>, std::io::Error>> = bytes.chunks(300).map(|c| Ok(c.to_vec())).collect();
             let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
             let resp = t
-                .send(t.request("PATCH", &t.at(&loc)).header("content-type", OCTETS).body(body))
+                .send(
+                    t.request("PATCH", &t.at(&loc))
+                        .header("content-type", OCTETS)
+                        .body(body),
+                )
                 .await;
             assert_eq!(resp.status(), 202, "streamed PATCH");
             let loc = header(&resp, "location").unwrap().to_owned();
-            t.send(t.request("PUT", &with_digest(&t.at(&loc), digest)).header("content-length", "0"))
-                .await
+            t.send(
+                t.request("PUT", &with_digest(&t.at(&loc), digest))
+                    .header("content-length", "0"),
+            )
+            .await
         }
     };
     if bad {
@@ -297,12 +327,18 @@ async fn assert_created_blob(t: &Target, resp: reqwest::Response, bytes: &[u8], 
     let loc = header(&resp, "location").expect("Location").to_owned();
     let got = t.send(t.request("GET", &t.at(&loc))).await;
     assert_eq!(got.status(), 200, "{what}: GET {loc}");
-    assert_eq!(got.bytes().await.unwrap().as_ref(), bytes, "{what}: the Location serves the blob");
+    assert_eq!(
+        got.bytes().await.unwrap().as_ref(),
+        bytes,
+        "{what}: the Location serves the blob"
+    );
 }
 
 /// POST an upload session; its `Location`.
 async fn start_upload(t: &Target, uploads: &str) -> String {
-    let resp = t.send(t.request("POST", &t.url(uploads)).header("content-length", "0")).await;
+    let resp = t
+        .send(t.request("POST", &t.url(uploads)).header("content-length", "0"))
+        .await;
     assert_eq!(resp.status(), 202, "POST {uploads}");
     header(&resp, "location").expect("Location").to_owned()
 }
@@ -322,7 +358,9 @@ async fn push_chunks(
     put_last: bool,
     out_of_order: bool,
 ) -> reqwest::Response {
-    let resp = t.send(t.request("POST", &t.url(uploads)).header("content-length", "0")).await;
+    let resp = t
+        .send(t.request("POST", &t.url(uploads)).header("content-length", "0"))
+        .await;
     assert_eq!(resp.status(), 202);
     let min: usize = header(&resp, "oci-chunk-min-length").map_or(0, |m| m.parse().unwrap());
     let mut loc = header(&resp, "location").unwrap().to_owned();
@@ -338,7 +376,9 @@ async fn push_chunks(
         let url = t.at(&loc);
         let part = bytes[start..end].to_vec();
         if last && put_last {
-            let req = t.request("PUT", &with_digest(&url, digest)).header("content-range", range);
+            let req = t
+                .request("PUT", &with_digest(&url, digest))
+                .header("content-range", range);
             return t.send(req.header("content-type", OCTETS).body(part)).await;
         }
         let req = t.request("PATCH", &url).header("content-range", &range);
@@ -365,7 +405,11 @@ async fn out_of_order_chunk(t: &Target, loc: &str, bytes: &[u8], start: usize, c
         .header("content-type", OCTETS)
         .body(bytes[bad_start..bad_end].to_vec());
     let resp = t.send(req).await;
-    assert_eq!(resp.status(), 416, "a chunk out of order at {bad_start} (offset {start})");
+    assert_eq!(
+        resp.status(),
+        416,
+        "a chunk out of order at {bad_start} (offset {start})"
+    );
     let status = t.send(t.request("GET", &t.at(loc))).await;
     assert_eq!(status.status(), 204, "upload status");
     let range = header(&status, "range").expect("Range on upload status").to_owned();
@@ -404,7 +448,7 @@ async fn mount(t: &Target, repo: &str, digest: &str, from: Option<&str>) -> reqw
     t.send(t.request("POST", &url).header("content-length", "0")).await
 }
 
-/// Finish a mount that fell back to an upload (202) by PUTting the bytes.
+/// Finish a mount that fell back to an upload (202) with a `PUT` of the bytes.
 async fn finish_fallback(t: &Target, resp: reqwest::Response, bytes: &[u8], digest: &str, what: &str) {
     assert_eq!(resp.status(), 202, "{what} falls back to an upload");
     let loc = header(&resp, "location").expect("Location").to_owned();
@@ -421,7 +465,11 @@ async fn blob_pushes_answer_with_digest_headers(mode: Mode, algo: Algo) {
     };
     // The suite makes chunked blobs span three chunks of at least 1024 bytes.
     for (i, how) in PUSHES.into_iter().enumerate() {
-        let len = if matches!(how, Push::Chunked { .. }) { 3 * 1024 - 5 } else { 512 };
+        let len = if matches!(how, Push::Chunked { .. }) {
+            3 * 1024 - 5
+        } else {
+            512
+        };
         let bytes = blob(len, seed + i as u64);
         let digest = algo.digest(&bytes);
         push_blob(&t, REPO1, &bytes, &digest, how, false).await;
@@ -489,10 +537,14 @@ async fn an_upload_can_be_cancelled(mode: Mode) {
         let loc = start_upload(&t, &format!("/v2/{REPO1}/blobs/uploads/")).await;
         if sent == 1 {
             let req = t.request("PATCH", &t.at(&loc)).header("content-range", "0-99");
-            let resp = t.send(req.header("content-type", OCTETS).body(bytes[..100].to_vec())).await;
+            let resp = t
+                .send(req.header("content-type", OCTETS).body(bytes[..100].to_vec()))
+                .await;
             assert_eq!(resp.status(), 202);
         }
-        let resp = t.send(t.request("DELETE", &t.at(&loc)).header("content-length", "0")).await;
+        let resp = t
+            .send(t.request("DELETE", &t.at(&loc)).header("content-length", "0"))
+            .await;
         assert_eq!(resp.status(), 204, "cancel after {sent} chunks");
         let gone = t.send(t.request("GET", &t.at(&loc))).await;
         assert_eq!(gone.status(), 404, "a cancelled session is gone");
@@ -562,10 +614,10 @@ impl Content {
             self.image(algo, seed, 2, Some(("linux", "amd64"))),
             self.image(algo, seed + 1, 2, Some(("linux", "arm64"))),
         ];
-        self.index_of(algo, children)
+        self.index_of(algo, &children)
     }
 
-    fn index_of(&mut self, algo: Algo, children: Vec<Value>) -> Value {
+    fn index_of(&mut self, algo: Algo, children: &[Value]) -> Value {
         let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children});
         self.manifest(algo, &index, OCI_INDEX)
     }
@@ -591,8 +643,12 @@ async fn push_all_blobs(t: &Target, repo: &str, algo: Algo, content: &Content) {
 async fn put_manifest(t: &Target, content: &Content, algo: Algo, i: usize, reference: &str, tags: &[String]) {
     let (bytes, media_type) = &content.manifests[i];
     let digest = algo.digest(bytes);
-    let query: String = tags.iter().map(|tag| format!("&tag={tag}")).collect();
-    let query = query.replacen('&', "?", 1);
+    let query: Vec<String> = tags.iter().map(|tag| format!("tag={tag}")).collect();
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
     let url = t.url(&format!("/v2/{REPO1}/manifests/{reference}{query}"));
     let req = t.request("PUT", &url).header("content-type", *media_type);
     let resp = t.send(req.body(bytes.clone())).await;
@@ -618,7 +674,11 @@ async fn assert_manifest(resp: reqwest::Response, bytes: &[u8], media_type: &str
     assert_eq!(resp.status(), 200, "{what}");
     assert_digest_header(&resp, digest, what);
     assert_eq!(header(&resp, "content-type"), Some(media_type), "{what}");
-    assert_eq!(header(&resp, "content-length"), Some(bytes.len().to_string().as_str()), "{what}");
+    assert_eq!(
+        header(&resp, "content-length"),
+        Some(bytes.len().to_string().as_str()),
+        "{what}"
+    );
     assert_eq!(resp.bytes().await.unwrap().as_ref(), bytes, "{what}");
 }
 
@@ -647,7 +707,12 @@ async fn list_has_tags(t: &Target, content: &Content) {
     let resp = t.go("GET", &format!("/v2/{REPO1}/tags/list")).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
-    let listed: Vec<&str> = v["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let listed: Vec<&str> = v["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
     for (tag, _) in &content.tags {
         assert!(listed.contains(&tag.as_str()), "{tag} in {listed:?}");
     }
@@ -738,7 +803,7 @@ async fn sparse_manifests_are_accepted_pulled_and_deleted(mode: Mode) {
     let image = content.image(algo, 8100, 1, Some(("linux", "amd64")));
     let absent = json!({"mediaType": OCI_MANIFEST, "digest": sha256(&blob(1024, 8200)), "size": 1024,
         "platform": {"os": "linux", "architecture": "arm64"}});
-    content.index_of(algo, vec![image, absent]);
+    content.index_of(algo, &[image, absent]);
     content.tags.push(("sparse-index".to_owned(), content.last()));
     push_all_blobs(&t, REPO1, algo, &content).await;
     for i in 0..content.manifests.len() {
