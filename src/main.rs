@@ -62,6 +62,11 @@ enum ConfigCommand {
         #[arg(long, short, env = config::ENV_CONFIG_FILE, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Turn a CNCF Distribution (registry:2) config.yml into a Berth configuration: addr,
+    /// TLS, htpasswd and token auth, storage root, S3, upload purging, a proxy mirror. Prints
+    /// it (or writes --output), then lists every setting it could not translate and why.
+    /// Exit status 0, 1 if the result does not load yet (the reason is printed), 2 on error.
+    Convert(cli::convert::ConvertArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
         Command::Fsck(args) => cli::fsck::run(&args),
         Command::Du(args) => cli::du::run(args).map(|()| 0),
         Command::Config(ConfigCommand::Check { config }) => config_check(config.as_deref()).map(|()| 0),
+        Command::Config(ConfigCommand::Convert(args)) => cli::convert::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

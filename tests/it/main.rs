@@ -13,6 +13,7 @@ mod clients;
 mod concurrency;
 mod conformance;
 mod containerd;
+mod convert;
 mod crash;
 mod crash_points;
 mod disk_full;
