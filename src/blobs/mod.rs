@@ -102,6 +102,16 @@ pub struct Entry {
     pub digest: Option<Digest>,
 }
 
+/// An entry of the staging area found by [`BlobStore::staging_entries`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagingEntry {
+    /// An upload session id (hyphenated UUID) or a temporary upload's name.
+    pub name: String,
+    /// When its bytes last changed (the newest of its parts, on object storage): what garbage
+    /// collection compares with the grace period before removing an entry no session owns.
+    pub modified: std::time::SystemTime,
+}
+
 /// A blob storage backend. Every method is safe to call concurrently; the caller (the
 /// registry) serialises commits and deletions of one digest with its digest locks.
 #[async_trait::async_trait]
@@ -132,9 +142,9 @@ pub trait BlobStore: Send + Sync + Debug + 'static {
     /// Remove what the upload session `id` stored. Absent is not an error.
     async fn remove_upload(&self, id: uuid::Uuid) -> Result<(), StoreError>;
 
-    /// The names of everything in the staging area: upload session ids (hyphenated UUIDs) and
-    /// leftovers of temporary uploads.
-    async fn staging_entries(&self) -> Result<Vec<String>, StoreError>;
+    /// Everything in the staging area: upload sessions (named by hyphenated UUID) and
+    /// leftovers of temporary uploads, with when each last changed.
+    async fn staging_entries(&self) -> Result<Vec<StagingEntry>, StoreError>;
 
     /// Remove one staging entry by the name `staging_entries` gave.
     async fn remove_staging_entry(&self, name: &str) -> Result<(), StoreError>;

@@ -35,7 +35,7 @@
 //! becomes `StoreError::Unavailable`, which clients see as 503 `UNAVAILABLE`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -51,7 +51,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{AppendError, AppendLimits, Body, ByteStream, Entry, Limited, Progress, StoreError, Upload, hash_stream};
+use super::{
+    AppendError, AppendLimits, Body, ByteStream, Entry, Limited, Progress, StagingEntry, StoreError, Upload,
+    hash_stream,
+};
 use crate::oci::{Algorithm, Digest, Hasher};
 
 /// S3's smallest multipart part (but the last).
@@ -207,26 +210,36 @@ impl Inner {
         Ok(out)
     }
 
-    /// The names directly under `prefix` that are "directories" (common prefixes).
-    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    /// The "directories" directly under `prefix` (upload sessions), each with the newest
+    /// modification time of the objects in it. An object without one counts as changed now,
+    /// so that nothing is ever taken for old by mistake.
+    async fn list_sessions(&self, prefix: &str) -> Result<Vec<StagingEntry>, StoreError> {
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(self.bucket())
             .prefix(prefix)
-            .delimiter("/")
             .into_paginator()
             .send();
-        let mut out = Vec::new();
+        let mut newest: std::collections::BTreeMap<String, SystemTime> = std::collections::BTreeMap::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| unavailable("list", &e))?;
-            for dir in page.common_prefixes() {
-                if let Some(name) = dir.prefix().and_then(|p| p.strip_prefix(prefix)) {
-                    out.push(name.trim_end_matches('/').to_owned());
-                }
+            for object in page.contents() {
+                let Some((name, _)) = object.key().and_then(|k| k.strip_prefix(prefix)?.split_once('/')) else {
+                    continue;
+                };
+                let modified = object
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                    .unwrap_or_else(SystemTime::now);
+                let at = newest.entry(name.to_owned()).or_insert(modified);
+                *at = (*at).max(modified);
             }
         }
-        Ok(out)
+        Ok(newest
+            .into_iter()
+            .map(|(name, modified)| StagingEntry { name, modified })
+            .collect())
     }
 
     /// The size of an object, `None` if it is absent.
@@ -466,8 +479,8 @@ impl super::BlobStore for S3Store {
         self.remove_staging_entry(&id.hyphenated().to_string()).await
     }
 
-    async fn staging_entries(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.list_dirs(&self.inner.key("uploads/")).await
+    async fn staging_entries(&self) -> Result<Vec<StagingEntry>, StoreError> {
+        self.inner.list_sessions(&self.inner.key("uploads/")).await
     }
 
     async fn remove_staging_entry(&self, name: &str) -> Result<(), StoreError> {

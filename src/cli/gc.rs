@@ -103,6 +103,12 @@ fn print_report(r: &Report) {
         format!("{} ({} {verb}freed)", r.blobs_deleted, human_bytes(r.bytes_freed)),
     );
     line(format!("uploads {verb}purged"), r.uploads_purged.to_string());
+    if r.staging_orphans_removed > 0 {
+        line(
+            format!("upload leftovers {verb}removed"),
+            r.staging_orphans_removed.to_string(),
+        );
+    }
     line(
         format!("empty repositories {verb}removed"),
         r.repositories_removed.to_string(),

@@ -121,6 +121,9 @@ pub struct Report {
     pub blobs_deleted: u64,
     pub bytes_freed: u64,
     pub uploads_purged: u64,
+    /// Staging entries (upload leftovers) no session owned, unchanged for the grace period.
+    #[serde(default)]
+    pub staging_orphans_removed: u64,
     /// Repositories removed because nothing was left in them.
     #[serde(default)]
     pub repositories_removed: u64,
@@ -167,6 +170,10 @@ pub async fn run(
         evicted,
         ..Report::default()
     };
+    // Staging entries carry the storage's own modification times: compare with the wall clock.
+    let staging_cutoff = std::time::SystemTime::now()
+        .checked_sub(opts.grace_period)
+        .unwrap_or(std::time::UNIX_EPOCH);
     let upload_cutoff = now.saturating_sub(u64::try_from(opts.upload_max_age.as_millis()).unwrap_or(u64::MAX));
     if opts.dry_run {
         report.manifests_deleted = marked.dead_manifests.len() as u64;
@@ -175,6 +182,7 @@ pub async fn run(
         report.bytes_freed = marked.dead_blobs.iter().map(|(_, s)| s).sum();
         report.repositories_removed = marked.empty_repos.len() as u64;
         report.uploads_purged = registry.stale_upload_count(upload_cutoff).await?;
+        report.staging_orphans_removed = registry.purge_staging_orphans(staging_cutoff, true).await?;
     } else {
         phase(Phase::SweepManifests);
         report.manifests_deleted = sweep_manifests(registry, marked.dead_manifests, policy).await?;
@@ -189,6 +197,7 @@ pub async fn run(
         }
         phase(Phase::PurgeUploads);
         report.uploads_purged = registry.purge_uploads(upload_cutoff).await?;
+        report.staging_orphans_removed = registry.purge_staging_orphans(staging_cutoff, false).await?;
         registry.prune_touches(policy.cutoff_ms);
     }
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -82,7 +82,14 @@ impl Registry {
 
     /// Everything in the blob store and its staging area (fsck).
     pub(crate) async fn storage_scan(&self) -> Result<(Vec<Entry>, Vec<String>), Error> {
-        Ok((self.blobs.enumerate().await?, self.blobs.staging_entries().await?))
+        let staging = self
+            .blobs
+            .staging_entries()
+            .await?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        Ok((self.blobs.enumerate().await?, staging))
     }
 
     /// Hash a stored blob (fsck); `None` if it is absent.

@@ -374,10 +374,43 @@ impl Registry {
         Ok(purged)
     }
 
+    /// Remove the staging entries no upload session owns that have not changed since
+    /// `before` (GC's grace cutoff), or with `dry_run` count them. A session's entry is
+    /// created before its row commits, so one seen without a row may be a session opening
+    /// right now: only age tells a leftover apart, and the grace period is far longer than any
+    /// opening. The entries are listed before the sessions are read, so a session whose row
+    /// commits in between is seen as owned.
+    pub(crate) async fn purge_staging_orphans(
+        &self,
+        before: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<u64, Error> {
+        let entries = self.blobs.staging_entries().await?;
+        let sessions: HashSet<String> = self.meta.upload_ids().await?.iter().map(Uuid::to_string).collect();
+        let mut removed = 0;
+        for entry in entries
+            .iter()
+            .filter(|e| !sessions.contains(&e.name) && e.modified < before)
+        {
+            if !dry_run {
+                self.blobs.remove_staging_entry(&entry.name).await?;
+                tracing::info!(entry = %entry.name, "removed a staging leftover no upload session owns");
+            }
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// Start-up: remove staging files no session owns and sessions whose file is gone. This
     /// touches only the staging directory, never the blob tree.
     pub(super) async fn reconcile_staging(&self) -> Result<(), Error> {
-        let files = self.blobs.staging_entries().await?;
+        let files: Vec<String> = self
+            .blobs
+            .staging_entries()
+            .await?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         let sessions = self.meta.upload_ids().await?;
         // Staging entries are named by the hyphenated id (`BlobStore::staging_entries`).
         let names: HashSet<String> = sessions.iter().map(Uuid::to_string).collect();

@@ -614,3 +614,62 @@ async fn gc_removes_repositories_left_empty() {
     // empty/loose's blob had no manifest: its link went, and the repository with it.
     assert_eq!(catalog["repositories"], json!(["empty/kept"]), "{catalog}");
 }
+
+/// Staging leftovers (entries no upload session owns, as a crash or a dropped request between
+/// a session's staging file and its row leaves) used to go only at the next start-up, so a
+/// server that ran for weeks kept them and fsck reported them. Now a collection removes those
+/// unchanged for the grace period, and keeps younger ones and every entry a session owns.
+#[tokio::test]
+async fn gc_removes_staging_leftovers_older_than_the_grace_period() {
+    // Files, so that the test can age them (an object's time is the bucket's to set; the
+    // storage suite checks those times on S3).
+    let berth = Berth::builder()
+        .filesystem()
+        .env("BERTH_GC_GRACE_PERIOD", &format!("{}s", GRACE.as_secs()))
+        .start();
+    let age = |name: &str| {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(berth.root.join("uploads").join(name))
+            .unwrap();
+        let then = std::time::SystemTime::now() - GRACE - Duration::from_secs(60);
+        file.set_modified(then).unwrap();
+    };
+    let old = berth.make_staging_leftover().await;
+    let young = berth.make_staging_leftover().await;
+    // An upload session in progress, as old as the old leftover.
+    let resp = client()
+        .post(berth.url("/v2/gc/leftovers/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let session = resp.headers()["docker-upload-uuid"].to_str().unwrap().to_owned();
+    let patch = client()
+        .patch(berth.url(resp.headers()["location"].to_str().unwrap()))
+        .body(b"some bytes".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 202);
+    age(&old);
+    age(&session);
+
+    let predicted = gc(&berth, "dry_run=true").await;
+    assert_eq!(predicted["staging_orphans_removed"], 1, "{predicted}");
+    assert!(
+        berth.staging_entries().await.contains(&old),
+        "a dry run removes nothing"
+    );
+
+    let report = gc(&berth, "").await;
+    assert_eq!(report["staging_orphans_removed"], 1, "{report}");
+    let mut left = berth.staging_entries().await;
+    left.sort();
+    let mut expected = vec![session, young];
+    expected.sort();
+    assert_eq!(
+        left, expected,
+        "the old leftover went; the session and the young leftover stay"
+    );
+}

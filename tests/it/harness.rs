@@ -138,7 +138,21 @@ impl Berth {
     /// The entries of the server's staging area (upload sessions and leftovers), read from
     /// storage directly.
     pub async fn staging_entries(&self) -> Vec<String> {
-        self.blob_store().staging_entries().await.unwrap()
+        let entries = self.blob_store().staging_entries().await.unwrap();
+        entries.into_iter().map(|e| e.name).collect()
+    }
+
+    /// Leave an entry in the staging area that no upload session owns, as a crash between a
+    /// session's staging file and its row leaves one; its name.
+    pub async fn make_staging_leftover(&self) -> String {
+        let id = uuid::Uuid::new_v4();
+        let store = self.blob_store();
+        let upload = store.create_upload(id, berth::oci::Algorithm::Sha256).await.unwrap();
+        let bytes = crate::storage_suite::body(b"a leftover", 4, None);
+        let (upload, appended) = upload.append(bytes, crate::storage_suite::limits()).await;
+        appended.unwrap();
+        drop(upload);
+        id.hyphenated().to_string()
     }
 
     /// The server's blob store, opened beside it (no server-side state).

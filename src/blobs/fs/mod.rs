@@ -228,11 +228,19 @@ impl FsStore {
         ignore_not_found(fs::remove_file(self.blob_path(digest)))
     }
 
-    /// Names of the files in the staging area (session ids and temp files).
-    fn staging_entries(&self) -> io::Result<Vec<String>> {
+    /// The files in the staging area (session ids and temp files) and their mtimes. One
+    /// removed between the listing and its stat (a session completing) is left out.
+    fn staging_entries(&self) -> io::Result<Vec<super::StagingEntry>> {
         let mut out = Vec::new();
         for entry in fs::read_dir(self.staging_dir())? {
-            out.push(entry?.file_name().to_string_lossy().into_owned());
+            let entry = entry?;
+            let modified = match entry.metadata() {
+                Ok(meta) => meta.modified()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            out.push(super::StagingEntry { name, modified });
         }
         Ok(out)
     }
@@ -435,7 +443,7 @@ impl super::BlobStore for FsStore {
         Ok(blocking(move || store.remove_upload(id)).await?)
     }
 
-    async fn staging_entries(&self) -> Result<Vec<String>, StoreError> {
+    async fn staging_entries(&self) -> Result<Vec<super::StagingEntry>, StoreError> {
         let store = self.clone();
         Ok(blocking(move || store.staging_entries()).await?)
     }
