@@ -82,14 +82,7 @@ impl Registry {
 
     /// Everything in the blob store and its staging area (fsck).
     pub(crate) async fn storage_scan(&self) -> Result<(Vec<Entry>, Vec<String>), Error> {
-        let staging = self
-            .blobs
-            .staging_entries()
-            .await?
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
-        Ok((self.blobs.enumerate().await?, staging))
+        Ok((self.blobs.enumerate().await?, self.staging_names().await?))
     }
 
     /// Hash a stored blob (fsck); `None` if it is absent.

@@ -401,16 +401,16 @@ impl Registry {
         Ok(removed)
     }
 
+    /// The names of the staging area's entries.
+    pub(super) async fn staging_names(&self) -> Result<Vec<String>, Error> {
+        let entries = self.blobs.staging_entries().await?;
+        Ok(entries.into_iter().map(|e| e.name).collect())
+    }
+
     /// Start-up: remove staging files no session owns and sessions whose file is gone. This
     /// touches only the staging directory, never the blob tree.
     pub(super) async fn reconcile_staging(&self) -> Result<(), Error> {
-        let files: Vec<String> = self
-            .blobs
-            .staging_entries()
-            .await?
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
+        let files = self.staging_names().await?;
         let sessions = self.meta.upload_ids().await?;
         // Staging entries are named by the hyphenated id (`BlobStore::staging_entries`).
         let names: HashSet<String> = sessions.iter().map(Uuid::to_string).collect();
