@@ -95,6 +95,7 @@ fn manifest_put(c: &mut Criterion) {
                 referrer: None,
                 tags: vec![Tag::parse(&format!("t{}", n % 100)).unwrap()],
                 sparse: false,
+                protected: berth::meta::Protected::default(),
             };
             meta.put_manifest(new, now_ms()).wait().unwrap();
         });

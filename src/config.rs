@@ -49,6 +49,33 @@ pub struct Config {
     /// Pull-through caches (`proxy:`), each under its own repository prefix, in file order.
     pub proxy: Vec<crate::upstream::Settings>,
     pub validation: Validation,
+    /// Tags that, once they exist, never move and are never deleted (`immutable_tags:`).
+    pub immutable_tags: Vec<ImmutableTags>,
+}
+
+/// One `immutable_tags:` rule: in repositories matching one of `repositories`, tags matching
+/// one of `tags` are immutable. Globs: `*` within a path component, `**` across several.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImmutableTags {
+    #[serde(deserialize_with = "one_or_many")]
+    pub repositories: Vec<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub tags: Vec<String>,
+}
+
+/// A list, or one item standing for a list of one (`repositories: "prod/*"`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
 }
 
 /// What a manifest push must satisfy.
@@ -231,6 +258,7 @@ struct RawConfig {
     auth: RawAuth,
     proxy: Vec<RawProxy>,
     validation: RawValidation,
+    immutable_tags: Vec<ImmutableTags>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -731,6 +759,26 @@ fn apply_proxy_env(raw: &mut RawConfig, env: &[(String, String)]) -> Result<(), 
     Ok(())
 }
 
+/// Every rule names repositories and tags, and every glob compiles.
+fn validate_immutable_tags(rules: &[ImmutableTags]) -> Result<(), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "immutable_tags",
+        message,
+    };
+    for rule in rules {
+        if rule.repositories.is_empty() || rule.tags.is_empty() {
+            return Err(invalid("each rule needs repositories and tags".into()));
+        }
+        for glob in rule.repositories.iter().chain(&rule.tags) {
+            globset::GlobBuilder::new(glob)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| invalid(format!("glob {glob:?}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let addr = raw.http.addr.as_deref().unwrap_or("127.0.0.1:5000");
     let addr = listen_addr(addr).map_err(|e| ConfigError::Invalid {
@@ -786,8 +834,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let auth = validate_auth(raw.auth, tls.as_ref().is_some_and(|t| t.client_ca.is_some()))?;
     let proxy = validate_proxy(raw.proxy)?;
     let gc = validate_gc(&raw.gc)?;
+    validate_immutable_tags(&raw.immutable_tags)?;
     Ok(Config {
         gc,
+        immutable_tags: raw.immutable_tags,
         validation: Validation {
             sparse: raw.validation.sparse.unwrap_or(false),
         },
@@ -1349,6 +1399,7 @@ impl Config {
             self.validation.sparse,
         ) + &self.auth_yaml()
             + &self.proxy_yaml()
+            + &self.immutable_tags_yaml()
     }
 
     /// `proxy`, passwords redacted. `password_file` is not printed: the password it held is
@@ -1392,6 +1443,21 @@ impl Config {
             })
             .collect();
         serde_saphyr::to_string(&Section { proxy }).unwrap_or_default()
+    }
+
+    /// `immutable_tags`, when there are rules.
+    fn immutable_tags_yaml(&self) -> String {
+        #[derive(Serialize)]
+        struct Section<'a> {
+            immutable_tags: &'a [ImmutableTags],
+        }
+        if self.immutable_tags.is_empty() {
+            return String::new();
+        }
+        serde_saphyr::to_string(&Section {
+            immutable_tags: &self.immutable_tags,
+        })
+        .unwrap_or_default()
     }
 
     /// `storage.s3`, the secret key redacted.

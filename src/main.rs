@@ -112,7 +112,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         root: args.root,
     };
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let config = config::load(args.config.as_deref(), env.iter().cloned(), flags)?;
+    let config = config::load(args.config.as_deref(), env.iter().cloned(), flags.clone())?;
     init_logging(&config);
     for (var, what) in config::distribution_env(&env)? {
         tracing::info!(var, "CNCF Distribution variable: {what}");
@@ -121,7 +121,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(berth::server::serve(config))?;
+    let file = args.config.clone();
+    let reload: berth::server::Reload =
+        Box::new(move || config::load(file.as_deref(), std::env::vars(), flags.clone()));
+    runtime.block_on(berth::server::serve(config, Some(reload)))?;
     Ok(())
 }
 

@@ -117,6 +117,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: Code,
     pub detail: String,
+    /// Replaces the code's generic `message` where clients show only that (the Docker engine
+    /// prints `denied: <message>`) and the reason is the point: a policy's refusal.
+    pub message: Option<String>,
     /// Extra headers, such as `Content-Range` on a 416.
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
@@ -127,7 +130,17 @@ impl ApiError {
             status: code.status(),
             code,
             detail: detail.into(),
+            message: None,
             headers: Vec::new(),
+        }
+    }
+
+    /// An error whose `message` is its detail too (see `message`).
+    pub fn explained(code: Code, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        ApiError {
+            message: Some(detail.clone()),
+            ..ApiError::new(code, detail)
         }
     }
 
@@ -201,6 +214,7 @@ impl From<Error> for ApiError {
             }
             Error::ManifestUnknown | Error::UpstreamManifestUnknown(_) => ApiError::new(Code::ManifestUnknown, detail),
             Error::Unsupported(_) => ApiError::new(Code::Unsupported, detail),
+            Error::TagImmutable { .. } => ApiError::explained(Code::Denied, detail),
             Error::TooManyRequests { retry_after, .. } => ApiError::too_many_requests(detail, retry_after),
             Error::BodyTimeout(_) => {
                 ApiError::new(Code::BlobUploadInvalid, detail).with_status(StatusCode::REQUEST_TIMEOUT)
@@ -278,8 +292,8 @@ impl IntoResponse for ApiError {
             self.status != StatusCode::TOO_MANY_REQUESTS || self.headers.iter().any(|(h, _)| h == header::RETRY_AFTER),
             "a 429 without Retry-After: build it with ApiError::too_many_requests"
         );
-        let body =
-            json!({"errors": [{"code": self.code.as_str(), "message": self.code.message(), "detail": self.detail}]});
+        let message = self.message.as_deref().unwrap_or(self.code.message());
+        let body = json!({"errors": [{"code": self.code.as_str(), "message": message, "detail": self.detail}]});
         let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/json")],

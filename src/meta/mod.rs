@@ -36,7 +36,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use crate::hot_pool::HotPool;
 
 pub use schema::{BlobRow, BlobState, ManifestRow, Millis, ReferrerRow, UploadRow};
-pub use store::{MetaStore, NewManifest, Page, PendingWrite, WriteOp};
+pub use store::{MetaStore, NewManifest, Page, PendingWrite, Protected, WriteOp};
 pub use writer::CommitObserver;
 
 /// Errors of the metadata store: storage failures, and the refusals its write transactions
@@ -63,6 +63,8 @@ pub enum MetaError {
     ManifestUnknown,
     #[error("blob {digest} is referenced by {manifests} manifest(s) of this repository; delete them first")]
     BlobInUse { digest: String, manifests: u64 },
+    #[error("tag {0} is immutable")]
+    TagImmutable(String),
 }
 
 macro_rules! from_redb {

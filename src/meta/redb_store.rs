@@ -14,7 +14,7 @@ use super::fsck::{self, Repair, Scan};
 use super::gc::{self, Policy, Snapshot};
 use super::schema::{BlobRow, ManifestRow, Millis, ReferrerRow, UploadRow};
 use super::usage::{self, Counts, Usage};
-use super::{Meta, MetaError, MetaStore, NewManifest, Page, WriteOp, read, write};
+use super::{Meta, MetaError, MetaStore, NewManifest, Page, Protected, WriteOp, read, write};
 use crate::oci::{Algorithm, Digest, RepoName, Tag};
 
 #[async_trait::async_trait]
@@ -140,14 +140,14 @@ impl MetaStore for Meta {
         self.write(move |txn| write::put_manifest(txn, &manifest, now))
     }
 
-    fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> WriteOp<()> {
+    fn delete_manifest(&self, repo: &RepoName, digest: &Digest, protected: Protected) -> WriteOp<()> {
         let (repo, digest) = (repo.clone(), digest.clone());
-        self.write(move |txn| write::delete_manifest(txn, repo.as_str(), digest.as_str()))
+        self.write(move |txn| write::delete_manifest(txn, repo.as_str(), digest.as_str(), &protected))
     }
 
-    fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> WriteOp<()> {
+    fn delete_tag(&self, repo: &RepoName, tag: &Tag, protected: Protected) -> WriteOp<()> {
         let (repo, tag) = (repo.clone(), tag.clone());
-        self.write(move |txn| write::delete_tag(txn, repo.as_str(), tag.as_str()))
+        self.write(move |txn| write::delete_tag(txn, repo.as_str(), tag.as_str(), &protected))
     }
 
     fn gc_delete_manifests(&self, candidates: &[(RepoName, Digest)], policy: Policy) -> WriteOp<u64> {

@@ -138,15 +138,18 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
     /// otherwise; a `sparse` manifest skips these checks and records its absent blobs as
     /// `Remote`); insert it with its references, reference counts and referrer entry unless it
     /// is stored already (a re-push only restarts its grace period); point each of its tags at
-    /// it; and record the repository.
+    /// it (`MetaError::TagImmutable`, and nothing written, if that would move a `protected`
+    /// tag); and record the repository.
     fn put_manifest(&self, manifest: NewManifest, now: Millis) -> WriteOp<()>;
 
     /// Delete the manifest `digest` and every tag pointing at it, releasing its references
-    /// (`MetaError::ManifestUnknown` if it does not exist).
-    fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> WriteOp<()>;
+    /// (`MetaError::ManifestUnknown` if it does not exist, `MetaError::TagImmutable` if one of
+    /// those tags is `protected`).
+    fn delete_manifest(&self, repo: &RepoName, digest: &Digest, protected: Protected) -> WriteOp<()>;
 
-    /// Delete one tag, leaving its manifest in place (`MetaError::ManifestUnknown` if absent).
-    fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> WriteOp<()>;
+    /// Delete one tag, leaving its manifest in place (`MetaError::ManifestUnknown` if absent,
+    /// `MetaError::TagImmutable` if it is `protected`).
+    fn delete_tag(&self, repo: &RepoName, tag: &Tag, protected: Protected) -> WriteOp<()>;
 
     /// Garbage collection: delete those `candidates` that are still not anchored
     /// (`gc::anchored`, evaluated against the rows inside the transaction). Answers how many
@@ -206,6 +209,37 @@ pub struct NewManifest {
     /// here (those absent get `BlobState::Remote` records, linked and counted as usual) and its
     /// children need not exist yet.
     pub sparse: bool,
+    /// Tags that must not move to this manifest if they already point at another.
+    pub protected: Protected,
+}
+
+/// Which tags may neither move to another manifest nor be deleted (immutable tags), as the
+/// caller's policy says; the write checks it against the rows inside its transaction. The
+/// default protects nothing.
+#[derive(Clone, Default)]
+pub struct Protected(Option<TagPredicate>);
+
+type TagPredicate = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+impl Protected {
+    pub fn new(covers: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        Protected(Some(std::sync::Arc::new(covers)))
+    }
+
+    /// Whether `tag` is protected.
+    pub fn covers(&self, tag: &str) -> bool {
+        self.0.as_ref().is_some_and(|f| f(tag))
+    }
+}
+
+impl Debug for Protected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Protected(..)"
+        } else {
+            "Protected(none)"
+        })
+    }
 }
 
 /// A write, built and not yet started: nothing happens until it is committed or waited for.

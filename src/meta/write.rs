@@ -15,7 +15,7 @@ use super::schema::{
     BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, MANIFESTS, Millis, REFERRERS,
     REPOS, RefsRow, RepoRow, TAGS, TAGS_BY_MANIFEST, TOMBSTONES, TagRow, UPLOADS, UploadRow,
 };
-use super::{MetaError, NewManifest};
+use super::{MetaError, NewManifest, Protected};
 use crate::oci::Algorithm;
 
 /// Create every table, so that read transactions can always open them.
@@ -122,6 +122,15 @@ pub(super) fn put_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis)
     if !m.sparse {
         check_references(txn, m)?;
     }
+    for tag in m.tags.iter().filter(|t| m.protected.covers(t.as_str())) {
+        let current = txn
+            .open_table(TAGS)?
+            .get((m.repo.as_str(), tag.as_str()))?
+            .map(|v| decode::<TagRow>(v.value()));
+        if current.transpose()?.is_some_and(|row| row.digest != m.digest.as_str()) {
+            return Err(MetaError::TagImmutable(tag.to_string()));
+        }
+    }
     let key = (m.repo.as_str(), m.digest.as_str());
     let refs = txn
         .open_table(MANIFEST_REFS)?
@@ -142,7 +151,15 @@ pub(super) fn put_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis)
 }
 
 /// Delete the manifest `digest` and every tag pointing at it, releasing its references.
-pub(super) fn delete_manifest(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<(), MetaError> {
+pub(super) fn delete_manifest(
+    txn: &WriteTransaction,
+    repo: &str,
+    digest: &str,
+    protected: &Protected,
+) -> Result<(), MetaError> {
+    if let Some(tag) = tags_of(txn, repo, digest)?.into_iter().find(|t| protected.covers(t)) {
+        return Err(MetaError::TagImmutable(tag));
+    }
     if remove_manifest(txn, repo, digest)? {
         Ok(())
     } else {
@@ -151,7 +168,15 @@ pub(super) fn delete_manifest(txn: &WriteTransaction, repo: &str, digest: &str) 
 }
 
 /// Delete one tag, leaving its manifest in place.
-pub(super) fn delete_tag(txn: &WriteTransaction, repo: &str, tag: &str) -> Result<(), MetaError> {
+pub(super) fn delete_tag(
+    txn: &WriteTransaction,
+    repo: &str,
+    tag: &str,
+    protected: &Protected,
+) -> Result<(), MetaError> {
+    if protected.covers(tag) && txn.open_table(TAGS)?.get((repo, tag))?.is_some() {
+        return Err(MetaError::TagImmutable(tag.to_owned()));
+    }
     let old = txn
         .open_table(TAGS)?
         .remove((repo, tag))?

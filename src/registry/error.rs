@@ -40,6 +40,11 @@ pub enum Error {
     ManifestChildUnknown(String),
     #[error("manifest unknown to registry")]
     ManifestUnknown,
+    /// A push that would move, or a delete of, an immutable tag (or of its manifest).
+    #[error(
+        "tag {tag} of {repo} is immutable ({rule}): it cannot be moved to another manifest or deleted; push a new tag instead"
+    )]
+    TagImmutable { repo: String, tag: String, rule: String },
     #[error("operation not supported: {0}")]
     Unsupported(String),
     /// A limit refused the request for now; `retry_after` is when trying again makes sense.
@@ -78,6 +83,11 @@ impl From<MetaError> for Error {
             MetaError::ChildUnknown(d) => Error::ManifestChildUnknown(d),
             MetaError::ManifestUnknown => Error::ManifestUnknown,
             e @ MetaError::BlobInUse { .. } => Error::Unsupported(e.to_string()),
+            MetaError::TagImmutable(tag) => Error::TagImmutable {
+                repo: String::new(),
+                tag,
+                rule: String::new(),
+            },
             e @ (MetaError::Db(_) | MetaError::Locked(_) | MetaError::Corrupt(_) | MetaError::Commit(_)) => {
                 Error::Internal(e.to_string())
             }

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use super::policy::Policies;
 use super::{Error, Registry};
 use crate::meta::{ManifestRow, NewManifest, ReferrerRow, now_ms};
 use crate::oci::manifest::{self, ManifestKind, ParsedManifest};
@@ -92,11 +93,15 @@ impl Registry {
             Reference::Digest(_) => tags,
         };
         let row = manifest_row(&parsed, body);
+        let policies = self.policies.get();
         let new = NewManifest {
             sparse: self.limits.sparse_manifests,
+            protected: policies.protected(repo),
             ..new_manifest(repo.clone(), digest.clone(), tags.clone(), &parsed, row)
         };
-        self.meta_write(|m| m.put_manifest(new, now_ms())).await?;
+        self.meta_write(|m| m.put_manifest(new, now_ms()))
+            .await
+            .map_err(|e| immutable(e, &policies, repo))?;
         crate::crashpoint::hit("manifest.after_commit");
         Ok(ManifestPut { digest, subject, tags })
     }
@@ -104,14 +109,40 @@ impl Registry {
     /// Delete by digest (the manifest and its tags) or by tag (only the tag).
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<(), Error> {
         self.refuse_cached(repo)?;
-        match reference {
-            Reference::Digest(d) => {
-                self.meta_write(|m| m.delete_manifest(repo, d)).await?;
-                crate::crashpoint::hit("delete.after_commit");
-                Ok(())
-            }
-            Reference::Tag(t) => self.meta_write(|m| m.delete_tag(repo, t)).await,
+        let policies = self.policies.get();
+        let protected = policies.protected(repo);
+        let deleted = match reference {
+            Reference::Digest(d) => self.meta_write(|m| m.delete_manifest(repo, d, protected)).await,
+            Reference::Tag(t) => self.meta_write(|m| m.delete_tag(repo, t, protected)).await,
+        };
+        deleted.map_err(|e| immutable(e, &policies, repo))?;
+        if let Reference::Digest(_) = reference {
+            crate::crashpoint::hit("delete.after_commit");
         }
+        Ok(())
+    }
+
+    /// Replace the policies (a configuration reload); requests under way keep the old ones.
+    pub fn set_policies(&self, policies: Policies) {
+        self.policies.set(policies);
+    }
+}
+
+/// Name the rule behind a refusal to move or delete an immutable tag.
+fn immutable(e: Error, policies: &Policies, repo: &RepoName) -> Error {
+    match e {
+        Error::TagImmutable { tag, .. } => {
+            let rule = policies
+                .immutable_rule(repo.as_str(), &tag)
+                .unwrap_or("a rule now removed")
+                .to_owned();
+            Error::TagImmutable {
+                repo: repo.to_string(),
+                tag,
+                rule,
+            }
+        }
+        other => other,
     }
 }
 
@@ -181,5 +212,6 @@ pub(super) fn new_manifest(
         referrer: refs.referrer,
         tags,
         sparse: false,
+        protected: crate::meta::Protected::default(),
     }
 }

@@ -20,6 +20,7 @@ mod listing;
 pub(crate) mod locks;
 mod maintenance;
 mod manifests;
+mod policy;
 mod proxy;
 mod search;
 mod uploads;
@@ -36,6 +37,7 @@ pub use error::Error;
 pub use listing::Page;
 pub use manifests::{Manifest, ManifestPut};
 pub(crate) use manifests::{References, references};
+pub use policy::Policies;
 pub use proxy::CacheUsage;
 pub use search::{Found, SearchTerm};
 pub use uploads::UploadStatus;
@@ -67,6 +69,8 @@ pub struct Registry {
     touches: Arc<Mutex<HashMap<String, Millis>>>,
     /// Pull-through caches: repositories under their prefixes come from upstreams.
     proxies: proxy::Proxies,
+    /// Immutable tags and the other write policies, replaced on a configuration reload.
+    policies: policy::Current,
 }
 
 impl Registry {
@@ -116,6 +120,7 @@ impl Registry {
             limits,
             touches: Arc::default(),
             proxies: proxy::Proxies::new(proxies)?,
+            policies: policy::Current::default(),
         }))
     }
 

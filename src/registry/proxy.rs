@@ -345,7 +345,10 @@ impl Registry {
             let Some((cache, _)) = self.proxies.route(name.as_str()) else {
                 continue;
             };
-            match self.meta_write(|m| m.delete_manifest(&name, &d)).await {
+            match self
+                .meta_write(|m| m.delete_manifest(&name, &d, crate::meta::Protected::default()))
+                .await
+            {
                 Ok(()) => evicted += 1,
                 Err(Error::ManifestUnknown) => {}
                 Err(e) => return Err(e),

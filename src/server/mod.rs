@@ -103,8 +103,13 @@ fn commit_metrics(ops: usize, took: std::time::Duration) {
     m.meta_batch_ops.observe(ops as f64);
 }
 
-/// Run the registry until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
+/// Loads the configuration again (the same file, environment and flags), on SIGHUP.
+pub type Reload = Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync>;
+
+/// Run the registry until SIGINT or SIGTERM. On SIGHUP, TLS and htpasswd files are reloaded,
+/// and with `reload` the configuration too, whose policies (`immutable_tags`) then apply to
+/// new requests; a configuration that no longer loads is logged and the old one kept.
+pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeError> {
     // Before anything else, and in particular before the "listening" line: a signal that
     // arrives once a client could know the address must reach the drain logic.
     let mut signalled = watch_signals()?;
@@ -120,7 +125,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     if auth.is_some() && tls.is_none() && !config.http.addr.ip().is_loopback() {
         tracing::warn!("authentication without TLS: passwords and tokens cross the network in the clear");
     }
-    spawn_reloader(tls.clone(), auth.clone(), reloads);
+    spawn_reloader(tls.clone(), auth.clone(), reloads.clone());
     // Bind before the store is opened (or created): a busy port leaves nothing behind.
     let addr = config.http.addr;
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
@@ -128,6 +133,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         source,
     })?;
     let registry = open_registry(&config).await?;
+    registry.set_policies(registry::Policies::new(&config.immutable_tags));
+    if let Some(reload) = reload {
+        spawn_config_reloader(Arc::clone(&registry), reload, reloads);
+    }
     let local = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %local, root = %config.storage.root.display(), blobs = %registry.describe_storage(), scheme, "berth listening");
@@ -183,6 +192,24 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// On each SIGHUP, load the configuration again and put its policies in force.
+fn spawn_config_reloader(registry: Arc<Registry>, reload: Reload, mut reloads: tokio::sync::watch::Receiver<u64>) {
+    tokio::spawn(async move {
+        while reloads.changed().await.is_ok() {
+            match reload() {
+                Ok(config) => {
+                    registry.set_policies(registry::Policies::new(&config.immutable_tags));
+                    tracing::info!(
+                        immutable_tags = config.immutable_tags.len(),
+                        "configuration reloaded: policies in force"
+                    );
+                }
+                Err(e) => tracing::error!("configuration reload failed, keeping the previous one: {e}"),
+            }
+        }
+    });
+}
+
 /// SIGHUP, as a stream of ticks.
 fn watch_reload_signal() -> Result<tokio::sync::watch::Receiver<u64>, ServeError> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -190,7 +217,7 @@ fn watch_reload_signal() -> Result<tokio::sync::watch::Receiver<u64>, ServeError
     let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading TLS and htpasswd files");
+            tracing::info!("SIGHUP: reloading the configuration, TLS and htpasswd files");
             tx.send_modify(|n| *n += 1);
         }
     });

@@ -229,7 +229,7 @@ pub fn digest_after(text: &str, marker: &str) -> String {
 }
 
 /// `docker build` a `FROM scratch` image tagged `tag`, with content unique to `tag`.
-fn docker_build(tag: &str) {
+pub fn docker_build(tag: &str) {
     let context = tempfile::tempdir().unwrap();
     std::fs::write(context.path().join("hello.txt"), format!("hello from {tag}\n")).unwrap();
     std::fs::write(context.path().join("data.bin"), random_bytes(1_500_000, 42)).unwrap();

@@ -30,6 +30,7 @@ mod ops;
 mod oras;
 mod pki;
 mod podman;
+mod policies;
 mod proxy;
 mod proxy_clients;
 mod restart;

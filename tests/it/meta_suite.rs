@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use berth::meta::fsck::Repair;
 use berth::meta::gc::Policy;
-use berth::meta::{BlobState, ManifestRow, Meta, MetaError, MetaStore, NewManifest, ReferrerRow};
+use berth::meta::{BlobState, ManifestRow, Meta, MetaError, MetaStore, NewManifest, Protected, ReferrerRow};
 use berth::oci::{Algorithm, Digest, RepoName, Tag};
 use uuid::Uuid;
 
@@ -58,6 +58,7 @@ suite!(
     referenced_blobs_cannot_be_unlinked,
     deleting_a_manifest_deletes_its_tags,
     one_put_sets_many_tags_or_none,
+    protected_tags_neither_move_nor_go,
     listings_page_in_lexical_order,
     the_newest_tagged_manifest_is_the_last_pushed,
     referrers_are_listed_by_subject,
@@ -111,6 +112,7 @@ fn manifest(repo: &RepoName, seed: &str, blobs: &[(&Digest, u64)], tag: Option<&
         referrer: None,
         tags: tag.map(self::tag).into_iter().collect(),
         sparse: false,
+        protected: Protected::default(),
     }
 }
 
@@ -217,7 +219,10 @@ async fn referenced_blobs_cannot_be_unlinked(backend: Backend) {
     put(s, &m, 20).await.unwrap();
     let unlink = || s.unlink_blob(&a, &config).commit();
     assert!(matches!(unlink().await, Err(MetaError::BlobInUse { manifests: 1, .. })));
-    s.delete_manifest(&a, &m.digest).commit().await.unwrap();
+    s.delete_manifest(&a, &m.digest, Protected::default())
+        .commit()
+        .await
+        .unwrap();
     unlink().await.unwrap();
     assert!(s.linked_blob(&a, &config).await.unwrap().is_none());
     assert!(matches!(unlink().await, Err(MetaError::BlobNotLinked(_))));
@@ -241,20 +246,26 @@ async fn deleting_a_manifest_deletes_its_tags(backend: Backend) {
     .await
     .unwrap();
     assert_eq!(s.tags(&a, None, 10).await.unwrap().unwrap().items, ["one", "two"]);
-    s.delete_tag(&a, &tag("one")).commit().await.unwrap();
+    s.delete_tag(&a, &tag("one"), Protected::default())
+        .commit()
+        .await
+        .unwrap();
     assert!(matches!(
-        s.delete_tag(&a, &tag("one")).commit().await,
+        s.delete_tag(&a, &tag("one"), Protected::default()).commit().await,
         Err(MetaError::ManifestUnknown)
     ));
     assert!(
         s.manifest(&a, &m.digest).await.unwrap().is_some(),
         "a tag delete keeps the manifest"
     );
-    s.delete_manifest(&a, &m.digest).commit().await.unwrap();
+    s.delete_manifest(&a, &m.digest, Protected::default())
+        .commit()
+        .await
+        .unwrap();
     assert!(s.tags(&a, None, 10).await.unwrap().unwrap().items.is_empty());
     assert!(s.manifest_by_tag(&a, &tag("two")).await.unwrap().is_none());
     assert_eq!(s.live_blob(&config).await.unwrap().unwrap().refcount, 0);
-    let again = s.delete_manifest(&a, &m.digest).commit().await;
+    let again = s.delete_manifest(&a, &m.digest, Protected::default()).commit().await;
     assert!(matches!(again, Err(MetaError::ManifestUnknown)));
 }
 
@@ -278,7 +289,10 @@ async fn one_put_sets_many_tags_or_none(backend: Backend) {
         assert_eq!(digest, new.digest.as_str(), "{name}");
     }
     // Moving v1 away left the old manifest untagged: deleting it keeps every tag.
-    s.delete_manifest(&a, &old.digest).commit().await.unwrap();
+    s.delete_manifest(&a, &old.digest, Protected::default())
+        .commit()
+        .await
+        .unwrap();
     assert_eq!(s.tags(&a, None, 10).await.unwrap().unwrap().items, names);
     // A put whose blob is missing sets no tag at all.
     let missing = digest(b"not linked");
@@ -290,6 +304,45 @@ async fn one_put_sets_many_tags_or_none(backend: Backend) {
     assert_eq!(s.tags(&a, None, 10).await.unwrap().unwrap().items, names);
     let (latest, _) = s.manifest_by_tag(&a, &tag("latest")).await.unwrap().unwrap();
     assert_eq!(latest, new.digest.as_str());
+}
+
+/// Protected (immutable) tags: a put may re-point one at the manifest it already names, never
+/// at another, and nothing of a refused put is written; neither the tag nor its manifest can
+/// be deleted; unprotected tags beside it move as usual.
+async fn protected_tags_neither_move_nor_go(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("suite/a");
+    let config = blob(s, &a, b"config", 10).await;
+    let guard = || Protected::new(|t: &str| t.starts_with('v'));
+    let v1 = NewManifest {
+        protected: guard(),
+        ..manifest(&a, "v1", &[(&config, 6)], Some("v1"))
+    };
+    put(s, &v1, 20).await.unwrap();
+    put(s, &v1, 21).await.unwrap();
+    let other = NewManifest {
+        tags: vec![tag("latest"), tag("v1")],
+        protected: guard(),
+        ..manifest(&a, "other", &[(&config, 6)], None)
+    };
+    assert!(matches!(put(s, &other, 30).await, Err(MetaError::TagImmutable(t)) if t == "v1"));
+    assert!(
+        s.manifest(&a, &other.digest).await.unwrap().is_none(),
+        "nothing written"
+    );
+    assert!(s.manifest_by_tag(&a, &tag("latest")).await.unwrap().is_none());
+    let deleted = s.delete_tag(&a, &tag("v1"), guard()).commit().await;
+    assert!(matches!(deleted, Err(MetaError::TagImmutable(_))));
+    let deleted = s.delete_manifest(&a, &v1.digest, guard()).commit().await;
+    assert!(matches!(deleted, Err(MetaError::TagImmutable(_))));
+    let (at, _) = s.manifest_by_tag(&a, &tag("v1")).await.unwrap().unwrap();
+    assert_eq!(at, v1.digest.as_str());
+    let latest = NewManifest {
+        tags: vec![tag("latest")],
+        protected: guard(),
+        ..manifest(&a, "other", &[(&config, 6)], None)
+    };
+    put(s, &latest, 40).await.unwrap();
 }
 
 async fn listings_page_in_lexical_order(backend: Backend) {
@@ -356,7 +409,10 @@ async fn the_newest_tagged_manifest_is_the_last_pushed(backend: Backend) {
         Some(one.digest.to_string())
     );
     // Untagged, it no longer counts.
-    s.delete_tag(&a, &tag("one")).commit().await.unwrap();
+    s.delete_tag(&a, &tag("one"), Protected::default())
+        .commit()
+        .await
+        .unwrap();
     assert_eq!(
         digest_of(s.newest_tagged_manifest(&a).await.unwrap()),
         Some(two.digest.to_string())
@@ -384,7 +440,10 @@ async fn referrers_are_listed_by_subject(backend: Backend) {
     assert_eq!(listed[0].0, sig.digest.as_str());
     assert_eq!(listed[0].1.artifact_type.as_deref(), Some("application/example.sig"));
     assert!(s.referrers(&repo("suite/b"), &subject.digest).await.unwrap().is_empty());
-    s.delete_manifest(&a, &sig.digest).commit().await.unwrap();
+    s.delete_manifest(&a, &sig.digest, Protected::default())
+        .commit()
+        .await
+        .unwrap();
     assert!(s.referrers(&a, &subject.digest).await.unwrap().is_empty());
 }
 
@@ -528,7 +587,10 @@ async fn sparse_manifests_count_blobs_before_they_arrive(backend: Backend) {
     assert!(s.linked_blob(&a, &fetched).await.unwrap().is_some());
 
     // Evicted: the manifest goes, the remote row follows once unlinked; no tombstone for it.
-    s.delete_manifest(&a, &m.digest).commit().await.unwrap();
+    s.delete_manifest(&a, &m.digest, Protected::default())
+        .commit()
+        .await
+        .unwrap();
     let links = [(a.clone(), fetched.clone()), (a.clone(), never.clone())];
     assert_eq!(s.gc_remove_links(&links, policy(1000)).commit().await.unwrap(), 2);
     let doomed = s
