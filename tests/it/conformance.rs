@@ -210,7 +210,12 @@ fn header<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {
 
 /// Assert the response carries `Docker-Content-Digest: digest`.
 fn assert_digest_header(resp: &reqwest::Response, digest: &str, what: &str) {
-    assert_eq!(header(resp, "docker-content-digest"), Some(digest), "{what}: {:?}", resp.headers());
+    assert_eq!(
+        header(resp, "docker-content-digest"),
+        Some(digest),
+        "{what}: {:?}",
+        resp.headers()
+    );
 }
 
 /// Two generated repository contents never share a blob: each case gets its own seed.
@@ -260,27 +265,44 @@ async fn push_blob(t: &Target, repo: &str, bytes: &[u8], digest: &str, how: Push
     let done = match how {
         Push::PostOnly => {
             let url = t.url(&format!("{uploads}?digest={digest}"));
-            t.send(t.request("POST", &url).header("content-type", OCTETS).body(bytes.to_vec()))
-                .await
+            t.send(
+                t.request("POST", &url)
+                    .header("content-type", OCTETS)
+                    .body(bytes.to_vec()),
+            )
+            .await
         }
         Push::PostPut => {
             let loc = start_upload(t, &uploads).await;
             let url = with_digest(&t.at(&loc), digest);
-            t.send(t.request("PUT", &url).header("content-type", OCTETS).body(bytes.to_vec()))
-                .await
+            t.send(
+                t.request("PUT", &url)
+                    .header("content-type", OCTETS)
+                    .body(bytes.to_vec()),
+            )
+            .await
         }
-        Push::Chunked { put_last, out_of_order } => push_chunks(t, &uploads, bytes, digest, put_last, out_of_order).await,
+        Push::Chunked { put_last, out_of_order } => {
+            push_chunks(t, &uploads, bytes, digest, put_last, out_of_order).await
+        }
         Push::Stream => {
             let loc = start_upload(t, &uploads).await;
             let chunks: Vec<Result<Vec<u8>, std::io::Error>> = bytes.chunks(300).map(|c| Ok(c.to_vec())).collect();
             let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
             let resp = t
-                .send(t.request("PATCH", &t.at(&loc)).header("content-type", OCTETS).body(body))
+                .send(
+                    t.request("PATCH", &t.at(&loc))
+                        .header("content-type", OCTETS)
+                        .body(body),
+                )
                 .await;
             assert_eq!(resp.status(), 202, "streamed PATCH");
             let loc = header(&resp, "location").unwrap().to_owned();
-            t.send(t.request("PUT", &with_digest(&t.at(&loc), digest)).header("content-length", "0"))
-                .await
+            t.send(
+                t.request("PUT", &with_digest(&t.at(&loc), digest))
+                    .header("content-length", "0"),
+            )
+            .await
         }
     };
     if bad {
@@ -297,12 +319,18 @@ async fn assert_created_blob(t: &Target, resp: reqwest::Response, bytes: &[u8], 
     let loc = header(&resp, "location").expect("Location").to_owned();
     let got = t.send(t.request("GET", &t.at(&loc))).await;
     assert_eq!(got.status(), 200, "{what}: GET {loc}");
-    assert_eq!(got.bytes().await.unwrap().as_ref(), bytes, "{what}: the Location serves the blob");
+    assert_eq!(
+        got.bytes().await.unwrap().as_ref(),
+        bytes,
+        "{what}: the Location serves the blob"
+    );
 }
 
 /// POST an upload session; its `Location`.
 async fn start_upload(t: &Target, uploads: &str) -> String {
-    let resp = t.send(t.request("POST", &t.url(uploads)).header("content-length", "0")).await;
+    let resp = t
+        .send(t.request("POST", &t.url(uploads)).header("content-length", "0"))
+        .await;
     assert_eq!(resp.status(), 202, "POST {uploads}");
     header(&resp, "location").expect("Location").to_owned()
 }
@@ -322,7 +350,9 @@ async fn push_chunks(
     put_last: bool,
     out_of_order: bool,
 ) -> reqwest::Response {
-    let resp = t.send(t.request("POST", &t.url(uploads)).header("content-length", "0")).await;
+    let resp = t
+        .send(t.request("POST", &t.url(uploads)).header("content-length", "0"))
+        .await;
     assert_eq!(resp.status(), 202);
     let min: usize = header(&resp, "oci-chunk-min-length").map_or(0, |m| m.parse().unwrap());
     let mut loc = header(&resp, "location").unwrap().to_owned();
@@ -338,7 +368,9 @@ async fn push_chunks(
         let url = t.at(&loc);
         let part = bytes[start..end].to_vec();
         if last && put_last {
-            let req = t.request("PUT", &with_digest(&url, digest)).header("content-range", range);
+            let req = t
+                .request("PUT", &with_digest(&url, digest))
+                .header("content-range", range);
             return t.send(req.header("content-type", OCTETS).body(part)).await;
         }
         let req = t.request("PATCH", &url).header("content-range", &range);
@@ -365,7 +397,11 @@ async fn out_of_order_chunk(t: &Target, loc: &str, bytes: &[u8], start: usize, c
         .header("content-type", OCTETS)
         .body(bytes[bad_start..bad_end].to_vec());
     let resp = t.send(req).await;
-    assert_eq!(resp.status(), 416, "a chunk out of order at {bad_start} (offset {start})");
+    assert_eq!(
+        resp.status(),
+        416,
+        "a chunk out of order at {bad_start} (offset {start})"
+    );
     let status = t.send(t.request("GET", &t.at(loc))).await;
     assert_eq!(status.status(), 204, "upload status");
     let range = header(&status, "range").expect("Range on upload status").to_owned();
@@ -421,7 +457,11 @@ async fn blob_pushes_answer_with_digest_headers(mode: Mode, algo: Algo) {
     };
     // The suite makes chunked blobs span three chunks of at least 1024 bytes.
     for (i, how) in PUSHES.into_iter().enumerate() {
-        let len = if matches!(how, Push::Chunked { .. }) { 3 * 1024 - 5 } else { 512 };
+        let len = if matches!(how, Push::Chunked { .. }) {
+            3 * 1024 - 5
+        } else {
+            512
+        };
         let bytes = blob(len, seed + i as u64);
         let digest = algo.digest(&bytes);
         push_blob(&t, REPO1, &bytes, &digest, how, false).await;
@@ -489,10 +529,14 @@ async fn an_upload_can_be_cancelled(mode: Mode) {
         let loc = start_upload(&t, &format!("/v2/{REPO1}/blobs/uploads/")).await;
         if sent == 1 {
             let req = t.request("PATCH", &t.at(&loc)).header("content-range", "0-99");
-            let resp = t.send(req.header("content-type", OCTETS).body(bytes[..100].to_vec())).await;
+            let resp = t
+                .send(req.header("content-type", OCTETS).body(bytes[..100].to_vec()))
+                .await;
             assert_eq!(resp.status(), 202);
         }
-        let resp = t.send(t.request("DELETE", &t.at(&loc)).header("content-length", "0")).await;
+        let resp = t
+            .send(t.request("DELETE", &t.at(&loc)).header("content-length", "0"))
+            .await;
         assert_eq!(resp.status(), 204, "cancel after {sent} chunks");
         let gone = t.send(t.request("GET", &t.at(&loc))).await;
         assert_eq!(gone.status(), 404, "a cancelled session is gone");
@@ -618,7 +662,11 @@ async fn assert_manifest(resp: reqwest::Response, bytes: &[u8], media_type: &str
     assert_eq!(resp.status(), 200, "{what}");
     assert_digest_header(&resp, digest, what);
     assert_eq!(header(&resp, "content-type"), Some(media_type), "{what}");
-    assert_eq!(header(&resp, "content-length"), Some(bytes.len().to_string().as_str()), "{what}");
+    assert_eq!(
+        header(&resp, "content-length"),
+        Some(bytes.len().to_string().as_str()),
+        "{what}"
+    );
     assert_eq!(resp.bytes().await.unwrap().as_ref(), bytes, "{what}");
 }
 
@@ -647,7 +695,12 @@ async fn list_has_tags(t: &Target, content: &Content) {
     let resp = t.go("GET", &format!("/v2/{REPO1}/tags/list")).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
-    let listed: Vec<&str> = v["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let listed: Vec<&str> = v["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
     for (tag, _) in &content.tags {
         assert!(listed.contains(&tag.as_str()), "{tag} in {listed:?}");
     }
