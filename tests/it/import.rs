@@ -535,3 +535,36 @@ fn a_directory_that_is_not_distributions_is_refused_naming_what_was_expected() {
     let expected = elsewhere.path().join("docker/registry/v2");
     assert!(stderr.contains(&format!("expected {}", expected.display())), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_blob_file_that_links_out_of_the_source_tree_is_refused_even_with_the_right_bytes() {
+    let mut registry = Distribution::start();
+    let image = Image::new(true, "amd64", 20_000, 31);
+    image.push(&registry, "linked", "1").await;
+    registry.stop();
+    // Replace the layer's data file by a symbolic link to an identical file outside the tree.
+    let outside = tempfile::tempdir().unwrap();
+    let (layer, bytes) = &image.blobs[1];
+    let hex = layer.strip_prefix("sha256:").unwrap();
+    let file = registry
+        .root()
+        .join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    let copy = outside.path().join("data");
+    std::fs::write(&copy, bytes).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink(&copy, &file).unwrap();
+
+    let berth = stopped_berth();
+    let (code, report) = import(&berth, &registry.root(), &[]);
+    assert_eq!(code, 1, "{report:#}");
+    let blob = &report["skipped"][0];
+    assert_eq!(
+        (blob["kind"].as_str(), blob["subject"].as_str()),
+        (Some("blob"), Some(layer.as_str()))
+    );
+    let reason = blob["reason"].as_str().unwrap();
+    assert!(reason.contains("symbolic link out of the source tree"), "{reason}");
+    assert_eq!(counts(&report, "manifests"), (0, 0, 1));
+    assert_eq!(counts(&report, "tags"), (0, 0, 1));
+    assert!(!berth.stored_blobs().await.contains(layer));
+}
