@@ -13,6 +13,7 @@ pub mod crashpoint;
 pub mod fsck;
 pub mod gc;
 pub mod hot_pool;
+pub mod import;
 pub mod malloc;
 pub mod meta;
 pub mod metrics;

@@ -16,7 +16,9 @@ use clap::{Parser, Subcommand};
 ///
 /// Metadata lives in one redb file and blobs in content-addressed files, both under the
 /// storage root (default ./data). `berth serve` with no configuration serves ./data on
-/// 127.0.0.1:5000, ready for `docker push 127.0.0.1:5000/IMAGE`.
+/// 127.0.0.1:5000, ready for `docker push 127.0.0.1:5000/IMAGE`. Coming from CNCF
+/// Distribution (registry:2)? `berth import distribution /var/lib/registry --root DIR` adopts
+/// its store.
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about, long_about)]
 struct Cli {
@@ -45,6 +47,10 @@ enum Command {
     /// (corrupt and stray files go to <root>/quarantine, never deleted) and lists every action.
     /// Exit status: 0 clean, 1 problems found (or left after --repair), 2 fsck could not run.
     Fsck(cli::fsck::FsckArgs),
+    /// Import another registry's store, offline: `berth import distribution DIR` adopts a
+    /// CNCF Distribution (registry:2) filesystem store, verifying every blob.
+    #[command(subcommand)]
+    Import(cli::import::ImportCommand),
     /// Storage usage per repository (bytes, bytes only it uses, blobs, manifests, tags) and
     /// in total, from the metadata: instant, it does not walk the disk.
     Du(cli::du::DuArgs),
@@ -89,9 +95,10 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Serve(args) => serve(args).map(|()| 0),
-        Command::Gc(args) => cli::gc::run(args).map(|()| 0),
+        Command::Gc(args) => cli::gc::run(&args).map(|()| 0),
         Command::Fsck(args) => cli::fsck::run(&args),
-        Command::Du(args) => cli::du::run(args).map(|()| 0),
+        Command::Du(args) => cli::du::run(&args).map(|()| 0),
+        Command::Import(command) => cli::import::run(command),
         Command::Config(ConfigCommand::Check { config }) => config_check(config.as_deref()).map(|()| 0),
         Command::Config(ConfigCommand::Convert(args)) => cli::convert::run(&args),
     };

@@ -177,6 +177,73 @@ pub trait BlobStore: Send + Sync + Debug + 'static {
 
     /// What the backend is, for logs: `filesystem /data` or `s3 bucket/prefix at endpoint`.
     fn describe(&self) -> String;
+
+    /// Stage the whole local file `path` (a blob of another registry's store being imported)
+    /// as a temporary upload hashing with `alg`, telling `progress` each count of bytes read.
+    /// The caller checks `Upload::digest` and commits or discards it, as for a push. By
+    /// default the bytes are copied through `temp_upload`; a backend that can share the file
+    /// instead (the filesystem, with a hard link) says so in the answer.
+    async fn import_file(
+        &self,
+        path: &std::path::Path,
+        alg: Algorithm,
+        progress: Progress,
+    ) -> Result<(Box<dyn Upload>, Adopted), StoreError> {
+        let upload = self.temp_upload(alg).await?;
+        Ok((copy_file(upload, path, progress).await?, Adopted::Copied))
+    }
+}
+
+/// How [`BlobStore::import_file`] took a file in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopted {
+    /// Hard-linked: the blob shares the source's bytes on disk, nothing was copied.
+    Linked,
+    /// Copied into the store.
+    Copied,
+}
+
+/// Bytes read from a file at a time while it is copied into an upload.
+const COPY_CHUNK: usize = 256 << 10;
+
+/// Append the whole file `path` to an empty `upload`, telling `progress` each count of bytes.
+/// The file must keep the length it had when opened (a file still being written is refused).
+pub(crate) async fn copy_file(
+    upload: Box<dyn Upload>,
+    path: &std::path::Path,
+    progress: Progress,
+) -> Result<Box<dyn Upload>, StoreError> {
+    let file = tokio::fs::File::open(path).await?;
+    let len = file.metadata().await?.len();
+    let body: Body<'static> = Box::pin(futures_util::stream::try_unfold(file, move |mut file| {
+        let progress = std::sync::Arc::clone(&progress);
+        async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = bytes::BytesMut::with_capacity(COPY_CHUNK);
+            let n = file.read_buf(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Ok(None);
+            }
+            progress(n as u64);
+            Ok(Some((buf.freeze(), file)))
+        }
+    }));
+    let limits = AppendLimits {
+        max_len: len,
+        exact: Some(len),
+        idle: std::time::Duration::from_secs(600),
+    };
+    let (upload, appended) = upload.append(body, limits).await;
+    match appended {
+        Ok(_) => Ok(upload),
+        Err(e) => {
+            let _ = upload.discard().await;
+            Err(match e {
+                AppendError::Store(e) => e,
+                other => StoreError::Io(io::Error::other(format!("reading {}: {other}", path.display()))),
+            })
+        }
+    }
 }
 
 /// An upload in progress: its bytes, its running hash (of the algorithm it was opened with)

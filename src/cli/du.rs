@@ -1,21 +1,14 @@
 //! `berth du`: storage usage per repository and in total, offline from the metadata or
 //! through a running server (`--url`, `GET /admin/usage`).
 
-use std::path::PathBuf;
-
-use berth::config::{self, Flags};
 use berth::meta::usage::Usage;
 use berth::meta::{Meta, MetaError, MetaStore};
 use berth::registry::CacheUsage;
 
 #[derive(Debug, clap::Args)]
 pub struct DuArgs {
-    /// YAML config file (its storage.root is used).
-    #[arg(long, short, env = config::ENV_CONFIG_FILE, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Storage root (overrides storage.root).
-    #[arg(long, value_name = "DIR")]
-    root: Option<PathBuf>,
+    #[command(flatten)]
+    store: super::StoreArgs,
     /// Ask the server at this URL instead of reading the store. With authentication on, as
     /// the admin user whose name and password are in BERTH_ADMIN_USER and
     /// BERTH_ADMIN_PASSWORD.
@@ -26,16 +19,12 @@ pub struct DuArgs {
     json: bool,
 }
 
-pub fn run(args: DuArgs) -> anyhow::Result<()> {
+pub fn run(args: &DuArgs) -> anyhow::Result<()> {
     let usage = if let Some(url) = &args.url {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(super::remote::get_admin::<Report>(url, "/admin/usage"))?
     } else {
-        let flags = Flags {
-            addr: None,
-            root: args.root,
-        };
-        let config = config::load(args.config.as_deref(), std::env::vars(), flags)?;
+        let config = args.store.load()?;
         let root = &config.storage.root;
         super::require_store(root)?;
         match Meta::open_with_cache(root, config.storage.meta_cache) {

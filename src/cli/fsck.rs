@@ -5,24 +5,17 @@
 //! 2 fsck itself could not run.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use berth::config::{self, Flags};
+use berth::config;
 use berth::fsck::{self, Progress, Report};
 use berth::meta::{self, MetaError};
 use berth::server::{ServeError, open_registry_as_is};
 
 #[derive(Debug, clap::Args)]
 pub struct FsckArgs {
-    /// YAML config file (its storage.root is used).
-    #[arg(long, short, env = config::ENV_CONFIG_FILE, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Storage root (overrides storage.root).
-    #[arg(long, value_name = "DIR")]
-    root: Option<PathBuf>,
+    #[command(flatten)]
+    store: super::StoreArgs,
     /// Repair what can be repaired; every action is listed in the report.
     #[arg(long)]
     repair: bool,
@@ -50,11 +43,7 @@ pub fn run(args: &FsckArgs) -> anyhow::Result<u8> {
     let report = if let Some(url) = &args.url {
         runtime.block_on(remote(url, opts))?
     } else {
-        let flags = Flags {
-            addr: None,
-            root: args.root.clone(),
-        };
-        let config = config::load(args.config.as_deref(), std::env::vars(), flags)?;
+        let config = args.store.load()?;
         runtime.block_on(offline(&config, opts))?
     };
     if args.json {
@@ -81,40 +70,12 @@ async fn offline(config: &config::Config, opts: fsck::Options) -> anyhow::Result
     let progress = Arc::new(Progress::default());
     let bar = std::io::stderr()
         .is_terminal()
-        .then(|| spawn_bar(Arc::clone(&progress)));
+        .then(|| super::spawn_bar("fsck", Arc::clone(&progress)));
     let report = fsck::run(&registry, opts, progress, database_ok).await;
-    if let Some((stop, handle)) = bar {
-        stop.store(true, Ordering::Relaxed);
-        let _ = handle.join();
+    if let Some(bar) = bar {
+        bar.finish();
     }
     Ok(report?)
-}
-
-/// Draw a progress bar (files, bytes, rate, ETA) from the counters until told to stop.
-fn spawn_bar(progress: Arc<Progress>) -> (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let done = Arc::clone(&stop);
-    let handle = std::thread::spawn(move || {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "fsck {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} ({msg} files)",
-            )
-            .expect("valid template"),
-        );
-        while !done.load(Ordering::Relaxed) {
-            bar.set_length(progress.bytes_total.load(Ordering::Relaxed));
-            bar.set_position(progress.bytes_done.load(Ordering::Relaxed));
-            let files = (
-                progress.files_done.load(Ordering::Relaxed),
-                progress.files_total.load(Ordering::Relaxed),
-            );
-            bar.set_message(format!("{}/{}", files.0, files.1));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bar.finish_and_clear();
-    });
-    (stop, handle)
 }
 
 async fn remote(url: &str, opts: fsck::Options) -> anyhow::Result<Report> {

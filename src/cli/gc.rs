@@ -2,22 +2,17 @@
 //! server's admin API with `--url`.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use berth::config::{self, Config, Flags};
+use berth::config::Config;
 use berth::gc::{self, Phase, Report};
 use berth::meta::MetaError;
 use berth::server::{ServeError, open_registry};
 
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
-    /// YAML config file (its storage.root and gc.* settings are used).
-    #[arg(long, short, env = config::ENV_CONFIG_FILE, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Storage root (overrides storage.root).
-    #[arg(long, value_name = "DIR")]
-    root: Option<PathBuf>,
+    #[command(flatten)]
+    store: super::StoreArgs,
     /// Report what would be deleted, delete nothing.
     #[arg(long)]
     dry_run: bool,
@@ -32,16 +27,12 @@ pub struct GcArgs {
     json: bool,
 }
 
-pub fn run(args: GcArgs) -> anyhow::Result<()> {
+pub fn run(args: &GcArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = if let Some(url) = &args.url {
         runtime.block_on(remote(url, args.dry_run))?
     } else {
-        let flags = Flags {
-            addr: None,
-            root: args.root,
-        };
-        let config = config::load(args.config.as_deref(), std::env::vars(), flags)?;
+        let config = args.store.load()?;
         runtime.block_on(offline(&config, args.dry_run))?
     };
     if args.json {

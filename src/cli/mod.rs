@@ -4,7 +4,35 @@ pub mod convert;
 pub mod du;
 pub mod fsck;
 pub mod gc;
+pub mod import;
 mod remote;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use berth::fsck::Progress;
+
+/// Where an offline job finds the store: the configuration file and `--root`.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// YAML config file (its storage settings, and the job's own section, are used).
+    #[arg(long, short, env = berth::config::ENV_CONFIG_FILE, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Storage root (overrides storage.root).
+    #[arg(long, value_name = "DIR")]
+    root: Option<std::path::PathBuf>,
+}
+
+impl StoreArgs {
+    /// The configuration: the file, then the environment, then `--root`.
+    pub fn load(&self) -> anyhow::Result<berth::config::Config> {
+        let flags = berth::config::Flags {
+            addr: None,
+            root: self.root.clone(),
+        };
+        Ok(berth::config::load(self.config.as_deref(), std::env::vars(), flags)?)
+    }
+}
 
 /// Refuse to run an offline job on a root that holds no store: a mistyped `--root` would
 /// otherwise create an empty store there and report it clean.
@@ -34,6 +62,44 @@ pub fn held_by_server(path: &str, job: &str, config: &berth::config::Config) -> 
         "{path} is held by a running berth server; run {job} through it with \
          `berth {job} --url {scheme}://{host}` (the address in this configuration; use the server's own if it differs)"
     )
+}
+
+/// A progress bar drawn on a thread from a job's counters until `finish`.
+pub struct Bar {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Bar {
+    /// Stop drawing and clear the bar.
+    pub fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// Draw a progress bar (bytes, rate, ETA, files) labelled `job` from the counters.
+pub fn spawn_bar(job: &str, progress: Arc<Progress>) -> Bar {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::clone(&stop);
+    let template =
+        format!("{job} {{bar:30}} {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} eta {{eta}} ({{msg}} files)");
+    let thread = std::thread::spawn(move || {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(indicatif::ProgressStyle::with_template(&template).expect("valid template"));
+        while !done.load(Ordering::Relaxed) {
+            bar.set_length(progress.bytes_total.load(Ordering::Relaxed));
+            bar.set_position(progress.bytes_done.load(Ordering::Relaxed));
+            let files = (
+                progress.files_done.load(Ordering::Relaxed),
+                progress.files_total.load(Ordering::Relaxed),
+            );
+            bar.set_message(format!("{}/{}", files.0, files.1));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+    });
+    Bar { stop, thread }
 }
 
 /// `1 blob`, `2 blobs`.

@@ -16,6 +16,7 @@
 
 mod blobs;
 mod error;
+mod import;
 mod listing;
 pub(crate) mod locks;
 mod maintenance;
@@ -34,6 +35,7 @@ use crate::oci::Digest;
 
 pub use blobs::{BlobBody, stream};
 pub use error::Error;
+pub use import::Presence;
 pub use listing::Page;
 pub use manifests::{Manifest, ManifestPut};
 pub(crate) use manifests::{References, references};

@@ -439,7 +439,7 @@ impl Registry {
 
 /// Check an upload against `digest`. The outer error is local failure; the inner one is the
 /// client's content not matching, with the upload handed back.
-async fn verify(
+pub(super) async fn verify(
     staged: Box<dyn Upload>,
     digest: &Digest,
 ) -> Result<Result<Box<dyn Upload>, (Box<dyn Upload>, Error)>, StoreError> {
@@ -457,7 +457,7 @@ async fn verify(
 
 /// Throw away a temporary upload that failed; what a failed discard leaves is removed at the
 /// next start-up, so the client hears about its own error, not this one.
-async fn discard_quietly(staged: Box<dyn Upload>) {
+pub(super) async fn discard_quietly(staged: Box<dyn Upload>) {
     if let Err(e) = staged.discard().await {
         tracing::warn!(error = %e, "could not remove a failed temporary upload");
     }

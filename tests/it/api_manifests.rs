@@ -17,7 +17,7 @@ use crate::api_fixtures::{
     OCI_MANIFEST, assert_error, assert_error_code, blob_desc, desc, empty_config, header, image, index, put_manifest,
     to_bytes,
 };
-use crate::harness::{Berth, client, push_blob, sha256};
+use crate::harness::{Berth, client, push_blob, sha256, tag_list};
 
 #[tokio::test]
 async fn an_oci_image_manifest_is_stored_by_tag_and_by_digest() {
@@ -572,12 +572,16 @@ async fn delete_by_digest_removes_the_manifest_and_every_tag_on_it() {
             .status(),
         201
     );
-    assert_eq!(tags(&berth, repo).await, json!(["a", "b", "c"]));
+    assert_eq!(tag_list(&berth, repo).await, json!(["a", "b", "c"]));
 
     let resp = delete(&berth, repo, &digest).await;
     assert_eq!(resp.status(), 202);
     assert_eq!(header(&resp, "content-length"), "0");
-    assert_eq!(tags(&berth, repo).await, json!(["c"]), "its tags are gone, others stay");
+    assert_eq!(
+        tag_list(&berth, repo).await,
+        json!(["c"]),
+        "its tags are gone, others stay"
+    );
     for reference in ["a", "b", digest.as_str()] {
         let resp = get(&berth, repo, reference).await;
         assert_error(resp, 404, "MANIFEST_UNKNOWN", "manifest unknown to registry").await;
@@ -614,7 +618,7 @@ async fn delete_by_tag_removes_only_the_tag() {
     }
     let resp = delete(&berth, repo, "drop").await;
     assert_eq!(resp.status(), 202);
-    assert_eq!(tags(&berth, repo).await, json!(["keep"]));
+    assert_eq!(tag_list(&berth, repo).await, json!(["keep"]));
     let resp = get(&berth, repo, "drop").await;
     assert_error(resp, 404, "MANIFEST_UNKNOWN", "manifest unknown to registry").await;
     for reference in ["keep", digest.as_str()] {
@@ -624,7 +628,7 @@ async fn delete_by_tag_removes_only_the_tag() {
     }
     // The last tag too: the manifest stays, untagged.
     assert_eq!(delete(&berth, repo, "keep").await.status(), 202);
-    assert_eq!(tags(&berth, repo).await, json!([]));
+    assert_eq!(tag_list(&berth, repo).await, json!([]));
     assert_eq!(get(&berth, repo, &digest).await.status(), 200);
     let resp = delete(&berth, repo, "keep").await;
     assert_error(resp, 404, "MANIFEST_UNKNOWN", "manifest unknown to registry").await;
@@ -644,7 +648,7 @@ async fn deleting_what_does_not_exist_is_404() {
         let resp = delete(&berth, repo, reference).await;
         assert_error(resp, 404, "MANIFEST_UNKNOWN", "manifest unknown to registry").await;
     }
-    assert_eq!(tags(&berth, "m/exists").await, json!(["v1"]));
+    assert_eq!(tag_list(&berth, "m/exists").await, json!(["v1"]));
 }
 
 #[tokio::test]
@@ -980,7 +984,7 @@ async fn tag_parameters_on_a_push_by_digest_set_every_tag_at_once() {
         assert_eq!(resp.status(), 200, "GET {name}");
         assert_eq!(header(&resp, "docker-content-digest"), digest, "{name}");
     }
-    let mut listed: Vec<String> = serde_json::from_value(tags(&berth, repo).await).unwrap();
+    let mut listed: Vec<String> = serde_json::from_value(tag_list(&berth, repo).await).unwrap();
     listed.sort_unstable();
     let mut want = names.clone();
     want.sort_unstable();
@@ -1040,7 +1044,7 @@ async fn more_tag_parameters_than_the_limit_are_414_and_set_nothing() {
     let resp = put_with_tags(&berth, repo, &digest, &all[..64], &body).await;
     assert_eq!(resp.status(), 201);
     assert_eq!(resp.headers().get_all("oci-tag").iter().count(), 64);
-    assert_eq!(tags(&berth, repo).await.as_array().unwrap().len(), 64);
+    assert_eq!(tag_list(&berth, repo).await.as_array().unwrap().len(), 64);
 }
 
 #[tokio::test]
@@ -1098,7 +1102,7 @@ async fn put_by_tag_and_by_digest(berth: &Berth, repo: &str, media_type: &str, b
         assert_eq!(header(&resp, "content-length"), body.len().to_string());
         assert_eq!(resp.bytes().await.unwrap().as_ref(), body);
     }
-    let listed = tags(berth, repo).await;
+    let listed = tag_list(berth, repo).await;
     assert!(listed.as_array().unwrap().contains(&json!(tag)), "{listed}");
 }
 
@@ -1183,15 +1187,4 @@ fn form_urlencode(s: &str) -> String {
             }
         })
         .collect()
-}
-
-/// The `tags` array of `repo`'s tag list (which must answer 200).
-async fn tags(berth: &Berth, repo: &str) -> Value {
-    let resp = client()
-        .get(berth.url(&format!("/v2/{repo}/tags/list")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json::<Value>().await.unwrap()["tags"].clone()
 }

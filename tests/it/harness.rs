@@ -532,6 +532,34 @@ pub async fn wait_gc(base: &str, id: &str) -> Value {
     panic!("gc did not finish");
 }
 
+/// The `tags` array of `repo`'s tag list (which must answer 200).
+pub async fn tag_list(berth: &Berth, repo: &str) -> Value {
+    let resp = client()
+        .get(berth.url(&format!("/v2/{repo}/tags/list")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json::<Value>().await.unwrap()["tags"].clone()
+}
+
+/// The manifest, config and layer media types of an image: Docker schema2 (`docker`) or OCI.
+pub fn image_media_types(docker: bool) -> (&'static str, &'static str, &'static str) {
+    if docker {
+        (
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        )
+    } else {
+        (
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        )
+    }
+}
+
 /// Run `berth fsck --json` against the running server; its report.
 pub fn fsck_report(berth: &Berth) -> Value {
     let out = berth

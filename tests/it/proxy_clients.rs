@@ -8,14 +8,14 @@
 //! fails the test with instructions; it never passes silently.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::json;
 
 use crate::clients::{digest_after, docker, run_env, skopeo};
 use crate::containerd::Ctr;
-use crate::harness::{Berth, client, header, random_bytes, sha256};
+use crate::distribution::Distribution;
+use crate::harness::{Berth, client, header, image_media_types, random_bytes, sha256};
 use crate::proxy::{Site, access_count, entry, upstream_blob, upstream_image, upstream_manifest};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -104,19 +104,7 @@ impl Image {
         let data = random_bytes(400_000, seed);
         let tars = [tar(&[("hello.txt", &hello)]), tar(&[("data.bin", &data)])];
         let diff_ids: Vec<String> = tars.iter().map(|t| sha256(t)).collect();
-        let (media_type, config_type, layer_type) = if docker {
-            (
-                DOCKER_MANIFEST,
-                "application/vnd.docker.container.image.v1+json",
-                "application/vnd.docker.image.rootfs.diff.tar.gzip",
-            )
-        } else {
-            (
-                OCI_MANIFEST,
-                "application/vnd.oci.image.config.v1+json",
-                "application/vnd.oci.image.layer.v1.tar+gzip",
-            )
-        };
+        let (media_type, config_type, layer_type) = image_media_types(docker);
         let config = serde_json::to_vec(&json!({
             "architecture": arch(), "os": "linux",
             "config": {"Env": ["PATH=/"]},
@@ -414,139 +402,23 @@ async fn docker_pulls_through_the_prefix_and_the_files_come_out_of_the_image() {
     assert!(repo_digest.trim().ends_with(&image.digest), "{repo_digest}");
 }
 
-/// CNCF Distribution (Debian's `docker-registry`) on 127.0.0.1, plain HTTP and no auth, with
-/// filesystem storage in a temporary directory; killed on drop.
-struct Distribution {
-    child: Child,
-    base: String,
-    dir: tempfile::TempDir,
-}
-
-impl Distribution {
-    fn start() -> Distribution {
-        let dir = tempfile::tempdir().unwrap();
-        // A free port, picked by the kernel and released for the registry; if something else
-        // takes it meanwhile the registry exits, and the next attempt picks another.
-        for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let config = dir.path().join("config.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
-                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: 127.0.0.1:{port}\n",
-                    dir.path().join("root").display()
-                ),
-            )
-            .unwrap();
-            let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-            let mut child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log("access.log"))
-                .stderr(log("registry.log"))
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "CNCF Distribution is required for this test and could not run ({e}); \
-                         install it with `apt-get install docker-registry` (/usr/bin/docker-registry)"
-                    )
-                });
-            // Poll until it accepts connections, or has exited; at most 10 s.
-            let addr = format!("127.0.0.1:{port}");
-            let mut ready = None;
-            for _ in 0..400 {
-                if let Ok(Some(_)) = child.try_wait() {
-                    ready = Some(false);
-                    break;
-                }
-                if std::net::TcpStream::connect(&addr).is_ok() {
-                    ready = Some(true);
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            let log = std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
-            match ready {
-                Some(true) => {
-                    return Distribution {
-                        child,
-                        base: format!("http://{addr}"),
-                        dir,
-                    };
-                }
-                Some(false) => eprintln!("docker-registry exited at start-up, trying another port:\n{log}"),
-                None => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("docker-registry did not listen on {addr} within 10 s:\n{log}");
-                }
-            }
-        }
-        panic!("docker-registry did not start in three attempts");
+/// Push `image` into `registry` as `repo:tag`, as docker does (each blob by POST then PUT with
+/// its digest, then the manifest by tag).
+async fn push_to(registry: &Distribution, repo: &str, tag: &str, image: &Image) {
+    for (digest, bytes) in &image.blobs {
+        assert_eq!(&registry.push_blob(repo, bytes).await, digest);
     }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
-    }
-
-    /// How many `GET <path>` its access log shows answered 200.
-    fn gets(&self, path: &str) -> usize {
-        let line = format!("\"GET {path} HTTP/1.1\" 200 ");
-        self.log("access.log").lines().filter(|l| l.contains(&line)).count()
-    }
-
-    /// Push `image` as `repo:tag` (POST, then PUT with the digest, as docker does).
-    async fn push(&self, repo: &str, tag: &str, image: &Image) {
-        let c = client();
-        for (digest, bytes) in &image.blobs {
-            let resp = c
-                .post(format!("{}/v2/{repo}/blobs/uploads/", self.base))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 202, "start an upload");
-            let location = header(&resp, "location");
-            let sep = if location.contains('?') { '&' } else { '?' };
-            let resp = c
-                .put(format!("{location}{sep}digest={digest}"))
-                .header("content-type", "application/octet-stream")
-                .body(bytes.clone())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 201, "push {digest}: {}", resp.text().await.unwrap());
-        }
-        let resp = c
-            .put(format!("{}/v2/{repo}/manifests/{tag}", self.base))
-            .header("content-type", image.media_type)
-            .body(image.manifest.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 201, "push the manifest: {}", resp.text().await.unwrap());
-        assert_eq!(header(&resp, "docker-content-digest"), image.digest);
-    }
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let digest = registry
+        .push_manifest(repo, tag, image.media_type, &image.manifest)
+        .await;
+    assert_eq!(digest, image.digest);
 }
 
 #[tokio::test]
 async fn a_distribution_upstream_serves_docker_schema2_through_the_mirror_unchanged() {
     let registry = Distribution::start();
     let image = Image::new(true, "distribution upstream");
-    registry.push("team/app", "v1", &image).await;
+    push_to(&registry, "team/app", "v1", &image).await;
     let site = Site::new();
     let mirror = site.mirror(&format!("  - prefix: dist\n    url: {}\n", registry.base));
 

@@ -31,6 +31,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -123,6 +124,40 @@ impl FsStore {
         Ok(Staged::new(file, path.to_path_buf(), Some(path), self.opts, alg))
     }
 
+    /// Hard-link the file `src` into the staging area and hash it with `alg`: an imported
+    /// blob then shares the source's bytes on disk and costs no copy. `None` when the file
+    /// system refuses the link (another file system, `fs.protected_hardlinks` for a file of
+    /// another owner, too many links): the caller copies instead.
+    ///
+    /// The commit then makes the shared inode read-only (mode 0444, as every blob file) and
+    /// renames this link into `blobs/`; the source keeps its own name. Registries write a blob
+    /// file once and only ever unlink it, so sharing the inode is safe.
+    fn link_upload(
+        &self,
+        src: &Path,
+        alg: Algorithm,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> io::Result<Option<Staged>> {
+        let path = self
+            .staging_dir()
+            .join(format!(".tmp-import-{}", uuid::Uuid::new_v4().simple()));
+        if let Err(e) = fs::hard_link(src, &path) {
+            tracing::debug!(src = %src.display(), error = %e, "cannot hard-link an imported blob; copying it");
+            return Ok(None);
+        }
+        // From here on the link is removed on drop unless it is committed (and by start-up if
+        // the process dies first: it is a `.tmp-` entry).
+        let temp = match tempfile::TempPath::try_from_path(&path) {
+            Ok(temp) => temp,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        let file = File::open(&path)?;
+        Staged::adopt(file, path, temp, self.opts, alg, progress).map(Some)
+    }
+
     fn remove_upload(&self, id: uuid::Uuid) -> io::Result<()> {
         ignore_not_found(fs::remove_file(self.upload_path(id)))
     }
@@ -209,7 +244,11 @@ impl FsStore {
     }
 
     /// Hash a file from the start, telling `progress` each count of bytes read.
-    fn hash_file_with(path: &Path, alg: Algorithm, progress: &(dyn Fn(u64) + Send + Sync)) -> io::Result<Digest> {
+    pub(crate) fn hash_file_with(
+        path: &Path,
+        alg: Algorithm,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> io::Result<Digest> {
         let mut file = File::open(path)?;
         let mut hasher = alg.hasher();
         let mut buf = vec![0u8; HASH_READ_BUFFER];
@@ -499,6 +538,20 @@ impl super::BlobStore for FsStore {
 
     fn describe(&self) -> String {
         format!("filesystem {}", self.root.display())
+    }
+
+    async fn import_file(
+        &self,
+        path: &Path,
+        alg: Algorithm,
+        progress: Progress,
+    ) -> Result<(Box<dyn super::Upload>, super::Adopted), StoreError> {
+        let (store, src, hashed) = (self.clone(), path.to_owned(), Arc::clone(&progress));
+        if let Some(staged) = blocking(move || store.link_upload(&src, alg, &*hashed)).await? {
+            return Ok((self.upload(staged), super::Adopted::Linked));
+        }
+        let upload = super::BlobStore::temp_upload(self, alg).await?;
+        Ok((super::copy_file(upload, path, progress).await?, super::Adopted::Copied))
     }
 }
 

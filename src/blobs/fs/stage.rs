@@ -70,7 +70,32 @@ impl Staged {
     }
 
     /// Rebuild the `alg` hash state of an existing staging file by reading it once.
-    pub(super) fn resume(mut file: File, path: PathBuf, opts: WriteOptions, alg: Algorithm) -> io::Result<Self> {
+    pub(super) fn resume(file: File, path: PathBuf, opts: WriteOptions, alg: Algorithm) -> io::Result<Self> {
+        Self::hashed(file, path, None, opts, alg, &|_| {})
+    }
+
+    /// A file placed in the staging area whole (an imported blob, hard-linked there), hashed
+    /// once with `alg`, telling `progress` each count of bytes read; `temp` removes it unless
+    /// it is committed.
+    pub(super) fn adopt(
+        file: File,
+        path: PathBuf,
+        temp: TempPath,
+        opts: WriteOptions,
+        alg: Algorithm,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> io::Result<Self> {
+        Self::hashed(file, path, Some(temp), opts, alg, progress)
+    }
+
+    fn hashed(
+        mut file: File,
+        path: PathBuf,
+        temp: Option<TempPath>,
+        opts: WriteOptions,
+        alg: Algorithm,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> io::Result<Self> {
         let mut hasher = alg.hasher();
         let mut buf = vec![0u8; super::HASH_READ_BUFFER];
         let mut len = 0u64;
@@ -80,6 +105,7 @@ impl Staged {
                 break;
             }
             hasher.update(&buf[..n]);
+            progress(n as u64);
             len += n as u64;
         }
         Ok(Staged {
@@ -87,7 +113,7 @@ impl Staged {
             path,
             hasher: HasherDebug(hasher),
             len,
-            temp: None,
+            temp,
             opts,
             synced: false,
         })
