@@ -15,6 +15,7 @@
 //! thread.
 
 mod blobs;
+mod browse;
 mod error;
 mod listing;
 pub(crate) mod locks;
