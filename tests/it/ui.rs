@@ -1,5 +1,5 @@
 //! The web UI, over real HTTP and in a real browser: Debian's Chromium driven through
-//! chromedriver (WebDriver, with the `fantoccini` client). Images are pushed over the API
+//! chromedriver (the `WebDriver` protocol, with the `fantoccini` client). Images are pushed over the API
 //! (an image with layers, a multi-arch index, an image with a referrer); the browser then signs
 //! in, walks repository, tag, manifest and referrer, checks digests and sizes, deletes a tag
 //! (and the API agrees), runs a garbage-collection dry run and reads its report, and a user
@@ -300,8 +300,8 @@ async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
     // The image: digest, size, config, and its referrer.
     b.goto(&berth.url("/ui/r/team/app/-/m/v1")).await;
     assert_eq!(b.text("#digest").await, image);
-    let size = b.find("#size").await.attr("data-bytes").await.unwrap();
-    assert_eq!(size.as_deref(), Some(image_size.to_string().as_str()));
+    let shown_size = b.find("#size").await.attr("data-bytes").await.unwrap();
+    assert_eq!(shown_size.as_deref(), Some(image_size.to_string().as_str()));
     let config = b.text("#config").await;
     assert!(
         config.contains("linux/amd64") && config.contains("/bin/app") && config.contains("MODE=test"),
