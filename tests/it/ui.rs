@@ -61,6 +61,13 @@ fn api_client(user: Option<&str>) -> reqwest::Client {
         .unwrap()
 }
 
+/// The body of a GET of `url`, which must answer 200.
+async fn fetch(c: &reqwest::Client, url: &str) -> String {
+    let resp = c.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{url}");
+    resp.text().await.unwrap()
+}
+
 /// An image: (manifest digest, manifest bytes, config + layer bytes), pushed under `tag`.
 async fn push_image(
     c: &reqwest::Client,
@@ -323,14 +330,7 @@ async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
     b.shot("confirm").await;
     b.find("main form button.danger").await.click().await.unwrap();
     b.wait_text("Sorted by push time").await;
-    let tags: Value = alice
-        .get(berth.url("/v2/team/app/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = serde_json::from_str(&fetch(&alice, &berth.url("/v2/team/app/tags/list")).await).unwrap();
     let tags: Vec<&str> = tags["tags"]
         .as_array()
         .unwrap()
@@ -479,14 +479,7 @@ async fn everything_a_manifest_carries_is_escaped() {
             "{path} carries markup from a manifest:\n{page}"
         );
     }
-    let page = c
-        .get(berth.url("/ui/r/esc/app/-/m/v1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = fetch(&c, &berth.url("/ui/r/esc/app/-/m/v1")).await;
     assert!(
         page.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"),
         "{page}"
