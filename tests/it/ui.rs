@@ -511,3 +511,28 @@ async fn the_root_leads_to_the_ui_and_the_api_is_undisturbed() {
     assert_eq!(resp.status(), 404);
     assert!(resp.headers()["content-type"].to_str().unwrap().contains("json"));
 }
+
+#[tokio::test]
+async fn tags_are_paginated_filtered_and_sorted() {
+    let berth = Berth::start();
+    let c = api_client(None);
+    let (_, body, _) = push_image(&c, &berth, "p/app", "t00", "amd64", &json!({}), &json!({})).await;
+    for n in 1..60 {
+        crate::harness::next_millisecond().await;
+        push_manifest_with(&c, &berth, "p/app", &format!("t{n:02}"), OCI_MANIFEST, &body).await;
+    }
+    let rows = |page: &str| page.matches("<th scope=\"row\">").count();
+    let first = fetch(&c, &berth.url("/ui/r/p/app")).await;
+    assert!(first.contains("60 tags, page 1 of 2"), "{first}");
+    assert_eq!(rows(&first), 50);
+    // Newest push first: t59 leads the first page, t00 ends the second.
+    assert!(first.find(">t59<").unwrap() < first.find(">t58<").unwrap());
+    let second = fetch(&c, &berth.url("/ui/r/p/app?page=2")).await;
+    assert_eq!(rows(&second), 10);
+    assert!(second.contains(">t00<") && !second.contains(">t59<"));
+    let by_name = fetch(&c, &berth.url("/ui/r/p/app?sort=name")).await;
+    assert!(by_name.find(">t00<").unwrap() < by_name.find(">t01<").unwrap());
+    let filtered = fetch(&c, &berth.url("/ui/r/p/app?q=t5")).await;
+    assert_eq!(rows(&filtered), 10, "{filtered}");
+    assert!(filtered.contains("10 tags"));
+}
