@@ -51,6 +51,7 @@ pub struct Config {
     pub validation: Validation,
     /// Tags that, once they exist, never move and are never deleted (`immutable_tags:`).
     pub immutable_tags: Vec<ImmutableTags>,
+    pub ui: Ui,
 }
 
 /// One `immutable_tags:` rule: in repositories matching one of `repositories`, tags matching
@@ -76,6 +77,19 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
         OneOrMany::One(one) => vec![one],
         OneOrMany::Many(many) => many,
     })
+}
+
+/// The web UI (`src/ui/`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ui {
+    pub enabled: bool,
+    /// Where it is mounted: `/` and then path components, no trailing slash (`/ui`).
+    pub path: String,
+    /// With authentication off, let every client (not only loopback ones) delete and run
+    /// garbage collection from the UI.
+    pub allow_anonymous_admin: bool,
+    /// How long a sign-in lasts.
+    pub session_ttl: Duration,
 }
 
 /// What a manifest push must satisfy.
@@ -259,6 +273,17 @@ struct RawConfig {
     proxy: Vec<RawProxy>,
     validation: RawValidation,
     immutable_tags: Vec<ImmutableTags>,
+    ui: RawUi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUi {
+    enabled: Option<bool>,
+    path: Option<String>,
+    allow_anonymous_admin: Option<bool>,
+    #[serde(with = "humantime_serde")]
+    session_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -488,6 +513,12 @@ const ENV_KEYS: &[(&str, Setter)] = &[
     ("validation.sparse", |r, v| set(&mut r.validation.sparse, v)),
     ("auth.token.public_key", |r, v| set(&mut r.auth.token.public_key, v)),
     ("auth.token.jwks", |r, v| set(&mut r.auth.token.jwks, v)),
+    ("ui.enabled", |r, v| set(&mut r.ui.enabled, v)),
+    ("ui.path", |r, v| set(&mut r.ui.path, v)),
+    ("ui.allow_anonymous_admin", |r, v| {
+        set(&mut r.ui.allow_anonymous_admin, v)
+    }),
+    ("ui.session_ttl", |r, v| set_duration(&mut r.ui.session_ttl, v)),
 ];
 
 fn set_duration(field: &mut Option<Duration>, value: &str) -> Result<(), String> {
@@ -835,8 +866,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let proxy = validate_proxy(raw.proxy)?;
     let gc = validate_gc(&raw.gc)?;
     validate_immutable_tags(&raw.immutable_tags)?;
+    let ui = validate_ui(raw.ui)?;
     Ok(Config {
         gc,
+        ui,
         immutable_tags: raw.immutable_tags,
         validation: Validation {
             sparse: raw.validation.sparse.unwrap_or(false),
@@ -885,6 +918,46 @@ fn listen_addr(text: &str) -> Result<SocketAddr, std::net::AddrParseError> {
         return format!("127.0.0.1:{port}").parse();
     }
     text.parse()
+}
+
+/// Paths the API owns, which the UI may not be mounted on or under.
+const API_PATHS: &[&str] = &["/v2", "/v1", "/admin", "/auth", "/metrics", "/healthz", "/readyz"];
+
+fn validate_ui(raw: RawUi) -> Result<Ui, ConfigError> {
+    let path = raw.path.unwrap_or_else(|| "/ui".into());
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "ui.path",
+        message,
+    };
+    let component = |c: &str| {
+        !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) && c != "." && c != ".."
+    };
+    if !path.starts_with('/') || !path[1..].split('/').all(component) {
+        return Err(invalid(format!(
+            "{path:?} must be / followed by path components of letters, digits and -._~ (like /ui), with no trailing /"
+        )));
+    }
+    if let Some(api) = API_PATHS
+        .iter()
+        .find(|a| path == **a || path.starts_with(&format!("{a}/")))
+    {
+        return Err(invalid(format!(
+            "{path:?} is under {api}, which the registry API serves"
+        )));
+    }
+    let session_ttl = raw.session_ttl.unwrap_or(Duration::from_secs(12 * 3600));
+    if session_ttl < Duration::from_secs(60) {
+        return Err(ConfigError::Invalid {
+            key: "ui.session_ttl",
+            message: "must be at least 1m".into(),
+        });
+    }
+    Ok(Ui {
+        enabled: raw.enabled.unwrap_or(true),
+        path,
+        allow_anonymous_admin: raw.allow_anonymous_admin.unwrap_or(false),
+        session_ttl,
+    })
 }
 
 fn validate_gc(raw: &RawGc) -> Result<Gc, ConfigError> {
@@ -1373,7 +1446,7 @@ impl Config {
              manifest_max_size: {}\n  blob_max_size: {}\n  upload_sessions: {}\n  \
              upload_sessions_per_client: {}\n  body_idle_timeout: {}\n  upload_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
              grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\nvalidation:\n  \
-             sparse: {}\n",
+             sparse: {}\nui:\n  enabled: {}\n  path: {}\n  allow_anonymous_admin: {}\n  session_ttl: {}\n",
             self.http.addr,
             d(self.http.drain_timeout),
             d(self.http.shutdown_delay),
@@ -1397,6 +1470,10 @@ impl Config {
             self.gc.delete_untagged,
             d(self.gc.upload_max_age),
             self.validation.sparse,
+            self.ui.enabled,
+            self.ui.path,
+            self.ui.allow_anonymous_admin,
+            d(self.ui.session_ttl),
         ) + &self.auth_yaml()
             + &self.proxy_yaml()
             + &self.immutable_tags_yaml()

@@ -1,6 +1,6 @@
 //! Berth: a self-hosted OCI / Docker container registry.
 //!
-//! Dependencies point one way: `api` → `registry` → (`meta`, `blobs`) → `oci`. `meta` and
+//! Dependencies point one way: `api` and `ui` (HTTP) → `registry` → (`meta`, `blobs`) → `oci`. `meta` and
 //! `blobs` know nothing of HTTP; `registry` is the only layer that touches both. See
 //! `docs/design.md` for the on-disk layout, the redb schema, the invariants and the commit
 //! ordering.
@@ -21,4 +21,5 @@ pub mod oci;
 pub mod registry;
 pub mod server;
 pub mod testhook;
+pub mod ui;
 pub mod upstream;

@@ -169,8 +169,9 @@ pub(super) fn catalog_filter(app: &App, caller: Option<Caller>) -> Option<Visibl
     Some(Box::new(move |repo: &str| auth.may_list(&caller, repo)))
 }
 
-/// How the client reaches this server, for the token realm of a challenge.
-fn base(headers: &HeaderMap, peer: &Peer) -> String {
+/// How the client reaches this server (`scheme://host`), for the token realm of a challenge
+/// and the UI's `docker pull` lines.
+pub(crate) fn base(headers: &HeaderMap, peer: &Peer) -> String {
     if let Some(base) = forwarded_base(headers) {
         return base;
     }

@@ -25,6 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 
+pub(crate) use access::base as public_base;
 pub use error::{ApiError, Code};
 use route::Endpoint;
 
@@ -68,6 +69,12 @@ pub fn debug_router(app: App) -> Router {
 
 /// Build the router.
 pub fn router(app: App) -> Router {
+    router_with(app, Router::new())
+}
+
+/// Build the router with `extra` routes (the web UI's) beside the API's: they share the
+/// access log, the metrics and the fallback, and never shadow an API path.
+pub fn router_with(app: App, extra: Router<App>) -> Router {
     let admin = Router::new()
         .route("/admin/gc", axum::routing::post(admin::gc_start).get(admin::gc_list))
         .route("/admin/gc/{id}", axum::routing::get(admin::gc_get))
@@ -91,6 +98,7 @@ pub fn router(app: App) -> Router {
         .route("/metrics", axum::routing::get(metrics))
         .route("/readyz", axum::routing::get(readyz))
         .merge(admin)
+        .merge(extra)
         .fallback(|| async { ApiError::not_found_route() })
         // A known path with a method it does not answer: 405 with `Allow` (set by axum) and an
         // OCI body, as every other failure.

@@ -148,6 +148,24 @@ impl Auth {
         }
     }
 
+    /// A sign-in with a user name and password (the web UI's form): the htpasswd users, with
+    /// the same per-source limit on failures as Basic credentials.
+    pub async fn login(&self, user: &str, password: String, source: IpAddr) -> Result<Caller, AuthError> {
+        self.check_password(user, password, source).await?;
+        Ok(self.user(user))
+    }
+
+    /// The caller a signed-in session names (its user signed in with `login`; the session's
+    /// signature vouches for that). Groups and the admin role are the rules' of now.
+    pub fn session_caller(&self, user: &str) -> Caller {
+        self.user(user)
+    }
+
+    /// Whether users can sign in with a password (an htpasswd file is configured).
+    pub fn has_passwords(&self) -> bool {
+        self.htpasswd.is_some()
+    }
+
     fn user(&self, name: &str) -> Caller {
         Caller {
             subject: self.rules.user(name, &[]),

@@ -17,6 +17,7 @@
 //!   that spans several rows (a manifest PUT updates manifests, references, reference counts,
 //!   referrers and tags) is one write transaction, run by the group-commit writer (`writer`).
 
+pub mod browse;
 pub mod codec;
 pub mod fsck;
 pub mod gc;

@@ -6,10 +6,11 @@
 //! - listings and scans on tokio's blocking pool (`Meta::scan`);
 //! - writes to the group-commit writer thread, as a `WriteOp` (`Meta::write`).
 //!
-//! The transactions themselves are in `read`, `write`, `gc`, `fsck` and `usage`.
+//! The transactions themselves are in `read`, `write`, `gc`, `fsck`, `usage` and `browse`.
 
 use uuid::Uuid;
 
+use super::browse::{self, RepoSummary, TagDetail};
 use super::fsck::{self, Repair, Scan};
 use super::gc::{self, Policy, Snapshot};
 use super::schema::{BlobRow, ManifestRow, Millis, ReferrerRow, UploadRow};
@@ -60,6 +61,16 @@ impl MetaStore for Meta {
         let repo = repo.clone();
         self.scan(move |txn| read::newest_tagged_manifest(txn, repo.as_str()))
             .await
+    }
+
+    async fn tag_details(&self, repo: &RepoName) -> Result<Option<Vec<TagDetail>>, MetaError> {
+        let repo = repo.clone();
+        self.scan(move |txn| browse::tag_details(txn, repo.as_str())).await
+    }
+
+    async fn repo_summary(&self, repo: &RepoName) -> Result<Option<RepoSummary>, MetaError> {
+        let repo = repo.clone();
+        self.scan(move |txn| browse::repo_summary(txn, repo.as_str())).await
     }
 
     async fn repos(&self, last: Option<&str>, n: usize) -> Result<Page, MetaError> {

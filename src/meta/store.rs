@@ -36,6 +36,7 @@ use std::future::Future;
 use uuid::Uuid;
 
 use super::MetaError;
+use super::browse::{RepoSummary, TagDetail};
 use super::fsck::{Repair, Scan};
 use super::gc::{Policy, Snapshot};
 use super::schema::{BlobRow, ManifestRow, Millis, ReferrerRow, UploadRow};
@@ -75,6 +76,13 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
     /// digest; `None` when the repository has no tags. Ties go to the manifest whose tag moved
     /// last.
     async fn newest_tagged_manifest(&self, repo: &RepoName) -> Result<Option<(String, ManifestRow)>, MetaError>;
+
+    /// Every tag of `repo` with its digest and push time, in lexical order; `None` when the
+    /// repository does not exist.
+    async fn tag_details(&self, repo: &RepoName) -> Result<Option<Vec<TagDetail>>, MetaError>;
+
+    /// Counts, last push and sizes of `repo`; `None` when the repository does not exist.
+    async fn repo_summary(&self, repo: &RepoName) -> Result<Option<RepoSummary>, MetaError>;
 
     /// Repository names after `last`, at most `n`, in lexical order.
     async fn repos(&self, last: Option<&str>, n: usize) -> Result<Page, MetaError>;

@@ -15,6 +15,7 @@
 //! thread.
 
 mod blobs;
+mod browse;
 mod error;
 mod import;
 mod listing;

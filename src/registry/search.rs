@@ -110,25 +110,9 @@ impl Registry {
         let Ok(digest) = Digest::parse(&config.digest) else {
             return Ok(None);
         };
-        let Some(row) = self.meta.linked_blob(repo, &digest).await? else {
+        let Some(body) = self.read_small_blob(repo, &digest, CONFIG_MAX_BYTES).await? else {
             return Ok(None);
         };
-        if row.size == 0 || row.size > CONFIG_MAX_BYTES {
-            return Ok(None);
-        }
-        let Some(reader) = self.blobs.open(&digest, row.size).await? else {
-            return Ok(None);
-        };
-        let Some(mut bytes) = reader.stream(0, row.size - 1).await? else {
-            return Ok(None);
-        };
-        let mut body = Vec::with_capacity(usize::try_from(row.size).unwrap_or(0));
-        while let Some(chunk) = bytes.next().await {
-            body.extend_from_slice(&chunk?);
-            if body.len() as u64 > CONFIG_MAX_BYTES {
-                return Ok(None);
-            }
-        }
         Ok(config_description(&body))
     }
 }

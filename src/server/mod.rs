@@ -171,7 +171,12 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
         ready.store(false, Ordering::SeqCst);
         tokio::time::sleep(delay).await;
     };
-    let router = api::router(app);
+    let router = if config.ui.enabled {
+        let ui = crate::ui::router(app.clone(), &config.ui);
+        api::router_with(app, ui)
+    } else {
+        api::router(app)
+    };
     let draining = listen::serve(
         listener,
         tls,

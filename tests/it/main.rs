@@ -43,3 +43,4 @@ mod sparse;
 mod staging;
 mod storage_suite;
 mod tls;
+mod ui;

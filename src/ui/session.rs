@@ -1,0 +1,111 @@
+//! The UI's session: one signed cookie carrying who signed in (if anyone), the CSRF token of
+//! the session's forms and when it ends. The cookie is signed (HMAC, `cookie`'s signed jar)
+//! with a key made at start-up, so its content cannot be forged or altered, and a restart
+//! ends every session. The cookie itself lasts as long as the browser session; the end it
+//! carries is checked here. It is `HttpOnly`, `SameSite=Strict`, scoped to the UI's path, and
+//! `Secure` on TLS connections. It holds no secret: the password is checked once, at sign-in.
+//!
+//! Every visit without a valid cookie gets a fresh anonymous one (`ensure`), so that every
+//! form, the sign-in form included, carries a CSRF token. A POST is accepted only when its
+//! `csrf` field equals its session's token (`Session::check_csrf`); a cross-site page can
+//! neither read the token nor, with `SameSite=Strict`, send the cookie.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Request, State};
+use axum::http::header::SET_COOKIE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::{Cookie, SameSite, SignedCookieJar};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::Ui;
+use crate::api::Peer;
+
+/// The cookie's name.
+const COOKIE: &str = "berth_session";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// The signed-in user; `None`: nobody signed in.
+    pub user: Option<String>,
+    /// The token every POST form of this session carries.
+    pub csrf: String,
+    /// Seconds since the epoch at which the session ends.
+    exp: u64,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+impl Session {
+    /// A new session for `user`, lasting `ttl`, with a new CSRF token.
+    pub fn new(user: Option<String>, ttl: Duration) -> Self {
+        Session {
+            user,
+            csrf: uuid::Uuid::new_v4().simple().to_string(),
+            exp: now_secs() + ttl.as_secs(),
+        }
+    }
+
+    fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).expect("a session serialises");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    fn decode(value: &str) -> Option<Self> {
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).ok()?;
+        serde_json::from_slice::<Session>(&json)
+            .ok()
+            .filter(|s| s.exp > now_secs())
+    }
+
+    /// Whether a form's `csrf` field is this session's token (compared in constant time).
+    pub fn check_csrf(&self, given: &str) -> bool {
+        let (a, b) = (self.csrf.as_bytes(), given.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
+    /// The cookie that carries this session, signed into `jar`.
+    pub fn store(&self, ui: &Ui, peer: &Peer, jar: SignedCookieJar) -> SignedCookieJar {
+        jar.add(self.cookie(ui, peer))
+    }
+
+    fn cookie(&self, ui: &Ui, peer: &Peer) -> Cookie<'static> {
+        Cookie::build((COOKIE, self.encode()))
+            .path(ui.settings.path.clone())
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .secure(peer.tls)
+            .build()
+    }
+}
+
+/// The session of `jar`, if its cookie is present, correctly signed and not expired.
+fn current(jar: &SignedCookieJar) -> Option<Session> {
+    jar.get(COOKIE).and_then(|c| Session::decode(c.value()))
+}
+
+/// Middleware of every UI route: put the request's session into its extensions (a fresh
+/// anonymous one when it has none), and send the fresh one's cookie with the response unless
+/// the handler set a cookie of its own (signing in or out).
+pub async fn ensure(State(ui): State<Ui>, jar: SignedCookieJar, mut request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<Peer>().cloned();
+    let (session, fresh) = match current(&jar) {
+        Some(s) => (s, false),
+        None => (Session::new(None, ui.settings.session_ttl), true),
+    };
+    request.extensions_mut().insert(session.clone());
+    let response = next.run(request).await;
+    match peer {
+        Some(peer) if fresh && !response.headers().contains_key(SET_COOKIE) => {
+            (session.store(&ui, &peer, jar), response).into_response()
+        }
+        _ => response,
+    }
+}

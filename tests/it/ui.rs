@@ -1,0 +1,544 @@
+//! The web UI, over real HTTP and in a real browser: Debian's Chromium driven through
+//! chromedriver (the `WebDriver` protocol, with the `fantoccini` client). Images are pushed over the API
+//! (an image with layers, a multi-arch index, an image with a referrer); the browser then signs
+//! in, walks repository, tag, manifest and referrer, checks digests and sizes, deletes a tag
+//! (and the API agrees), runs a garbage-collection dry run and reads its report, and a user
+//! without rights sees neither the repository nor the admin pages. Each browser test saves
+//! screenshots under `target/ui-screenshots/`.
+//!
+//! Plain-HTTP tests check what needs no browser: everything a manifest carries is escaped,
+//! a POST without its session's CSRF token is refused, `/` leads to the UI and the API is
+//! undisturbed.
+
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::auth::{Site, password};
+use crate::harness::{Berth, client, push_blob_with, push_manifest_with, sha256};
+use crate::tls::start_with;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const INSTALL: &str = "install them with `apt-get install chromium chromium-driver` (.ci/run does)";
+/// How long the browser waits for a page to show what a step expects.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// alice may pull, push and delete under team/, push under other/, and is an admin; bob may
+/// pull only other/.
+const RULES: &str = r#"  admins:
+    users: [alice]
+  rules:
+    - repositories: ["team/**"]
+      users: [alice]
+      actions: [pull, push, delete]
+    - repositories: ["other/**"]
+      users: [bob]
+      actions: [pull]
+    - repositories: ["other/**"]
+      users: [alice]
+      actions: [pull, push]
+"#;
+
+/// A client sending `user`'s Basic credentials with every request (`None`: anonymous).
+fn api_client(user: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(user) = user {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password(user)));
+        headers.insert("authorization", format!("Basic {token}").parse().unwrap());
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The body of a GET of `url`, which must answer 200.
+async fn fetch(c: &reqwest::Client, url: &str) -> String {
+    let resp = c.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{url}");
+    resp.text().await.unwrap()
+}
+
+/// An image: (manifest digest, manifest bytes, config + layer bytes), pushed under `tag`.
+async fn push_image(
+    c: &reqwest::Client,
+    berth: &Berth,
+    repo: &str,
+    tag: &str,
+    arch: &str,
+    config_extra: &Value,
+    annotations: &Value,
+) -> (String, Vec<u8>, u64) {
+    let layer = format!("layer of {repo}:{tag} for {arch}").repeat(100).into_bytes();
+    let mut config = json!({
+        "architecture": arch, "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
+        "config": {"Entrypoint": ["/bin/app"], "Env": ["MODE=test"]},
+        "history": [{"created_by": "COPY app /bin/app"}],
+    });
+    if let (Some(run), Some(extra)) = (config["config"].as_object_mut(), config_extra.as_object()) {
+        run.extend(extra.clone());
+    }
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_digest = push_blob_with(c, berth, repo, &config).await;
+    let layer_digest = push_blob_with(c, berth, repo, &layer).await;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}],
+        "annotations": annotations,
+    }))
+    .unwrap();
+    let digest = push_manifest_with(c, berth, repo, tag, OCI_MANIFEST, &manifest).await;
+    (digest, manifest, (config.len() + layer.len()) as u64)
+}
+
+/// A multi-arch index of two images under `tag`; returns (index digest, amd64 image digest).
+async fn push_index(c: &reqwest::Client, berth: &Berth, repo: &str, tag: &str) -> (String, String) {
+    let mut children = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let (digest, body, _) =
+            push_image(c, berth, repo, &format!("{tag}-{arch}"), arch, &json!({}), &json!({})).await;
+        children.push(json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": body.len(),
+            "platform": {"os": "linux", "architecture": arch}}));
+    }
+    let amd64 = children[0]["digest"].as_str().unwrap().to_owned();
+    let index =
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children})).unwrap();
+    (push_manifest_with(c, berth, repo, tag, OCI_INDEX, &index).await, amd64)
+}
+
+/// An SBOM-like artifact whose subject is `subject`; returns its digest.
+async fn push_referrer(c: &reqwest::Client, berth: &Berth, repo: &str, subject: &str, subject_size: usize) -> String {
+    let empty = b"{}";
+    let config = push_blob_with(c, berth, repo, empty).await;
+    let sbom = br#"{"spdxVersion":"SPDX-2.3"}"#;
+    let layer = push_blob_with(c, berth, repo, sbom).await;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/spdx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": "application/spdx+json", "digest": layer, "size": sbom.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_size},
+    }))
+    .unwrap();
+    let digest = sha256(&manifest);
+    push_manifest_with(c, berth, repo, &digest, OCI_MANIFEST, &manifest).await
+}
+
+/// Chromium under chromedriver, on a free port, headless.
+struct Browser {
+    driver: Child,
+    client: Client,
+    test: &'static str,
+}
+
+impl Browser {
+    async fn start(test: &'static str) -> Browser {
+        for tool in [CHROMEDRIVER, CHROMIUM] {
+            assert!(
+                PathBuf::from(tool).exists(),
+                "{tool} is required for the UI tests; {INSTALL}"
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Its own process group, so that Chromium goes with it even when a test fails before
+        // closing its session.
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{CHROMEDRIVER} did not start ({e}); {INSTALL}"));
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + WAIT;
+        while client().get(format!("{url}/status")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not answer on {url}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({"binary": CHROMIUM, "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-dev-shm-usage", "--window-size=1280,1000"]}),
+        );
+        let client = ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps)
+            .connect(&url)
+            .await
+            .expect("a Chromium session through chromedriver");
+        Browser { driver, client, test }
+    }
+
+    /// Save a screenshot as `target/ui-screenshots/<test>-<step>.png`.
+    async fn shot(&self, step: &str) {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("{}-{step}.png", self.test)), png).unwrap();
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+    }
+
+    /// The element `css`, once the page shows it.
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        match self.client.wait().at_most(WAIT).for_element(Locator::Css(css)).await {
+            Ok(element) => element,
+            Err(e) => panic!("no {css} on {:?}: {e}", self.client.current_url().await.ok()),
+        }
+    }
+
+    /// The text of `css`. A page that reloads itself (a running job's) may replace the
+    /// element between finding and reading it: then it is found again.
+    async fn text(&self, css: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.find(css).await.text().await {
+                Ok(text) => return text,
+                Err(e) => assert!(Instant::now() < deadline, "{css} kept going stale: {e}"),
+            }
+        }
+    }
+
+    /// Wait until the page's text contains `expected`.
+    async fn wait_text(&self, expected: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let body = self.text("body").await;
+            if body.contains(expected) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page never showed {expected:?}; it shows:\n{body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn click_link(&self, text: &str) {
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::LinkText(text))
+            .await
+            .unwrap_or_else(|e| panic!("no link {text:?}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn sign_in(&self, berth: &Berth, user: &str) {
+        self.goto(&berth.url("/ui/login")).await;
+        self.find("#user").await.send_keys(user).await.unwrap();
+        self.find("#password").await.send_keys(password(user)).await.unwrap();
+        self.find("form.login button").await.click().await.unwrap();
+        self.wait_text(&format!("Signed in as {user}")).await;
+    }
+
+    async fn sign_out(&self) {
+        self.find("header form button").await.click().await.unwrap();
+        self.wait_text("Sign in").await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test]
+async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
+    let site = Site::new();
+    let berth = start_with(&site.config(RULES));
+    let alice = api_client(Some("alice"));
+    let (image, image_body, image_size) =
+        push_image(&alice, &berth, "team/app", "v1", "amd64", &json!({}), &json!({})).await;
+    push_manifest_with(&alice, &berth, "team/app", "old", OCI_MANIFEST, &image_body).await;
+    let (index, amd64) = push_index(&alice, &berth, "team/app", "multi").await;
+    let referrer = push_referrer(&alice, &berth, "team/app", &image, image_body.len()).await;
+
+    let b = Browser::start("browse").await;
+    // Signed out, nothing of team/ shows.
+    b.goto(&berth.url("/")).await;
+    b.wait_text("No repositories").await;
+    b.sign_in(&berth, "alice").await;
+    b.click_link("team/app").await;
+    b.wait_text("Sorted by push time").await;
+    let table = b.text("table.tags").await;
+    for tag in ["v1", "old", "multi", "multi-amd64", "multi-arm64"] {
+        assert!(table.contains(tag), "{table}");
+    }
+    assert!(table.contains("linux/amd64, linux/arm64"), "{table}");
+    b.shot("repository").await;
+
+    // The index, its amd64 child.
+    b.click_link("multi").await;
+    b.wait_text("Platforms").await;
+    assert_eq!(b.text("#digest").await, index);
+    let platforms = b.text("#children").await;
+    assert!(
+        platforms.contains("linux/amd64") && platforms.contains("linux/arm64"),
+        "{platforms}"
+    );
+    b.find(&format!("#children a[title='{amd64}']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_text(&amd64).await;
+    assert_eq!(b.text("#digest").await, amd64);
+
+    // The image: digest, size, config, and its referrer.
+    b.goto(&berth.url("/ui/r/team/app/-/m/v1")).await;
+    assert_eq!(b.text("#digest").await, image);
+    let shown_size = b.find("#size").await.attr("data-bytes").await.unwrap();
+    assert_eq!(shown_size.as_deref(), Some(image_size.to_string().as_str()));
+    let config = b.text("#config").await;
+    assert!(
+        config.contains("linux/amd64") && config.contains("/bin/app") && config.contains("MODE=test"),
+        "{config}"
+    );
+    assert!(b.text("#referrers").await.contains("application/spdx+json"));
+    b.shot("manifest").await;
+    b.find(&format!("#referrers a[title='{referrer}']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("Subject").await;
+    assert_eq!(b.text("#digest").await, referrer);
+
+    // Delete the tag `old`, after its confirmation; the API agrees.
+    b.goto(&berth.url("/ui/r/team/app/-/delete/old")).await;
+    b.wait_text("It stays tagged as v1").await;
+    b.shot("confirm").await;
+    b.find("main form button.danger").await.click().await.unwrap();
+    b.wait_text("Sorted by push time").await;
+    let tags: Value = serde_json::from_str(&fetch(&alice, &berth.url("/v2/team/app/tags/list")).await).unwrap();
+    let tags: Vec<&str> = tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(!tags.contains(&"old") && tags.contains(&"v1"), "{tags:?}");
+
+    // A garbage-collection dry run, followed until its report shows.
+    b.click_link("Admin").await;
+    b.find("#gc-dry-run").await.click().await.unwrap();
+    b.wait_text("(dry run)").await;
+    let deadline = Instant::now() + WAIT;
+    while b.text("#gc-status").await != "done" {
+        assert!(Instant::now() < deadline, "the dry run did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let report = b.text("#gc-report").await;
+    assert!(
+        report.contains("dry run") && report.contains("manifests deleted"),
+        "{report}"
+    );
+    b.shot("gc-dry-run").await;
+    b.sign_out().await;
+    b.client.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn in_chromium_a_user_without_rights_sees_neither_the_repository_nor_admin_pages() {
+    let site = Site::new();
+    let berth = start_with(&site.config(RULES));
+    let alice = api_client(Some("alice"));
+    push_image(&alice, &berth, "team/secret", "v1", "amd64", &json!({}), &json!({})).await;
+    push_image(&alice, &berth, "other/visible", "v1", "amd64", &json!({}), &json!({})).await;
+
+    let b = Browser::start("unauthorised").await;
+    b.sign_in(&berth, "bob").await;
+    let list = b.text("main").await;
+    assert!(
+        list.contains("other/visible") && !list.contains("team/secret"),
+        "{list}"
+    );
+    assert!(!b.text("header").await.contains("Admin"));
+    b.goto(&berth.url("/ui/r/team/secret")).await;
+    b.wait_text("no such repository").await;
+    b.goto(&berth.url("/ui/r/team/secret/-/m/v1")).await;
+    b.wait_text("no such repository").await;
+    b.goto(&berth.url("/ui/admin")).await;
+    b.wait_text("no such page").await;
+    b.shot("admin-refused").await;
+    b.goto(&berth.url("/ui/admin/usage")).await;
+    b.wait_text("no such page").await;
+    b.client.clone().close().await.unwrap();
+}
+
+/// The session cookie a response sets, as a `Cookie` header value.
+fn session_cookie(resp: &reqwest::Response) -> String {
+    let set = resp
+        .headers()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// The CSRF token a page's forms carry.
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_post_without_its_sessions_csrf_token_is_refused() {
+    let berth = Berth::start();
+    let c = api_client(None);
+    push_image(&c, &berth, "c/app", "v1", "amd64", &json!({}), &json!({})).await;
+    let confirm = berth.url("/ui/r/c/app/-/delete/v1");
+    let resp = c.get(&confirm).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = session_cookie(&resp);
+    let token = csrf_of(&resp.text().await.unwrap());
+    let post = |cookie: Option<&str>, csrf: Option<&str>| {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        if let Some(csrf) = csrf {
+            form.append_pair("csrf", csrf);
+        }
+        let body = form.finish();
+        let mut req = c
+            .post(&confirm)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie);
+        }
+        req.send()
+    };
+    let tag_exists = || c.head(berth.url("/v2/c/app/manifests/v1")).send();
+    // No token; a wrong token; the right token without its session's cookie.
+    assert_eq!(post(Some(&cookie), None).await.unwrap().status(), 403);
+    assert_eq!(post(Some(&cookie), Some("0123")).await.unwrap().status(), 403);
+    assert_eq!(post(None, Some(&token)).await.unwrap().status(), 403);
+    assert_eq!(tag_exists().await.unwrap().status(), 200);
+    // With both, the tag goes.
+    let done = post(Some(&cookie), Some(&token)).await.unwrap();
+    assert_eq!(done.status(), 303);
+    assert_eq!(done.headers()["location"], "/ui/r/c/app");
+    assert_eq!(tag_exists().await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn everything_a_manifest_carries_is_escaped() {
+    let berth = Berth::start();
+    let c = api_client(None);
+    let evil = "<script>alert(\"x\")</script>";
+    push_image(
+        &c,
+        &berth,
+        "esc/app",
+        "v1",
+        "amd64",
+        &json!({"Labels": {"evil": evil, evil: "key"}, "Env": [format!("E={evil}")], "Cmd": [evil]}),
+        &json!({"org.opencontainers.image.description": evil}),
+    )
+    .await;
+    for path in [
+        "/ui/r/esc/app/-/m/v1",
+        "/ui/r/esc/app",
+        "/ui/?q=%3Cscript%3E",
+        "/ui/r/esc/app?q=%3Cscript%3E",
+    ] {
+        let resp = c.get(berth.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert!(
+            resp.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("script-src 'self'")
+        );
+        let page = resp.text().await.unwrap();
+        assert!(
+            !page.contains("<script>"),
+            "{path} carries markup from a manifest:\n{page}"
+        );
+    }
+    let page = fetch(&c, &berth.url("/ui/r/esc/app/-/m/v1")).await;
+    assert!(
+        page.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn the_root_leads_to_the_ui_and_the_api_is_undisturbed() {
+    let berth = Berth::start();
+    let c = api_client(None);
+    let resp = c.get(berth.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/ui/");
+    assert_eq!(c.get(berth.url("/ui")).send().await.unwrap().status(), 303);
+    let list = c.get(berth.url("/ui/")).send().await.unwrap();
+    assert_eq!(list.status(), 200);
+    assert!(
+        list.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(c.get(berth.url("/v2/")).send().await.unwrap().status(), 200);
+    let unknown = c.get(berth.url("/ui/r/no/such")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    // Turned off, the UI's paths are the API's unknown routes.
+    let off = Berth::builder().env("BERTH_UI_ENABLED", "false").start();
+    let resp = c.get(off.url("/ui/")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.headers()["content-type"].to_str().unwrap().contains("json"));
+}
+
+#[tokio::test]
+async fn tags_are_paginated_filtered_and_sorted() {
+    let berth = Berth::start();
+    let c = api_client(None);
+    let (_, body, _) = push_image(&c, &berth, "p/app", "t00", "amd64", &json!({}), &json!({})).await;
+    for n in 1..60 {
+        crate::harness::next_millisecond().await;
+        push_manifest_with(&c, &berth, "p/app", &format!("t{n:02}"), OCI_MANIFEST, &body).await;
+    }
+    let rows = |page: &str| page.matches("<th scope=\"row\">").count();
+    let first = fetch(&c, &berth.url("/ui/r/p/app")).await;
+    assert!(first.contains("60 tags, page 1 of 2"), "{first}");
+    assert_eq!(rows(&first), 50);
+    // Newest push first: t59 leads the first page, t00 ends the second.
+    assert!(first.find(">t59<").unwrap() < first.find(">t58<").unwrap());
+    let second = fetch(&c, &berth.url("/ui/r/p/app?page=2")).await;
+    assert_eq!(rows(&second), 10);
+    assert!(second.contains(">t00<") && !second.contains(">t59<"));
+    let by_name = fetch(&c, &berth.url("/ui/r/p/app?sort=name")).await;
+    assert!(by_name.find(">t00<").unwrap() < by_name.find(">t01<").unwrap());
+    let filtered = fetch(&c, &berth.url("/ui/r/p/app?q=t5")).await;
+    assert_eq!(rows(&filtered), 10, "{filtered}");
+    assert!(filtered.contains("10 tags"));
+}
