@@ -22,6 +22,7 @@ mod gc;
 mod gc_stress;
 mod harness;
 mod hostile;
+mod image;
 mod limits;
 mod memory;
 mod meta_suite;
