@@ -5,6 +5,7 @@
 //! guide with only the image name changed, up to the HEALTHCHECK reporting healthy; and the
 //! pull-through cache reaching an HTTPS upstream by host name, through Docker's DNS and through
 //! `/etc/hosts`, which a static glibc binary in a scratch image must do without NSS modules.
+//! The image's probe, `berth healthcheck`, is also checked outside a container.
 //! Each test names its containers, volumes and networks uniquely and removes them when it ends,
 //! passed or failed. A missing image fails the test with the command that builds it.
 
@@ -359,4 +360,32 @@ async fn a_mirror_in_the_image_resolves_its_upstream_by_dns_and_hosts_and_trusts
         assert_eq!(sha256(&through[0]), pushed, "{prefix}: {}", mirror.logs());
         assert!(through == upstream, "{prefix}: different bytes through the mirror");
     }
+}
+
+/// `berth healthcheck`, the image's probe, outside a container: from a TLS configuration it
+/// probes over HTTPS without the CA and exits 0; with the server gone it exits 1 (Docker
+/// reserves 2), saying why.
+#[tokio::test]
+async fn berth_healthcheck_follows_the_configuration_to_https_and_exits_1_when_down() {
+    let ca = Ca::new("Berth healthcheck CA");
+    let setup = crate::tls::Setup::new(&ca);
+    let config = setup.config("", "");
+    let mut berth = crate::tls::start_with(&config);
+    let probe = |berth: &crate::harness::Berth, addr: &str| {
+        berth
+            .cli()
+            .env("BERTH_HTTP_ADDR", addr)
+            .args(["healthcheck", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let addr = berth.host.clone();
+    let out = probe(&berth, &addr);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(said.trim(), format!("healthy: https://{addr}/healthz"));
+    berth.stop();
+    let out = probe(&berth, &addr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("berth healthcheck:"));
 }
