@@ -54,6 +54,15 @@ enum Command {
     /// Storage usage per repository (bytes, bytes only it uses, blobs, manifests, tags) and
     /// in total, from the metadata: instant, it does not walk the disk.
     Du(cli::du::DuArgs),
+    /// Probe a running server's /healthz: exit 0 when it answers 200, 1 otherwise (for a
+    /// container's HEALTHCHECK).
+    ///
+    /// Without --url the address and scheme come from the configuration serve reads (the
+    /// file, REGISTRY_* and BERTH_* variables): http.debug_addr when set, else http.addr
+    /// (HTTPS when TLS is on; 0.0.0.0 probed as 127.0.0.1). The server's certificate is not
+    /// verified: the probe checks that the server answers, not who it is, and sends no
+    /// credentials.
+    Healthcheck(cli::healthcheck::HealthcheckArgs),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -99,6 +108,7 @@ fn main() -> ExitCode {
         Command::Fsck(args) => cli::fsck::run(&args),
         Command::Du(args) => cli::du::run(&args).map(|()| 0),
         Command::Import(command) => cli::import::run(command),
+        Command::Healthcheck(args) => Ok(cli::healthcheck::run(&args)),
         Command::Config(ConfigCommand::Check { config }) => config_check(config.as_deref()).map(|()| 0),
         Command::Config(ConfigCommand::Convert(args)) => cli::convert::run(&args),
     };

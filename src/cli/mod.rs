@@ -4,6 +4,7 @@ pub mod convert;
 pub mod du;
 pub mod fsck;
 pub mod gc;
+pub mod healthcheck;
 pub mod import;
 mod remote;
 
@@ -51,17 +52,27 @@ pub fn require_store(root: &std::path::Path) -> anyhow::Result<()> {
 /// The store is held by a running server: say how to run `job` through it, at the address the
 /// configuration gives (the server's own, when it was started with the same configuration).
 pub fn held_by_server(path: &str, job: &str, config: &berth::config::Config) -> anyhow::Error {
-    let addr = config.http.addr;
-    let host = if addr.ip().is_unspecified() {
+    let url = local_url(config);
+    anyhow::anyhow!(
+        "{path} is held by a running berth server; run {job} through it with \
+         `berth {job} --url {url}` (the address in this configuration; use the server's own if it differs)"
+    )
+}
+
+/// The URL of the server this configuration starts, from the same machine: its scheme, and
+/// its address with an unspecified IP (`0.0.0.0`, `[::]`) as 127.0.0.1, which it also listens on.
+pub fn local_url(config: &berth::config::Config) -> String {
+    let scheme = if config.http.tls.is_some() { "https" } else { "http" };
+    format!("{scheme}://{}", loopback(config.http.addr))
+}
+
+/// `addr`, with an unspecified IP replaced by 127.0.0.1.
+pub fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
         std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
     } else {
         addr
-    };
-    let scheme = if config.http.tls.is_some() { "https" } else { "http" };
-    anyhow::anyhow!(
-        "{path} is held by a running berth server; run {job} through it with \
-         `berth {job} --url {scheme}://{host}` (the address in this configuration; use the server's own if it differs)"
-    )
+    }
 }
 
 /// A progress bar drawn on a thread from a job's counters until `finish`.

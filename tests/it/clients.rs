@@ -111,7 +111,7 @@ fn read_blob(dir: &Path, digest: &str) -> Vec<u8> {
 }
 
 /// Every blob of `src` appears byte-identical in `dst`.
-fn same_blobs(src: &Path, dst: &Path, digests: &[String]) {
+pub fn same_blobs(src: &Path, dst: &Path, digests: &[String]) {
     for d in digests {
         assert_eq!(
             read_blob(src, d),
@@ -121,7 +121,7 @@ fn same_blobs(src: &Path, dst: &Path, digests: &[String]) {
     }
 }
 
-fn digests_of(manifest: &[u8]) -> Vec<String> {
+pub fn digests_of(manifest: &[u8]) -> Vec<String> {
     let m: Value = serde_json::from_slice(manifest).unwrap();
     let mut out = vec![m["config"]["digest"].as_str().unwrap().to_owned()];
     out.extend(

@@ -24,6 +24,7 @@ mod gc;
 mod gc_stress;
 mod harness;
 mod hostile;
+mod image;
 mod import;
 mod limits;
 mod memory;

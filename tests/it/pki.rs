@@ -27,8 +27,14 @@ impl Ca {
 
     /// (certificate PEM, key PEM) for `cn`, valid for 127.0.0.1 and localhost.
     pub fn issue(&self, cn: &str) -> (String, String) {
+        self.issue_for(cn, &["localhost", "127.0.0.1"])
+    }
+
+    /// (certificate PEM, key PEM) for `cn`, valid for `names` (host names and IP addresses).
+    pub fn issue_for(&self, cn: &str, names: &[&str]) -> (String, String) {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let names = names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let mut params = CertificateParams::new(names).unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
