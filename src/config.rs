@@ -51,7 +51,41 @@ pub struct Config {
     pub validation: Validation,
     /// Tags that, once they exist, never move and are never deleted (`immutable_tags:`).
     pub immutable_tags: Vec<ImmutableTags>,
+    /// Which tags and untagged manifests retention removes (`retention:`), first match wins.
+    pub retention: Vec<Retention>,
     pub ui: Ui,
+}
+
+/// One `retention:` rule for the repositories matching `repositories`. A tag goes when
+/// nothing keeps it: it is not among the `keep_last` most recently pushed, matches no
+/// `keep_tags` glob, is not immutable, and (when `older_than` is set) was pushed longer ago
+/// than that. Untagged manifests pushed longer ago than `untagged_after` go too, unless an
+/// index or subject that stays needs them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(deserialize_with = "one_or_many")]
+    pub repositories: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<usize>,
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub keep_tags: Vec<String>,
+    #[serde(default, deserialize_with = "humantime_serde::deserialize")]
+    #[serde(serialize_with = "duration_yaml", skip_serializing_if = "Option::is_none")]
+    pub untagged_after: Option<Duration>,
+    #[serde(default, deserialize_with = "humantime_serde::deserialize")]
+    #[serde(serialize_with = "duration_yaml", skip_serializing_if = "Option::is_none")]
+    pub older_than: Option<Duration>,
+}
+
+/// A duration as `config.example.yml` writes it (`90d`), for `config check`. (serde hands a
+/// `serialize_with` function a reference to the field.)
+#[allow(clippy::ref_option)]
+fn duration_yaml<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&duration_text(*d)),
+        None => s.serialize_none(),
+    }
 }
 
 /// One `immutable_tags:` rule: in repositories matching one of `repositories`, tags matching
@@ -273,6 +307,7 @@ struct RawConfig {
     proxy: Vec<RawProxy>,
     validation: RawValidation,
     immutable_tags: Vec<ImmutableTags>,
+    retention: Vec<Retention>,
     ui: RawUi,
 }
 
@@ -800,12 +835,42 @@ fn validate_immutable_tags(rules: &[ImmutableTags]) -> Result<(), ConfigError> {
         if rule.repositories.is_empty() || rule.tags.is_empty() {
             return Err(invalid("each rule needs repositories and tags".into()));
         }
-        for glob in rule.repositories.iter().chain(&rule.tags) {
-            globset::GlobBuilder::new(glob)
-                .literal_separator(true)
-                .build()
-                .map_err(|e| invalid(format!("glob {glob:?}: {e}")))?;
+        check_globs(rule.repositories.iter().chain(&rule.tags), "immutable_tags")?;
+    }
+    Ok(())
+}
+
+/// Each of `globs` compiles (`*` within a path component, `**` across several).
+fn check_globs<'a>(globs: impl Iterator<Item = &'a String>, key: &'static str) -> Result<(), ConfigError> {
+    for glob in globs {
+        globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| ConfigError::Invalid {
+                key,
+                message: format!("glob {glob:?}: {e}"),
+            })?;
+    }
+    Ok(())
+}
+
+/// Every rule names repositories and removes something, and every glob compiles.
+fn validate_retention(rules: &[Retention]) -> Result<(), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "retention",
+        message,
+    };
+    for rule in rules {
+        if rule.repositories.is_empty() {
+            return Err(invalid("each rule needs repositories".into()));
         }
+        if rule.keep_last.is_none() && rule.older_than.is_none() && rule.untagged_after.is_none() {
+            return Err(invalid(format!(
+                "the rule for {:?} removes nothing: give it keep_last, older_than or untagged_after",
+                rule.repositories
+            )));
+        }
+        check_globs(rule.repositories.iter().chain(&rule.keep_tags), "retention")?;
     }
     Ok(())
 }
@@ -866,11 +931,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let proxy = validate_proxy(raw.proxy)?;
     let gc = validate_gc(&raw.gc)?;
     validate_immutable_tags(&raw.immutable_tags)?;
+    validate_retention(&raw.retention)?;
     let ui = validate_ui(raw.ui)?;
     Ok(Config {
         gc,
         ui,
         immutable_tags: raw.immutable_tags,
+        retention: raw.retention,
         validation: Validation {
             sparse: raw.validation.sparse.unwrap_or(false),
         },
@@ -1398,11 +1465,13 @@ fn apply_aws_env(raw: &mut RawConfig, env: &[(String, String)]) {
         .or_else(|| get("AWS_ENDPOINT_URL"));
 }
 
-/// A duration as `config.example.yml` writes them: `24h`, `15m`, `60s`, `250ms`.
+/// A duration as `config.example.yml` writes them: `90d` (beyond a day), `24h`, `15m`,
+/// `60s`, `250ms`.
 fn duration_text(d: Duration) -> String {
     let ms = d.as_millis();
     match ms {
         0 => "0s".to_owned(),
+        ms if ms > 86_400_000 && ms.is_multiple_of(86_400_000) => format!("{}d", ms / 86_400_000),
         ms if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
         ms if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
         ms if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
@@ -1476,7 +1545,8 @@ impl Config {
             d(self.ui.session_ttl),
         ) + &self.auth_yaml()
             + &self.proxy_yaml()
-            + &self.immutable_tags_yaml()
+            + &Self::list_yaml("immutable_tags", &self.immutable_tags)
+            + &Self::list_yaml("retention", &self.retention)
     }
 
     /// `proxy`, passwords redacted. `password_file` is not printed: the password it held is
@@ -1522,19 +1592,13 @@ impl Config {
         serde_saphyr::to_string(&Section { proxy }).unwrap_or_default()
     }
 
-    /// `immutable_tags`, when there are rules.
-    fn immutable_tags_yaml(&self) -> String {
-        #[derive(Serialize)]
-        struct Section<'a> {
-            immutable_tags: &'a [ImmutableTags],
-        }
-        if self.immutable_tags.is_empty() {
+    /// A top-level list section (`immutable_tags`, `retention`), when it has entries.
+    fn list_yaml<T: Serialize>(key: &str, items: &[T]) -> String {
+        if items.is_empty() {
             return String::new();
         }
-        serde_saphyr::to_string(&Section {
-            immutable_tags: &self.immutable_tags,
-        })
-        .unwrap_or_default()
+        let section = std::collections::BTreeMap::from([(key, items)]);
+        serde_saphyr::to_string(&section).unwrap_or_default()
     }
 
     /// `storage.s3`, the secret key redacted.

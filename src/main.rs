@@ -39,6 +39,12 @@ enum Command {
     /// Runs directly on the store when no server holds it; while a server runs, pass --url
     /// to run it through that server's admin API (or POST /admin/gc). Prints a report.
     Gc(cli::gc::GcArgs),
+    /// Apply the retention rules (retention: in the config file) now: remove the tags and
+    /// untagged manifests they doom, listing each with the reason (--dry-run: only list).
+    ///
+    /// Garbage collection applies them first on every run too. Runs directly on the store
+    /// when no server holds it; while a server runs, pass --url (or POST /admin/retention).
+    Retention(cli::retention::RetentionArgs),
     /// Verify the store: every blob against its digest, every manifest's references, the
     /// reference counts, indexes, orphans and upload sessions.
     ///
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).map(|()| 0),
         Command::Gc(args) => cli::gc::run(&args).map(|()| 0),
+        Command::Retention(args) => cli::retention::run(&args).map(|()| 0),
         Command::Fsck(args) => cli::fsck::run(&args),
         Command::Du(args) => cli::du::run(&args).map(|()| 0),
         Command::Import(command) => cli::import::run(command),

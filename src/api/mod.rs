@@ -83,7 +83,8 @@ pub fn router_with(app: App, extra: Router<App>) -> Router {
             axum::routing::post(admin::fsck_start).get(admin::fsck_list),
         )
         .route("/admin/fsck/{id}", axum::routing::get(admin::fsck_get))
-        .route("/admin/usage", axum::routing::get(admin::usage));
+        .route("/admin/usage", axum::routing::get(admin::usage))
+        .route("/admin/retention", axum::routing::post(admin::retention));
     #[cfg(feature = "test-hooks")]
     let admin = test_hooks::mount(admin);
     let admin = admin.route_layer(axum::middleware::from_fn_with_state(app.clone(), access::admin_guard));

@@ -6,26 +6,8 @@ use std::sync::Arc;
 
 use berth::config::Config;
 use berth::gc::{self, Phase, Report};
-use berth::meta::MetaError;
-use berth::server::{ServeError, open_registry};
 
-#[derive(Debug, clap::Args)]
-pub struct GcArgs {
-    #[command(flatten)]
-    store: super::StoreArgs,
-    /// Report what would be deleted, delete nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Run through the server at this URL (for example http://127.0.0.1:5000) instead of
-    /// opening the store directly; needed while a server holds the store. With authentication
-    /// on, as the admin user whose name and password are in BERTH_ADMIN_USER and
-    /// BERTH_ADMIN_PASSWORD.
-    #[arg(long, value_name = "URL")]
-    url: Option<String>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-}
+pub type GcArgs = super::JobArgs;
 
 pub fn run(args: &GcArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -35,21 +17,11 @@ pub fn run(args: &GcArgs) -> anyhow::Result<()> {
         let config = args.store.load()?;
         runtime.block_on(offline(&config, args.dry_run))?
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_report(&report);
-    }
-    Ok(())
+    super::emit(&report, args.json, print_report)
 }
 
 async fn offline(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
-    super::require_store(&config.storage.root)?;
-    let registry = match open_registry(config).await {
-        Ok(registry) => registry,
-        Err(ServeError::Meta(MetaError::Locked(path))) => return Err(super::held_by_server(&path, "gc", config)),
-        Err(e) => return Err(e.into()),
-    };
+    let registry = super::open_offline(config, "gc").await?;
     let opts = gc::Options::from_config(&config.gc).with_dry_run(dry_run);
     let show = std::io::stderr().is_terminal();
     let progress = move |phase: Phase| {
@@ -67,6 +39,7 @@ async fn remote(url: &str, dry_run: bool) -> anyhow::Result<Report> {
 fn phase_name(phase: Phase) -> &'static str {
     match phase {
         Phase::Starting => "starting",
+        Phase::Retention => "applying the retention rules",
         Phase::Evict => "evicting from pull-through caches over max_bytes",
         Phase::Mark => "marking what is reachable",
         Phase::SweepManifests => "sweeping manifests",

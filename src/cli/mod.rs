@@ -7,6 +7,7 @@ pub mod gc;
 pub mod healthcheck;
 pub mod import;
 mod remote;
+pub mod retention;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,48 @@ impl StoreArgs {
         };
         Ok(berth::config::load(self.config.as_deref(), std::env::vars(), flags)?)
     }
+}
+
+/// The arguments of a maintenance job (`gc`, `retention`) that runs offline or through a server.
+#[derive(Debug, clap::Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Report what would be removed, remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run through the server at this URL (for example http://127.0.0.1:5000) instead of
+    /// opening the store directly; needed while a server holds the store. With authentication
+    /// on, as the admin user whose name and password are in BERTH_ADMIN_USER and
+    /// BERTH_ADMIN_PASSWORD.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Open the store for the offline job `job`: refused when the root holds no store, and when a
+/// server holds it (saying how to run the job through that server).
+pub async fn open_offline(config: &berth::config::Config, job: &str) -> anyhow::Result<Arc<berth::registry::Registry>> {
+    require_store(&config.storage.root)?;
+    match berth::server::open_registry(config).await {
+        Ok(registry) => Ok(registry),
+        Err(berth::server::ServeError::Meta(berth::meta::MetaError::Locked(path))) => {
+            Err(held_by_server(&path, job, config))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Print a job's report: as JSON with `json`, else with `print`.
+pub fn emit<R: serde::Serialize>(report: &R, json: bool, print: impl Fn(&R)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print(report);
+    }
+    Ok(())
 }
 
 /// Refuse to run an offline job on a root that holds no store: a mistyped `--root` would

@@ -56,8 +56,17 @@ pub async fn run_job<R: DeserializeOwned>(url: &str, kind: &str, query: &str) ->
 /// `GET {url}{path}` of an admin endpoint, with the admin credentials when they are set; the
 /// JSON body. A refusal says how to give credentials.
 pub async fn get_admin<R: DeserializeOwned>(url: &str, path: &str) -> anyhow::Result<R> {
+    call_admin(reqwest::Method::GET, url, path).await
+}
+
+/// `POST {url}{path}` of an admin endpoint that answers at once; as `get_admin`.
+pub async fn post_admin<R: DeserializeOwned>(url: &str, path: &str) -> anyhow::Result<R> {
+    call_admin(reqwest::Method::POST, url, path).await
+}
+
+async fn call_admin<R: DeserializeOwned>(method: reqwest::Method, url: &str, path: &str) -> anyhow::Result<R> {
     let url = format!("{}{path}", url.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().get(url);
+    let mut request = reqwest::Client::new().request(method, url);
     if let Some((user, password)) = admin_credentials() {
         request = request.basic_auth(user, Some(password));
     }

@@ -2,6 +2,9 @@
 //! transactions that re-check every decision, while pushes and pulls go on.
 //!
 //! Phases:
+//! 0. **Retention** (`retention`), when rules are configured: their doomed tags and untagged
+//!    manifests go first, so this run frees what only they held. (A dry run's mark then still
+//!    sees them, so its figures leave retention's effect out.)
 //! 1. **Mark.** Read one snapshot (`MetaStore::gc_snapshot`). A manifest is live when it is
 //!    anchored (`meta::gc::anchored`: tagged, young, a child of a live index, or a referrer of a
 //!    live subject). A blob is needed when a live manifest references it; a link when a live
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 mod evict;
+pub mod retention;
 
 use crate::meta::gc::{Policy, unanchored};
 use crate::meta::{BlobState, Millis, now_ms};
@@ -74,6 +78,8 @@ impl Options {
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Starting,
+    /// The retention rules remove the tags and untagged manifests they doom (`retention`).
+    Retention,
     /// Pull-through caches over their `max_bytes` give up their least recently pulled images.
     Evict,
     Mark,
@@ -92,6 +98,7 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Starting => "starting",
+            Phase::Retention => "retention",
             Phase::Evict => "evict",
             Phase::Mark => "mark",
             Phase::SweepManifests => "sweep_manifests",
@@ -131,6 +138,9 @@ pub struct Report {
     /// bytes only they held).
     #[serde(default)]
     pub evicted: Amount,
+    /// What the retention rules removed first, when there are rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<retention::Report>,
     /// Unreferenced blobs kept only because they are inside the grace period.
     pub kept_by_grace: Amount,
     pub duration_ms: u64,
@@ -160,6 +170,12 @@ pub async fn run(
         cutoff_ms: now.saturating_sub(grace_ms),
         delete_untagged: opts.delete_untagged,
     };
+    let retention = if registry.policies().has_retention() {
+        phase(Phase::Retention);
+        Some(retention::run(registry, opts.dry_run, opts.grace_period).await?)
+    } else {
+        None
+    };
     let evicted = evict(registry, opts.dry_run, phase).await?;
     phase(Phase::Mark);
     let marked = mark(registry, policy).await?;
@@ -168,6 +184,7 @@ pub async fn run(
         dry_run: opts.dry_run,
         kept_by_grace: marked.kept_by_grace,
         evicted,
+        retention,
         ..Report::default()
     };
     // Staging entries carry the storage's own modification times: compare with the wall clock.

@@ -161,6 +161,16 @@ impl MetaStore for Meta {
         self.write(move |txn| write::delete_tag(txn, repo.as_str(), tag.as_str(), &protected))
     }
 
+    fn retention_delete_tags(
+        &self,
+        repo: &RepoName,
+        tags: Vec<(Tag, String, Millis)>,
+        protected: Protected,
+    ) -> WriteOp<Vec<bool>> {
+        let repo = repo.clone();
+        self.write(move |txn| write::retention_delete_tags(txn, repo.as_str(), &tags, &protected))
+    }
+
     fn gc_delete_manifests(&self, candidates: &[(RepoName, Digest)], policy: Policy) -> WriteOp<u64> {
         let candidates = candidates.to_vec();
         self.write(move |txn| gc::delete_manifests(txn, &candidates, policy))

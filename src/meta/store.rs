@@ -159,6 +159,17 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
     /// `MetaError::TagImmutable` if it is `protected`).
     fn delete_tag(&self, repo: &RepoName, tag: &Tag, protected: Protected) -> WriteOp<()>;
 
+    /// Retention: delete each of `tags` of `repo` (tag, the digest it pointed at, when it was
+    /// set) only if it still points there and has not been set since, and is not `protected`
+    /// (compare-and-set: a tag pushed again after retention chose it stays). Answers, for
+    /// each, whether it was deleted.
+    fn retention_delete_tags(
+        &self,
+        repo: &RepoName,
+        tags: Vec<(Tag, String, Millis)>,
+        protected: Protected,
+    ) -> WriteOp<Vec<bool>>;
+
     /// Garbage collection: delete those `candidates` that are still not anchored
     /// (`gc::anchored`, evaluated against the rows inside the transaction). Answers how many
     /// were deleted.

@@ -187,6 +187,32 @@ pub(super) fn delete_tag(
     Ok(())
 }
 
+/// Delete each tag that still points at the digest retention saw, set at the time it saw, and
+/// is not protected; whether each was deleted.
+pub(super) fn retention_delete_tags(
+    txn: &WriteTransaction,
+    repo: &str,
+    tags: &[(crate::oci::Tag, String, Millis)],
+    protected: &Protected,
+) -> Result<Vec<bool>, MetaError> {
+    let mut done = Vec::with_capacity(tags.len());
+    for (tag, digest, updated_ms) in tags {
+        let current = txn
+            .open_table(TAGS)?
+            .get((repo, tag.as_str()))?
+            .map(|v| decode::<TagRow>(v.value()));
+        let unchanged = current
+            .transpose()?
+            .is_some_and(|row| &row.digest == digest && row.updated_ms == *updated_ms);
+        let delete = unchanged && !protected.covers(tag.as_str());
+        if delete {
+            delete_tag(txn, repo, tag.as_str(), &Protected::default())?;
+        }
+        done.push(delete);
+    }
+    Ok(done)
+}
+
 /// Create the record of a blob whose file is in place, or revive an interrupted tombstone.
 fn record_blob(txn: &WriteTransaction, digest: &str, size: u64, now: Millis) -> Result<(), MetaError> {
     let mut blobs = txn.open_table(BLOBS)?;

@@ -10,7 +10,7 @@ use crate::blobs::{Entry, Progress};
 use crate::meta::fsck::{Repair, Scan};
 use crate::meta::gc::{Policy, Snapshot};
 use crate::meta::{Millis, now_ms};
-use crate::oci::{Digest, RepoName};
+use crate::oci::{Digest, RepoName, Tag};
 
 impl Registry {
     /// One metadata snapshot for the mark phase (no manifest bodies).
@@ -78,6 +78,34 @@ impl Registry {
     /// Every table, from one read transaction (fsck).
     pub(crate) async fn fsck_scan(&self) -> Result<Scan, Error> {
         Ok(self.meta.fsck_scan().await?)
+    }
+
+    /// The policies in force (retention reads its rules here).
+    pub(crate) fn policies(&self) -> std::sync::Arc<super::Policies> {
+        self.policies.get()
+    }
+
+    /// Retention: delete `doomed` tags of `repo` that are unchanged since they were chosen and
+    /// not immutable; whether each went.
+    pub(crate) async fn retention_delete_tags(
+        &self,
+        repo: &RepoName,
+        doomed: &[super::policy::Doomed],
+    ) -> Result<Vec<bool>, Error> {
+        let policies = self.policies.get();
+        let tags = doomed
+            .iter()
+            .map(|d| Ok((Tag::parse(&d.tag)?, d.digest.clone(), d.updated_ms)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let protected = policies.protected(repo);
+        self.meta_write(|m| m.retention_delete_tags(repo, tags, protected))
+            .await
+    }
+
+    /// Whether manifest `digest` is stored in `repo` (names from a snapshot).
+    pub(crate) async fn manifest_stored(&self, repo: &str, digest: &str) -> Result<bool, Error> {
+        let (repo, digest) = (RepoName::parse(repo)?, Digest::parse(digest)?);
+        Ok(self.meta.manifest(&repo, &digest).await?.is_some())
     }
 
     /// Everything in the blob store and its staging area (fsck).

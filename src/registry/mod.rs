@@ -22,7 +22,7 @@ mod listing;
 pub(crate) mod locks;
 mod maintenance;
 mod manifests;
-mod policy;
+pub(crate) mod policy;
 mod proxy;
 mod search;
 mod uploads;

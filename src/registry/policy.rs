@@ -1,4 +1,5 @@
-//! Policies the registry enforces on writes: immutable tags (`immutable_tags:`). Compiled
+//! Policies the registry enforces: immutable tags (`immutable_tags:`) on writes, and which
+//! tags retention removes (`retention:`, decided here, carried out by `gc::retention`). Compiled
 //! from the configuration at start-up and replaced whole when the configuration is reloaded
 //! (SIGHUP); each request uses the set in force when it started. The metadata store applies
 //! them inside the write transaction (`meta::Protected`), so a tag can never slip past one
@@ -9,14 +10,38 @@ use std::sync::{Arc, RwLock};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::config::ImmutableTags;
-use crate::meta::Protected;
+use std::time::Duration;
+
+use crate::config::{ImmutableTags, Retention};
+use crate::meta::browse::TagDetail;
+use crate::meta::{Millis, Protected};
 use crate::oci::RepoName;
 
 /// The compiled policies.
 #[derive(Debug, Default)]
 pub struct Policies {
     immutable: Vec<Immutable>,
+    retention: Vec<RetentionRule>,
+}
+
+/// A compiled `retention:` rule.
+#[derive(Debug)]
+pub struct RetentionRule {
+    repositories: GlobSet,
+    keep_last: Option<usize>,
+    keep_tags: GlobSet,
+    older_than: Option<Duration>,
+    /// Untagged manifests pushed longer ago than this go.
+    pub untagged_after: Option<Duration>,
+}
+
+/// A tag retention removes, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doomed {
+    pub tag: String,
+    pub digest: String,
+    pub updated_ms: Millis,
+    pub reason: String,
 }
 
 #[derive(Debug)]
@@ -29,7 +54,7 @@ struct Immutable {
 
 impl Policies {
     /// Compile the configuration's rules (whose globs it has validated).
-    pub fn new(immutable_tags: &[ImmutableTags]) -> Self {
+    pub fn new(immutable_tags: &[ImmutableTags], retention: &[Retention]) -> Self {
         let immutable = immutable_tags
             .iter()
             .map(|rule| Immutable {
@@ -41,7 +66,26 @@ impl Policies {
                 ),
             })
             .collect();
-        Policies { immutable }
+        let retention = retention
+            .iter()
+            .map(|rule| RetentionRule {
+                repositories: globs(&rule.repositories),
+                keep_last: rule.keep_last,
+                keep_tags: globs(&rule.keep_tags),
+                older_than: rule.older_than,
+                untagged_after: rule.untagged_after,
+            })
+            .collect();
+        Policies { immutable, retention }
+    }
+
+    /// The retention rule for `repo` (the first that matches), if any.
+    pub fn retention_for(&self, repo: &str) -> Option<&RetentionRule> {
+        self.retention.iter().find(|r| r.repositories.is_match(repo))
+    }
+
+    pub fn has_retention(&self) -> bool {
+        !self.retention.is_empty()
     }
 
     /// The rule that makes `tag` of `repo` immutable, if one does.
@@ -59,6 +103,51 @@ impl Policies {
         }
         let (policies, repo) = (Arc::clone(self), repo.to_string());
         Protected::new(move |tag| policies.immutable_rule(&repo, tag).is_some())
+    }
+}
+
+impl RetentionRule {
+    /// Of `tags` (of `repo`), those this rule removes at `now`, with the reason. Newest first
+    /// by when each tag was last set; immutable tags are never chosen.
+    pub fn doomed(&self, policies: &Policies, repo: &str, tags: &[TagDetail], now: Millis) -> Vec<Doomed> {
+        if self.keep_last.is_none() && self.older_than.is_none() {
+            return Vec::new();
+        }
+        let mut sorted: Vec<&TagDetail> = tags.iter().collect();
+        sorted.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then_with(|| a.tag.cmp(&b.tag)));
+        let mut doomed = Vec::new();
+        for (rank, t) in sorted.into_iter().enumerate() {
+            let age = Duration::from_millis(now.saturating_sub(t.updated_ms));
+            let recent = self.keep_last.is_some_and(|n| rank < n);
+            let young = self.older_than.is_some_and(|limit| age < limit);
+            let kept =
+                recent || young || self.keep_tags.is_match(&t.tag) || policies.immutable_rule(repo, &t.tag).is_some();
+            if !kept {
+                doomed.push(Doomed {
+                    tag: t.tag.clone(),
+                    digest: t.digest.clone(),
+                    updated_ms: t.updated_ms,
+                    reason: self.reason(age),
+                });
+            }
+        }
+        doomed
+    }
+
+    fn reason(&self, age: Duration) -> String {
+        let days = age.as_secs() / 86_400;
+        match (self.keep_last, self.older_than) {
+            (Some(n), Some(limit)) => format!(
+                "not among the {n} most recently pushed tags, and pushed {days} days ago (older_than {})",
+                humantime::format_duration(limit)
+            ),
+            (Some(n), None) => format!("not among the {n} most recently pushed tags"),
+            (None, Some(limit)) => format!(
+                "pushed {days} days ago (older_than {})",
+                humantime::format_duration(limit)
+            ),
+            (None, None) => unreachable!("a rule that removes no tag chooses none"),
+        }
     }
 }
 
@@ -83,5 +172,55 @@ impl Current {
 
     pub(super) fn set(&self, policies: Policies) {
         *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policies);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(name: &str, days_ago: u64) -> TagDetail {
+        TagDetail {
+            tag: name.into(),
+            digest: format!("sha256:{name}"),
+            updated_ms: 1000 * 86_400_000 - days_ago * 86_400_000,
+            pushed_ms: 0,
+        }
+    }
+
+    fn doomed(rule: &str) -> Vec<String> {
+        let rule: Retention = serde_saphyr::from_str(rule).unwrap();
+        let immutable: ImmutableTags =
+            serde_saphyr::from_str("repositories: \"team/*\"\ntags: [\"release-*\"]").unwrap();
+        let p = Policies::new(&[immutable], &[rule]);
+        let tags = [
+            tag("a", 1),
+            tag("b", 5),
+            tag("c", 50),
+            tag("latest", 100),
+            tag("v1", 200),
+            tag("release-1", 300),
+        ];
+        let rule = p.retention_for("team/app").unwrap();
+        rule.doomed(&p, "team/app", &tags, 1000 * 86_400_000)
+            .into_iter()
+            .map(|d| d.tag)
+            .collect()
+    }
+
+    #[test]
+    fn a_tag_goes_when_nothing_keeps_it() {
+        let repos = "repositories: \"team/*\"\n";
+        assert_eq!(doomed(&format!("{repos}keep_last: 2")), ["c", "latest", "v1"]);
+        assert_eq!(
+            doomed(&format!("{repos}keep_last: 2\nkeep_tags: [latest]")),
+            ["c", "v1"]
+        );
+        assert_eq!(doomed(&format!("{repos}older_than: 30d")), ["c", "latest", "v1"]);
+        assert_eq!(
+            doomed(&format!("{repos}keep_last: 3\nolder_than: 60d")),
+            ["latest", "v1"]
+        );
+        assert_eq!(doomed(&format!("{repos}untagged_after: 7d")), Vec::<String>::new());
     }
 }

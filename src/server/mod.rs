@@ -46,10 +46,13 @@ pub enum ServeError {
     Auth(#[from] AuthError),
 }
 
-/// Open the store under `config.storage.root` as a registry, finishing whatever a crash left.
+/// Open the store under `config.storage.root` as a registry, finishing whatever a crash left,
+/// with the configuration's policies in force.
 pub async fn open_registry(config: &Config) -> Result<Arc<Registry>, ServeError> {
     let (meta, blobs, limits) = open_parts(config).await?;
-    Ok(Registry::open_with(meta, blobs, limits, config.proxy.clone()).await?)
+    let registry = Registry::open_with(meta, blobs, limits, config.proxy.clone()).await?;
+    registry.set_policies(registry::Policies::new(&config.immutable_tags, &config.retention));
+    Ok(registry)
 }
 
 /// Open the store as it is, without start-up reconciliation (for `fsck`).
@@ -133,7 +136,6 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
         source,
     })?;
     let registry = open_registry(&config).await?;
-    registry.set_policies(registry::Policies::new(&config.immutable_tags));
     if let Some(reload) = reload {
         spawn_config_reloader(Arc::clone(&registry), reload, reloads);
     }
@@ -203,9 +205,10 @@ fn spawn_config_reloader(registry: Arc<Registry>, reload: Reload, mut reloads: t
         while reloads.changed().await.is_ok() {
             match reload() {
                 Ok(config) => {
-                    registry.set_policies(registry::Policies::new(&config.immutable_tags));
+                    registry.set_policies(registry::Policies::new(&config.immutable_tags, &config.retention));
                     tracing::info!(
                         immutable_tags = config.immutable_tags.len(),
+                        retention = config.retention.len(),
                         "configuration reloaded: policies in force"
                     );
                 }

@@ -37,6 +37,7 @@ mod policies;
 mod proxy;
 mod proxy_clients;
 mod restart;
+mod retention;
 mod s3;
 mod search;
 mod smoke;

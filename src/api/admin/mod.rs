@@ -1,6 +1,7 @@
 //! The admin API: `POST /admin/gc` starts garbage collection (`?dry_run=true` for a dry run),
 //! `GET /admin/gc` lists recent runs, `GET /admin/gc/{id}` shows one; `/admin/fsck` does the
-//! same for fsck (`?repair=true`, `?quick=true`). Who may call them is decided by
+//! same for fsck (`?repair=true`, `?quick=true`). `POST /admin/retention` applies the
+//! retention rules on their own (`?dry_run=true`) and answers with the report. Who may call them is decided by
 //! `access::admin_guard`: the admin role, or loopback clients when authentication is off.
 //! Query parameters other than those named here are ignored.
 //!
@@ -47,6 +48,16 @@ pub async fn fsck_start(State(app): State<App>, uri: Uri) -> Response {
         let status = if started { StatusCode::ACCEPTED } else { StatusCode::OK };
         Ok((status, Json(view)).into_response())
     })
+}
+
+/// `POST /admin/retention` (`?dry_run=true`): apply the retention rules now, without the rest
+/// of a collection; the report lists what went and why. Metadata only, so it answers at once.
+pub async fn retention(State(app): State<App>, uri: Uri) -> Response {
+    let dry_run = matches!(Query::parse(uri.query()).get("dry_run"), Some("true" | "1"));
+    match crate::gc::retention::run(&app.registry, dry_run, app.gc_options.grace_period).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 pub async fn fsck_list(State(app): State<App>) -> Response {
