@@ -287,6 +287,7 @@ impl Registry {
             let offset = staged.len();
             slot.staged = Some(staged);
             tracing::debug!(?range, offset, "out-of-order chunk");
+            drain(body, self.limits.body_idle_timeout).await;
             return Err(Error::UploadRangeInvalid { offset });
         }
         let (staged, appended) = staged
@@ -434,6 +435,27 @@ impl Registry {
             );
         }
         Ok(())
+    }
+}
+
+/// The most of a refused chunk read and thrown away before answering (see `drain`).
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// Read and discard what a client whose chunk is refused is still sending (up to
+/// `DRAIN_LIMIT`, each read within `idle`), so that the 416 reaches clients that write the
+/// whole body before they read the answer; answered unread, they would see the connection
+/// reset instead (hyper-based clients report a broken pipe).
+async fn drain<S, E>(mut body: S, idle: std::time::Duration)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    use futures_util::StreamExt as _;
+    let mut read = 0u64;
+    while read < DRAIN_LIMIT {
+        match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(Ok(chunk))) => read += chunk.len() as u64,
+            _ => return,
+        }
     }
 }
 

@@ -182,6 +182,28 @@ async fn three_chunks_with_content_range_then_put() {
     assert_blob(&resolve(&berth, &header(&resp, "location")), &bytes).await;
 }
 
+/// A large refused chunk: the server read (and threw away) what the client was sending
+/// before answering, so a client that writes its whole body first gets the 416 rather than a
+/// connection reset (hyper, and so reqwest, reported a broken pipe: seen on S3, whose chunks
+/// are 5 MiB and more).
+#[tokio::test]
+async fn a_large_out_of_order_chunk_gets_its_416() {
+    let berth = Berth::start();
+    let location = start(&berth, "up/large").await;
+    let chunk = random_bytes(8 << 20, 9);
+    for _ in 0..2 {
+        let resp = client()
+            .patch(&location)
+            .header("content-range", format!("1-{}", chunk.len()))
+            .body(chunk.clone())
+            .send()
+            .await
+            .expect("an answer, not a reset connection");
+        assert_eq!(resp.status(), 416);
+        assert_eq!(header(&resp, "range"), "0-0");
+    }
+}
+
 #[tokio::test]
 async fn out_of_order_and_overlapping_chunks_answer_416_and_the_session_survives() {
     let berth = Berth::start();

@@ -334,6 +334,17 @@ async fn assert_created_blob(t: &Target, resp: reqwest::Response, bytes: &[u8], 
     );
 }
 
+/// The smallest chunk the server takes (`OCI-Chunk-Min-Length`), at least 1024 bytes.
+async fn chunk_min(t: &Target) -> usize {
+    let uploads = t.url(&format!("/v2/{REPO1}/blobs/uploads/"));
+    let resp = t.send(t.request("POST", &uploads).header("content-length", "0")).await;
+    assert_eq!(resp.status(), 202);
+    let min = header(&resp, "oci-chunk-min-length").map_or(0, |m| m.parse().unwrap());
+    let loc = header(&resp, "location").unwrap().to_owned();
+    assert_eq!(t.send(t.request("DELETE", &t.at(&loc))).await.status(), 204);
+    min.max(1024)
+}
+
 /// POST an upload session; its `Location`.
 async fn start_upload(t: &Target, uploads: &str) -> String {
     let resp = t
@@ -463,10 +474,12 @@ async fn blob_pushes_answer_with_digest_headers(mode: Mode, algo: Algo) {
         Algo::Sha256 => 1000,
         Algo::Sha512 => 2000,
     };
-    // The suite makes chunked blobs span three chunks of at least 1024 bytes.
+    // As the suite does: chunked blobs span three chunks of at least 1024 bytes, or of the
+    // server's OCI-Chunk-Min-Length (object storage's part size), whichever is larger.
+    let chunked_len = 3 * chunk_min(&t).await - 5;
     for (i, how) in PUSHES.into_iter().enumerate() {
         let len = if matches!(how, Push::Chunked { .. }) {
-            3 * 1024 - 5
+            chunked_len
         } else {
             512
         };
@@ -485,7 +498,7 @@ async fn blob_pushes_answer_with_digest_headers(mode: Mode, algo: Algo) {
     }
     // A digest that does not match the bytes, on every path.
     for (i, how) in PUSHES.into_iter().enumerate() {
-        let mut bytes = blob(3 * 1024 - 5, seed + 100 + i as u64);
+        let mut bytes = blob(chunked_len, seed + 100 + i as u64);
         let digest = algo.digest(&bytes);
         bytes.extend_from_slice(b"oh no");
         push_blob(&t, REPO1, &bytes, &digest, how, true).await;
