@@ -389,3 +389,25 @@ async fn berth_healthcheck_follows_the_configuration_to_https_and_exits_1_when_d
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("berth healthcheck:"));
 }
+
+/// contrib/docker-compose.yml is a valid Compose file, as `docker-compose` reads it (the
+/// machine's Compose: Debian's docker-compose, which comes with the Docker engine here), and
+/// runs the image with TLS, htpasswd and a named volume.
+#[test]
+fn the_compose_file_parses() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/docker-compose.yml");
+    let out = Command::new("docker-compose")
+        .args(["-f", file, "config"])
+        .output()
+        .expect("docker-compose must be installed (Debian package docker-compose)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for needle in [
+        "image: berth:dev",
+        "BERTH_HTTP_TLS_CERTIFICATE",
+        "BERTH_AUTH_HTPASSWD_PATH",
+        "/var/lib/berth",
+    ] {
+        assert!(text.contains(needle), "{needle} in\n{text}");
+    }
+}
