@@ -51,7 +51,26 @@ pub struct Config {
     pub validation: Validation,
     /// Tags that, once they exist, never move and are never deleted (`immutable_tags:`).
     pub immutable_tags: Vec<ImmutableTags>,
+    /// Storage quotas on groups of repositories (`quotas:`), in file order.
+    pub quotas: Vec<Quota>,
     pub ui: Ui,
+}
+
+/// One `quotas:` rule: the repositories matching one of `repositories` together may reference
+/// at most `max_bytes` of blobs, each blob counted once. Globs as for `immutable_tags`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    pub repositories: Vec<String>,
+    pub max_bytes: u64,
+}
+
+/// One `quotas:` rule as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    #[serde(deserialize_with = "one_or_many")]
+    repositories: Vec<String>,
+    max_bytes: ByteSize,
 }
 
 /// One `immutable_tags:` rule: in repositories matching one of `repositories`, tags matching
@@ -273,6 +292,7 @@ struct RawConfig {
     proxy: Vec<RawProxy>,
     validation: RawValidation,
     immutable_tags: Vec<ImmutableTags>,
+    quotas: Vec<RawQuota>,
     ui: RawUi,
 }
 
@@ -800,14 +820,41 @@ fn validate_immutable_tags(rules: &[ImmutableTags]) -> Result<(), ConfigError> {
         if rule.repositories.is_empty() || rule.tags.is_empty() {
             return Err(invalid("each rule needs repositories and tags".into()));
         }
-        for glob in rule.repositories.iter().chain(&rule.tags) {
-            globset::GlobBuilder::new(glob)
-                .literal_separator(true)
-                .build()
-                .map_err(|e| invalid(format!("glob {glob:?}: {e}")))?;
-        }
+        check_globs("immutable_tags", rule.repositories.iter().chain(&rule.tags))?;
     }
     Ok(())
+}
+
+/// Each glob compiles (`*` within a path component, `**` across several).
+fn check_globs<'a>(key: &'static str, globs: impl IntoIterator<Item = &'a String>) -> Result<(), ConfigError> {
+    for glob in globs {
+        globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| ConfigError::Invalid {
+                key,
+                message: format!("glob {glob:?}: {e}"),
+            })?;
+    }
+    Ok(())
+}
+
+/// Every quota names repositories whose globs compile.
+fn validate_quotas(rules: Vec<RawQuota>) -> Result<Vec<Quota>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { key: "quotas", message };
+    rules
+        .into_iter()
+        .map(|rule| {
+            if rule.repositories.is_empty() {
+                return Err(invalid("each quota needs repositories".into()));
+            }
+            check_globs("quotas", &rule.repositories)?;
+            Ok(Quota {
+                repositories: rule.repositories,
+                max_bytes: rule.max_bytes.as_u64(),
+            })
+        })
+        .collect()
 }
 
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -866,11 +913,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let proxy = validate_proxy(raw.proxy)?;
     let gc = validate_gc(&raw.gc)?;
     validate_immutable_tags(&raw.immutable_tags)?;
+    let quotas = validate_quotas(raw.quotas)?;
     let ui = validate_ui(raw.ui)?;
     Ok(Config {
         gc,
         ui,
         immutable_tags: raw.immutable_tags,
+        quotas,
         validation: Validation {
             sparse: raw.validation.sparse.unwrap_or(false),
         },
@@ -1477,6 +1526,7 @@ impl Config {
         ) + &self.auth_yaml()
             + &self.proxy_yaml()
             + &self.immutable_tags_yaml()
+            + &self.quotas_yaml()
     }
 
     /// `proxy`, passwords redacted. `password_file` is not printed: the password it held is
@@ -1535,6 +1585,31 @@ impl Config {
             immutable_tags: &self.immutable_tags,
         })
         .unwrap_or_default()
+    }
+
+    /// `quotas`, when there are any, sizes as the example writes them.
+    fn quotas_yaml(&self) -> String {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            repositories: &'a [String],
+            max_bytes: String,
+        }
+        #[derive(Serialize)]
+        struct Section<'a> {
+            quotas: Vec<Entry<'a>>,
+        }
+        if self.quotas.is_empty() {
+            return String::new();
+        }
+        let quotas = self
+            .quotas
+            .iter()
+            .map(|q| Entry {
+                repositories: &q.repositories,
+                max_bytes: size_text(q.max_bytes),
+            })
+            .collect();
+        serde_saphyr::to_string(&Section { quotas }).unwrap_or_default()
     }
 
     /// `storage.s3`, the secret key redacted.
@@ -2177,5 +2252,39 @@ mod tests {
         assert_eq!(again, c, "{printed}");
         // No proxy entries: no proxy section.
         assert!(!load(None, [], Flags::default()).unwrap().to_yaml().contains("proxy"));
+    }
+
+    #[test]
+    fn quotas_load_with_sizes_print_back_and_refuse_bad_globs() {
+        let yaml = "quotas:\n  - repositories: \"team-a/*\"\n    max_bytes: 20GiB\n  - repositories: [\"b/**\", c]\n    max_bytes: 1000\n";
+        let c = load_str(yaml, &[]).unwrap();
+        assert_eq!(
+            c.quotas,
+            [
+                Quota {
+                    repositories: vec!["team-a/*".into()],
+                    max_bytes: 20 << 30,
+                },
+                Quota {
+                    repositories: vec!["b/**".into(), "c".into()],
+                    max_bytes: 1000,
+                },
+            ]
+        );
+        let printed = c.to_yaml();
+        assert!(printed.contains("max_bytes: 20GiB"), "{printed}");
+        assert_eq!(load_str(&printed, &[]).unwrap(), c, "{printed}");
+        for (bad, says) in [
+            ("quotas:\n  - repositories: \"a/[\"\n    max_bytes: 1\n", "glob"),
+            (
+                "quotas:\n  - repositories: []\n    max_bytes: 1\n",
+                "needs repositories",
+            ),
+            ("quotas:\n  - repositories: a\n", "max_bytes"),
+            ("quotas:\n  - repositories: a\n    max_bytes: 1\n    tags: x\n", "tags"),
+        ] {
+            let e = load_str(bad, &[]).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -350,6 +350,8 @@ fn check_references(txn: &WriteTransaction, m: &NewManifest) -> Result<(), MetaE
 }
 
 fn insert_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Result<(), MetaError> {
+    // Where the manifest's blobs become owned: refused before anything is written.
+    super::quota::check(txn, m)?;
     let mut blob_digests: Vec<String> = m.blobs.iter().map(|(d, _)| d.to_string()).collect();
     blob_digests.sort_unstable();
     blob_digests.dedup();

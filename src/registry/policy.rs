@@ -1,22 +1,25 @@
-//! Policies the registry enforces on writes: immutable tags (`immutable_tags:`). Compiled
-//! from the configuration at start-up and replaced whole when the configuration is reloaded
-//! (SIGHUP); each request uses the set in force when it started. The metadata store applies
-//! them inside the write transaction (`meta::Protected`), so a tag can never slip past one
-//! between a check and a change. Pull-through caches are not subject to them: their tags
-//! follow the upstream.
+//! Policies the registry enforces on writes: immutable tags (`immutable_tags:`) and storage
+//! quotas (`quotas:`). Compiled from the configuration at start-up and replaced whole when the
+//! configuration is reloaded (SIGHUP); each request uses the set in force when it started. The
+//! metadata store applies them inside the write transaction (`meta::Protected`,
+//! `meta::Quota`), so neither a tag nor a push can slip past one between a check and a change.
+//! Quotas keep no counter (the store computes a group's usage from its rows), so a reload
+//! that changes them has nothing to recompute. Pull-through caches are not subject to them:
+//! their tags follow the upstream, and `proxy.max_bytes` bounds their size.
 
 use std::sync::{Arc, RwLock};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::config::ImmutableTags;
-use crate::meta::Protected;
+use crate::config::{self, ImmutableTags};
+use crate::meta::{Protected, Quota};
 use crate::oci::RepoName;
 
 /// The compiled policies.
 #[derive(Debug, Default)]
 pub struct Policies {
     immutable: Vec<Immutable>,
+    quotas: Vec<Quota>,
 }
 
 #[derive(Debug)]
@@ -29,7 +32,7 @@ struct Immutable {
 
 impl Policies {
     /// Compile the configuration's rules (whose globs it has validated).
-    pub fn new(immutable_tags: &[ImmutableTags]) -> Self {
+    pub fn new(immutable_tags: &[ImmutableTags], quotas: &[config::Quota]) -> Self {
         let immutable = immutable_tags
             .iter()
             .map(|rule| Immutable {
@@ -41,7 +44,22 @@ impl Policies {
                 ),
             })
             .collect();
-        Policies { immutable }
+        let quotas = quotas.iter().map(quota).collect();
+        Policies { immutable, quotas }
+    }
+
+    /// The quotas whose groups include `repo`, for a manifest PUT.
+    pub fn quotas_of(&self, repo: &RepoName) -> Vec<Quota> {
+        self.quotas
+            .iter()
+            .filter(|q| q.covers(repo.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Every quota, for usage reports.
+    pub fn quotas(&self) -> Vec<Quota> {
+        self.quotas.clone()
     }
 
     /// The rule that makes `tag` of `repo` immutable, if one does.
@@ -60,6 +78,32 @@ impl Policies {
         let (policies, repo) = (Arc::clone(self), repo.to_string());
         Protected::new(move |tag| policies.immutable_rule(&repo, tag).is_some())
     }
+}
+
+/// A quota named by its globs, over the key range their common literal prefix starts.
+fn quota(rule: &config::Quota) -> Quota {
+    let set = globs(&rule.repositories);
+    Quota::new(
+        rule.repositories.join(","),
+        rule.max_bytes,
+        common_literal_prefix(&rule.repositories),
+        move |repo| set.is_match(repo),
+    )
+}
+
+/// The longest text every name a glob of `patterns` matches starts with.
+fn common_literal_prefix(patterns: &[String]) -> String {
+    let literal = |p: &String| -> String { p.chars().take_while(|c| !"*?[{\\".contains(*c)).collect() };
+    let mut prefixes = patterns.iter().map(literal);
+    let first = prefixes.next().unwrap_or_default();
+    prefixes.fold(first, |common, p| {
+        common
+            .chars()
+            .zip(p.chars())
+            .take_while(|(a, b)| a == b)
+            .map(|(a, _)| a)
+            .collect()
+    })
 }
 
 fn globs(patterns: &[String]) -> GlobSet {
@@ -83,5 +127,20 @@ impl Current {
 
     pub(super) fn set(&self, policies: Policies) {
         *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policies);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quota_scans_from_its_globs_common_literal_prefix() {
+        let p = |globs: &[&str]| common_literal_prefix(&globs.iter().map(ToString::to_string).collect::<Vec<_>>());
+        assert_eq!(p(&["team-a/*"]), "team-a/");
+        assert_eq!(p(&["team-a/**", "team-b/x"]), "team-");
+        assert_eq!(p(&["*/prod"]), "");
+        assert_eq!(p(&["a/{b,c}"]), "a/");
+        assert_eq!(p(&["exact"]), "exact");
     }
 }

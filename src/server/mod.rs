@@ -107,7 +107,7 @@ fn commit_metrics(ops: usize, took: std::time::Duration) {
 pub type Reload = Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync>;
 
 /// Run the registry until SIGINT or SIGTERM. On SIGHUP, TLS and htpasswd files are reloaded,
-/// and with `reload` the configuration too, whose policies (`immutable_tags`) then apply to
+/// and with `reload` the configuration too, whose policies (`immutable_tags`, `quotas`) then apply to
 /// new requests; a configuration that no longer loads is logged and the old one kept.
 pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeError> {
     // Before anything else, and in particular before the "listening" line: a signal that
@@ -133,7 +133,7 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
         source,
     })?;
     let registry = open_registry(&config).await?;
-    registry.set_policies(registry::Policies::new(&config.immutable_tags));
+    registry.set_policies(registry::Policies::new(&config.immutable_tags, &config.quotas));
     if let Some(reload) = reload {
         spawn_config_reloader(Arc::clone(&registry), reload, reloads);
     }
@@ -203,9 +203,10 @@ fn spawn_config_reloader(registry: Arc<Registry>, reload: Reload, mut reloads: t
         while reloads.changed().await.is_ok() {
             match reload() {
                 Ok(config) => {
-                    registry.set_policies(registry::Policies::new(&config.immutable_tags));
+                    registry.set_policies(registry::Policies::new(&config.immutable_tags, &config.quotas));
                     tracing::info!(
                         immutable_tags = config.immutable_tags.len(),
+                        quotas = config.quotas.len(),
                         "configuration reloaded: policies in force"
                     );
                 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use berth::meta::fsck::Repair;
 use berth::meta::gc::Policy;
-use berth::meta::{BlobState, ManifestRow, Meta, MetaError, MetaStore, NewManifest, Protected, ReferrerRow};
+use berth::meta::{
+    BlobState, ManifestRow, Meta, MetaError, MetaStore, NewManifest, Protected, Quota, QuotaUsage, ReferrerRow,
+};
 use berth::oci::{Algorithm, Digest, RepoName, Tag};
 use uuid::Uuid;
 
@@ -69,6 +71,7 @@ suite!(
     only_empty_old_repositories_are_removed,
     fsck_repairs_are_compare_and_set,
     counts_and_usage,
+    quotas_count_referenced_bytes_once_per_group,
     writes_survive_a_reopen,
     blocking_code_waits_for_writes,
 );
@@ -113,6 +116,7 @@ fn manifest(repo: &RepoName, seed: &str, blobs: &[(&Digest, u64)], tag: Option<&
         tags: tag.map(self::tag).into_iter().collect(),
         sparse: false,
         protected: Protected::default(),
+        quotas: Vec::new(),
     }
 }
 
@@ -708,6 +712,77 @@ async fn counts_and_usage(backend: Backend) {
         (first.name.as_str(), first.bytes, first.exclusive_bytes),
         ("suite/a", 9, 3)
     );
+}
+
+/// A quota over `team/*`: what its manifests reference counts once per group (a blob linked
+/// only, or referenced outside the group, does not count); a new manifest whose new bytes
+/// would pass the limit is refused with nothing written, one adding no new bytes always
+/// passes, and deleting a manifest gives its bytes back at once.
+async fn quotas_count_referenced_bytes_once_per_group(backend: Backend) {
+    let s = &*backend.store;
+    let quota = Quota::new("team/*".into(), 10, "team/".into(), |r: &str| r.starts_with("team/"));
+    let usage = || async { s.quota_usage(vec![quota.clone()]).await.unwrap() };
+    let used = |used_bytes| {
+        vec![QuotaUsage {
+            quota: "team/*".into(),
+            used_bytes,
+            max_bytes: 10,
+        }]
+    };
+    let (a, b, outside) = (repo("team/a"), repo("team/b"), repo("teamx/c"));
+    let limited = |m: NewManifest| NewManifest {
+        quotas: vec![quota.clone()],
+        ..m
+    };
+    let shared = blob(s, &a, b"shared", 10).await; // 6 bytes
+    s.mount_blob(&b, &shared, Some(&a), 10).commit().await.unwrap();
+    s.mount_blob(&outside, &shared, Some(&a), 10).commit().await.unwrap();
+    let big = blob(s, &b, b"big!!", 10).await; // 5 bytes
+    // Referenced outside the group only: nothing counts.
+    put(s, &manifest(&outside, "o", &[(&shared, 6)], None), 20)
+        .await
+        .unwrap();
+    assert_eq!(usage().await, used(0));
+    put(s, &limited(manifest(&a, "1", &[(&shared, 6)], Some("v1"))), 20)
+        .await
+        .unwrap();
+    assert_eq!(usage().await, used(6));
+    // The shared blob again, from the group's other repository: counted once.
+    put(s, &limited(manifest(&b, "2", &[(&shared, 6)], None)), 20)
+        .await
+        .unwrap();
+    assert_eq!(usage().await, used(6));
+    // 6 + 5 > 10: refused, nothing written.
+    let over = limited(manifest(&b, "3", &[(&shared, 6), (&big, 5)], Some("big")));
+    match put(s, &over, 30).await {
+        Err(MetaError::QuotaExceeded {
+            quota,
+            used,
+            limit,
+            adds,
+        }) => assert_eq!((quota.as_str(), used, limit, adds), ("team/*", 6, 10, 5)),
+        other => panic!("{other:?}"),
+    }
+    assert!(s.manifest(&b, &over.digest).await.unwrap().is_none());
+    assert!(s.tags(&b, None, 10).await.unwrap().unwrap().items.is_empty());
+    assert_eq!(usage().await, used(6));
+    // Under a limit lowered below usage, a manifest adding nothing new still passes.
+    let lowered = Quota::new("team/*".into(), 1, "team/".into(), |r: &str| r.starts_with("team/"));
+    let retag = NewManifest {
+        quotas: vec![lowered],
+        ..manifest(&a, "4", &[(&shared, 6)], Some("v2"))
+    };
+    put(s, &retag, 40).await.unwrap();
+    // Deleting every group manifest referencing the shared blob frees its bytes at once.
+    for (r, m) in [(&a, "1"), (&b, "2"), (&a, "4")] {
+        let d = manifest(r, m, &[], None).digest;
+        s.delete_manifest(r, &d, Protected::default()).commit().await.unwrap();
+    }
+    assert_eq!(usage().await, used(0));
+    put(s, &limited(manifest(&b, "5", &[(&big, 5)], None)), 50)
+        .await
+        .unwrap();
+    assert_eq!(usage().await, used(5));
 }
 
 async fn writes_survive_a_reopen(backend: Backend) {
