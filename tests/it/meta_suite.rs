@@ -66,6 +66,7 @@ suite!(
     referrers_are_listed_by_subject,
     upload_sessions,
     gc_sweeps_recheck_inside_the_transaction,
+    deleted_content_is_past_its_grace_period,
     tombstoned_blobs_are_absent_until_pushed_again,
     sparse_manifests_count_blobs_before_they_arrive,
     only_empty_old_repositories_are_removed,
@@ -516,6 +517,49 @@ async fn gc_sweeps_recheck_inside_the_transaction(backend: Backend) {
     );
     assert!(s.linked_blob(&a, &kept).await.unwrap().is_some());
     assert!(s.linked_blob(&a, &loose).await.unwrap().is_none());
+}
+
+/// Content a manifest referenced after its upload, and none references now, is collectable
+/// inside the grace period (its push is over); an upload or mount since, in the repository,
+/// puts its link back under the grace period, and a blob still linked is never collected.
+async fn deleted_content_is_past_its_grace_period(backend: Backend) {
+    let s = &*backend.store;
+    let (a, b) = (repo("suite/a"), repo("suite/b"));
+    let (gone, relinked) = (blob(s, &a, b"gone", 10).await, blob(s, &a, b"relinked", 10).await);
+    let m = manifest(&a, "m", &[(&gone, 4), (&relinked, 8)], Some("v1"));
+    put(s, &m, 20).await.unwrap();
+    let snap = s.gc_snapshot().await.unwrap();
+    assert!(snap.links.iter().all(|(_, _, l)| l.referenced), "{:?}", snap.links);
+    assert!(snap.blobs.iter().all(|(_, r)| r.referenced));
+    s.delete_manifest(&a, &m.digest, Protected::default())
+        .commit()
+        .await
+        .unwrap();
+    // Uploaded again (a push in flight reusing it), and mounted elsewhere: not referenced since.
+    blob(s, &a, b"relinked", 30).await;
+    s.mount_blob(&b, &gone, Some(&a), 30).commit().await.unwrap();
+    // Every write happened after the cutoff of 5: only referenced-since content may go.
+    let links = [
+        (a.clone(), gone.clone()),
+        (a.clone(), relinked.clone()),
+        (b.clone(), gone.clone()),
+    ];
+    assert_eq!(s.gc_remove_links(&links, policy(5)).commit().await.unwrap(), 1);
+    assert!(s.linked_blob(&a, &gone).await.unwrap().is_none());
+    assert!(s.linked_blob(&a, &relinked).await.unwrap().is_some(), "uploaded again");
+    assert!(s.linked_blob(&b, &gone).await.unwrap().is_some(), "mounted since");
+    let both = [gone.clone(), relinked.clone()];
+    assert!(
+        s.gc_tombstone_blobs(&both, policy(5), 40)
+            .commit()
+            .await
+            .unwrap()
+            .is_empty(),
+        "still linked"
+    );
+    s.unlink_blob(&b, &gone).commit().await.unwrap();
+    let doomed = s.gc_tombstone_blobs(&both, policy(5), 40).commit().await.unwrap();
+    assert_eq!(doomed, [(gone.clone(), 4)], "referenced since its upload, now unlinked");
 }
 
 async fn tombstoned_blobs_are_absent_until_pushed_again(backend: Backend) {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::clients::docker_build_and_push_refused;
-use crate::harness::{Berth, client, get_json, image_manifest, push_image, random_bytes};
+use crate::gc::delete_manifest;
+use crate::harness::{Berth, get_json, image_manifest, push_image, random_bytes};
 use crate::policies::{put, with_config};
 use crate::proxy::metric;
 
@@ -35,15 +36,6 @@ async fn quota_usage(berth: &Berth) -> Vec<(String, u64, u64)> {
 fn config_len(layers: usize) -> u64 {
     format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"n":{layers}}}"#).len()
         as u64
-}
-
-async fn delete(berth: &Berth, repo: &str, digest: &str) {
-    let resp = client()
-        .delete(berth.url(&format!("/v2/{repo}/manifests/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
 }
 
 /// Assert a 403 `DENIED` "quota exceeded" naming the quota, its usage, limit and new bytes.
@@ -82,9 +74,9 @@ async fn a_group_is_held_to_its_limit_each_blob_counted_once() {
     let tags = get_json(berth.url("/v2/team-a/two/tags/list")).await;
     assert_eq!(tags["tags"], serde_json::json!(["v1"]));
     // Deleting one of the two images sharing the layer frees nothing; deleting both frees it.
-    delete(&berth, "team-a/one", &one).await;
+    delete_manifest(&berth, "team-a/one", &one).await;
     assert_eq!(quota_usage(&berth).await, [("team-a/*".to_owned(), used, 1000)]);
-    delete(&berth, "team-a/two", &two).await;
+    delete_manifest(&berth, "team-a/two", &two).await;
     assert_eq!(quota_usage(&berth).await, [("team-a/*".to_owned(), 0, 1000)]);
     assert_eq!(put(&berth, "team-a/two", "v2", &bigger).await.status(), 201);
     let now = config_len(2) + 900;
