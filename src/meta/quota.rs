@@ -127,6 +127,20 @@ pub(super) fn check(txn: &WriteTransaction, m: &NewManifest) -> Result<(), MetaE
         txn.open_table(BLOB_LINKS)?,
         txn.open_table(BLOBS)?,
     );
+    // Blobs another manifest of this repository references are in every group of it: a push
+    // made only of those (an index, an image rebuilt on known layers) needs no scan.
+    let mut all_known = true;
+    for (digest, _) in &m.blobs {
+        let link = links.get((m.repo.as_str(), digest.as_str()))?;
+        let link = link.map(|v| decode::<LinkRow>(v.value())).transpose()?;
+        all_known &= link.is_some_and(|l| l.refs > 0);
+        if !all_known {
+            break;
+        }
+    }
+    if all_known {
+        return Ok(());
+    }
     for quota in &m.quotas {
         let group = referenced(&repos, &links, &blobs, quota)?;
         let mut seen = HashSet::new();
