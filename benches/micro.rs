@@ -96,6 +96,7 @@ fn manifest_put(c: &mut Criterion) {
                 tags: vec![Tag::parse(&format!("t{}", n % 100)).unwrap()],
                 sparse: false,
                 protected: berth::meta::Protected::default(),
+                quotas: Vec::new(),
             };
             meta.put_manifest(new, now_ms()).wait().unwrap();
         });

@@ -53,6 +53,8 @@ pub struct Config {
     pub immutable_tags: Vec<ImmutableTags>,
     /// Which tags and untagged manifests retention removes (`retention:`), first match wins.
     pub retention: Vec<Retention>,
+    /// Storage quotas on groups of repositories (`quotas:`), in file order.
+    pub quotas: Vec<Quota>,
     pub ui: Ui,
 }
 
@@ -86,6 +88,23 @@ fn duration_yaml<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::
         Some(d) => s.serialize_str(&duration_text(*d)),
         None => s.serialize_none(),
     }
+}
+
+/// One `quotas:` rule: the repositories matching one of `repositories` together may reference
+/// at most `max_bytes` of blobs, each blob counted once. Globs as for `immutable_tags`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    pub repositories: Vec<String>,
+    pub max_bytes: u64,
+}
+
+/// One `quotas:` rule as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    #[serde(deserialize_with = "one_or_many")]
+    repositories: Vec<String>,
+    max_bytes: ByteSize,
 }
 
 /// One `immutable_tags:` rule: in repositories matching one of `repositories`, tags matching
@@ -308,6 +327,7 @@ struct RawConfig {
     validation: RawValidation,
     immutable_tags: Vec<ImmutableTags>,
     retention: Vec<Retention>,
+    quotas: Vec<RawQuota>,
     ui: RawUi,
 }
 
@@ -835,21 +855,7 @@ fn validate_immutable_tags(rules: &[ImmutableTags]) -> Result<(), ConfigError> {
         if rule.repositories.is_empty() || rule.tags.is_empty() {
             return Err(invalid("each rule needs repositories and tags".into()));
         }
-        check_globs(rule.repositories.iter().chain(&rule.tags), "immutable_tags")?;
-    }
-    Ok(())
-}
-
-/// Each of `globs` compiles (`*` within a path component, `**` across several).
-fn check_globs<'a>(globs: impl Iterator<Item = &'a String>, key: &'static str) -> Result<(), ConfigError> {
-    for glob in globs {
-        globset::GlobBuilder::new(glob)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| ConfigError::Invalid {
-                key,
-                message: format!("glob {glob:?}: {e}"),
-            })?;
+        check_globs("immutable_tags", rule.repositories.iter().chain(&rule.tags))?;
     }
     Ok(())
 }
@@ -870,9 +876,41 @@ fn validate_retention(rules: &[Retention]) -> Result<(), ConfigError> {
                 rule.repositories
             )));
         }
-        check_globs(rule.repositories.iter().chain(&rule.keep_tags), "retention")?;
+        check_globs("retention", rule.repositories.iter().chain(&rule.keep_tags))?;
     }
     Ok(())
+}
+
+/// Each glob compiles (`*` within a path component, `**` across several).
+fn check_globs<'a>(key: &'static str, globs: impl IntoIterator<Item = &'a String>) -> Result<(), ConfigError> {
+    for glob in globs {
+        globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| ConfigError::Invalid {
+                key,
+                message: format!("glob {glob:?}: {e}"),
+            })?;
+    }
+    Ok(())
+}
+
+/// Every quota names repositories whose globs compile.
+fn validate_quotas(rules: Vec<RawQuota>) -> Result<Vec<Quota>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { key: "quotas", message };
+    rules
+        .into_iter()
+        .map(|rule| {
+            if rule.repositories.is_empty() {
+                return Err(invalid("each quota needs repositories".into()));
+            }
+            check_globs("quotas", &rule.repositories)?;
+            Ok(Quota {
+                repositories: rule.repositories,
+                max_bytes: rule.max_bytes.as_u64(),
+            })
+        })
+        .collect()
 }
 
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -932,12 +970,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let gc = validate_gc(&raw.gc)?;
     validate_immutable_tags(&raw.immutable_tags)?;
     validate_retention(&raw.retention)?;
+    let quotas = validate_quotas(raw.quotas)?;
     let ui = validate_ui(raw.ui)?;
     Ok(Config {
         gc,
         ui,
         immutable_tags: raw.immutable_tags,
         retention: raw.retention,
+        quotas,
         validation: Validation {
             sparse: raw.validation.sparse.unwrap_or(false),
         },
@@ -1547,6 +1587,7 @@ impl Config {
             + &self.proxy_yaml()
             + &Self::list_yaml("immutable_tags", &self.immutable_tags)
             + &Self::list_yaml("retention", &self.retention)
+            + &self.quotas_yaml()
     }
 
     /// `proxy`, passwords redacted. `password_file` is not printed: the password it held is
@@ -1599,6 +1640,31 @@ impl Config {
         }
         let section = std::collections::BTreeMap::from([(key, items)]);
         serde_saphyr::to_string(&section).unwrap_or_default()
+    }
+
+    /// `quotas`, when there are any, sizes as the example writes them.
+    fn quotas_yaml(&self) -> String {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            repositories: &'a [String],
+            max_bytes: String,
+        }
+        #[derive(Serialize)]
+        struct Section<'a> {
+            quotas: Vec<Entry<'a>>,
+        }
+        if self.quotas.is_empty() {
+            return String::new();
+        }
+        let quotas = self
+            .quotas
+            .iter()
+            .map(|q| Entry {
+                repositories: &q.repositories,
+                max_bytes: size_text(q.max_bytes),
+            })
+            .collect();
+        serde_saphyr::to_string(&Section { quotas }).unwrap_or_default()
     }
 
     /// `storage.s3`, the secret key redacted.
@@ -2241,5 +2307,39 @@ mod tests {
         assert_eq!(again, c, "{printed}");
         // No proxy entries: no proxy section.
         assert!(!load(None, [], Flags::default()).unwrap().to_yaml().contains("proxy"));
+    }
+
+    #[test]
+    fn quotas_load_with_sizes_print_back_and_refuse_bad_globs() {
+        let yaml = "quotas:\n  - repositories: \"team-a/*\"\n    max_bytes: 20GiB\n  - repositories: [\"b/**\", c]\n    max_bytes: 1000\n";
+        let c = load_str(yaml, &[]).unwrap();
+        assert_eq!(
+            c.quotas,
+            [
+                Quota {
+                    repositories: vec!["team-a/*".into()],
+                    max_bytes: 20 << 30,
+                },
+                Quota {
+                    repositories: vec!["b/**".into(), "c".into()],
+                    max_bytes: 1000,
+                },
+            ]
+        );
+        let printed = c.to_yaml();
+        assert!(printed.contains("max_bytes: 20GiB"), "{printed}");
+        assert_eq!(load_str(&printed, &[]).unwrap(), c, "{printed}");
+        for (bad, says) in [
+            ("quotas:\n  - repositories: \"a/[\"\n    max_bytes: 1\n", "glob"),
+            (
+                "quotas:\n  - repositories: []\n    max_bytes: 1\n",
+                "needs repositories",
+            ),
+            ("quotas:\n  - repositories: a\n", "max_bytes"),
+            ("quotas:\n  - repositories: a\n    max_bytes: 1\n    tags: x\n", "tags"),
+        ] {
+            let e = load_str(bad, &[]).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! Counters and histograms are updated where things happen: the access-log middleware, the
 //! admin API's garbage collection and fsck jobs, and the observer of the metadata writer's
 //! commits that the server hands `meta::Meta::open_observed` (`meta` itself knows nothing of
-//! metrics). The store gauges (blobs, manifests, tags, repositories, stored bytes) are read
+//! metrics). The store gauges (blobs, manifests, tags, repositories, stored bytes, quota usage) are read
 //! from the metadata when scraped.
 
 use std::sync::LazyLock;
@@ -46,6 +46,12 @@ pub struct ProxyLabels {
     pub event: String,
 }
 
+/// A storage quota, named by its repository globs (`quotas:`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    pub quota: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub upstream: String,
@@ -79,6 +85,8 @@ pub struct Metrics {
     pub meta_batch_ops: Histogram,
     pub proxy_events: Family<ProxyLabels, Counter>,
     pub proxy_upstream_bytes: Family<UpstreamLabels, Counter>,
+    pub quota_bytes: Family<QuotaLabels, Gauge>,
+    pub quota_limit_bytes: Family<QuotaLabels, Gauge>,
 }
 
 impl Metrics {
@@ -105,6 +113,8 @@ impl Metrics {
             meta_batch_ops: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
             proxy_events: Family::default(),
             proxy_upstream_bytes: Family::default(),
+            quota_bytes: Family::default(),
+            quota_limit_bytes: Family::default(),
         };
         m.register();
         m
@@ -191,6 +201,16 @@ impl Metrics {
             "proxy_upstream_bytes",
             "Blob bytes fetched from each upstream",
             self.proxy_upstream_bytes.clone(),
+        );
+        r.register(
+            "quota_bytes",
+            "Bytes the repositories of each quota reference, each blob once",
+            self.quota_bytes.clone(),
+        );
+        r.register(
+            "quota_limit_bytes",
+            "Each quota's max_bytes",
+            self.quota_limit_bytes.clone(),
         );
     }
 

@@ -214,7 +214,7 @@ impl From<Error> for ApiError {
             }
             Error::ManifestUnknown | Error::UpstreamManifestUnknown(_) => ApiError::new(Code::ManifestUnknown, detail),
             Error::Unsupported(_) => ApiError::new(Code::Unsupported, detail),
-            Error::TagImmutable { .. } => ApiError::explained(Code::Denied, detail),
+            Error::TagImmutable { .. } | Error::QuotaExceeded { .. } => ApiError::explained(Code::Denied, detail),
             Error::TooManyRequests { retry_after, .. } => ApiError::too_many_requests(detail, retry_after),
             Error::BodyTimeout(_) => {
                 ApiError::new(Code::BlobUploadInvalid, detail).with_status(StatusCode::REQUEST_TIMEOUT)

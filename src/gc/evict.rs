@@ -156,7 +156,11 @@ mod tests {
     use crate::meta::schema::LinkRow;
 
     fn link() -> LinkRow {
-        LinkRow { linked_ms: 0, refs: 1 }
+        LinkRow {
+            linked_ms: 0,
+            refs: 1,
+            referenced: true,
+        }
     }
 
     fn blob(size: u64) -> BlobRow {
@@ -166,6 +170,7 @@ mod tests {
             links: 1,
             created_ms: 0,
             state: BlobState::Live,
+            referenced: true,
         }
     }
 

@@ -12,10 +12,11 @@
 //! 2. **Sweep manifests** that are not live, a batch per transaction, each re-checked inside
 //!    the transaction (a tag moved or an index pushed since the snapshot keeps it).
 //! 3. **Sweep links** that no manifest of their repository references (the transaction checks
-//!    `LinkRow::refs`), older than the grace period and not HEAD-touched, under the digests'
-//!    locks.
-//! 4. **Sweep blobs** with no references and no links, older than the grace period and not
-//!    touched: under the digests' locks, commit tombstones, then unlink the files, then drop the
+//!    `LinkRow::refs`), older than the grace period or referenced by a manifest since they
+//!    were made (their push is over: `Policy::past_grace`), and not HEAD-touched, under the
+//!    digests' locks.
+//! 4. **Sweep blobs** with no references and no links, past their grace period likewise, and
+//!    not touched: under the digests' locks, commit tombstones, then unlink the files, then drop the
 //!    rows. A push of the same digest waits on the lock and then re-creates the blob; a manifest
 //!    PUT or a mount that arrives after the tombstone sees the blob as absent and gets a clean
 //!    error (`MANIFEST_BLOB_UNKNOWN`, or a fallback to a normal upload).
@@ -291,7 +292,7 @@ fn decide(
             needed_blobs.insert(blob);
         }
     }
-    let young = |t: Millis, d: &str| t >= policy.cutoff_ms || touched(d);
+    let young = |t: Millis, referenced: bool, d: &str| !policy.past_grace(t, referenced) || touched(d);
     // A repository keeps anything that survives: a live manifest or a kept link (decided below).
     let mut holding: HashSet<&str> = snap
         .manifests
@@ -305,7 +306,7 @@ fn decide(
     };
     let mut kept_links: HashMap<&str, u64> = HashMap::new();
     for (repo, digest, link) in &snap.links {
-        if needed_links.contains(&(repo.as_str(), digest.as_str())) || young(link.linked_ms, digest) {
+        if needed_links.contains(&(repo.as_str(), digest.as_str())) || young(link.linked_ms, link.referenced, digest) {
             *kept_links.entry(digest).or_default() += 1;
             holding.insert(repo);
         } else {
@@ -327,7 +328,7 @@ fn decide(
         if blob.state != BlobState::Live {
             continue;
         }
-        if kept_links.contains_key(digest.as_str()) || young(blob.created_ms, digest) {
+        if kept_links.contains_key(digest.as_str()) || young(blob.created_ms, blob.referenced, digest) {
             marked.kept_by_grace.count += 1;
             marked.kept_by_grace.bytes += blob.size;
         } else {

@@ -36,6 +36,7 @@ mod tests {
             links: 1,
             created_ms: 9,
             state: BlobState::Deleting { since_ms: 3 },
+            referenced: true,
         };
         let bytes = encode(&row);
         assert_eq!(bytes[0], VERSION);

@@ -246,6 +246,7 @@ fn apply_blob(txn: &WriteTransaction, repair: &Repair) -> Result<bool, MetaError
                 encode(&LinkRow {
                     linked_ms: *now,
                     refs: *refs,
+                    referenced: false,
                 })
                 .as_slice(),
             )?;

@@ -39,6 +39,15 @@ pub struct Policy {
     pub delete_untagged: bool,
 }
 
+impl Policy {
+    /// Whether a link or blob last uploaded (or linked) at `since_ms` is out of its grace
+    /// period: the period protects a push in flight, which is over once a manifest has
+    /// `referenced` it. (A HEAD touch, which the registry checks, starts the period again.)
+    pub fn past_grace(&self, since_ms: Millis, referenced: bool) -> bool {
+        referenced || since_ms < self.cutoff_ms
+    }
+}
+
 /// The facts about one manifest that reachability needs.
 #[derive(Debug, Clone, Default)]
 pub struct Node {
@@ -229,7 +238,7 @@ pub(super) fn delete_manifests(
 }
 
 /// Remove those links among `candidates` that no manifest of their repository references and
-/// that are older than the cutoff (the caller left out touched blobs). Returns how many went.
+/// that are past their grace period (`Policy::past_grace`; the caller left out touched blobs). Returns how many went.
 pub(super) fn remove_links(
     txn: &WriteTransaction,
     candidates: &[(RepoName, Digest)],
@@ -243,7 +252,7 @@ pub(super) fn remove_links(
             .get((repo, digest))?
             .map(|v| decode::<LinkRow>(v.value()));
         let Some(link) = link.transpose()? else { continue };
-        if link.refs == 0 && link.linked_ms < policy.cutoff_ms {
+        if link.refs == 0 && policy.past_grace(link.linked_ms, link.referenced) {
             remove_link(txn, repo, digest)?;
             removed += 1;
         }
@@ -251,8 +260,8 @@ pub(super) fn remove_links(
     Ok(removed)
 }
 
-/// Tombstone those blobs among `candidates` that are live, unreferenced, unlinked and older
-/// than the cutoff (the caller left out touched ones). Returns the tombstoned ones with their
+/// Tombstone those blobs among `candidates` that are live, unreferenced, unlinked and past
+/// their grace period (`Policy::past_grace`; the caller left out touched ones). Returns the tombstoned ones with their
 /// sizes. Their files may be unlinked once this commits. A `Remote` record (never fetched) that
 /// nothing counts is dropped outright: it has no bytes.
 pub(super) fn tombstone_blobs(
@@ -275,8 +284,10 @@ pub(super) fn tombstone_blobs(
             blobs.remove(digest.as_str())?;
             continue;
         }
-        let collectable =
-            row.state == BlobState::Live && row.refcount == 0 && row.links == 0 && row.created_ms < policy.cutoff_ms;
+        let collectable = row.state == BlobState::Live
+            && row.refcount == 0
+            && row.links == 0
+            && policy.past_grace(row.created_ms, row.referenced);
         if collectable {
             row.state = BlobState::Deleting { since_ms: now };
             blobs.insert(digest.as_str(), encode(&row).as_slice())?;

@@ -5,7 +5,7 @@
 //! fsck use, with typed arguments, and [`WriteOp`], the pending write its writes return. The
 //! backend-neutral parts live beside it: the row types (`schema`), the reachability rule and
 //! mark snapshot of garbage collection (`gc`), fsck's scan and repairs (`fsck`), the usage
-//! figures (`usage`).
+//! figures (`usage`) and quotas (`quota`).
 //!
 //! [`Meta`] is the one backend: one redb file, and the only code that opens tables
 //! (`redb_store` implements the trait: typed arguments become string keys there, and each call
@@ -21,6 +21,7 @@ pub mod browse;
 pub mod codec;
 pub mod fsck;
 pub mod gc;
+pub mod quota;
 mod read;
 mod redb_store;
 pub mod schema;
@@ -36,6 +37,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 use crate::hot_pool::HotPool;
 
+pub use quota::{Quota, QuotaUsage};
 pub use schema::{BlobRow, BlobState, ManifestRow, Millis, ReferrerRow, UploadRow};
 pub use store::{MetaStore, NewManifest, Page, PendingWrite, Protected, WriteOp};
 pub use writer::CommitObserver;
@@ -66,6 +68,13 @@ pub enum MetaError {
     BlobInUse { digest: String, manifests: u64 },
     #[error("tag {0} is immutable")]
     TagImmutable(String),
+    #[error("quota {quota} exceeded: {used} of {limit} bytes used, the manifest adds {adds}")]
+    QuotaExceeded {
+        quota: String,
+        used: u64,
+        limit: u64,
+        adds: u64,
+    },
 }
 
 macro_rules! from_redb {

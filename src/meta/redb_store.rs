@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::browse::{self, RepoSummary, TagDetail};
 use super::fsck::{self, Repair, Scan};
 use super::gc::{self, Policy, Snapshot};
+use super::quota::{self, Quota, QuotaUsage};
 use super::schema::{BlobRow, ManifestRow, Millis, ReferrerRow, UploadRow};
 use super::usage::{self, Counts, Usage};
 use super::{Meta, MetaError, MetaStore, NewManifest, Page, Protected, WriteOp, read, write};
@@ -110,6 +111,10 @@ impl MetaStore for Meta {
 
     async fn usage(&self) -> Result<Usage, MetaError> {
         self.scan(usage::usage).await
+    }
+
+    async fn quota_usage(&self, quotas: Vec<Quota>) -> Result<Vec<QuotaUsage>, MetaError> {
+        self.scan(move |txn| quota::usage(txn, &quotas)).await
     }
 
     fn create_upload(&self, id: Uuid, repo: &RepoName, algorithm: Algorithm, now: Millis) -> WriteOp<()> {

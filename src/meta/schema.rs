@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 
 use redb::TableDefinition;
+use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::MetaError;
@@ -85,12 +86,51 @@ pub struct ReferrerRow {
     pub annotations: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct LinkRow {
     /// When the blob was last uploaded or mounted into the repository.
     pub linked_ms: Millis,
     /// Number of manifests of this repository whose `RefsRow::blobs` name the blob.
     pub refs: u64,
+    /// A manifest of the repository has referenced the blob since it was last uploaded or
+    /// mounted here: the push that linked it is over, so once `refs` is back to 0 garbage
+    /// collection need not wait out the grace period. Appended after the first release (see
+    /// `appended`).
+    pub referenced: bool,
+}
+
+impl<'de> Deserialize<'de> for LinkRow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Row;
+        impl<'de> Visitor<'de> for Row {
+            type Value = LinkRow;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a blob_links row")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LinkRow, A::Error> {
+                Ok(LinkRow {
+                    linked_ms: required(&mut seq)?,
+                    refs: required(&mut seq)?,
+                    referenced: appended(&mut seq),
+                })
+            }
+        }
+        d.deserialize_tuple(3, Row)
+    }
+}
+
+fn required<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(seq: &mut A) -> Result<T, A::Error> {
+    seq.next_element()?
+        .ok_or_else(|| serde::de::Error::custom("row too short"))
+}
+
+/// A flag appended to a row after the first release, under the same version byte. Postcard is
+/// not self-describing: a row written before the flag ends where it would begin, so reading it
+/// fails, and the row reads as `false` (never referenced since: the grace period applies, as
+/// it always did). Postcard ignores bytes past the end of a value, so an older release reads a
+/// new row, without the flag.
+fn appended<'de, A: SeqAccess<'de>>(seq: &mut A) -> bool {
+    seq.next_element::<bool>().ok().flatten().unwrap_or(false)
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -112,15 +152,43 @@ pub enum BlobState {
 }
 
 /// The global record of one blob file.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct BlobRow {
     pub size: u64,
     /// Number of manifests, across all repositories, whose `RefsRow::blobs` name this blob.
     pub refcount: u64,
     /// Number of `blob_links` rows naming this blob.
     pub links: u64,
+    /// When the record was created or revived: the blob's last upload.
     pub created_ms: Millis,
     pub state: BlobState,
+    /// A manifest has referenced the blob since `created_ms`: its push is over, so once nothing
+    /// references or links it garbage collection need not wait out the grace period. Appended
+    /// after the first release (see `appended`).
+    pub referenced: bool,
+}
+
+impl<'de> Deserialize<'de> for BlobRow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Row;
+        impl<'de> Visitor<'de> for Row {
+            type Value = BlobRow;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a blobs row")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BlobRow, A::Error> {
+                Ok(BlobRow {
+                    size: required(&mut seq)?,
+                    refcount: required(&mut seq)?,
+                    links: required(&mut seq)?,
+                    created_ms: required(&mut seq)?,
+                    state: required(&mut seq)?,
+                    referenced: appended(&mut seq),
+                })
+            }
+        }
+        d.deserialize_tuple(6, Row)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -207,5 +275,65 @@ mod tests {
         assert_eq!(seen_by_old.repo, "c");
         assert_eq!(seen_by_old.created_ms, 9);
         assert!(UploadRow::decode(&[1, 0xff]).is_err(), "damage is still an error");
+    }
+
+    /// The layouts of `blob_links` and `blobs` rows before their `referenced` flag.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct OldLinkRow {
+        linked_ms: Millis,
+        refs: u64,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct OldBlobRow {
+        size: u64,
+        refcount: u64,
+        links: u64,
+        created_ms: Millis,
+        state: BlobState,
+    }
+
+    #[test]
+    fn link_and_blob_rows_of_either_layout_decode_both_ways() {
+        let old_link = encode(&OldLinkRow { linked_ms: 5, refs: 2 });
+        let link = LinkRow {
+            linked_ms: 5,
+            refs: 2,
+            referenced: false,
+        };
+        assert_eq!(decode::<LinkRow>(&old_link).unwrap(), link);
+        let new_link = LinkRow {
+            referenced: true,
+            ..link
+        };
+        assert_eq!(decode::<LinkRow>(&encode(&new_link)).unwrap(), new_link);
+        let seen_by_old: OldLinkRow = decode(&encode(&new_link)).unwrap();
+        assert_eq!(seen_by_old, OldLinkRow { linked_ms: 5, refs: 2 });
+
+        let state = BlobState::Deleting { since_ms: 4 };
+        let old_blob = encode(&OldBlobRow {
+            size: 9,
+            refcount: 1,
+            links: 3,
+            created_ms: 7,
+            state,
+        });
+        let blob = BlobRow {
+            size: 9,
+            refcount: 1,
+            links: 3,
+            created_ms: 7,
+            state,
+            referenced: false,
+        };
+        assert_eq!(decode::<BlobRow>(&old_blob).unwrap(), blob);
+        let new_blob = BlobRow {
+            referenced: true,
+            ..blob
+        };
+        assert_eq!(decode::<BlobRow>(&encode(&new_blob)).unwrap(), new_blob);
+        let seen_by_old: OldBlobRow = decode(&encode(&new_blob)).unwrap();
+        assert_eq!(seen_by_old.created_ms, 7);
+        assert!(decode::<BlobRow>(&[1, 9]).is_err(), "a truncated row is still an error");
     }
 }

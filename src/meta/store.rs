@@ -39,6 +39,7 @@ use super::MetaError;
 use super::browse::{RepoSummary, TagDetail};
 use super::fsck::{Repair, Scan};
 use super::gc::{Policy, Snapshot};
+use super::quota::{Quota, QuotaUsage};
 use super::schema::{BlobRow, ManifestRow, Millis, ReferrerRow, UploadRow};
 use super::usage::{Counts, Usage};
 use crate::oci::{Algorithm, Digest, RepoName, Tag};
@@ -113,6 +114,9 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
     /// Storage usage per repository and in total.
     async fn usage(&self) -> Result<Usage, MetaError>;
 
+    /// Each quota's usage: the bytes its group's manifests reference, each blob once.
+    async fn quota_usage(&self, quotas: Vec<Quota>) -> Result<Vec<QuotaUsage>, MetaError>;
+
     // Writes, one transaction each.
 
     /// Open the upload session `id` in `repo`, hashing with `algorithm` (which `upload`
@@ -147,7 +151,8 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
     /// `Remote`); insert it with its references, reference counts and referrer entry unless it
     /// is stored already (a re-push only restarts its grace period); point each of its tags at
     /// it (`MetaError::TagImmutable`, and nothing written, if that would move a `protected`
-    /// tag); and record the repository.
+    /// tag, `MetaError::QuotaExceeded` if a new manifest takes a group of `quotas` past its
+    /// limit); and record the repository.
     fn put_manifest(&self, manifest: NewManifest, now: Millis) -> WriteOp<()>;
 
     /// Delete the manifest `digest` and every tag pointing at it, releasing its references
@@ -230,6 +235,9 @@ pub struct NewManifest {
     pub sparse: bool,
     /// Tags that must not move to this manifest if they already point at another.
     pub protected: Protected,
+    /// The quotas whose groups include `repo`: a new manifest must keep each group within
+    /// its limit (`MetaError::QuotaExceeded`). Empty: no quota applies.
+    pub quotas: Vec<Quota>,
 }
 
 /// Which tags may neither move to another manifest nor be deleted (immutable tags), as the

@@ -226,6 +226,7 @@ fn record_blob(txn: &WriteTransaction, digest: &str, size: u64, now: Millis) -> 
             size,
             state: BlobState::Live,
             created_ms: now,
+            referenced: false,
             ..row
         },
         None => BlobRow {
@@ -234,6 +235,7 @@ fn record_blob(txn: &WriteTransaction, digest: &str, size: u64, now: Millis) -> 
             links: 0,
             created_ms: now,
             state: BlobState::Live,
+            referenced: false,
         },
     };
     blobs.insert(digest, encode(&row).as_slice())?;
@@ -260,6 +262,7 @@ fn declare_remote(
             links: 0,
             created_ms: now,
             state: BlobState::Remote,
+            referenced: false,
         }),
         // Its bytes are being deleted: from now on the upstream holds them again (the sweep's
         // last step keeps a `Remote` row).
@@ -279,7 +282,8 @@ fn declare_remote(
     Ok(())
 }
 
-/// Insert or refresh the link `(repo, digest)`; a new link counts in `BlobRow::links`.
+/// Insert or refresh the link `(repo, digest)`; a new link counts in `BlobRow::links`. An
+/// upload or mount starts a push, so the link is not `referenced` until a manifest is.
 fn link(txn: &WriteTransaction, repo: &str, digest: &str, now: Millis) -> Result<(), MetaError> {
     let mut links = txn.open_table(BLOB_LINKS)?;
     let old = links
@@ -289,6 +293,7 @@ fn link(txn: &WriteTransaction, repo: &str, digest: &str, now: Millis) -> Result
     let row = LinkRow {
         linked_ms: now,
         refs: old.as_ref().map_or(0, |l| l.refs),
+        referenced: false,
     };
     links.insert((repo, digest), encode(&row).as_slice())?;
     if old.is_none() {
@@ -376,6 +381,8 @@ fn check_references(txn: &WriteTransaction, m: &NewManifest) -> Result<(), MetaE
 }
 
 fn insert_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Result<(), MetaError> {
+    // Where the manifest's blobs become owned: refused before anything is written.
+    super::quota::check(txn, m)?;
     let mut blob_digests: Vec<String> = m.blobs.iter().map(|(d, _)| d.to_string()).collect();
     blob_digests.sort_unstable();
     blob_digests.dedup();
@@ -385,8 +392,14 @@ fn insert_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Resu
         }
     }
     for digest in &blob_digests {
-        update_blob(txn, digest, |b| b.refcount += 1)?;
-        update_link(txn, m.repo.as_str(), digest, |l| l.refs += 1)?;
+        update_blob(txn, digest, |b| {
+            b.refcount += 1;
+            b.referenced = true;
+        })?;
+        update_link(txn, m.repo.as_str(), digest, |l| {
+            l.refs += 1;
+            l.referenced = true;
+        })?;
     }
     let mut parents = txn.open_table(MANIFEST_PARENTS)?;
     for child in &m.children {

@@ -40,6 +40,16 @@ pub enum Error {
     ManifestChildUnknown(String),
     #[error("manifest unknown to registry")]
     ManifestUnknown,
+    /// A manifest push whose new bytes would take a quota's repositories past its limit.
+    #[error(
+        "quota exceeded: the repositories of quota {quota} use {used} bytes of {limit}, and this push adds {adds} new bytes; delete images there or raise the quota's max_bytes"
+    )]
+    QuotaExceeded {
+        quota: String,
+        used: u64,
+        limit: u64,
+        adds: u64,
+    },
     /// A push that would move, or a delete of, an immutable tag (or of its manifest).
     #[error(
         "tag {tag} of {repo} is immutable ({rule}): it cannot be moved to another manifest or deleted; push a new tag instead"
@@ -83,6 +93,17 @@ impl From<MetaError> for Error {
             MetaError::ChildUnknown(d) => Error::ManifestChildUnknown(d),
             MetaError::ManifestUnknown => Error::ManifestUnknown,
             e @ MetaError::BlobInUse { .. } => Error::Unsupported(e.to_string()),
+            MetaError::QuotaExceeded {
+                quota,
+                used,
+                limit,
+                adds,
+            } => Error::QuotaExceeded {
+                quota,
+                used,
+                limit,
+                adds,
+            },
             MetaError::TagImmutable(tag) => Error::TagImmutable {
                 repo: String::new(),
                 tag,

@@ -97,6 +97,7 @@ impl Registry {
         let new = NewManifest {
             sparse: self.limits.sparse_manifests,
             protected: policies.protected(repo),
+            quotas: policies.quotas_of(repo),
             ..new_manifest(repo.clone(), digest.clone(), tags.clone(), &parsed, row)
         };
         self.meta_write(|m| m.put_manifest(new, now_ms()))
@@ -213,5 +214,6 @@ pub(super) fn new_manifest(
         tags,
         sparse: false,
         protected: crate::meta::Protected::default(),
+        quotas: Vec::new(),
     }
 }

@@ -202,6 +202,15 @@ impl Registry {
         Ok(self.meta.usage().await?)
     }
 
+    /// Each quota's usage against its limit (`/admin/usage`, the metrics).
+    pub async fn quota_usage(&self) -> Result<Vec<crate::meta::QuotaUsage>, Error> {
+        let quotas = self.policies.get().quotas();
+        if quotas.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.meta.quota_usage(quotas).await?)
+    }
+
     /// Set the store gauges of the metrics from the metadata (at scrape time).
     pub async fn refresh_gauges(&self) -> Result<(), Error> {
         let counts = self.meta.counts().await?;
@@ -213,6 +222,15 @@ impl Registry {
         m.repositories.set(g(counts.repositories));
         m.stored_bytes.set(g(counts.stored_bytes));
         m.uploads_active.set(g(self.uploads.len() as u64));
+        let quotas = self.quota_usage().await?;
+        // A quota a reload removed leaves the exposition.
+        m.quota_bytes.clear();
+        m.quota_limit_bytes.clear();
+        for q in quotas {
+            let labels = crate::metrics::QuotaLabels { quota: q.quota };
+            m.quota_bytes.get_or_create(&labels).set(g(q.used_bytes));
+            m.quota_limit_bytes.get_or_create(&labels).set(g(q.max_bytes));
+        }
         Ok(())
     }
 

@@ -1,10 +1,12 @@
-//! Policies the registry enforces: immutable tags (`immutable_tags:`) on writes, and which
-//! tags retention removes (`retention:`, decided here, carried out by `gc::retention`). Compiled
-//! from the configuration at start-up and replaced whole when the configuration is reloaded
-//! (SIGHUP); each request uses the set in force when it started. The metadata store applies
-//! them inside the write transaction (`meta::Protected`), so a tag can never slip past one
-//! between a check and a change. Pull-through caches are not subject to them: their tags
-//! follow the upstream.
+//! Policies the registry enforces: immutable tags (`immutable_tags:`) and storage quotas
+//! (`quotas:`) on writes, and which tags retention removes (`retention:`, decided here, carried
+//! out by `gc::retention`). Compiled from the configuration at start-up and replaced whole when
+//! the configuration is reloaded (SIGHUP); each request uses the set in force when it started.
+//! The metadata store applies the write policies inside the write transaction
+//! (`meta::Protected`, `meta::Quota`), so neither a tag nor a push can slip past one between a
+//! check and a change. Quotas keep no counter (the store computes a group's usage from its
+//! rows), so a reload that changes them has nothing to recompute. Pull-through caches are not
+//! subject to them: their tags follow the upstream, and `proxy.max_bytes` bounds their size.
 
 use std::sync::{Arc, RwLock};
 
@@ -12,9 +14,9 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use std::time::Duration;
 
-use crate::config::{ImmutableTags, Retention};
+use crate::config::{self, ImmutableTags, Retention};
 use crate::meta::browse::TagDetail;
-use crate::meta::{Millis, Protected};
+use crate::meta::{Millis, Protected, Quota};
 use crate::oci::RepoName;
 
 /// The compiled policies.
@@ -22,6 +24,7 @@ use crate::oci::RepoName;
 pub struct Policies {
     immutable: Vec<Immutable>,
     retention: Vec<RetentionRule>,
+    quotas: Vec<Quota>,
 }
 
 /// A compiled `retention:` rule.
@@ -54,7 +57,7 @@ struct Immutable {
 
 impl Policies {
     /// Compile the configuration's rules (whose globs it has validated).
-    pub fn new(immutable_tags: &[ImmutableTags], retention: &[Retention]) -> Self {
+    pub fn new(immutable_tags: &[ImmutableTags], retention: &[Retention], quotas: &[config::Quota]) -> Self {
         let immutable = immutable_tags
             .iter()
             .map(|rule| Immutable {
@@ -76,7 +79,12 @@ impl Policies {
                 untagged_after: rule.untagged_after,
             })
             .collect();
-        Policies { immutable, retention }
+        let quotas = quotas.iter().map(quota).collect();
+        Policies {
+            immutable,
+            retention,
+            quotas,
+        }
     }
 
     /// The retention rule for `repo` (the first that matches), if any.
@@ -86,6 +94,20 @@ impl Policies {
 
     pub fn has_retention(&self) -> bool {
         !self.retention.is_empty()
+    }
+
+    /// The quotas whose groups include `repo`, for a manifest PUT.
+    pub fn quotas_of(&self, repo: &RepoName) -> Vec<Quota> {
+        self.quotas
+            .iter()
+            .filter(|q| q.covers(repo.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Every quota, for usage reports.
+    pub fn quotas(&self) -> Vec<Quota> {
+        self.quotas.clone()
     }
 
     /// The rule that makes `tag` of `repo` immutable, if one does.
@@ -151,6 +173,32 @@ impl RetentionRule {
     }
 }
 
+/// A quota named by its globs, over the key range their common literal prefix starts.
+fn quota(rule: &config::Quota) -> Quota {
+    let set = globs(&rule.repositories);
+    Quota::new(
+        rule.repositories.join(","),
+        rule.max_bytes,
+        common_literal_prefix(&rule.repositories),
+        move |repo| set.is_match(repo),
+    )
+}
+
+/// The longest text every name a glob of `patterns` matches starts with.
+fn common_literal_prefix(patterns: &[String]) -> String {
+    let literal = |p: &String| -> String { p.chars().take_while(|c| !"*?[{\\".contains(*c)).collect() };
+    let mut prefixes = patterns.iter().map(literal);
+    let first = prefixes.next().unwrap_or_default();
+    prefixes.fold(first, |common, p| {
+        common
+            .chars()
+            .zip(p.chars())
+            .take_while(|(a, b)| a == b)
+            .map(|(a, _)| a)
+            .collect()
+    })
+}
+
 fn globs(patterns: &[String]) -> GlobSet {
     let mut set = GlobSetBuilder::new();
     for pattern in patterns {
@@ -192,7 +240,7 @@ mod tests {
         let rule: Retention = serde_saphyr::from_str(rule).unwrap();
         let immutable: ImmutableTags =
             serde_saphyr::from_str("repositories: \"team/*\"\ntags: [\"release-*\"]").unwrap();
-        let p = Policies::new(&[immutable], &[rule]);
+        let p = Policies::new(&[immutable], &[rule], &[]);
         let tags = [
             tag("a", 1),
             tag("b", 5),
@@ -222,5 +270,15 @@ mod tests {
             ["latest", "v1"]
         );
         assert_eq!(doomed(&format!("{repos}untagged_after: 7d")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_quota_scans_from_its_globs_common_literal_prefix() {
+        let p = |globs: &[&str]| common_literal_prefix(&globs.iter().map(ToString::to_string).collect::<Vec<_>>());
+        assert_eq!(p(&["team-a/*"]), "team-a/");
+        assert_eq!(p(&["team-a/**", "team-b/x"]), "team-");
+        assert_eq!(p(&["*/prod"]), "");
+        assert_eq!(p(&["a/{b,c}"]), "a/");
+        assert_eq!(p(&["exact"]), "exact");
     }
 }

@@ -51,7 +51,11 @@ pub enum ServeError {
 pub async fn open_registry(config: &Config) -> Result<Arc<Registry>, ServeError> {
     let (meta, blobs, limits) = open_parts(config).await?;
     let registry = Registry::open_with(meta, blobs, limits, config.proxy.clone()).await?;
-    registry.set_policies(registry::Policies::new(&config.immutable_tags, &config.retention));
+    registry.set_policies(registry::Policies::new(
+        &config.immutable_tags,
+        &config.retention,
+        &config.quotas,
+    ));
     Ok(registry)
 }
 
@@ -110,7 +114,7 @@ fn commit_metrics(ops: usize, took: std::time::Duration) {
 pub type Reload = Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync>;
 
 /// Run the registry until SIGINT or SIGTERM. On SIGHUP, TLS and htpasswd files are reloaded,
-/// and with `reload` the configuration too, whose policies (`immutable_tags`) then apply to
+/// and with `reload` the configuration too, whose policies (`immutable_tags`, `quotas`) then apply to
 /// new requests; a configuration that no longer loads is logged and the old one kept.
 pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeError> {
     // Before anything else, and in particular before the "listening" line: a signal that
@@ -205,10 +209,15 @@ fn spawn_config_reloader(registry: Arc<Registry>, reload: Reload, mut reloads: t
         while reloads.changed().await.is_ok() {
             match reload() {
                 Ok(config) => {
-                    registry.set_policies(registry::Policies::new(&config.immutable_tags, &config.retention));
+                    registry.set_policies(registry::Policies::new(
+                        &config.immutable_tags,
+                        &config.retention,
+                        &config.quotas,
+                    ));
                     tracing::info!(
                         immutable_tags = config.immutable_tags.len(),
                         retention = config.retention.len(),
+                        quotas = config.quotas.len(),
                         "configuration reloaded: policies in force"
                     );
                 }

@@ -251,6 +251,21 @@ pub fn docker_build(tag: &str) {
     );
 }
 
+/// Build `tag` and push it, which the registry must refuse; remove it locally and return
+/// what `docker push` printed (stdout, then stderr).
+pub fn docker_build_and_push_refused(tag: &str) -> String {
+    docker_build(tag);
+    let pushed = Command::new("docker").args(["push", tag]).output().unwrap();
+    docker(&["rmi", "-f", tag]);
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&pushed.stdout),
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    assert!(!pushed.status.success(), "docker push succeeded:\n{output}");
+    output
+}
+
 /// Build `tag`, push it (with `env`, such as a `DOCKER_CONFIG` holding a login) and remove it
 /// locally; returns the digest the push printed.
 pub fn docker_build_and_push(tag: &str, env: &[(&str, &str)]) -> String {

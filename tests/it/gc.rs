@@ -673,3 +673,95 @@ async fn gc_removes_staging_leftovers_older_than_the_grace_period() {
         "the old leftover went; the session and the young leftover stay"
     );
 }
+
+/// DELETE a manifest by digest, asserting 202.
+pub(crate) async fn delete_manifest(berth: &Berth, repo: &str, digest: &str) {
+    let resp = client()
+        .delete(berth.url(&format!("/v2/{repo}/manifests/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+}
+
+/// A user deleted an image and ran a collection, and nothing was freed for an hour: every blob
+/// uploaded within the grace period was kept. The period protects pushes in flight, and this
+/// push was over once its manifest referenced the blobs. Now they go at once; a blob another
+/// image still uses, and an upload no manifest has referenced yet, stay.
+#[tokio::test]
+async fn a_deleted_image_is_reclaimed_at_the_next_collection() {
+    let berth = Berth::builder().env("BERTH_GC_GRACE_PERIOD", "1h").start();
+    let shared: &[u8] = b"layer of both images";
+    let (_, kept) = push_image(&berth, "reclaim", "keep", &[b"layer of the kept image", shared]).await;
+    let (gone, _) = push_image(&berth, "reclaim", "gone", &[b"layer of the deleted image", shared]).await;
+    let in_flight = push_blob(&berth, "reclaim", b"uploaded, no manifest yet").await;
+    delete_manifest(&berth, "reclaim", &gone).await;
+    let report = gc(&berth, "").await;
+    let freed = sha256(b"layer of the deleted image");
+    assert_eq!(report["blobs_deleted"], 1, "{report}");
+    assert_eq!(report["bytes_freed"], b"layer of the deleted image".len(), "{report}");
+    assert!(
+        !berth.stored_blobs().await.contains(&freed),
+        "the deleted image's layer is on disk"
+    );
+    let stored = berth.stored_blobs().await;
+    for d in layer_digests(&kept).into_iter().chain([in_flight]) {
+        assert!(stored.contains(&d), "{d} was collected");
+        assert_eq!(status(berth.url(&format!("/v2/reclaim/blobs/{d}"))).await, 200, "{d}");
+    }
+}
+
+/// The image is deleted and a collection marks its layer as garbage while another push has
+/// just HEAD-checked that layer (and so will not upload it): the sweep sees the touch and keeps
+/// the layer, and that push's manifest goes in.
+#[tokio::test]
+async fn a_layer_head_checked_by_a_push_survives_the_delete_of_its_image() {
+    let berth = Berth::builder()
+        .env("BERTH_GC_GRACE_PERIOD", "1h")
+        .env("BERTH_TEST_PAUSE_AT", "gc.after_mark")
+        .start();
+    let (first, body) = push_image(&berth, "reclaim2", "v1", &[b"base layer, reused"]).await;
+    let v1: Value = serde_json::from_slice(&body).unwrap();
+    let new_layer: &[u8] = b"layer only v2 has";
+    let new_digest = push_blob(&berth, "reclaim2", new_layer).await;
+    let mut v2 = v1.clone();
+    v2["layers"].as_array_mut().unwrap().push(
+        json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": new_digest, "size": new_layer.len()}),
+    );
+    delete_manifest(&berth, "reclaim2", &first).await;
+    next_millisecond().await;
+    let id = start_gc(&berth, "").await;
+    wait_phase(&berth, &id, "paused").await;
+    // The second push finds the config and the base layer present: it will not upload them.
+    let reused = layer_digests(&body);
+    for d in &reused {
+        let resp = client()
+            .head(berth.url(&format!("/v2/reclaim2/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    berth.resume("gc.after_mark").await;
+    let report = wait_done(&berth, &id).await;
+    assert_eq!(report["blobs_deleted"], 0, "HEAD-checked blobs are kept: {report}");
+    push_manifest(
+        &berth,
+        "reclaim2",
+        "v2",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&v2).unwrap(),
+    )
+    .await;
+    let stored = berth.stored_blobs().await;
+    assert!(reused.iter().all(|d| stored.contains(d)), "{stored:?}");
+    // Without the HEADs, the same delete frees them at once.
+    let (third, third_body) = push_image(&berth, "reclaim2", "v3", &[b"a layer nobody reuses"]).await;
+    delete_manifest(&berth, "reclaim2", &third).await;
+    let id = start_gc(&berth, "").await;
+    wait_phase(&berth, &id, "paused").await;
+    berth.resume("gc.after_mark").await;
+    let report = wait_done(&berth, &id).await;
+    assert_eq!(report["blobs_deleted"], 1, "{report}");
+    assert!(!berth.stored_blobs().await.contains(&layer_digests(&third_body)[1]));
+}

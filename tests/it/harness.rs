@@ -378,6 +378,21 @@ pub async fn push_blob_with(client: &reqwest::Client, berth: &Berth, repo: &str,
 /// Push an OCI image manifest with `layers` (each pushed as a blob) under `reference`;
 /// returns (manifest digest, manifest bytes).
 pub async fn push_image(berth: &Berth, repo: &str, reference: &str, layers: &[&[u8]]) -> (String, Vec<u8>) {
+    let body = image_manifest(berth, repo, layers).await;
+    let digest = push_manifest(
+        berth,
+        repo,
+        reference,
+        "application/vnd.oci.image.manifest.v1+json",
+        &body,
+    )
+    .await;
+    (digest, body)
+}
+
+/// The OCI image manifest `push_image` puts, its config and `layers` pushed as blobs; the
+/// manifest itself is not put.
+pub async fn image_manifest(berth: &Berth, repo: &str, layers: &[&[u8]]) -> Vec<u8> {
     let config = format!(
         r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"n":{}}}"#,
         layers.len()
@@ -394,16 +409,7 @@ pub async fn push_image(berth: &Berth, repo: &str, reference: &str, layers: &[&[
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
         "layers": descs,
     });
-    let body = serde_json::to_vec(&manifest).unwrap();
-    let digest = push_manifest(
-        berth,
-        repo,
-        reference,
-        "application/vnd.oci.image.manifest.v1+json",
-        &body,
-    )
-    .await;
-    (digest, body)
+    serde_json::to_vec(&manifest).unwrap()
 }
 
 /// PUT a manifest and assert 201; returns the digest the server reports.

@@ -36,6 +36,7 @@ mod podman;
 mod policies;
 mod proxy;
 mod proxy_clients;
+mod quotas;
 mod restart;
 mod retention;
 mod s3;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use berth::meta::fsck::Repair;
 use berth::meta::gc::Policy;
-use berth::meta::{BlobState, ManifestRow, Meta, MetaError, MetaStore, NewManifest, Protected, ReferrerRow};
+use berth::meta::{
+    BlobState, ManifestRow, Meta, MetaError, MetaStore, NewManifest, Protected, Quota, QuotaUsage, ReferrerRow,
+};
 use berth::oci::{Algorithm, Digest, RepoName, Tag};
 use uuid::Uuid;
 
@@ -64,11 +66,13 @@ suite!(
     referrers_are_listed_by_subject,
     upload_sessions,
     gc_sweeps_recheck_inside_the_transaction,
+    deleted_content_is_past_its_grace_period,
     tombstoned_blobs_are_absent_until_pushed_again,
     sparse_manifests_count_blobs_before_they_arrive,
     only_empty_old_repositories_are_removed,
     fsck_repairs_are_compare_and_set,
     counts_and_usage,
+    quotas_count_referenced_bytes_once_per_group,
     writes_survive_a_reopen,
     blocking_code_waits_for_writes,
 );
@@ -113,6 +117,7 @@ fn manifest(repo: &RepoName, seed: &str, blobs: &[(&Digest, u64)], tag: Option<&
         tags: tag.map(self::tag).into_iter().collect(),
         sparse: false,
         protected: Protected::default(),
+        quotas: Vec::new(),
     }
 }
 
@@ -514,6 +519,49 @@ async fn gc_sweeps_recheck_inside_the_transaction(backend: Backend) {
     assert!(s.linked_blob(&a, &loose).await.unwrap().is_none());
 }
 
+/// Content a manifest referenced after its upload, and none references now, is collectable
+/// inside the grace period (its push is over); an upload or mount since, in the repository,
+/// puts its link back under the grace period, and a blob still linked is never collected.
+async fn deleted_content_is_past_its_grace_period(backend: Backend) {
+    let s = &*backend.store;
+    let (a, b) = (repo("suite/a"), repo("suite/b"));
+    let (gone, relinked) = (blob(s, &a, b"gone", 10).await, blob(s, &a, b"relinked", 10).await);
+    let m = manifest(&a, "m", &[(&gone, 4), (&relinked, 8)], Some("v1"));
+    put(s, &m, 20).await.unwrap();
+    let snap = s.gc_snapshot().await.unwrap();
+    assert!(snap.links.iter().all(|(_, _, l)| l.referenced), "{:?}", snap.links);
+    assert!(snap.blobs.iter().all(|(_, r)| r.referenced));
+    s.delete_manifest(&a, &m.digest, Protected::default())
+        .commit()
+        .await
+        .unwrap();
+    // Uploaded again (a push in flight reusing it), and mounted elsewhere: not referenced since.
+    blob(s, &a, b"relinked", 30).await;
+    s.mount_blob(&b, &gone, Some(&a), 30).commit().await.unwrap();
+    // Every write happened after the cutoff of 5: only referenced-since content may go.
+    let links = [
+        (a.clone(), gone.clone()),
+        (a.clone(), relinked.clone()),
+        (b.clone(), gone.clone()),
+    ];
+    assert_eq!(s.gc_remove_links(&links, policy(5)).commit().await.unwrap(), 1);
+    assert!(s.linked_blob(&a, &gone).await.unwrap().is_none());
+    assert!(s.linked_blob(&a, &relinked).await.unwrap().is_some(), "uploaded again");
+    assert!(s.linked_blob(&b, &gone).await.unwrap().is_some(), "mounted since");
+    let both = [gone.clone(), relinked.clone()];
+    assert!(
+        s.gc_tombstone_blobs(&both, policy(5), 40)
+            .commit()
+            .await
+            .unwrap()
+            .is_empty(),
+        "still linked"
+    );
+    s.unlink_blob(&b, &gone).commit().await.unwrap();
+    let doomed = s.gc_tombstone_blobs(&both, policy(5), 40).commit().await.unwrap();
+    assert_eq!(doomed, [(gone.clone(), 4)], "referenced since its upload, now unlinked");
+}
+
 async fn tombstoned_blobs_are_absent_until_pushed_again(backend: Backend) {
     let s = &*backend.store;
     let a = repo("suite/a");
@@ -708,6 +756,77 @@ async fn counts_and_usage(backend: Backend) {
         (first.name.as_str(), first.bytes, first.exclusive_bytes),
         ("suite/a", 9, 3)
     );
+}
+
+/// A quota over `team/*`: what its manifests reference counts once per group (a blob linked
+/// only, or referenced outside the group, does not count); a new manifest whose new bytes
+/// would pass the limit is refused with nothing written, one adding no new bytes always
+/// passes, and deleting a manifest gives its bytes back at once.
+async fn quotas_count_referenced_bytes_once_per_group(backend: Backend) {
+    let s = &*backend.store;
+    let quota = Quota::new("team/*".into(), 10, "team/".into(), |r: &str| r.starts_with("team/"));
+    let usage = || async { s.quota_usage(vec![quota.clone()]).await.unwrap() };
+    let used = |used_bytes| {
+        vec![QuotaUsage {
+            quota: "team/*".into(),
+            used_bytes,
+            max_bytes: 10,
+        }]
+    };
+    let (a, b, outside) = (repo("team/a"), repo("team/b"), repo("teamx/c"));
+    let limited = |m: NewManifest| NewManifest {
+        quotas: vec![quota.clone()],
+        ..m
+    };
+    let shared = blob(s, &a, b"shared", 10).await; // 6 bytes
+    s.mount_blob(&b, &shared, Some(&a), 10).commit().await.unwrap();
+    s.mount_blob(&outside, &shared, Some(&a), 10).commit().await.unwrap();
+    let big = blob(s, &b, b"big!!", 10).await; // 5 bytes
+    // Referenced outside the group only: nothing counts.
+    put(s, &manifest(&outside, "o", &[(&shared, 6)], None), 20)
+        .await
+        .unwrap();
+    assert_eq!(usage().await, used(0));
+    put(s, &limited(manifest(&a, "1", &[(&shared, 6)], Some("v1"))), 20)
+        .await
+        .unwrap();
+    assert_eq!(usage().await, used(6));
+    // The shared blob again, from the group's other repository: counted once.
+    put(s, &limited(manifest(&b, "2", &[(&shared, 6)], None)), 20)
+        .await
+        .unwrap();
+    assert_eq!(usage().await, used(6));
+    // 6 + 5 > 10: refused, nothing written.
+    let over = limited(manifest(&b, "3", &[(&shared, 6), (&big, 5)], Some("big")));
+    match put(s, &over, 30).await {
+        Err(MetaError::QuotaExceeded {
+            quota,
+            used,
+            limit,
+            adds,
+        }) => assert_eq!((quota.as_str(), used, limit, adds), ("team/*", 6, 10, 5)),
+        other => panic!("{other:?}"),
+    }
+    assert!(s.manifest(&b, &over.digest).await.unwrap().is_none());
+    assert!(s.tags(&b, None, 10).await.unwrap().unwrap().items.is_empty());
+    assert_eq!(usage().await, used(6));
+    // Under a limit lowered below usage, a manifest adding nothing new still passes.
+    let lowered = Quota::new("team/*".into(), 1, "team/".into(), |r: &str| r.starts_with("team/"));
+    let retag = NewManifest {
+        quotas: vec![lowered],
+        ..manifest(&a, "4", &[(&shared, 6)], Some("v2"))
+    };
+    put(s, &retag, 40).await.unwrap();
+    // Deleting every group manifest referencing the shared blob frees its bytes at once.
+    for (r, m) in [(&a, "1"), (&b, "2"), (&a, "4")] {
+        let d = manifest(r, m, &[], None).digest;
+        s.delete_manifest(r, &d, Protected::default()).commit().await.unwrap();
+    }
+    assert_eq!(usage().await, used(0));
+    put(s, &limited(manifest(&b, "5", &[(&big, 5)], None)), 50)
+        .await
+        .unwrap();
+    assert_eq!(usage().await, used(5));
 }
 
 async fn writes_survive_a_reopen(backend: Backend) {

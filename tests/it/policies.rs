@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::clients::{docker, docker_build, docker_build_and_push, skopeo};
+use crate::clients::{docker_build_and_push, docker_build_and_push_refused, skopeo};
 use crate::harness::{Berth, client, push_blob, push_image, random_bytes};
 
 const RULES: &str = "immutable_tags:\n  - repositories: \"prod/*\"\n    tags: [\"v*\", \"release-*\"]\n";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
-fn with_config(yaml: &str) -> (Berth, tempfile::TempDir) {
+pub(crate) fn with_config(yaml: &str) -> (Berth, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yml");
     std::fs::write(&path, yaml).unwrap();
@@ -22,7 +22,7 @@ fn with_config(yaml: &str) -> (Berth, tempfile::TempDir) {
     (berth, dir)
 }
 
-async fn put(berth: &Berth, repo: &str, reference: &str, body: &[u8]) -> reqwest::Response {
+pub(crate) async fn put(berth: &Berth, repo: &str, reference: &str, body: &[u8]) -> reqwest::Response {
     client()
         .put(berth.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header("content-type", OCI_MANIFEST)
@@ -118,18 +118,7 @@ async fn docker_and_skopeo_show_the_refusal() {
     let (berth, _dir) = with_config(RULES);
     let tag = format!("{}/prod/web:release-1", berth.host);
     docker_build_and_push(&tag, &[]);
-    docker_build(&tag);
-    let pushed = Command::new("docker").args(["push", &tag]).output().unwrap();
-    docker(&["rmi", "-f", &tag]);
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&pushed.stdout),
-        String::from_utf8_lossy(&pushed.stderr)
-    );
-    assert!(
-        !pushed.status.success(),
-        "docker push moved an immutable tag:\n{output}"
-    );
+    let output = docker_build_and_push_refused(&tag);
     assert!(output.contains("denied"), "{output}");
     assert!(output.contains("tag release-1 of prod/web is immutable"), "{output}");
 

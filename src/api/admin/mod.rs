@@ -76,13 +76,18 @@ pub async fn fsck_get(State(app): State<App>, id: Result<Path<String>, PathRejec
 }
 
 pub async fn usage(State(app): State<App>) -> Response {
-    let both =
-        async { Ok::<_, crate::registry::Error>((app.registry.usage().await?, app.registry.cache_usage().await?)) };
-    match both.await {
-        Ok((usage, caches)) => {
+    let all = async {
+        let r = &app.registry;
+        Ok::<_, crate::registry::Error>((r.usage().await?, r.cache_usage().await?, r.quota_usage().await?))
+    };
+    match all.await {
+        Ok((usage, caches, quotas)) => {
             let mut body = serde_json::to_value(usage).expect("usage serialises");
             if !caches.is_empty() {
                 body["caches"] = serde_json::to_value(caches).expect("cache usage serialises");
+            }
+            if !quotas.is_empty() {
+                body["quotas"] = serde_json::to_value(quotas).expect("quota usage serialises");
             }
             Json(body).into_response()
         }
