@@ -71,6 +71,13 @@ impl Htpasswd {
         }
     }
 
+    /// Whether the file (as last read) has an entry for `user`.
+    pub fn has_user(&self, user: &str) -> bool {
+        self.reload_if_changed(false);
+        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.users.contains_key(user)
+    }
+
     /// Whether `password` is `user`'s. Blocking: bcrypt is slow on purpose.
     pub fn verify(&self, user: &str, password: &str) -> bool {
         self.reload_if_changed(false);

@@ -156,9 +156,13 @@ impl Auth {
     }
 
     /// The caller a signed-in session names (its user signed in with `login`; the session's
-    /// signature vouches for that). Groups and the admin role are the rules' of now.
+    /// signature vouches for that). Groups and the admin role are the rules' of now, and a
+    /// user no longer in the htpasswd file (removed, then the file reloaded) is anonymous.
     pub fn session_caller(&self, user: &str) -> Caller {
-        self.user(user)
+        match &self.htpasswd {
+            Some(htpasswd) if htpasswd.has_user(user) => self.user(user),
+            _ => Caller::anonymous(),
+        }
     }
 
     /// Whether users can sign in with a password (an htpasswd file is configured).

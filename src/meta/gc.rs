@@ -29,7 +29,7 @@ use super::write::{remove_link, remove_manifest};
 use crate::oci::{Digest, RepoName};
 
 /// Deeper reference chains than this are treated as anchored (kept), never as garbage.
-const MAX_DEPTH: usize = 64;
+pub(super) const MAX_DEPTH: usize = 64;
 
 /// What decides whether something is still inside its grace period or collectable at all.
 #[derive(Debug, Clone, Copy)]

@@ -157,7 +157,7 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
 
     /// Delete the manifest `digest` and every tag pointing at it, releasing its references
     /// (`MetaError::ManifestUnknown` if it does not exist, `MetaError::TagImmutable` if one of
-    /// those tags is `protected`).
+    /// those tags, or a tag of an index listing it at any depth, is `protected`).
     fn delete_manifest(&self, repo: &RepoName, digest: &Digest, protected: Protected) -> WriteOp<()>;
 
     /// Delete one tag, leaving its manifest in place (`MetaError::ManifestUnknown` if absent,
@@ -256,6 +256,11 @@ impl Protected {
     /// Whether `tag` is protected.
     pub fn covers(&self, tag: &str) -> bool {
         self.0.as_ref().is_some_and(|f| f(tag))
+    }
+
+    /// Whether any tag may be protected at all (else there is nothing to look up).
+    pub fn guards_anything(&self) -> bool {
+        self.0.is_some()
     }
 }
 

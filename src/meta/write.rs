@@ -157,7 +157,7 @@ pub(super) fn delete_manifest(
     digest: &str,
     protected: &Protected,
 ) -> Result<(), MetaError> {
-    if let Some(tag) = tags_of(txn, repo, digest)?.into_iter().find(|t| protected.covers(t)) {
+    if let Some(tag) = protected_tag_above(txn, repo, digest, protected, 0)? {
         return Err(MetaError::TagImmutable(tag));
     }
     if remove_manifest(txn, repo, digest)? {
@@ -165,6 +165,38 @@ pub(super) fn delete_manifest(
     } else {
         Err(MetaError::ManifestUnknown)
     }
+}
+
+/// A protected tag on `digest` or on an index that lists it (at any depth): deleting the
+/// manifest would break what that tag names.
+fn protected_tag_above(
+    txn: &WriteTransaction,
+    repo: &str,
+    digest: &str,
+    protected: &Protected,
+    depth: usize,
+) -> Result<Option<String>, MetaError> {
+    if !protected.guards_anything() || depth > super::gc::MAX_DEPTH {
+        return Ok(None);
+    }
+    if let Some(tag) = tags_of(txn, repo, digest)?.into_iter().find(|t| protected.covers(t)) {
+        return Ok(Some(tag));
+    }
+    let mut parents = Vec::new();
+    for entry in txn.open_table(MANIFEST_PARENTS)?.range((repo, digest, "")..)? {
+        let key = entry?.0;
+        let (r, child, parent) = key.value();
+        if r != repo || child != digest {
+            break;
+        }
+        parents.push(parent.to_owned());
+    }
+    for parent in parents {
+        if let Some(tag) = protected_tag_above(txn, repo, &parent, protected, depth + 1)? {
+            return Ok(Some(tag));
+        }
+    }
+    Ok(None)
 }
 
 /// Delete one tag, leaving its manifest in place.

@@ -227,6 +227,7 @@ impl From<crate::registry::Error> for UiError {
             E::NameInvalid(e) => UiError::BadRequest(e.to_string()),
             E::DigestInvalid(e) => UiError::BadRequest(e.to_string()),
             E::Unsupported(why) => UiError::BadRequest(why),
+            e @ E::TagImmutable { .. } => UiError::Forbidden(e.to_string()),
             other => {
                 tracing::error!(error = %other, "UI page failed");
                 UiError::Internal

@@ -168,3 +168,33 @@ async fn a_sighup_brings_in_new_rules() {
     }
     assert_immutable(put(&berth, "prod/api", "v2", &other).await, "v2").await;
 }
+
+/// A child of an index that an immutable tag names cannot be deleted by digest either: the
+/// tag would then name a broken index.
+#[tokio::test]
+async fn the_children_of_an_immutable_index_stay() {
+    let (berth, _dir) = with_config(RULES);
+    let (child, body) = push_image(&berth, "prod/multi", "child-tmp", &[b"child layer"]).await;
+    assert_eq!(delete(&berth, "prod/multi", "child-tmp").await.status(), 202);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": child, "size": body.len(),
+            "platform": {"os": "linux", "architecture": "amd64"}}],
+    }))
+    .unwrap();
+    let resp = client()
+        .put(berth.url("/v2/prod/multi/manifests/v2"))
+        .header("content-type", "application/vnd.oci.image.index.v1+json")
+        .body(index)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_immutable(delete(&berth, "prod/multi", &child).await, "v2").await;
+    let got = client()
+        .get(berth.url(&format!("/v2/prod/multi/manifests/{child}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+}
