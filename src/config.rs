@@ -52,6 +52,71 @@ pub struct Config {
     /// Tags that, once they exist, never move and are never deleted (`immutable_tags:`).
     pub immutable_tags: Vec<ImmutableTags>,
     pub ui: Ui,
+    pub audit: Audit,
+    /// Webhook endpoints (`notifications:`), in file order.
+    pub notifications: Vec<Notification>,
+}
+
+/// The audit log (`audit:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Events older than this are pruned by garbage collection.
+    pub max_age: Duration,
+}
+
+/// One `notifications:` entry: a webhook that receives events as CNCF Distribution's
+/// notification envelope. Its `Debug` leaves the secret out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notification {
+    pub url: String,
+    /// Which events: `push`, `delete`, `mount`.
+    #[serde(default = "default_notification_events")]
+    pub events: Vec<String>,
+    /// Globs over repository names (one, or a list); events without a repository never match.
+    #[serde(default = "default_notification_repositories", deserialize_with = "one_or_many")]
+    pub repositories: Vec<String>,
+    /// Signs each body: `X-Berth-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// One delivery attempt's limit.
+    #[serde(default = "default_notification_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Undelivered events older than this are dropped (and counted as failed).
+    #[serde(default = "default_notification_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl std::fmt::Debug for Notification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notification")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("repositories", &self.repositories)
+            .field("secret", &self.secret.as_ref().map(|_| REDACTED))
+            .field("timeout", &self.timeout)
+            .field("max_age", &self.max_age)
+            .finish()
+    }
+}
+
+/// The events a notification endpoint may ask for.
+pub const NOTIFICATION_EVENTS: [&str; 3] = ["push", "delete", "mount"];
+
+fn default_notification_events() -> Vec<String> {
+    vec!["push".into(), "delete".into()]
+}
+
+fn default_notification_repositories() -> Vec<String> {
+    vec!["**".into()]
+}
+
+fn default_notification_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_notification_max_age() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 /// One `immutable_tags:` rule: in repositories matching one of `repositories`, tags matching
@@ -274,6 +339,15 @@ struct RawConfig {
     validation: RawValidation,
     immutable_tags: Vec<ImmutableTags>,
     ui: RawUi,
+    audit: RawAudit,
+    notifications: Vec<Notification>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    #[serde(with = "humantime_serde")]
+    max_age: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -499,6 +573,7 @@ const ENV_KEYS: &[(&str, Setter)] = &[
         Ok(())
     }),
     ("gc.upload_max_age", |r, v| set_duration(&mut r.gc.upload_max_age, v)),
+    ("audit.max_age", |r, v| set_duration(&mut r.audit.max_age, v)),
     ("auth.realm", |r, v| set(&mut r.auth.realm, v)),
     ("auth.htpasswd.path", |r, v| set(&mut r.auth.htpasswd.path, v)),
     ("auth.login_failures_per_minute", |r, v| {
@@ -867,7 +942,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let gc = validate_gc(&raw.gc)?;
     validate_immutable_tags(&raw.immutable_tags)?;
     let ui = validate_ui(raw.ui)?;
+    validate_notifications(&raw.notifications)?;
     Ok(Config {
+        audit: Audit {
+            max_age: raw.audit.max_age.unwrap_or(Duration::from_secs(90 * 24 * 3600)),
+        },
+        notifications: raw.notifications,
         gc,
         ui,
         immutable_tags: raw.immutable_tags,
@@ -974,6 +1054,40 @@ fn validate_gc(raw: &RawGc) -> Result<Gc, ConfigError> {
         interval,
         upload_max_age: raw.upload_max_age.unwrap_or(Duration::from_secs(24 * 3600)),
     })
+}
+
+/// Every endpoint has an http(s) URL (none twice: the URL keys its queue), known events, globs
+/// that compile and a positive timeout.
+fn validate_notifications(endpoints: &[Notification]) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for n in endpoints {
+        let url = reqwest::Url::parse(&n.url).map_err(|e| invalid("notifications.url", format!("{:?}: {e}", n.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(
+                "notifications.url",
+                format!("{:?} is not http or https", n.url),
+            ));
+        }
+        if !seen.insert(n.url.as_str()) {
+            return Err(invalid("notifications.url", format!("{:?} is listed twice", n.url)));
+        }
+        if let Some(e) = n.events.iter().find(|e| !NOTIFICATION_EVENTS.contains(&e.as_str())) {
+            return Err(invalid(
+                "notifications.events",
+                format!("{e:?} is not one of {}", NOTIFICATION_EVENTS.join(", ")),
+            ));
+        }
+        for glob in &n.repositories {
+            globset::GlobBuilder::new(glob)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| invalid("notifications.repositories", format!("glob {glob:?}: {e}")))?;
+        }
+        if n.timeout.is_zero() || n.max_age.is_zero() {
+            return Err(invalid("notifications.timeout", "timeout and max_age must be positive"));
+        }
+    }
+    Ok(())
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -1446,7 +1560,7 @@ impl Config {
              manifest_max_size: {}\n  blob_max_size: {}\n  upload_sessions: {}\n  \
              upload_sessions_per_client: {}\n  body_idle_timeout: {}\n  upload_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
              grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\nvalidation:\n  \
-             sparse: {}\nui:\n  enabled: {}\n  path: {}\n  allow_anonymous_admin: {}\n  session_ttl: {}\n",
+             sparse: {}\nui:\n  enabled: {}\n  path: {}\n  allow_anonymous_admin: {}\n  session_ttl: {}\naudit:\n  max_age: {}\n",
             self.http.addr,
             d(self.http.drain_timeout),
             d(self.http.shutdown_delay),
@@ -1474,9 +1588,45 @@ impl Config {
             self.ui.path,
             self.ui.allow_anonymous_admin,
             d(self.ui.session_ttl),
+            d(self.audit.max_age),
         ) + &self.auth_yaml()
             + &self.proxy_yaml()
             + &self.immutable_tags_yaml()
+            + &self.notifications_yaml()
+    }
+
+    /// `notifications`, secrets redacted.
+    fn notifications_yaml(&self) -> String {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            url: &'a str,
+            events: &'a [String],
+            repositories: &'a [String],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            secret: Option<&'static str>,
+            timeout: String,
+            max_age: String,
+        }
+        #[derive(Serialize)]
+        struct Section<'a> {
+            notifications: Vec<Entry<'a>>,
+        }
+        if self.notifications.is_empty() {
+            return String::new();
+        }
+        let notifications = self
+            .notifications
+            .iter()
+            .map(|n| Entry {
+                url: &n.url,
+                events: &n.events,
+                repositories: &n.repositories,
+                secret: n.secret.as_ref().map(|_| REDACTED),
+                timeout: duration_text(n.timeout),
+                max_age: duration_text(n.max_age),
+            })
+            .collect();
+        serde_saphyr::to_string(&Section { notifications }).unwrap_or_default()
     }
 
     /// `proxy`, passwords redacted. `password_file` is not printed: the password it held is

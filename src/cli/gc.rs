@@ -50,7 +50,9 @@ async fn offline(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
         Err(ServeError::Meta(MetaError::Locked(path))) => return Err(super::held_by_server(&path, "gc", config)),
         Err(e) => return Err(e.into()),
     };
-    let opts = gc::Options::from_config(&config.gc).with_dry_run(dry_run);
+    let opts = gc::Options::from_config(&config.gc)
+        .with_audit_max_age(config.audit.max_age)
+        .with_dry_run(dry_run);
     let show = std::io::stderr().is_terminal();
     let progress = move |phase: Phase| {
         if show {

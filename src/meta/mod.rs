@@ -17,6 +17,7 @@
 //!   that spans several rows (a manifest PUT updates manifests, references, reference counts,
 //!   referrers and tags) is one write transaction, run by the group-commit writer (`writer`).
 
+pub mod audit;
 pub mod browse;
 pub mod codec;
 pub mod fsck;
@@ -36,8 +37,9 @@ use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 use crate::hot_pool::HotPool;
 
+pub use audit::{Action, Actor, AuditEvent, AuditPage, AuditQuery, Audited, OutboxRow};
 pub use schema::{BlobRow, BlobState, ManifestRow, Millis, ReferrerRow, UploadRow};
-pub use store::{MetaStore, NewManifest, Page, PendingWrite, Protected, WriteOp};
+pub use store::{AuditHook, MetaStore, NewManifest, Page, PendingWrite, Protected, WriteOp};
 pub use writer::CommitObserver;
 
 /// Errors of the metadata store: storage failures, and the refusals its write transactions

@@ -19,6 +19,7 @@ use crate::blobs::fs::FsStore;
 use crate::blobs::s3::S3Store;
 use crate::config::Config;
 use crate::gc;
+use crate::meta::Actor;
 use crate::meta::{Meta, MetaError, MetaStore};
 use crate::registry::{self, Registry};
 
@@ -134,6 +135,7 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
     })?;
     let registry = open_registry(&config).await?;
     registry.set_policies(registry::Policies::new(&config.immutable_tags));
+    registry.set_notifications(&config.notifications);
     if let Some(reload) = reload {
         spawn_config_reloader(Arc::clone(&registry), reload, reloads);
     }
@@ -148,7 +150,7 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
             crate::testhook::ENV_ENABLE
         );
     }
-    let gc_options = gc::Options::from_config(&config.gc);
+    let gc_options = gc::Options::from_config(&config.gc).with_audit_max_age(config.audit.max_age);
     let jobs = Arc::new(Jobs::default());
     if let Some(every) = config.gc.interval {
         spawn_periodic_gc(Arc::clone(&jobs), Arc::clone(&registry), gc_options.clone(), every);
@@ -201,16 +203,28 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
 fn spawn_config_reloader(registry: Arc<Registry>, reload: Reload, mut reloads: tokio::sync::watch::Receiver<u64>) {
     tokio::spawn(async move {
         while reloads.changed().await.is_ok() {
+            let mut event = crate::meta::AuditEvent::new(
+                crate::meta::Action::ConfigReload,
+                &Actor::system(),
+                crate::meta::now_ms(),
+            );
             match reload() {
                 Ok(config) => {
                     registry.set_policies(registry::Policies::new(&config.immutable_tags));
+                    registry.set_notifications(&config.notifications);
                     tracing::info!(
                         immutable_tags = config.immutable_tags.len(),
+                        notifications = config.notifications.len(),
                         "configuration reloaded: policies in force"
                     );
                 }
-                Err(e) => tracing::error!("configuration reload failed, keeping the previous one: {e}"),
+                Err(e) => {
+                    tracing::error!("configuration reload failed, keeping the previous one: {e}");
+                    // The message may quote a value of the file: the log has it, the audit log not.
+                    "failed: the configuration did not load (see the server log)".clone_into(&mut event.result);
+                }
             }
+            registry.record(event).await;
         }
     });
 }
@@ -283,7 +297,7 @@ fn spawn_periodic_gc(jobs: Arc<Jobs>, registry: Arc<Registry>, opts: gc::Options
         ticks.tick().await; // the first tick is immediate; wait a whole interval first
         loop {
             ticks.tick().await;
-            let (job, started) = start_gc(&jobs, Arc::clone(&registry), opts.clone());
+            let (job, started) = start_gc(&jobs, Arc::clone(&registry), opts.clone(), Actor::system());
             tracing::info!(id = %job.id, started, "periodic garbage collection");
         }
     });

@@ -7,6 +7,7 @@ mod api_fixtures;
 mod api_listing;
 mod api_manifests;
 mod api_uploads;
+mod audit;
 mod auth;
 mod cli;
 mod clients;
