@@ -46,6 +46,12 @@ pub struct ProxyLabels {
     pub event: String,
 }
 
+/// A notification endpoint (its URL).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub upstream: String,
@@ -79,6 +85,9 @@ pub struct Metrics {
     pub meta_batch_ops: Histogram,
     pub proxy_events: Family<ProxyLabels, Counter>,
     pub proxy_upstream_bytes: Family<UpstreamLabels, Counter>,
+    pub notifications_pending: Family<EndpointLabels, Gauge>,
+    pub notifications_delivered: Family<EndpointLabels, Counter>,
+    pub notifications_failed: Family<EndpointLabels, Counter>,
 }
 
 impl Metrics {
@@ -105,6 +114,9 @@ impl Metrics {
             meta_batch_ops: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
             proxy_events: Family::default(),
             proxy_upstream_bytes: Family::default(),
+            notifications_pending: Family::default(),
+            notifications_delivered: Family::default(),
+            notifications_failed: Family::default(),
         };
         m.register();
         m
@@ -191,6 +203,21 @@ impl Metrics {
             "proxy_upstream_bytes",
             "Blob bytes fetched from each upstream",
             self.proxy_upstream_bytes.clone(),
+        );
+        r.register(
+            "notifications_pending",
+            "Events in each notification endpoint's outbox, not delivered yet",
+            self.notifications_pending.clone(),
+        );
+        r.register(
+            "notifications_delivered",
+            "Events delivered to each notification endpoint",
+            self.notifications_delivered.clone(),
+        );
+        r.register(
+            "notifications_failed",
+            "Events given up on (older than the endpoint's max_age), per notification endpoint",
+            self.notifications_failed.clone(),
         );
     }
 

@@ -84,7 +84,8 @@ pub fn router_with(app: App, extra: Router<App>) -> Router {
         )
         .route("/admin/fsck/{id}", axum::routing::get(admin::fsck_get))
         .route("/admin/usage", axum::routing::get(admin::usage))
-        .route("/admin/audit", axum::routing::get(admin::audit));
+        .route("/admin/audit", axum::routing::get(admin::audit))
+        .route("/admin/notifications", axum::routing::get(admin::notifications));
     #[cfg(feature = "test-hooks")]
     let admin = test_hooks::mount(admin);
     let admin = admin.route_layer(axum::middleware::from_fn_with_state(app.clone(), access::admin_guard));

@@ -136,8 +136,12 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
     let registry = open_registry(&config).await?;
     registry.set_policies(registry::Policies::new(&config.immutable_tags));
     registry.set_notifications(&config.notifications);
+    let source = listener
+        .local_addr()
+        .map_or_else(|_| addr.to_string(), |a| a.to_string());
+    let sender = crate::notify::Sender::spawn(Arc::clone(&registry), &config.notifications, source, tls.is_some());
     if let Some(reload) = reload {
-        spawn_config_reloader(Arc::clone(&registry), reload, reloads);
+        spawn_config_reloader(Arc::clone(&registry), sender, reload, reloads);
     }
     let local = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -200,7 +204,12 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
 }
 
 /// On each SIGHUP, load the configuration again and put its policies in force.
-fn spawn_config_reloader(registry: Arc<Registry>, reload: Reload, mut reloads: tokio::sync::watch::Receiver<u64>) {
+fn spawn_config_reloader(
+    registry: Arc<Registry>,
+    sender: Arc<crate::notify::Sender>,
+    reload: Reload,
+    mut reloads: tokio::sync::watch::Receiver<u64>,
+) {
     tokio::spawn(async move {
         while reloads.changed().await.is_ok() {
             let mut event = crate::meta::AuditEvent::new(
@@ -212,6 +221,7 @@ fn spawn_config_reloader(registry: Arc<Registry>, reload: Reload, mut reloads: t
                 Ok(config) => {
                     registry.set_policies(registry::Policies::new(&config.immutable_tags));
                     registry.set_notifications(&config.notifications);
+                    sender.set_endpoints(&config.notifications);
                     tracing::info!(
                         immutable_tags = config.immutable_tags.len(),
                         notifications = config.notifications.len(),

@@ -30,6 +30,7 @@ mod import;
 mod limits;
 mod memory;
 mod meta_suite;
+mod notify;
 mod ops;
 mod oras;
 mod pki;

@@ -102,6 +102,33 @@ pub async fn audit(State(app): State<App>, uri: Uri) -> Response {
     }
 }
 
+/// `GET /admin/notifications`: the outbox, per endpoint: how many events wait, and each
+/// with its attempts, next try and last error.
+pub async fn notifications(State(app): State<App>) -> Response {
+    let rows = match app.registry.outbox().await {
+        Ok(rows) => rows,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let mut endpoints: std::collections::BTreeMap<String, Vec<serde_json::Value>> = std::collections::BTreeMap::new();
+    for (endpoint, id, row) in rows {
+        endpoints.entry(endpoint).or_default().push(serde_json::json!({
+            "id": id,
+            "action": row.event.action.as_str(),
+            "repository": row.event.repository,
+            "digest": row.event.digest,
+            "time": crate::registry::rfc3339(row.event.time_ms),
+            "attempts": row.attempts,
+            "next_attempt": crate::registry::rfc3339(row.next_ms),
+            "last_error": row.last_error,
+        }));
+    }
+    let endpoints: Vec<serde_json::Value> = endpoints
+        .into_iter()
+        .map(|(url, events)| serde_json::json!({"url": url, "pending": events.len(), "events": events}))
+        .collect();
+    Json(serde_json::json!({ "endpoints": endpoints })).into_response()
+}
+
 pub async fn usage(State(app): State<App>) -> Response {
     let both =
         async { Ok::<_, crate::registry::Error>((app.registry.usage().await?, app.registry.cache_usage().await?)) };
