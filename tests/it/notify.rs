@@ -85,8 +85,8 @@ fn events(got: &Got) -> Vec<Value> {
         );
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
         mac.update(body);
-        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(headers["x-berth-signature"].to_str().unwrap(), format!("sha256={hex}"));
+        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(headers["x-berth-signature"].to_str().unwrap(), expected);
         let envelope: Value = serde_json::from_slice(body).unwrap();
         out.extend(envelope["events"].as_array().unwrap().iter().cloned());
     }
