@@ -90,6 +90,10 @@ impl Sender {
 
     /// One pass over the outbox: each configured endpoint's due events, oldest first.
     async fn round(&self) {
+        let endpoints = self.endpoints();
+        if endpoints.is_empty() {
+            return;
+        }
         let outbox = match self.registry.outbox().await {
             Ok(rows) => rows,
             Err(e) => {
@@ -102,7 +106,7 @@ impl Sender {
             by_endpoint.entry(endpoint).or_default().push((id, row));
         }
         let m = metrics::get();
-        for endpoint in self.endpoints().iter() {
+        for endpoint in endpoints.iter() {
             let rows = by_endpoint.remove(&endpoint.url).unwrap_or_default();
             let labels = EndpointLabels {
                 endpoint: endpoint.url.clone(),

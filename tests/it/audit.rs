@@ -90,6 +90,18 @@ pub async fn audit(berth: &Berth, query: &str) -> Vec<Value> {
     v["events"].as_array().unwrap().clone()
 }
 
+/// The newest event matching `query`, once there is one (panics after 30 s).
+async fn first_event(berth: &Berth, query: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(e) = audit(berth, query).await.first().cloned() {
+            return e;
+        }
+        assert!(std::time::Instant::now() < deadline, "no event for {query}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn find<'a>(events: &'a [Value], action: &str, reference: &str) -> Option<&'a Value> {
     events
         .iter()
@@ -211,25 +223,37 @@ async fn every_change_and_login_is_audited_and_a_failed_request_is_not() {
 async fn admin_runs_are_audited_and_the_cli_reads_the_log_online_and_offline() {
     let (_site, config) = site();
     let mut berth = start_with(&config);
-    let resp = as_user(client().post(berth.url("/admin/gc")), "carol")
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    // The run's event is recorded when it finishes.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let gc = loop {
-        if let Some(e) = audit(&berth, "action=gc").await.first().cloned() {
-            break e;
-        }
-        assert!(std::time::Instant::now() < deadline, "no gc event for run {id}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    for job in ["gc", "fsck"] {
+        let resp = as_user(client().post(berth.url(&format!("/admin/{job}"))), "carol")
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+        // The run's event is recorded when it finishes.
+        let event = first_event(&berth, &format!("action={job}")).await;
+        assert_eq!(
+            (event["user"].as_str(), event["result"].as_str()),
+            (Some("carol"), Some("ok"))
+        );
+        assert_eq!(event["addr"], "127.0.0.1");
+    }
+    // A reload that works, then one of a file that no longer loads.
+    berth.signal("HUP");
+    let reload = first_event(&berth, "action=config-reload").await;
     assert_eq!(
-        (gc["user"].as_str(), gc["result"].as_str()),
-        (Some("carol"), Some("ok"))
+        (reload["user"].as_str(), reload["result"].as_str()),
+        (Some("berth"), Some("ok"))
     );
+    std::fs::write(&config, "gc:\n  grace_period: soon\n").unwrap();
+    berth.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut failed = first_event(&berth, "action=config-reload").await;
+    while failed["result"] == "ok" {
+        assert!(std::time::Instant::now() < deadline, "no failed reload recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        failed = first_event(&berth, "action=config-reload").await;
+    }
+    assert!(failed["result"].as_str().unwrap().starts_with("failed"), "{failed}");
 
     let online = berth
         .cli()
