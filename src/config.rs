@@ -1061,15 +1061,16 @@ fn validate_gc(raw: &RawGc) -> Result<Gc, ConfigError> {
 fn validate_notifications(endpoints: &[Notification]) -> Result<(), ConfigError> {
     let mut seen = std::collections::HashSet::new();
     for n in endpoints {
-        let url = reqwest::Url::parse(&n.url).map_err(|e| invalid("notifications.url", format!("{:?}: {e}", n.url)))?;
+        // The URL is not echoed: it may carry credentials.
+        let url = reqwest::Url::parse(&n.url).map_err(|e| invalid("notifications.url", format!("not a URL ({e})")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid(
                 "notifications.url",
-                format!("{:?} is not http or https", n.url),
+                format!("{} is not http or https", url.scheme()),
             ));
         }
         if !seen.insert(n.url.as_str()) {
-            return Err(invalid("notifications.url", format!("{:?} is listed twice", n.url)));
+            return Err(invalid("notifications.url", "an endpoint is listed twice"));
         }
         if let Some(e) = n.events.iter().find(|e| !NOTIFICATION_EVENTS.contains(&e.as_str())) {
             return Err(invalid(
@@ -1961,6 +1962,35 @@ mod tests {
         .unwrap();
         let s3 = c.storage.s3.unwrap();
         assert_eq!((s3.access_key.as_str(), s3.part_size), ("FROMFILE", 16 << 20));
+    }
+
+    #[test]
+    fn notifications_take_defaults_hide_their_secret_and_refuse_mistakes() {
+        let yaml = "notifications:\n  - url: https://ci.example/hook\n    secret: hook-very-secret\n";
+        let c = load_str(yaml, &[]).unwrap();
+        let n = &c.notifications[0];
+        assert_eq!(n.events, ["push", "delete"]);
+        assert_eq!(n.repositories, ["**"]);
+        assert_eq!(
+            (n.timeout, n.max_age),
+            (Duration::from_secs(5), Duration::from_secs(24 * 3600))
+        );
+        assert_eq!(c.audit.max_age, Duration::from_secs(90 * 24 * 3600));
+        for shown in [c.to_yaml(), format!("{c:?}")] {
+            assert!(!shown.contains("very-secret"), "{shown}");
+        }
+        assert_eq!(load_str(&c.to_yaml(), &[]).unwrap().notifications[0].url, n.url);
+        for (bad, key) in [
+            ("  - url: ftp://x/\n", "notifications.url"),
+            ("  - url: https://x/\n    events: [pull]\n", "notifications.events"),
+            ("  - url: https://x/\n  - url: https://x/\n", "notifications.url"),
+            ("  - url: https://x/\n    timeout: 0s\n", "notifications.timeout"),
+        ] {
+            let e = load_str(&format!("notifications:\n{bad}"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

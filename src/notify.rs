@@ -109,13 +109,13 @@ impl Sender {
         for endpoint in endpoints.iter() {
             let rows = by_endpoint.remove(&endpoint.url).unwrap_or_default();
             let labels = EndpointLabels {
-                endpoint: endpoint.url.clone(),
+                endpoint: shown(&endpoint.url),
             };
             m.notifications_pending
                 .get_or_create(&labels)
                 .set(i64::try_from(rows.len()).unwrap_or(i64::MAX));
             if let Err(e) = self.deliver(endpoint, rows).await {
-                tracing::error!(error = %e, endpoint = %endpoint.url, "could not update the notification outbox");
+                tracing::error!(error = %e, endpoint = %shown(&endpoint.url), "could not update the notification outbox");
             }
         }
     }
@@ -132,10 +132,10 @@ impl Sender {
             .into_iter()
             .partition(|(_, row)| now.saturating_sub(row.event.time_ms) > max_age);
         let labels = EndpointLabels {
-            endpoint: endpoint.url.clone(),
+            endpoint: shown(&endpoint.url),
         };
         if !expired.is_empty() {
-            tracing::warn!(endpoint = %endpoint.url, count = expired.len(), "notifications undelivered past max_age dropped");
+            tracing::warn!(endpoint = %shown(&endpoint.url), count = expired.len(), "notifications undelivered past max_age dropped");
             metrics::get()
                 .notifications_failed
                 .get_or_create(&labels)
@@ -158,7 +158,7 @@ impl Sender {
                         .inc_by(batch.len() as u64);
                 }
                 Err(why) => {
-                    tracing::warn!(endpoint = %endpoint.url, error = %why, "notification delivery failed; will retry");
+                    tracing::warn!(endpoint = %shown(&endpoint.url), error = %why, "notification delivery failed; will retry");
                     let retry = batch
                         .iter()
                         .map(|(id, row)| (*id, Some(retried(row, &why, now))))
@@ -242,6 +242,20 @@ fn retried(row: &OutboxRow, why: &str, now: Millis) -> OutboxRow {
     }
 }
 
+/// An endpoint's URL for logs and metric labels: without user, password and query, which may
+/// hold credentials.
+pub fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<invalid url>".to_owned(),
+    }
+}
+
 /// A delivery error without the URL (which may hold credentials).
 fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
@@ -272,6 +286,15 @@ mod tests {
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn shown_urls_carry_no_credentials() {
+        assert_eq!(
+            shown("https://ci:hunter2@hooks.example/registry?token=abc"),
+            "https://hooks.example/registry"
+        );
+        assert_eq!(shown("not a url"), "<invalid url>");
     }
 
     #[test]

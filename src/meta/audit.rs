@@ -209,15 +209,22 @@ pub(super) fn append(txn: &WriteTransaction, audited: &Audited) -> Result<u64, M
     Ok(id)
 }
 
-/// Events matching `q`, newest first. Events are appended in commit order with the time their
-/// writer took, so the scan stops at the first event older than `since`.
+/// How far out of time order events may be committed: each takes its time before its write
+/// queues, and concurrent writes may commit in another order.
+const ORDER_SLACK_MS: Millis = 60_000;
+
+/// Events matching `q`, newest first. Events are appended in commit order, which follows their
+/// times but for concurrent writes, so the scan stops once an event is older than `since` by
+/// more than `ORDER_SLACK_MS`.
 pub(super) fn query(txn: &ReadTransaction, q: &AuditQuery) -> Result<AuditPage, MetaError> {
     let table = txn.open_table(AUDIT)?;
     let mut page = AuditPage::default();
     for entry in table.range(..q.before.unwrap_or(u64::MAX))?.rev() {
         let (k, v) = entry?;
         let event: AuditEvent = decode(v.value())?;
-        if q.since_ms.is_some_and(|t| event.time_ms < t) {
+        if q.since_ms
+            .is_some_and(|t| event.time_ms.saturating_add(ORDER_SLACK_MS) < t)
+        {
             break;
         }
         if !q.matches(&event) {

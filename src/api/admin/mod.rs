@@ -124,7 +124,10 @@ pub async fn notifications(State(app): State<App>) -> Response {
     }
     let endpoints: Vec<serde_json::Value> = endpoints
         .into_iter()
-        .map(|(url, events)| serde_json::json!({"url": url, "pending": events.len(), "events": events}))
+        .map(|(url, events)| {
+            let url = crate::notify::shown(&url);
+            serde_json::json!({"url": url, "pending": events.len(), "events": events})
+        })
         .collect();
     Json(serde_json::json!({ "endpoints": endpoints })).into_response()
 }
