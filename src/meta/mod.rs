@@ -1,5 +1,6 @@
 //! The metadata store: repositories, tags, manifests, references, referrers, per-repository
-//! blob links, global blob records and upload sessions.
+//! blob links, global blob records, upload sessions, and the audit log with its notification
+//! outbox (`audit`), written in the transaction of the change each event describes.
 //!
 //! The seam is [`MetaStore`] (`store`): the operations the registry, garbage collection and
 //! fsck use, with typed arguments, and [`WriteOp`], the pending write its writes return. The
