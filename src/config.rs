@@ -56,6 +56,71 @@ pub struct Config {
     /// Storage quotas on groups of repositories (`quotas:`), in file order.
     pub quotas: Vec<Quota>,
     pub ui: Ui,
+    pub audit: Audit,
+    /// Webhook endpoints (`notifications:`), in file order.
+    pub notifications: Vec<Notification>,
+}
+
+/// The audit log (`audit:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Events older than this are pruned by garbage collection.
+    pub max_age: Duration,
+}
+
+/// One `notifications:` entry: a webhook that receives events as CNCF Distribution's
+/// notification envelope. Its `Debug` leaves the secret out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notification {
+    pub url: String,
+    /// Which events: `push`, `delete`, `mount`.
+    #[serde(default = "default_notification_events")]
+    pub events: Vec<String>,
+    /// Globs over repository names (one, or a list); events without a repository never match.
+    #[serde(default = "default_notification_repositories", deserialize_with = "one_or_many")]
+    pub repositories: Vec<String>,
+    /// Signs each body: `X-Berth-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// One delivery attempt's limit.
+    #[serde(default = "default_notification_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Undelivered events older than this are dropped (and counted as failed).
+    #[serde(default = "default_notification_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl std::fmt::Debug for Notification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notification")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("repositories", &self.repositories)
+            .field("secret", &self.secret.as_ref().map(|_| REDACTED))
+            .field("timeout", &self.timeout)
+            .field("max_age", &self.max_age)
+            .finish()
+    }
+}
+
+/// The events a notification endpoint may ask for.
+pub const NOTIFICATION_EVENTS: [&str; 3] = ["push", "delete", "mount"];
+
+fn default_notification_events() -> Vec<String> {
+    vec!["push".into(), "delete".into()]
+}
+
+fn default_notification_repositories() -> Vec<String> {
+    vec!["**".into()]
+}
+
+fn default_notification_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_notification_max_age() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 /// One `retention:` rule for the repositories matching `repositories`. A tag goes when
@@ -329,6 +394,15 @@ struct RawConfig {
     retention: Vec<Retention>,
     quotas: Vec<RawQuota>,
     ui: RawUi,
+    audit: RawAudit,
+    notifications: Vec<Notification>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    #[serde(with = "humantime_serde")]
+    max_age: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -554,6 +628,7 @@ const ENV_KEYS: &[(&str, Setter)] = &[
         Ok(())
     }),
     ("gc.upload_max_age", |r, v| set_duration(&mut r.gc.upload_max_age, v)),
+    ("audit.max_age", |r, v| set_duration(&mut r.audit.max_age, v)),
     ("auth.realm", |r, v| set(&mut r.auth.realm, v)),
     ("auth.htpasswd.path", |r, v| set(&mut r.auth.htpasswd.path, v)),
     ("auth.login_failures_per_minute", |r, v| {
@@ -968,16 +1043,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let auth = validate_auth(raw.auth, tls.as_ref().is_some_and(|t| t.client_ca.is_some()))?;
     let proxy = validate_proxy(raw.proxy)?;
     let gc = validate_gc(&raw.gc)?;
-    validate_immutable_tags(&raw.immutable_tags)?;
-    validate_retention(&raw.retention)?;
-    let quotas = validate_quotas(raw.quotas)?;
+    let policies = validate_policies(raw.immutable_tags, raw.retention, raw.quotas, raw.notifications)?;
     let ui = validate_ui(raw.ui)?;
     Ok(Config {
+        audit: Audit {
+            max_age: raw.audit.max_age.unwrap_or(Duration::from_secs(90 * 24 * 3600)),
+        },
+        notifications: policies.3,
         gc,
         ui,
-        immutable_tags: raw.immutable_tags,
-        retention: raw.retention,
-        quotas,
+        immutable_tags: policies.0,
+        retention: policies.1,
+        quotas: policies.2,
         validation: Validation {
             sparse: raw.validation.sparse.unwrap_or(false),
         },
@@ -1012,6 +1089,22 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         },
         proxy,
     })
+}
+
+/// The policy sections, each validated.
+type PolicySections = (Vec<ImmutableTags>, Vec<Retention>, Vec<Quota>, Vec<Notification>);
+
+fn validate_policies(
+    immutable_tags: Vec<ImmutableTags>,
+    retention: Vec<Retention>,
+    quotas: Vec<RawQuota>,
+    notifications: Vec<Notification>,
+) -> Result<PolicySections, ConfigError> {
+    validate_immutable_tags(&immutable_tags)?;
+    validate_retention(&retention)?;
+    let quotas = validate_quotas(quotas)?;
+    validate_notifications(&notifications)?;
+    Ok((immutable_tags, retention, quotas, notifications))
 }
 
 /// An address to listen on: `IP:port`, or the forms Distribution's `http.addr` takes too:
@@ -1081,6 +1174,41 @@ fn validate_gc(raw: &RawGc) -> Result<Gc, ConfigError> {
         interval,
         upload_max_age: raw.upload_max_age.unwrap_or(Duration::from_secs(24 * 3600)),
     })
+}
+
+/// Every endpoint has an http(s) URL (none twice: the URL keys its queue), known events, globs
+/// that compile and a positive timeout.
+fn validate_notifications(endpoints: &[Notification]) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for n in endpoints {
+        // The URL is not echoed: it may carry credentials.
+        let url = reqwest::Url::parse(&n.url).map_err(|e| invalid("notifications.url", format!("not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(
+                "notifications.url",
+                format!("{} is not http or https", url.scheme()),
+            ));
+        }
+        if !seen.insert(n.url.as_str()) {
+            return Err(invalid("notifications.url", "an endpoint is listed twice"));
+        }
+        if let Some(e) = n.events.iter().find(|e| !NOTIFICATION_EVENTS.contains(&e.as_str())) {
+            return Err(invalid(
+                "notifications.events",
+                format!("{e:?} is not one of {}", NOTIFICATION_EVENTS.join(", ")),
+            ));
+        }
+        for glob in &n.repositories {
+            globset::GlobBuilder::new(glob)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| invalid("notifications.repositories", format!("glob {glob:?}: {e}")))?;
+        }
+        if n.timeout.is_zero() || n.max_age.is_zero() {
+            return Err(invalid("notifications.timeout", "timeout and max_age must be positive"));
+        }
+    }
+    Ok(())
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -1555,7 +1683,7 @@ impl Config {
              manifest_max_size: {}\n  blob_max_size: {}\n  upload_sessions: {}\n  \
              upload_sessions_per_client: {}\n  body_idle_timeout: {}\n  upload_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
              grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\nvalidation:\n  \
-             sparse: {}\nui:\n  enabled: {}\n  path: {}\n  allow_anonymous_admin: {}\n  session_ttl: {}\n",
+             sparse: {}\nui:\n  enabled: {}\n  path: {}\n  allow_anonymous_admin: {}\n  session_ttl: {}\naudit:\n  max_age: {}\n",
             self.http.addr,
             d(self.http.drain_timeout),
             d(self.http.shutdown_delay),
@@ -1583,11 +1711,47 @@ impl Config {
             self.ui.path,
             self.ui.allow_anonymous_admin,
             d(self.ui.session_ttl),
+            d(self.audit.max_age),
         ) + &self.auth_yaml()
             + &self.proxy_yaml()
             + &Self::list_yaml("immutable_tags", &self.immutable_tags)
             + &Self::list_yaml("retention", &self.retention)
             + &self.quotas_yaml()
+            + &self.notifications_yaml()
+    }
+
+    /// `notifications`, secrets redacted.
+    fn notifications_yaml(&self) -> String {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            url: &'a str,
+            events: &'a [String],
+            repositories: &'a [String],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            secret: Option<&'static str>,
+            timeout: String,
+            max_age: String,
+        }
+        #[derive(Serialize)]
+        struct Section<'a> {
+            notifications: Vec<Entry<'a>>,
+        }
+        if self.notifications.is_empty() {
+            return String::new();
+        }
+        let notifications = self
+            .notifications
+            .iter()
+            .map(|n| Entry {
+                url: &n.url,
+                events: &n.events,
+                repositories: &n.repositories,
+                secret: n.secret.as_ref().map(|_| REDACTED),
+                timeout: duration_text(n.timeout),
+                max_age: duration_text(n.max_age),
+            })
+            .collect();
+        serde_saphyr::to_string(&Section { notifications }).unwrap_or_default()
     }
 
     /// `proxy`, passwords redacted. `password_file` is not printed: the password it held is
@@ -1941,6 +2105,35 @@ mod tests {
         .unwrap();
         let s3 = c.storage.s3.unwrap();
         assert_eq!((s3.access_key.as_str(), s3.part_size), ("FROMFILE", 16 << 20));
+    }
+
+    #[test]
+    fn notifications_take_defaults_hide_their_secret_and_refuse_mistakes() {
+        let yaml = "notifications:\n  - url: https://ci.example/hook\n    secret: hook-very-secret\n";
+        let c = load_str(yaml, &[]).unwrap();
+        let n = &c.notifications[0];
+        assert_eq!(n.events, ["push", "delete"]);
+        assert_eq!(n.repositories, ["**"]);
+        assert_eq!(
+            (n.timeout, n.max_age),
+            (Duration::from_secs(5), Duration::from_secs(24 * 3600))
+        );
+        assert_eq!(c.audit.max_age, Duration::from_secs(90 * 24 * 3600));
+        for shown in [c.to_yaml(), format!("{c:?}")] {
+            assert!(!shown.contains("very-secret"), "{shown}");
+        }
+        assert_eq!(load_str(&c.to_yaml(), &[]).unwrap().notifications[0].url, n.url);
+        for (bad, key) in [
+            ("  - url: ftp://x/\n", "notifications.url"),
+            ("  - url: https://x/\n    events: [pull]\n", "notifications.events"),
+            ("  - url: https://x/\n  - url: https://x/\n", "notifications.url"),
+            ("  - url: https://x/\n    timeout: 0s\n", "notifications.timeout"),
+        ] {
+            let e = load_str(&format!("notifications:\n{bad}"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

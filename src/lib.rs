@@ -17,6 +17,7 @@ pub mod import;
 pub mod malloc;
 pub mod meta;
 pub mod metrics;
+pub mod notify;
 pub mod oci;
 pub mod registry;
 pub mod server;

@@ -60,6 +60,10 @@ enum Command {
     /// Storage usage per repository (bytes, bytes only it uses, blobs, manifests, tags) and
     /// in total, from the metadata: instant, it does not walk the disk.
     Du(cli::du::DuArgs),
+    /// The audit log, newest first: pushes, deletes, mounts, logins, admin runs and reloads,
+    /// with their user, source address and result. Offline on a store no server holds, or
+    /// through a running server with --url. A table, or --json.
+    Audit(cli::audit::AuditArgs),
     /// Probe a running server's /healthz: exit 0 when it answers 200, 1 otherwise (for a
     /// container's HEALTHCHECK).
     ///
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
         Command::Retention(args) => cli::retention::run(&args).map(|()| 0),
         Command::Fsck(args) => cli::fsck::run(&args),
         Command::Du(args) => cli::du::run(&args).map(|()| 0),
+        Command::Audit(args) => cli::audit::run(&args).map(|()| 0),
         Command::Import(command) => cli::import::run(command),
         Command::Healthcheck(args) => Ok(cli::healthcheck::run(&args)),
         Command::Config(ConfigCommand::Check { config }) => config_check(config.as_deref()).map(|()| 0),

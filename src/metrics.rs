@@ -52,6 +52,12 @@ pub struct QuotaLabels {
     pub quota: String,
 }
 
+/// A notification endpoint (its URL).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub upstream: String,
@@ -87,6 +93,9 @@ pub struct Metrics {
     pub proxy_upstream_bytes: Family<UpstreamLabels, Counter>,
     pub quota_bytes: Family<QuotaLabels, Gauge>,
     pub quota_limit_bytes: Family<QuotaLabels, Gauge>,
+    pub notifications_pending: Family<EndpointLabels, Gauge>,
+    pub notifications_delivered: Family<EndpointLabels, Counter>,
+    pub notifications_failed: Family<EndpointLabels, Counter>,
 }
 
 impl Metrics {
@@ -115,6 +124,9 @@ impl Metrics {
             proxy_upstream_bytes: Family::default(),
             quota_bytes: Family::default(),
             quota_limit_bytes: Family::default(),
+            notifications_pending: Family::default(),
+            notifications_delivered: Family::default(),
+            notifications_failed: Family::default(),
         };
         m.register();
         m
@@ -202,6 +214,12 @@ impl Metrics {
             "Blob bytes fetched from each upstream",
             self.proxy_upstream_bytes.clone(),
         );
+        self.register_policies();
+    }
+
+    /// The policies' series: quotas and notifications.
+    fn register_policies(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "quota_bytes",
             "Bytes the repositories of each quota reference, each blob once",
@@ -211,6 +229,21 @@ impl Metrics {
             "quota_limit_bytes",
             "Each quota's max_bytes",
             self.quota_limit_bytes.clone(),
+        );
+        r.register(
+            "notifications_pending",
+            "Events in each notification endpoint's outbox, not delivered yet",
+            self.notifications_pending.clone(),
+        );
+        r.register(
+            "notifications_delivered",
+            "Events delivered to each notification endpoint",
+            self.notifications_delivered.clone(),
+        );
+        r.register(
+            "notifications_failed",
+            "Events given up on (older than the endpoint's max_age), per notification endpoint",
+            self.notifications_failed.clone(),
         );
     }
 

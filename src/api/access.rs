@@ -85,7 +85,7 @@ pub(super) async fn check(
         return Ok(None);
     }
     let challenge = auth.challenge(scope(&need).as_slice(), &base(headers, peer));
-    let caller = authenticate(auth, headers, peer)
+    let caller = authenticate_audited(app, auth, method, headers, peer, matches!(endpoint, Endpoint::Base))
         .await
         .map_err(|e| ApiError::auth(&e, &challenge))?;
     let refusal = match need {
@@ -101,6 +101,44 @@ pub(super) async fn check(
     };
     tracing::info!(target: "berth::auth", user = caller.subject.name(), source = %peer.addr.ip(), "access refused");
     Err(ApiError::auth(&refusal, &challenge))
+}
+
+/// `authenticate`, recording in the audit log every refused credential and, when `login` (a
+/// request clients send to log in: `GET /v2/`, `GET /auth/token`), an accepted password or
+/// certificate. Anonymous requests and tokens presented are not logins.
+async fn authenticate_audited(
+    app: &App,
+    auth: &Auth,
+    method: &Method,
+    headers: &HeaderMap,
+    peer: &Peer,
+    login: bool,
+) -> Result<Caller, crate::auth::AuthError> {
+    use crate::auth::AuthError;
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let result = authenticate(auth, headers, peer).await;
+    let (user, outcome) = match &result {
+        Ok(caller) if login && !caller.is_anonymous() && caller.token_access.is_none() => {
+            (Some(caller.subject.name().to_owned()), "ok")
+        }
+        Err(AuthError::BadCredentials) => (
+            authorization.and_then(crate::auth::basic_user),
+            "refused: invalid credentials",
+        ),
+        Err(AuthError::TooManyFailures { .. }) => (
+            authorization.and_then(crate::auth::basic_user),
+            "refused: too many failed logins from this address",
+        ),
+        _ => return result,
+    };
+    let mut event = crate::meta::AuditEvent::new(
+        crate::meta::Action::Login,
+        &super::actor(user.as_deref(), method, headers, peer),
+        crate::meta::now_ms(),
+    );
+    outcome.clone_into(&mut event.result);
+    app.registry.record(event).await;
+    result
 }
 
 async fn authenticate(auth: &Auth, headers: &HeaderMap, peer: &Peer) -> Result<Caller, crate::auth::AuthError> {
@@ -192,7 +230,7 @@ pub async fn token(State(app): State<App>, Extension(peer): Extension<Peer>, uri
         return ApiError::not_found_route().into_response();
     };
     let basic = auth.basic_challenge();
-    let caller = match authenticate(auth, &headers, &peer).await {
+    let caller = match authenticate_audited(&app, auth, &Method::GET, &headers, &peer, true).await {
         Ok(caller) if caller.token_access.is_none() => caller,
         Ok(_) => return ApiError::new(Code::Unauthorized, "a token cannot buy a token").into_response(),
         Err(e) => return ApiError::auth(&e, &basic).into_response(),
@@ -229,7 +267,8 @@ pub async fn admin_guard(
         return ApiError::new(Code::Denied, "the admin API answers loopback clients only").into_response();
     };
     let challenge = auth.challenge(&[], &base(request.headers(), &peer));
-    let caller = match authenticate(auth, request.headers(), &peer).await {
+    let audited = authenticate_audited(&app, auth, request.method(), request.headers(), &peer, false);
+    let caller = match audited.await {
         Ok(caller) if caller.is_anonymous() => {
             let mut e = ApiError::auth(&crate::auth::AuthError::Missing, &challenge);
             ADMIN_LOGIN.clone_into(&mut e.detail);
@@ -239,6 +278,8 @@ pub async fn admin_guard(
         Err(e) => return ApiError::auth(&e, &challenge).into_response(),
     };
     let user = LoggedUser(caller.subject.name().to_owned());
+    let mut request = request;
+    request.extensions_mut().insert(user.clone());
     let mut response = if auth.is_admin(&caller) {
         next.run(request).await
     } else {

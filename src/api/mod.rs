@@ -84,7 +84,9 @@ pub fn router_with(app: App, extra: Router<App>) -> Router {
         )
         .route("/admin/fsck/{id}", axum::routing::get(admin::fsck_get))
         .route("/admin/usage", axum::routing::get(admin::usage))
-        .route("/admin/retention", axum::routing::post(admin::retention));
+        .route("/admin/retention", axum::routing::post(admin::retention))
+        .route("/admin/audit", axum::routing::get(admin::audit))
+        .route("/admin/notifications", axum::routing::get(admin::notifications));
     #[cfg(feature = "test-hooks")]
     let admin = test_hooks::mount(admin);
     let admin = admin.route_layer(axum::middleware::from_fn_with_state(app.clone(), access::admin_guard));
@@ -132,6 +134,11 @@ async fn access_log(request: axum::extract::Request, next: axum::middleware::Nex
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let request_id = request_id(request.headers());
     let public_base = forwarded_base(request.headers());
+    let mut request = request;
+    // The handlers (and the audit log) see the id the access log shows.
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert("x-request-id", id);
+    }
     let start = std::time::Instant::now();
     let span = tracing::info_span!("request", id = %request_id);
     let (parts, body) = request.into_parts();
@@ -317,12 +324,14 @@ async fn serve(
         Err(e) => return e.into_response(),
     };
     let user = caller.as_ref().map(|c| access::LoggedUser(c.subject.name().to_owned()));
+    let actor = actor(caller.as_ref().map(|c| c.subject.name()), method, headers, peer);
     let request = Request {
         method,
         query,
         headers,
         client: peer.addr.ip(),
         caller,
+        actor,
     };
     let mut response = run(app, endpoint, request, body)
         .await
@@ -367,6 +376,19 @@ fn mirror_namespace(
     }
 }
 
+/// Who is making a request, for the audit log and notifications.
+pub(crate) fn actor(user: Option<&str>, method: &Method, headers: &HeaderMap, peer: &Peer) -> crate::meta::Actor {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    crate::meta::Actor {
+        user: user.filter(|u| !u.is_empty()).map(str::to_owned),
+        addr: Some(peer.addr.ip().to_string()),
+        request_id: header("x-request-id"),
+        method: Some(method.to_string()),
+        host: header("host"),
+        user_agent: header("user-agent"),
+    }
+}
+
 /// What a handler may need of the request besides its body.
 struct Request<'a> {
     method: &'a Method,
@@ -375,6 +397,7 @@ struct Request<'a> {
     client: std::net::IpAddr,
     /// Who is calling, with authentication on.
     caller: Option<crate::auth::Caller>,
+    actor: crate::meta::Actor,
 }
 
 async fn run(app: &App, endpoint: Endpoint, request: Request<'_>, body: Body) -> Result<Response, ApiError> {
@@ -385,6 +408,7 @@ async fn run(app: &App, endpoint: Endpoint, request: Request<'_>, body: Body) ->
         headers,
         client,
         caller,
+        actor,
     } = request;
     let reg = &app.registry;
     let head = method == Method::HEAD;
@@ -400,16 +424,18 @@ async fn run(app: &App, endpoint: Endpoint, request: Request<'_>, body: Body) ->
             manifests::get(reg, &name, &reference, head).await
         }
         (Endpoint::Manifest { name, reference }, Method::PUT) => {
-            manifests::put(reg, &name, &reference, query, headers, body).await
+            manifests::put(reg, &name, &reference, query, headers, body, &actor).await
         }
-        (Endpoint::Manifest { name, reference }, Method::DELETE) => manifests::delete(reg, &name, &reference).await,
+        (Endpoint::Manifest { name, reference }, Method::DELETE) => {
+            manifests::delete(reg, &name, &reference, &actor).await
+        }
         (Endpoint::Blob { name, digest }, Method::GET | Method::HEAD) => {
             blobs::get(reg, &name, &digest, headers, head).await
         }
-        (Endpoint::Blob { name, digest }, Method::DELETE) => blobs::delete(reg, &name, &digest).await,
+        (Endpoint::Blob { name, digest }, Method::DELETE) => blobs::delete(reg, &name, &digest, &actor).await,
         (Endpoint::UploadStart { name }, Method::POST) => {
             let may_mount = access::may_mount(app, caller.as_ref(), query.get("from"));
-            uploads::start(reg, &name, query, body, client, may_mount).await
+            uploads::start(reg, &name, query, body, client, may_mount, &actor).await
         }
         (Endpoint::Upload { name, id }, Method::GET) => uploads::status(reg, &name, &id).await,
         (Endpoint::Upload { name, id }, Method::PATCH) => uploads::patch(reg, &name, &id, headers, body).await,

@@ -356,6 +356,15 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// The user name of Basic credentials, if that is what `authorization` holds (for the audit
+/// log of a refused login; the password is dropped here).
+pub fn basic_user(authorization: &str) -> Option<String> {
+    match parse_authorization(authorization) {
+        Ok(Credentials::Basic { user, .. }) => Some(user),
+        _ => None,
+    }
+}
+
 fn parse_authorization(value: &str) -> Result<Credentials, AuthError> {
     let (scheme, rest) = value.trim().split_once(' ').ok_or(AuthError::BadCredentials)?;
     let rest = rest.trim();

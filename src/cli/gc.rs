@@ -22,7 +22,9 @@ pub fn run(args: &GcArgs) -> anyhow::Result<()> {
 
 async fn offline(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
     let registry = super::open_offline(config, "gc").await?;
-    let opts = gc::Options::from_config(&config.gc).with_dry_run(dry_run);
+    let opts = gc::Options::from_config(&config.gc)
+        .with_audit_max_age(config.audit.max_age)
+        .with_dry_run(dry_run);
     let show = std::io::stderr().is_terminal();
     let progress = move |phase: Phase| {
         if show {

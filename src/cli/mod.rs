@@ -1,5 +1,6 @@
 //! Subcommands beyond `serve`.
 
+pub mod audit;
 pub mod convert;
 pub mod du;
 pub mod fsck;

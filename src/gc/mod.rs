@@ -54,6 +54,8 @@ pub struct Options {
     pub upload_max_age: Duration,
     /// Report what would be deleted, and delete nothing.
     pub dry_run: bool,
+    /// Audit events older than this are pruned (`audit.max_age`); `None` keeps them.
+    pub audit_max_age: Option<Duration>,
 }
 
 impl Options {
@@ -64,6 +66,16 @@ impl Options {
             delete_untagged: gc.delete_untagged,
             upload_max_age: gc.upload_max_age,
             dry_run: false,
+            audit_max_age: None,
+        }
+    }
+
+    /// The same run, pruning the audit log of events older than `max_age`.
+    #[must_use]
+    pub fn with_audit_max_age(self, max_age: Duration) -> Self {
+        Options {
+            audit_max_age: Some(max_age),
+            ..self
         }
     }
 
@@ -142,6 +154,9 @@ pub struct Report {
     /// What the retention rules removed first, when there are rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<retention::Report>,
+    /// Audit events older than `audit.max_age` removed.
+    #[serde(default)]
+    pub audit_events_pruned: u64,
     /// Unreferenced blobs kept only because they are inside the grace period.
     pub kept_by_grace: Amount,
     pub duration_ms: u64,
@@ -217,6 +232,10 @@ pub async fn run(
         report.uploads_purged = registry.purge_uploads(upload_cutoff).await?;
         report.staging_orphans_removed = registry.purge_staging_orphans(staging_cutoff, false).await?;
         registry.prune_touches(policy.cutoff_ms);
+        if let Some(max_age) = opts.audit_max_age {
+            let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+            report.audit_events_pruned = registry.prune_audit(cutoff).await?;
+        }
     }
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     phase(Phase::Done);

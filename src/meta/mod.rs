@@ -1,5 +1,6 @@
 //! The metadata store: repositories, tags, manifests, references, referrers, per-repository
-//! blob links, global blob records and upload sessions.
+//! blob links, global blob records, upload sessions, and the audit log with its notification
+//! outbox (`audit`), written in the transaction of the change each event describes.
 //!
 //! The seam is [`MetaStore`] (`store`): the operations the registry, garbage collection and
 //! fsck use, with typed arguments, and [`WriteOp`], the pending write its writes return. The
@@ -17,6 +18,7 @@
 //!   that spans several rows (a manifest PUT updates manifests, references, reference counts,
 //!   referrers and tags) is one write transaction, run by the group-commit writer (`writer`).
 
+pub mod audit;
 pub mod browse;
 pub mod codec;
 pub mod fsck;
@@ -37,9 +39,10 @@ use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 use crate::hot_pool::HotPool;
 
+pub use audit::{Action, Actor, AuditEvent, AuditPage, AuditQuery, Audited, OutboxRow};
 pub use quota::{Quota, QuotaUsage};
 pub use schema::{BlobRow, BlobState, ManifestRow, Millis, ReferrerRow, UploadRow};
-pub use store::{MetaStore, NewManifest, Page, PendingWrite, Protected, WriteOp};
+pub use store::{AuditHook, MetaStore, NewManifest, Page, PendingWrite, Protected, WriteOp};
 pub use writer::CommitObserver;
 
 /// Errors of the metadata store: storage failures, and the refusals its write transactions

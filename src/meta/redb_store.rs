@@ -10,6 +10,7 @@
 
 use uuid::Uuid;
 
+use super::audit::{self, AuditPage, AuditQuery, Audited, OutboxRow};
 use super::browse::{self, RepoSummary, TagDetail};
 use super::fsck::{self, Repair, Scan};
 use super::gc::{self, Policy, Snapshot};
@@ -203,5 +204,26 @@ impl MetaStore for Meta {
 
     fn fsck_repair(&self, repairs: Vec<Repair>) -> WriteOp<Vec<bool>> {
         self.write(move |txn| fsck::repair(txn, &repairs))
+    }
+
+    fn record(&self, audited: Audited) -> WriteOp<()> {
+        self.write(move |txn| audit::append(txn, &audited).map(drop))
+    }
+
+    async fn audit(&self, query: AuditQuery) -> Result<AuditPage, MetaError> {
+        self.scan(move |txn| audit::query(txn, &query)).await
+    }
+
+    fn prune_audit(&self, before_ms: Millis) -> WriteOp<u64> {
+        self.write(move |txn| audit::prune(txn, before_ms))
+    }
+
+    async fn outbox(&self) -> Result<Vec<(String, u64, OutboxRow)>, MetaError> {
+        self.scan(audit::outbox).await
+    }
+
+    fn outbox_update(&self, endpoint: &str, updates: Vec<(u64, Option<OutboxRow>)>) -> WriteOp<()> {
+        let endpoint = endpoint.to_owned();
+        self.write(move |txn| audit::outbox_update(txn, &endpoint, &updates))
     }
 }

@@ -16,6 +16,9 @@
 //! | `blobs`            | blob digest                    | `BlobRow`     |
 //! | `uploads`          | upload uuid                    | `UploadRow`   |
 //! | `tombstones`       | blob digest                    | `TombstoneRow`|
+//! | `audit`            | event id (u64)                 | `audit::AuditEvent` |
+//! | `outbox`           | (endpoint, event id)           | `audit::OutboxRow`  |
+//! | `sequences`        | sequence name                  | last value (u64, raw) |
 
 use std::collections::BTreeMap;
 
@@ -40,6 +43,9 @@ pub const BLOB_LINKS: TableDefinition<(&str, &str), Bytes> = TableDefinition::ne
 pub const BLOBS: TableDefinition<&str, Bytes> = TableDefinition::new("blobs");
 pub const UPLOADS: TableDefinition<&str, Bytes> = TableDefinition::new("uploads");
 pub const TOMBSTONES: TableDefinition<&str, Bytes> = TableDefinition::new("tombstones");
+pub const AUDIT: TableDefinition<u64, Bytes> = TableDefinition::new("audit");
+pub const OUTBOX: TableDefinition<(&str, u64), Bytes> = TableDefinition::new("outbox");
+pub const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("sequences");
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;

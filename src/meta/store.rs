@@ -36,6 +36,7 @@ use std::future::Future;
 use uuid::Uuid;
 
 use super::MetaError;
+use super::audit::{AuditPage, AuditQuery, Audited, OutboxRow};
 use super::browse::{RepoSummary, TagDetail};
 use super::fsck::{Repair, Scan};
 use super::gc::{Policy, Snapshot};
@@ -204,6 +205,26 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
     /// fsck: apply compare-and-set repairs in one transaction; answers, for each, whether it
     /// applied (false: the row changed since the scan, so the repair no longer fits).
     fn fsck_repair(&self, repairs: Vec<Repair>) -> WriteOp<Vec<bool>>;
+
+    // The audit log and the notification outbox (`audit`). An event that goes with a change
+    // is recorded by that change's own transaction: `WriteOp::audited`.
+
+    /// Record an event that changes nothing else (a login, an admin run, a reload), with its
+    /// outbox rows.
+    fn record(&self, audited: Audited) -> WriteOp<()>;
+
+    /// Events matching `query`, newest first, one page.
+    async fn audit(&self, query: AuditQuery) -> Result<AuditPage, MetaError>;
+
+    /// Remove the events recorded before `before_ms`; answers how many.
+    fn prune_audit(&self, before_ms: Millis) -> WriteOp<u64>;
+
+    /// Every outbox row: (endpoint, event id, row), by endpoint then id.
+    async fn outbox(&self) -> Result<Vec<(String, u64, OutboxRow)>, MetaError>;
+
+    /// Replace (`Some`: a failed attempt) or remove (`None`: delivered, or given up) outbox
+    /// rows of `endpoint`.
+    fn outbox_update(&self, endpoint: &str, updates: Vec<(u64, Option<OutboxRow>)>) -> WriteOp<()>;
 }
 
 /// One page of a lexically ordered listing.
@@ -296,11 +317,25 @@ impl<T: Send + 'static> WriteOp<T> {
     pub fn commit(self) -> impl Future<Output = Result<T, MetaError>> + Send {
         self.0.commit()
     }
+
+    /// Record the event `hook` makes of the write's result in the same transaction, when the
+    /// write succeeds and `hook` answers one (a mount that linked nothing changed nothing).
+    /// The hook may run more than once: a backend may retry a transaction.
+    #[must_use = "a write does nothing until it is waited for or committed"]
+    pub fn audited(mut self, hook: impl FnMut(&T) -> Option<Audited> + Send + 'static) -> Self {
+        self.0.audit(Box::new(hook));
+        self
+    }
 }
+
+/// What `WriteOp::audited` attaches: the event to record for a result, if any.
+pub type AuditHook<T> = Box<dyn FnMut(&T) -> Option<Audited> + Send>;
 
 /// A backend's write in waiting; see [`WriteOp`], whose two ways of running it this provides.
 #[async_trait::async_trait]
 pub trait PendingWrite<T: Send + 'static>: Send {
     fn wait(self: Box<Self>) -> Result<T, MetaError>;
     async fn commit(self: Box<Self>) -> Result<T, MetaError>;
+    /// Record the event `hook` answers in the write's own transaction (`WriteOp::audited`).
+    fn audit(&mut self, hook: AuditHook<T>);
 }

@@ -31,6 +31,9 @@ pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<(), MetaError> {
     txn.open_table(BLOBS)?;
     txn.open_table(UPLOADS)?;
     txn.open_table(TOMBSTONES)?;
+    txn.open_table(super::schema::AUDIT)?;
+    txn.open_table(super::schema::OUTBOX)?;
+    txn.open_table(super::schema::SEQUENCES)?;
     Ok(())
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{MetaError, PendingWrite, WriteOp};
+use super::{AuditHook, MetaError, PendingWrite, WriteOp};
 
 /// Operations per transaction at most.
 const MAX_BATCH: usize = 128;
@@ -74,6 +74,8 @@ impl<T> Reply<T> {
 /// waited for or committed (the same allocation then travels through the queue as an `Op`).
 struct GroupOp<T, F> {
     f: F,
+    /// The event to record with the result, in the same transaction (`WriteOp::audited`).
+    audit: Option<AuditHook<T>>,
     result: Option<Result<T, MetaError>>,
     reply: Option<Reply<T>>,
     queue: Option<mpsc::Sender<Box<dyn Op>>>,
@@ -85,7 +87,13 @@ where
     F: FnMut(&WriteTransaction) -> Result<T, MetaError> + Send,
 {
     fn run(&mut self, txn: &WriteTransaction) -> bool {
-        let result = (self.f)(txn);
+        let mut result = (self.f)(txn);
+        if let (Ok(value), Some(hook)) = (&result, &mut self.audit)
+            && let Some(audited) = hook(value)
+            && let Err(e) = super::audit::append(txn, &audited)
+        {
+            result = Err(e);
+        }
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -128,6 +136,10 @@ where
         queue.reserve().await.map_err(|_| stopped())?.send(self);
         result.await.map_err(|_| stopped())?
     }
+
+    fn audit(&mut self, hook: AuditHook<T>) {
+        self.audit = Some(hook);
+    }
 }
 
 fn stopped() -> MetaError {
@@ -161,6 +173,7 @@ impl Writer {
     {
         WriteOp::new(GroupOp {
             f,
+            audit: None,
             result: None,
             reply: None,
             queue: self.queue.clone(),
@@ -237,6 +250,7 @@ mod tests {
         (
             Box::new(GroupOp {
                 f,
+                audit: None,
                 result: None,
                 reply: Some(Reply::Blocking(reply)),
                 queue: None,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{Error, Registry};
 use crate::blobs::{BlobReader, ByteStream, Upload};
-use crate::meta::now_ms;
+use crate::meta::{Action, Actor, now_ms};
 use crate::oci::{Digest, RepoName};
 
 /// A blob opened for a GET: its size, and a reader for the bytes (or a URL to send the client
@@ -100,9 +100,13 @@ impl Registry {
     }
 
     /// Unlink a blob from `repo`. The file stays until garbage collection finds it unused.
-    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), Error> {
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest, actor: &Actor) -> Result<(), Error> {
         self.refuse_cached(repo)?;
-        self.meta_write(|m| m.unlink_blob(repo, digest))
+        let mut event = Self::event(Action::BlobDelete, actor, repo);
+        event.reference = Some(digest.to_string());
+        event.digest = Some(digest.to_string());
+        let audited = self.audited(event);
+        self.meta_write(|m| m.unlink_blob(repo, digest).audited(move |()| Some(audited.clone())))
             .await
             .map_err(|e| match e {
                 Error::ManifestBlobUnknown(_) => Error::BlobUnknown,
@@ -112,9 +116,22 @@ impl Registry {
 
     /// Cross-repository mount: link `digest` into `repo` if `from` has it (or, without `from`,
     /// if it exists at all). Returns whether it was mounted.
-    pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<bool, Error> {
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+        actor: &Actor,
+    ) -> Result<bool, Error> {
         self.refuse_cached(repo)?;
-        self.meta_write(|m| m.mount_blob(repo, digest, from, now_ms())).await
+        let mut event = Self::event(Action::Mount, actor, repo);
+        event.reference = Some(digest.to_string());
+        event.digest = Some(digest.to_string());
+        let audited = self.audited(event);
+        // A mount that linked nothing changed nothing: no event (the client uploads instead).
+        let hook = move |linked: &bool| linked.then(|| audited.clone());
+        self.meta_write(|m| m.mount_blob(repo, digest, from, now_ms()).audited(hook))
+            .await
     }
 
     /// Make a verified upload the blob `digest` and link it into `repo`: the blob is durable

@@ -71,7 +71,7 @@ impl Registry {
 
     /// Link the stored blob `digest` into `repo`. Returns false if it is not stored (live).
     pub async fn link_stored_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {
-        self.mount_blob(repo, digest, None).await
+        self.mount_blob(repo, digest, None, &crate::meta::Actor::system()).await
     }
 
     /// Whether the manifest `digest` is stored in `repo`, and which of `tags` do not point at
@@ -104,6 +104,8 @@ impl Registry {
         body: bytes::Bytes,
     ) -> Result<(), Error> {
         let reference = Reference::Digest(digest.clone());
-        self.put_manifest(repo, &reference, tags, None, body).await.map(drop)
+        self.put_manifest(repo, &reference, tags, None, body, &crate::meta::Actor::system())
+            .await
+            .map(drop)
     }
 }

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::policy::Policies;
 use super::{Error, Registry};
-use crate::meta::{ManifestRow, NewManifest, ReferrerRow, now_ms};
+use crate::meta::{Action, Actor, ManifestRow, NewManifest, ReferrerRow, now_ms};
 use crate::oci::manifest::{self, ManifestKind, ParsedManifest};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 
@@ -67,6 +67,7 @@ impl Registry {
         tags: Vec<Tag>,
         content_type: Option<&str>,
         body: Bytes,
+        actor: &Actor,
     ) -> Result<ManifestPut, Error> {
         self.refuse_cached(repo)?;
         let limit = self.limits.manifest_max_bytes;
@@ -92,7 +93,13 @@ impl Registry {
             Reference::Tag(t) => std::iter::once(t.clone()).chain(tags).collect(),
             Reference::Digest(_) => tags,
         };
+        let mut event = Self::event(Action::Push, actor, repo);
+        event.reference = Some(reference.to_string());
+        event.digest = Some(digest.to_string());
+        event.size = Some(body.len() as u64);
         let row = manifest_row(&parsed, body);
+        event.media_type = Some(row.media_type.clone());
+        let audited = self.audited(event);
         let policies = self.policies.get();
         let new = NewManifest {
             sparse: self.limits.sparse_manifests,
@@ -100,7 +107,7 @@ impl Registry {
             quotas: policies.quotas_of(repo),
             ..new_manifest(repo.clone(), digest.clone(), tags.clone(), &parsed, row)
         };
-        self.meta_write(|m| m.put_manifest(new, now_ms()))
+        self.meta_write(|m| m.put_manifest(new, now_ms()).audited(move |()| Some(audited.clone())))
             .await
             .map_err(|e| immutable(e, &policies, repo))?;
         crate::crashpoint::hit("manifest.after_commit");
@@ -108,13 +115,30 @@ impl Registry {
     }
 
     /// Delete by digest (the manifest and its tags) or by tag (only the tag).
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<(), Error> {
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference, actor: &Actor) -> Result<(), Error> {
         self.refuse_cached(repo)?;
         let policies = self.policies.get();
         let protected = policies.protected(repo);
+        let action = match reference {
+            Reference::Digest(_) => Action::ManifestDelete,
+            Reference::Tag(_) => Action::TagDelete,
+        };
+        let mut event = Self::event(action, actor, repo);
+        event.reference = Some(reference.to_string());
+        if let Reference::Digest(d) = reference {
+            event.digest = Some(d.to_string());
+        }
+        let audited = self.audited(event);
+        let hook = move |(): &()| Some(audited.clone());
         let deleted = match reference {
-            Reference::Digest(d) => self.meta_write(|m| m.delete_manifest(repo, d, protected)).await,
-            Reference::Tag(t) => self.meta_write(|m| m.delete_tag(repo, t, protected)).await,
+            Reference::Digest(d) => {
+                self.meta_write(|m| m.delete_manifest(repo, d, protected).audited(hook))
+                    .await
+            }
+            Reference::Tag(t) => {
+                self.meta_write(|m| m.delete_tag(repo, t, protected).audited(hook))
+                    .await
+            }
         };
         deleted.map_err(|e| immutable(e, &policies, repo))?;
         if let Reference::Digest(_) = reference {

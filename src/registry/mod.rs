@@ -14,6 +14,7 @@
 //! pool); writes are built as `WriteOp`s and their commits awaited (`meta_write`), holding no
 //! thread.
 
+mod audit;
 mod blobs;
 mod browse;
 mod error;
@@ -34,6 +35,7 @@ use crate::blobs::BlobStore;
 use crate::meta::{MetaStore, Millis, WriteOp, now_ms};
 use crate::oci::Digest;
 
+pub use audit::{AUDIT_PAGE_MAX, AuditEntry, AuditListing, Routes, audit_query, notification_action, rfc3339};
 pub use blobs::{BlobBody, stream};
 pub use error::Error;
 pub use import::Presence;
@@ -74,6 +76,8 @@ pub struct Registry {
     proxies: proxy::Proxies,
     /// Immutable tags and the other write policies, replaced on a configuration reload.
     policies: policy::Current,
+    /// Which notification endpoints get which events, replaced on a configuration reload.
+    routes: audit::CurrentRoutes,
 }
 
 impl Registry {
@@ -124,6 +128,7 @@ impl Registry {
             touches: Arc::default(),
             proxies: proxy::Proxies::new(proxies)?,
             policies: policy::Current::default(),
+            routes: audit::CurrentRoutes::default(),
         }))
     }
 

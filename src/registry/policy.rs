@@ -199,7 +199,7 @@ fn common_literal_prefix(patterns: &[String]) -> String {
     })
 }
 
-fn globs(patterns: &[String]) -> GlobSet {
+pub(super) fn globs(patterns: &[String]) -> GlobSet {
     let mut set = GlobSetBuilder::new();
     for pattern in patterns {
         if let Ok(glob) = GlobBuilder::new(pattern).literal_separator(true).build() {

@@ -19,6 +19,7 @@ use crate::blobs::fs::FsStore;
 use crate::blobs::s3::S3Store;
 use crate::config::Config;
 use crate::gc;
+use crate::meta::Actor;
 use crate::meta::{Meta, MetaError, MetaStore};
 use crate::registry::{self, Registry};
 
@@ -140,8 +141,13 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
         source,
     })?;
     let registry = open_registry(&config).await?;
+    registry.set_notifications(&config.notifications);
+    let source = listener
+        .local_addr()
+        .map_or_else(|_| addr.to_string(), |a| a.to_string());
+    let sender = crate::notify::Sender::spawn(Arc::clone(&registry), &config.notifications, source, tls.is_some());
     if let Some(reload) = reload {
-        spawn_config_reloader(Arc::clone(&registry), reload, reloads);
+        spawn_config_reloader(Arc::clone(&registry), sender, reload, reloads);
     }
     let local = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -154,7 +160,7 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
             crate::testhook::ENV_ENABLE
         );
     }
-    let gc_options = gc::Options::from_config(&config.gc);
+    let gc_options = gc::Options::from_config(&config.gc).with_audit_max_age(config.audit.max_age);
     let jobs = Arc::new(Jobs::default());
     if let Some(every) = config.gc.interval {
         spawn_periodic_gc(Arc::clone(&jobs), Arc::clone(&registry), gc_options.clone(), every);
@@ -204,9 +210,19 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
 }
 
 /// On each SIGHUP, load the configuration again and put its policies in force.
-fn spawn_config_reloader(registry: Arc<Registry>, reload: Reload, mut reloads: tokio::sync::watch::Receiver<u64>) {
+fn spawn_config_reloader(
+    registry: Arc<Registry>,
+    sender: Arc<crate::notify::Sender>,
+    reload: Reload,
+    mut reloads: tokio::sync::watch::Receiver<u64>,
+) {
     tokio::spawn(async move {
         while reloads.changed().await.is_ok() {
+            let mut event = crate::meta::AuditEvent::new(
+                crate::meta::Action::ConfigReload,
+                &Actor::system(),
+                crate::meta::now_ms(),
+            );
             match reload() {
                 Ok(config) => {
                     registry.set_policies(registry::Policies::new(
@@ -214,15 +230,23 @@ fn spawn_config_reloader(registry: Arc<Registry>, reload: Reload, mut reloads: t
                         &config.retention,
                         &config.quotas,
                     ));
+                    registry.set_notifications(&config.notifications);
+                    sender.set_endpoints(&config.notifications);
                     tracing::info!(
                         immutable_tags = config.immutable_tags.len(),
                         retention = config.retention.len(),
                         quotas = config.quotas.len(),
+                        notifications = config.notifications.len(),
                         "configuration reloaded: policies in force"
                     );
                 }
-                Err(e) => tracing::error!("configuration reload failed, keeping the previous one: {e}"),
+                Err(e) => {
+                    tracing::error!("configuration reload failed, keeping the previous one: {e}");
+                    // The message may quote a value of the file: the log has it, the audit log not.
+                    "failed: the configuration did not load (see the server log)".clone_into(&mut event.result);
+                }
             }
+            registry.record(event).await;
         }
     });
 }
@@ -295,7 +319,7 @@ fn spawn_periodic_gc(jobs: Arc<Jobs>, registry: Arc<Registry>, opts: gc::Options
         ticks.tick().await; // the first tick is immediate; wait a whole interval first
         loop {
             ticks.tick().await;
-            let (job, started) = start_gc(&jobs, Arc::clone(&registry), opts.clone());
+            let (job, started) = start_gc(&jobs, Arc::clone(&registry), opts.clone(), Actor::system());
             tracing::info!(id = %job.id, started, "periodic garbage collection");
         }
     });

@@ -57,6 +57,7 @@ pub async fn login(
     State(ui): State<Ui>,
     viewer: Viewer,
     jar: SignedCookieJar,
+    headers: axum::http::HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     if let Err(e) = check_csrf(&viewer, &form.csrf) {
@@ -65,7 +66,18 @@ pub async fn login(
     let Some(auth) = ui.app.auth.as_ref().filter(|a| a.has_passwords()) else {
         return UiError::NotFound("signing in needs auth.htpasswd".into()).page(&viewer);
     };
-    match auth.login(&form.user, form.password, viewer.peer.addr.ip()).await {
+    let logged_in = auth.login(&form.user, form.password, viewer.peer.addr.ip()).await;
+    let mut event = crate::meta::AuditEvent::new(
+        crate::meta::Action::Login,
+        &viewer.actor(&headers),
+        crate::meta::now_ms(),
+    );
+    event.actor.user = Some(form.user.clone());
+    if logged_in.is_err() {
+        "refused: invalid credentials".clone_into(&mut event.result);
+    }
+    ui.app.registry.record(event).await;
+    match logged_in {
         Ok(_) => {
             let session = Session::new(Some(form.user), ui.settings.session_ttl);
             let jar = session.store(&ui, &viewer.peer, jar);
@@ -181,14 +193,20 @@ async fn consequences(viewer: &Viewer, name: &RepoName, reference: &Reference) -
 }
 
 /// `POST {ui.path}/r/<name>/-/delete/<reference>`: delete, then back to the repository.
-pub async fn delete(viewer: Viewer, Path(rest): Path<String>, Form(form): Form<CsrfForm>) -> Response {
+pub async fn delete(
+    viewer: Viewer,
+    Path(rest): Path<String>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     let result = async {
         check_csrf(&viewer, &form.csrf)?;
         let UiPath::Delete(name, reference) = route::parse(&rest).map_err(UiError::BadRequest)? else {
             return Err(UiError::NotFound("no such form".into()));
         };
         may_delete(&viewer, &name)?;
-        viewer.ui.app.registry.delete_manifest(&name, &reference).await?;
+        let actor = viewer.actor(&headers);
+        viewer.ui.app.registry.delete_manifest(&name, &reference, &actor).await?;
         tracing::info!(target: "berth::audit", user = viewer.session.user.as_deref().unwrap_or("-"), repo = %name, %reference, "deleted from the UI");
         Ok(Redirect::to(&viewer.ui.link(&route::repository(name.as_str()))).into_response())
     }

@@ -36,13 +36,13 @@ pub async fn overview(viewer: Viewer) -> Response {
 }
 
 /// `POST {ui.path}/admin/gc`: start a run (a dry run when the form says so), then show it.
-pub async fn gc_start(viewer: Viewer, Form(form): Form<GcForm>) -> Response {
+pub async fn gc_start(viewer: Viewer, headers: axum::http::HeaderMap, Form(form): Form<GcForm>) -> Response {
     let result = super::actions::check_csrf(&viewer, &form.csrf)
         .and_then(|()| admin_only(&viewer))
         .map(|()| {
             let app = &viewer.ui.app;
             let opts = app.gc_options.clone().with_dry_run(form.dry_run.is_some());
-            let (run, _) = start_gc(&app.gc, Arc::clone(&app.registry), opts);
+            let (run, _) = start_gc(&app.gc, Arc::clone(&app.registry), opts, viewer.actor(&headers));
             Redirect::to(&viewer.ui.link(&format!("/admin/gc/{}", run.id))).into_response()
         });
     respond(&viewer, result)

@@ -133,6 +133,18 @@ pub struct Viewer {
     caller: Option<Caller>,
 }
 
+impl Viewer {
+    /// The signed-in user (or none) as the audit log records them.
+    pub(crate) fn actor(&self, headers: &axum::http::HeaderMap) -> crate::meta::Actor {
+        crate::api::actor(
+            self.session.user.as_deref(),
+            &axum::http::Method::POST,
+            headers,
+            &self.peer,
+        )
+    }
+}
+
 impl FromRequestParts<Ui> for Viewer {
     type Rejection = Response;
 

@@ -5,14 +5,16 @@
 //! What they pin down is the trait's contract, not redb's: repository isolation, the reference
 //! checks and counts of a manifest PUT, a failed write leaving nothing, the lexical paging of
 //! listings, which tagged manifest is the newest, the upload-session rows, the garbage-collection sweeps re-checking inside their
-//! transactions, fsck's compare-and-set, and durability across a reopen.
+//! transactions, fsck's compare-and-set, durability across a reopen, and the audit log and
+//! notification outbox written with the change they describe.
 
 use std::sync::Arc;
 
 use berth::meta::fsck::Repair;
 use berth::meta::gc::Policy;
 use berth::meta::{
-    BlobState, ManifestRow, Meta, MetaError, MetaStore, NewManifest, Protected, Quota, QuotaUsage, ReferrerRow,
+    Action, Actor, AuditEvent, AuditQuery, Audited, BlobState, ManifestRow, Meta, MetaError, MetaStore, NewManifest,
+    Protected, Quota, QuotaUsage, ReferrerRow,
 };
 use berth::oci::{Algorithm, Digest, RepoName, Tag};
 use uuid::Uuid;
@@ -53,6 +55,8 @@ macro_rules! suite {
 }
 
 suite!(
+    audit_events_commit_with_their_change_or_not_at_all,
+    the_audit_log_filters_pages_and_prunes,
     blobs_are_readable_only_where_linked,
     mounts_need_the_source_link_or_a_live_blob,
     a_manifest_put_checks_its_references,
@@ -850,4 +854,155 @@ async fn blocking_code_waits_for_writes(backend: Backend) {
         .unwrap()
         .unwrap();
     assert!(backend.store.linked_blob(&a, &d).await.unwrap().is_some());
+}
+
+/// An event of `action` on `repo` at `now`, bound for `notify`.
+fn event(action: Action, repo: &RepoName, user: &str, now: u64, notify: &[&str]) -> Audited {
+    let actor = Actor {
+        user: Some(user.into()),
+        ..Actor::default()
+    };
+    Audited {
+        event: AuditEvent {
+            repository: Some(repo.to_string()),
+            ..AuditEvent::new(action, &actor, now)
+        },
+        notify: notify.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+fn everything() -> AuditQuery {
+    AuditQuery {
+        limit: 1000,
+        ..AuditQuery::default()
+    }
+}
+
+async fn audit_events_commit_with_their_change_or_not_at_all(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("suite/a");
+    let d = blob(s, &a, b"layer", 10).await;
+    let pushed = event(Action::Push, &a, "alice", 20, &["http://hook/1", "http://hook/2"]);
+    let good = manifest(&a, "1", &[(&d, 5)], Some("v1"));
+    s.put_manifest(good, 20)
+        .audited(move |()| Some(pushed.clone()))
+        .commit()
+        .await
+        .unwrap();
+    // A write that fails inside its transaction records no event and queues nothing.
+    let missing = digest(b"absent");
+    let bad = manifest(&a, "2", &[(&missing, 3)], Some("v2"));
+    let refused = event(Action::Push, &a, "mallory", 21, &["http://hook/1"]);
+    let failed = s
+        .put_manifest(bad, 21)
+        .audited(move |()| Some(refused.clone()))
+        .commit()
+        .await;
+    assert!(matches!(failed, Err(MetaError::BlobNotLinked(_))));
+    // A hook may decline: a mount that linked nothing.
+    let mount = event(Action::Mount, &a, "alice", 22, &["http://hook/1"]);
+    let linked = s
+        .mount_blob(&repo("suite/b"), &missing, None, 22)
+        .audited(move |linked| linked.then(|| mount.clone()))
+        .commit()
+        .await
+        .unwrap();
+    assert!(!linked);
+    let log = s.audit(everything()).await.unwrap().events;
+    assert_eq!(log.len(), 1, "{log:?}");
+    let (id, recorded) = &log[0];
+    assert_eq!(
+        (recorded.action, recorded.actor.user.as_deref()),
+        (Action::Push, Some("alice"))
+    );
+    let outbox = s.outbox().await.unwrap();
+    let keys: Vec<(&str, u64)> = outbox.iter().map(|(e, i, _)| (e.as_str(), *i)).collect();
+    assert_eq!(keys, [("http://hook/1", *id), ("http://hook/2", *id)]);
+    // Delivered: removed for one endpoint; a failed attempt updates the other's row.
+    s.outbox_update("http://hook/1", vec![(*id, None)])
+        .commit()
+        .await
+        .unwrap();
+    let mut row = outbox[1].2.clone();
+    row.attempts = 1;
+    s.outbox_update("http://hook/2", vec![(*id, Some(row.clone()))])
+        .commit()
+        .await
+        .unwrap();
+    drop(backend.store);
+    let s = (backend.reopen)();
+    let outbox = s.outbox().await.unwrap();
+    assert_eq!(
+        outbox,
+        [("http://hook/2".to_owned(), *id, row)],
+        "the outbox survives a reopen"
+    );
+    // Updating a row already removed does not bring it back.
+    s.outbox_update("http://hook/1", vec![(*id, Some(outbox[0].2.clone()))])
+        .commit()
+        .await
+        .unwrap();
+    assert_eq!(s.outbox().await.unwrap().len(), 1);
+}
+
+async fn the_audit_log_filters_pages_and_prunes(backend: Backend) {
+    let s = &*backend.store;
+    let (a, b) = (repo("suite/a"), repo("suite/b"));
+    for (i, (r, user, action)) in [
+        (&a, "alice", Action::Push),
+        (&b, "bob", Action::Push),
+        (&a, "bob", Action::TagDelete),
+        (&a, "alice", Action::Login),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s.record(event(action, r, user, 100 + i as u64 * 10, &[]))
+            .commit()
+            .await
+            .unwrap();
+    }
+    let ids = |page: berth::meta::AuditPage| page.events.iter().map(|(_, e)| e.time_ms).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.audit(everything()).await.unwrap()),
+        [130, 120, 110, 100],
+        "newest first"
+    );
+    let q = |f: fn(&mut AuditQuery)| {
+        let mut q = everything();
+        f(&mut q);
+        q
+    };
+    let by_repo = q(|q| q.repository = Some("suite/a".into()));
+    assert_eq!(ids(s.audit(by_repo).await.unwrap()), [130, 120, 100]);
+    let by_user = q(|q| q.user = Some("bob".into()));
+    assert_eq!(ids(s.audit(by_user).await.unwrap()), [120, 110]);
+    let by_action = q(|q| q.action = Some(Action::Push));
+    assert_eq!(ids(s.audit(by_action).await.unwrap()), [110, 100]);
+    let window = q(|q| {
+        q.since_ms = Some(110);
+        q.until_ms = Some(120);
+    });
+    assert_eq!(ids(s.audit(window).await.unwrap()), [120, 110]);
+    let first = s.audit(q(|q| q.limit = 3)).await.unwrap();
+    assert_eq!(ids(first.clone()), [130, 120, 110]);
+    let rest = s
+        .audit(AuditQuery {
+            before: first.next,
+            limit: 3,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((ids(rest.clone()), rest.next), (vec![100], None));
+    assert_eq!(s.prune_audit(120).commit().await.unwrap(), 2);
+    assert_eq!(ids(s.audit(everything()).await.unwrap()), [130, 120]);
+    // Ids are never reused, even once pruned.
+    assert_eq!(s.prune_audit(1000).commit().await.unwrap(), 2);
+    s.record(event(Action::Gc, &a, "carol", 2000, &[]))
+        .commit()
+        .await
+        .unwrap();
+    let (id, _) = s.audit(everything()).await.unwrap().events[0].clone();
+    assert!(id > 4, "{id}");
 }

@@ -7,16 +7,17 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::jobs::{JobView, Jobs};
+use crate::meta::{Action, Actor, AuditEvent};
 use crate::metrics;
 use crate::registry::Registry;
 use crate::{fsck, gc};
 
 /// Start a garbage collection as a background job, unless one is running. Returns the run,
 /// and whether it started now. Used by `POST /admin/gc` and by the server's periodic runs.
-pub fn start_gc(jobs: &Arc<Jobs>, registry: Arc<Registry>, opts: gc::Options) -> (JobView, bool) {
+pub fn start_gc(jobs: &Arc<Jobs>, registry: Arc<Registry>, opts: gc::Options, actor: Actor) -> (JobView, bool) {
     jobs.start(move |phase_setter| async move {
         let progress = move |p: gc::Phase| phase_setter.set(p.as_str());
-        match gc::run(&registry, &opts, &progress).await {
+        let outcome = match gc::run(&registry, &opts, &progress).await {
             Ok(report) => {
                 tracing::info!(?report, "garbage collection finished");
                 record_gc(&report);
@@ -27,8 +28,28 @@ pub fn start_gc(jobs: &Arc<Jobs>, registry: Arc<Registry>, opts: gc::Options) ->
                 metrics::job_result(&metrics::get().gc_runs, "failed");
                 Err(e.to_string())
             }
-        }
+        };
+        let what = if opts.dry_run { "dry run" } else { "run" };
+        audit(&registry, Action::Gc, &actor, what, &outcome).await;
+        outcome
     })
+}
+
+/// Record an admin run in the audit log once it has finished: `what` it was, and how it ended.
+pub(super) async fn audit(
+    registry: &Registry,
+    action: Action,
+    actor: &Actor,
+    what: &str,
+    outcome: &Result<serde_json::Value, String>,
+) {
+    let mut event = AuditEvent::new(action, actor, crate::meta::now_ms());
+    event.reference = Some(what.to_owned());
+    event.result = match outcome {
+        Ok(_) => "ok".into(),
+        Err(e) => format!("failed: {e}"),
+    };
+    registry.record(event).await;
 }
 
 fn record_gc(report: &gc::Report) {
@@ -45,21 +66,32 @@ fn record_gc(report: &gc::Report) {
 
 /// Start fsck as a background job, unless one is running (online: redb's own check is not
 /// run). Returns the run, and whether it started now.
-pub fn start_fsck(jobs: &Arc<Jobs>, registry: Arc<Registry>, opts: fsck::Options) -> (JobView, bool) {
+pub fn start_fsck(jobs: &Arc<Jobs>, registry: Arc<Registry>, opts: fsck::Options, actor: Actor) -> (JobView, bool) {
     jobs.start(move |phase| async move {
-        phase.set(if opts.repair { "verify_and_repair" } else { "verify" });
-        let m = metrics::get();
-        let report = match fsck::run(&registry, opts, Arc::default(), None).await {
-            Ok(report) => report,
-            Err(e) => {
-                metrics::job_result(&m.fsck_runs, "failed");
-                return Err(e.to_string());
-            }
-        };
-        metrics::job_result(&m.fsck_runs, if report.clean { "clean" } else { "problems" });
-        m.fsck_problems
-            .set(i64::try_from(report.problems.len()).unwrap_or(i64::MAX));
-        tracing::info!(clean = report.clean, problems = report.problems.len(), "fsck finished");
-        serde_json::to_value(report).map_err(|e| e.to_string())
+        let outcome = fsck_job(&registry, opts, &phase).await;
+        let what = if opts.repair { "repair" } else { "verify" };
+        audit(&registry, Action::Fsck, &actor, what, &outcome).await;
+        outcome
     })
+}
+
+async fn fsck_job(
+    registry: &Arc<Registry>,
+    opts: fsck::Options,
+    phase: &super::jobs::PhaseSetter,
+) -> Result<serde_json::Value, String> {
+    phase.set(if opts.repair { "verify_and_repair" } else { "verify" });
+    let m = metrics::get();
+    let report = match fsck::run(registry, opts, Arc::default(), None).await {
+        Ok(report) => report,
+        Err(e) => {
+            metrics::job_result(&m.fsck_runs, "failed");
+            return Err(e.to_string());
+        }
+    };
+    metrics::job_result(&m.fsck_runs, if report.clean { "clean" } else { "problems" });
+    m.fsck_problems
+        .set(i64::try_from(report.problems.len()).unwrap_or(i64::MAX));
+    tracing::info!(clean = report.clean, problems = report.problems.len(), "fsck finished");
+    serde_json::to_value(report).map_err(|e| e.to_string())
 }

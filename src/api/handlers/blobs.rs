@@ -72,8 +72,13 @@ fn blob_response(status: StatusCode, digest: &Digest, len: u64, body: Body) -> R
         .expect("valid response")
 }
 
-pub async fn delete(reg: &Registry, name: &RepoName, digest: &Digest) -> Result<Response, ApiError> {
-    match reg.delete_blob(name, digest).await {
+pub async fn delete(
+    reg: &Registry,
+    name: &RepoName,
+    digest: &Digest,
+    actor: &crate::meta::Actor,
+) -> Result<Response, ApiError> {
+    match reg.delete_blob(name, digest, actor).await {
         Ok(()) => Ok(accepted()),
         // Refused (405) while a manifest of the repository references the blob: for now the
         // blob answers only reads.

@@ -52,12 +52,15 @@ pub async fn put(
     query: &Query,
     headers: &HeaderMap,
     body: Body,
+    actor: &crate::meta::Actor,
 ) -> Result<Response, ApiError> {
     let tags = tag_params(reference, query)?;
     let limit = reg.limits().manifest_max_bytes;
     let body = read_limited(headers, body, limit).await?;
     let content_type = header_str(headers, header::CONTENT_TYPE);
-    let put = reg.put_manifest(name, reference, tags, content_type, body).await?;
+    let put = reg
+        .put_manifest(name, reference, tags, content_type, body, actor)
+        .await?;
     let mut response = Response::builder()
         .status(StatusCode::CREATED)
         .header(header::LOCATION, hv(&format!("/v2/{name}/manifests/{}", put.digest)))
@@ -127,7 +130,12 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result<byt
     Ok(buf.freeze())
 }
 
-pub async fn delete(reg: &Registry, name: &RepoName, reference: &Reference) -> Result<Response, ApiError> {
-    reg.delete_manifest(name, reference).await?;
+pub async fn delete(
+    reg: &Registry,
+    name: &RepoName,
+    reference: &Reference,
+    actor: &crate::meta::Actor,
+) -> Result<Response, ApiError> {
+    reg.delete_manifest(name, reference, actor).await?;
     Ok(accepted())
 }

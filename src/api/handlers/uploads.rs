@@ -26,6 +26,7 @@ pub async fn start(
     body: Body,
     client: std::net::IpAddr,
     may_mount: bool,
+    actor: &crate::meta::Actor,
 ) -> Result<Response, ApiError> {
     let requested = digest_algorithm(query)?;
     let mut fallback = Algorithm::Sha256;
@@ -37,7 +38,7 @@ pub async fn start(
             .map(RepoName::parse)
             .transpose()
             .map_err(Error::from)?;
-        if reg.mount_blob(name, &digest, from.as_ref()).await? {
+        if reg.mount_blob(name, &digest, from.as_ref(), actor).await? {
             return Ok(created(name, &digest));
         }
         // Not mountable: fall back to an ordinary upload session, as the spec asks. (So is a
