@@ -264,7 +264,7 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         if let Some(path) = &args.output {
-            std::fs::write(path, &conversion.yaml).with_context(|| format!("writing {}", path.display()))?;
+            write_private(path, &conversion.yaml).with_context(|| format!("writing {}", path.display()))?;
             eprintln!("wrote {}", path.display());
         } else {
             print!("{}", conversion.yaml);
@@ -276,6 +276,19 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(u8::from(loads.is_err()))
+}
+
+/// Write `text` to `path` readable by its owner only: it may hold secrets (S3 keys, passwords).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
 }
 
 fn print_notes(notes: &[Note]) {
@@ -304,6 +317,14 @@ pub fn convert(text: &str, source: &Path) -> anyhow::Result<Conversion> {
     let mut out = Output::default();
     for (key, value) in &leaves {
         apply(key, value, &doc, &mut out);
+    }
+    if doc.pointer("/storage/delete/enabled").is_none() {
+        out.note(
+            "storage.delete.enabled (unset)",
+            Outcome::NotTranslated,
+            "Distribution refuses deletes unless it is true; Berth allows them to whom auth.rules grant delete \
+             (with auth off: every client): restrict delete with auth.rules",
+        );
     }
     Ok(Conversion {
         yaml: out.render(source),
@@ -400,8 +421,10 @@ fn client_cas(key: &str, value: &Value, out: &mut Output) {
     }
 }
 
-/// `proxy.remoteurl` and its credentials: one `proxy:` entry that also serves names under no
-/// prefix, as a Distribution mirror serves every name.
+/// `proxy.remoteurl` and its credentials: one `proxy:` entry. Distribution in proxy mode
+/// refuses every push; Berth takes pushes beside its caches, and a local repository wins over
+/// the mirror for the same name. So names under no prefix (what Docker's registry-mirrors
+/// sends) are not served from the mirror until the operator says so, with pushes restricted.
 fn proxy(key: &str, text: &str, doc: &Value, out: &mut Output) {
     let field = match key {
         "proxy.remoteurl" => "url",
@@ -418,7 +441,18 @@ fn proxy(key: &str, text: &str, doc: &Value, out: &mut Output) {
         out.proxy
             .push(("prefix", prefix.to_owned(), "proxy.remoteurl".to_owned()));
         out.proxy
-            .push(("serve_unprefixed", "true".to_owned(), "proxy.remoteurl".to_owned()));
+            .push(("serve_unprefixed", "false".to_owned(), "proxy.remoteurl".to_owned()));
+        out.note(
+            "proxy (read-only mirror)",
+            Outcome::NotTranslated,
+            &format!(
+                "Distribution's proxy mode serves every name and refuses pushes; Berth serves the mirror under {prefix}/ \
+                 (pushes there are refused) and takes pushes elsewhere. For Docker's registry-mirrors (names under no \
+                 prefix) set serve_unprefixed: true, and first restrict push with auth (auth.htpasswd and auth.rules \
+                 granting anonymous pull only): a pushed repository would otherwise win over the mirror's image of \
+                 the same name"
+            ),
+        );
     }
     out.proxy.push((field, text.to_owned(), key.to_owned()));
     out.note(key, Outcome::Translated, "a proxy: entry");

@@ -167,3 +167,37 @@ fn a_result_that_does_not_load_yet_says_why() {
         stderr(&out)
     );
 }
+
+/// A read-only Distribution mirror does not become a writable one that serves every name:
+/// the mirror stays under its prefix and the note says what to do; deletes Distribution
+/// refused by default are named; the written file holds secrets and is private.
+#[test]
+fn a_mirror_stays_read_only_and_the_written_file_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("config.yml");
+    std::fs::write(
+        &source,
+        "version: 0.1\nproxy:\n  remoteurl: https://registry-1.docker.io\n  username: u\n  password: secret-pw\nhttp:\n  addr: :5000\n",
+    )
+    .unwrap();
+    let out_file = dir.path().join("berth.yml");
+    let out = berth(&[
+        "config",
+        "convert",
+        source.to_str().unwrap(),
+        "-o",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let yaml = std::fs::read_to_string(&out_file).unwrap();
+    assert!(yaml.contains("serve_unprefixed: false"), "{yaml}");
+    let notes = stderr(&out);
+    assert!(notes.contains("NOT TRANSLATED: proxy (read-only mirror)"), "{notes}");
+    assert!(
+        notes.contains("NOT TRANSLATED: storage.delete.enabled (unset)"),
+        "{notes}"
+    );
+    let mode = std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the converted file holds the proxy password");
+}
