@@ -41,9 +41,14 @@ pub struct RepoPage {
     pub q: String,
     /// `pushed` or `name`.
     pub sort: String,
+    /// Push order: the page shown, of `pages`; name order pages by cursor (`after`, `next`).
     pub page: usize,
-    pub pages: usize,
-    pub matching: usize,
+    pub pages: Option<usize>,
+    /// How many tags match, when counted (push order).
+    pub matching: Option<u64>,
+    /// Name order: the tag this page follows, and the cursor of the next page.
+    pub after: Option<String>,
+    pub next: Option<String>,
     pub host: String,
     pub may_delete: bool,
 }
@@ -233,7 +238,15 @@ pub fn repository(v: &Viewer, p: &RepoPage) -> Markup {
             p.empty { "No tags" @if !p.q.is_empty() { " match " q { (p.q) } } "." }
         } @else {
             table.tags {
-                caption { (p.matching) " tags" @if p.pages > 1 { ", page " (p.page) " of " (p.pages) } }
+                caption {
+                    @match (p.matching, p.pages) {
+                        (Some(matching), Some(pages)) => { (matching) " tags" @if pages > 1 { ", page " (p.page) " of " (pages) } },
+                        _ => {
+                            @if p.q.is_empty() { (p.summary.tags) " tags" } @else { "Tags containing " q { (p.q) } }
+                            @if let Some(after) = &p.after { ", after " (after) }
+                        },
+                    }
+                }
                 thead { tr {
                     th scope="col" { "Tag" } th scope="col" { "Digest" } th scope="col" { "Type" }
                     th scope="col" { "Size" } th scope="col" { "Platforms" } th scope="col" { "Pushed" }
@@ -269,15 +282,18 @@ fn tag_row(v: &Viewer, p: &RepoPage, t: &TagItem) -> Markup {
 }
 
 fn pager(v: &Viewer, path: &str, p: &RepoPage) -> Markup {
-    let link = |page: usize| {
-        let page = page.to_string();
-        query_link(v, path, &[("q", &p.q), ("sort", &p.sort), ("page", &page)])
-    };
+    let link = |key: &str, value: &str| query_link(v, path, &[("q", &p.q), ("sort", &p.sort), (key, value)]);
+    let pages = p.pages.unwrap_or(1);
     html! {
-        @if p.pages > 1 {
+        @if pages > 1 {
             nav.pager aria-label="Pages" {
-                @if p.page > 1 { a rel="prev" href=(link(p.page - 1)) { "← Previous page" } }
-                @if p.page < p.pages { a rel="next" href=(link(p.page + 1)) { "Next page →" } }
+                @if p.page > 1 { a rel="prev" href=(link("page", &(p.page - 1).to_string())) { "← Previous page" } }
+                @if p.page < pages { a rel="next" href=(link("page", &(p.page + 1).to_string())) { "Next page →" } }
+            }
+        } @else if p.after.is_some() || p.next.is_some() {
+            nav.pager aria-label="Pages" {
+                @if p.after.is_some() { a href=(query_link(v, path, &[("q", &p.q), ("sort", &p.sort)])) { "← First page" } }
+                @if let Some(next) = &p.next { a rel="next" href=(link("after", next)) { "Next page →" } }
             }
         }
     }

@@ -520,6 +520,7 @@ async fn the_root_leads_to_the_ui_and_the_api_is_undisturbed() {
 
 #[tokio::test]
 async fn tags_are_paginated_filtered_and_sorted() {
+    // Re-pushing one manifest under each tag: the order is each tag's own last push.
     let berth = Berth::start();
     let c = api_client(None);
     let (_, body, _) = push_image(&c, &berth, "p/app", "t00", "amd64", &json!({}), &json!({})).await;
@@ -536,8 +537,18 @@ async fn tags_are_paginated_filtered_and_sorted() {
     let second = fetch(&c, &berth.url("/ui/r/p/app?page=2")).await;
     assert_eq!(rows(&second), 10);
     assert!(second.contains(">t00<") && !second.contains(">t59<"));
+    // By name, a page follows a cursor: the first ends at t49 and links to the rest.
     let by_name = fetch(&c, &berth.url("/ui/r/p/app?sort=name")).await;
+    assert_eq!(rows(&by_name), 50);
     assert!(by_name.find(">t00<").unwrap() < by_name.find(">t01<").unwrap());
+    assert!(by_name.contains("sort=name&amp;after=t49"), "{by_name}");
+    let rest = fetch(&c, &berth.url("/ui/r/p/app?sort=name&after=t49")).await;
+    assert_eq!(rows(&rest), 10);
+    assert!(rest.find(">t50<").unwrap() < rest.find(">t59<").unwrap() && !rest.contains(">t49<"));
+    assert!(!rest.contains("rel=\"next\""), "{rest}");
+    // A page past the last in push order is the last.
+    let past = fetch(&c, &berth.url("/ui/r/p/app?page=9")).await;
+    assert!(past.contains("page 2 of 2") && past.contains(">t00<"), "{past}");
     let filtered = fetch(&c, &berth.url("/ui/r/p/app?q=t5")).await;
     assert_eq!(rows(&filtered), 10, "{filtered}");
     assert!(filtered.contains("10 tags"));
