@@ -101,22 +101,37 @@ fn by_name(
         page: 1,
         ..TagPage::default()
     };
+    matching_tags(tags, start, repo, filter, |tag, row| {
+        if out.tags.len() == n {
+            out.more = true;
+            return Ok(false);
+        }
+        out.tags.push(detail(tag, row)?);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// Call `f` with each tag of `repo` from `start` on whose name contains `filter`, and its row,
+/// while `f` answers true.
+fn matching_tags(
+    tags: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    start: Bound<(&str, &str)>,
+    repo: &str,
+    filter: &str,
+    mut f: impl FnMut(&str, &[u8]) -> Result<bool, MetaError>,
+) -> Result<(), MetaError> {
     for entry in tags.range::<(&str, &str)>((start, Bound::Unbounded))? {
         let (key, value) = entry?;
         let (r, tag) = key.value();
         if r != repo {
             break;
         }
-        if !tag.contains(filter) {
-            continue;
-        }
-        if out.tags.len() == n {
-            out.more = true;
+        if tag.contains(filter) && !f(tag, value.value())? {
             break;
         }
-        out.tags.push(detail(tag, value.value())?);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// One pass over the repository's tag rows, keeping the `page * n` newest in a bounded heap.
@@ -131,17 +146,9 @@ fn by_push(
     // The newest first: greater `(updated_ms, Reverse(tag))`. A min-heap of the kept ones.
     let mut heap: BinaryHeap<Reverse<(Millis, Reverse<String>, String)>> = BinaryHeap::new();
     let mut matching = 0u64;
-    for entry in tags.range((repo, "")..)? {
-        let (key, value) = entry?;
-        let (r, tag) = key.value();
-        if r != repo {
-            break;
-        }
-        if !tag.contains(filter) {
-            continue;
-        }
+    matching_tags(tags, Bound::Included((repo, "")), repo, filter, |tag, row| {
         matching += 1;
-        let row: TagRow = decode(value.value())?;
+        let row: TagRow = decode(row)?;
         let newer = heap
             .peek()
             .is_none_or(|Reverse((ms, Reverse(t), _))| (row.updated_ms, Reverse(tag)) > (*ms, Reverse(t.as_str())));
@@ -151,7 +158,8 @@ fn by_push(
                 heap.pop();
             }
         }
-    }
+        Ok(true)
+    })?;
     let pages = usize::try_from(matching).unwrap_or(usize::MAX).div_ceil(n).max(1);
     let page = page.clamp(1, pages);
     // `into_sorted_vec` of `Reverse`s is newest first.

@@ -1,6 +1,7 @@
 //! The web UI, over real HTTP and in a real browser: Debian's Chromium driven through
 //! chromedriver (the `WebDriver` protocol, with the `fantoccini` client). Images are pushed over the API
-//! (an image with layers, a multi-arch index, an image with a referrer); the browser then signs
+//! (an image with layers, a multi-arch index, an image with a referrer), by the Docker engine
+//! (`docker build` and `docker push`) and by skopeo (the index copied with `--all`); the browser then signs
 //! in, walks repository, tag, manifest and referrer, checks digests and sizes, deletes a tag
 //! (and the API agrees), runs a garbage-collection dry run and reads its report, and a user
 //! without rights sees neither the repository nor the admin pages. Each browser test saves
@@ -19,6 +20,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use crate::auth::{Site, password};
+use crate::clients::{docker_build_and_push, skopeo};
 use crate::harness::{Berth, client, push_blob_with, push_manifest_with, sha256};
 use crate::tls::start_with;
 
@@ -133,6 +135,28 @@ async fn push_referrer(c: &reqwest::Client, berth: &Berth, repo: &str, subject: 
     .unwrap();
     let digest = sha256(&manifest);
     push_manifest_with(c, berth, repo, &digest, OCI_MANIFEST, &manifest).await
+}
+
+/// `docker login` as `user` into a configuration directory of its own, returned.
+fn docker_login(host: &str, user: &str) -> tempfile::TempDir {
+    use std::io::Write as _;
+    let config = tempfile::tempdir().unwrap();
+    let mut child = Command::new("docker")
+        .args(["login", host, "-u", user, "--password-stdin"])
+        .env("DOCKER_CONFIG", config.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the Docker engine must be installed and running");
+    writeln!(child.stdin.take().unwrap(), "{}", password(user)).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    config
 }
 
 /// Chromium under chromedriver, on a free port, headless.
@@ -278,6 +302,27 @@ async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
     push_manifest_with(&alice, &berth, "team/app", "old", OCI_MANIFEST, &image_body).await;
     let (index, amd64) = push_index(&alice, &berth, "team/app", "multi").await;
     let referrer = push_referrer(&alice, &berth, "team/app", &image, image_body.len()).await;
+    // Real clients: the Docker engine builds and pushes an image; skopeo copies the index.
+    let docker_tag = format!("{}/team/app:docker", berth.host);
+    let docker_config = docker_login(&berth.host, "alice");
+    let docker_image = docker_build_and_push(
+        &docker_tag,
+        &[("DOCKER_CONFIG", &docker_config.path().to_string_lossy())],
+    );
+    let creds = format!("alice:{}", password("alice"));
+    skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--src-creds",
+        &creds,
+        "--dest-creds",
+        &creds,
+        &format!("docker://{}/team/app:multi", berth.host),
+        &format!("docker://{}/team/mirror:multi", berth.host),
+    ]);
 
     let b = Browser::start("browse").await;
     // Signed out, nothing of team/ shows.
@@ -287,11 +332,28 @@ async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
     b.click_link("team/app").await;
     b.wait_text("Sorted by push time").await;
     let table = b.text("table.tags").await;
-    for tag in ["v1", "old", "multi", "multi-amd64", "multi-arm64"] {
+    for tag in ["v1", "old", "multi", "multi-amd64", "multi-arm64", "docker"] {
         assert!(table.contains(tag), "{table}");
     }
     assert!(table.contains("linux/amd64, linux/arm64"), "{table}");
     b.shot("repository").await;
+
+    // What docker pushed, and the index as skopeo copied it.
+    b.goto(&berth.url("/ui/r/team/app/-/m/docker")).await;
+    assert_eq!(b.text("#digest").await, docker_image);
+    b.wait_text("application/vnd.docker.distribution.manifest.v2+json")
+        .await;
+    assert!(b.text("#config").await.contains("hello.txt"));
+    b.goto(&berth.url("/ui/r/team/mirror")).await;
+    let mirrored = b.text("table.tags").await;
+    assert!(
+        mirrored.contains("multi") && mirrored.contains("linux/amd64, linux/arm64"),
+        "{mirrored}"
+    );
+    b.click_link("multi").await;
+    b.wait_text("Platforms").await;
+    assert_eq!(b.text("#digest").await, index, "skopeo kept the index's digest");
+    b.goto(&berth.url("/ui/r/team/app")).await;
 
     // The index, its amd64 child.
     b.click_link("multi").await;
