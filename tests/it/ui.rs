@@ -292,17 +292,9 @@ impl Drop for Browser {
     }
 }
 
-#[tokio::test]
-async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
-    let site = Site::new();
-    let berth = start_with(&site.config(RULES));
-    let alice = api_client(Some("alice"));
-    let (image, image_body, image_size) =
-        push_image(&alice, &berth, "team/app", "v1", "amd64", &json!({}), &json!({})).await;
-    push_manifest_with(&alice, &berth, "team/app", "old", OCI_MANIFEST, &image_body).await;
-    let (index, amd64) = push_index(&alice, &berth, "team/app", "multi").await;
-    let referrer = push_referrer(&alice, &berth, "team/app", &image, image_body.len()).await;
-    // Real clients: the Docker engine builds and pushes an image; skopeo copies the index.
+/// The Docker engine builds and pushes `team/app:docker` as alice; skopeo copies the index
+/// `team/app:multi` to `team/mirror:multi`. Returns the digest docker pushed.
+fn push_with_real_clients(berth: &Berth) -> String {
     let docker_tag = format!("{}/team/app:docker", berth.host);
     let docker_config = docker_login(&berth.host, "alice");
     let docker_image = docker_build_and_push(
@@ -323,22 +315,11 @@ async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
         &format!("docker://{}/team/app:multi", berth.host),
         &format!("docker://{}/team/mirror:multi", berth.host),
     ]);
+    docker_image
+}
 
-    let b = Browser::start("browse").await;
-    // Signed out, nothing of team/ shows.
-    b.goto(&berth.url("/")).await;
-    b.wait_text("No repositories").await;
-    b.sign_in(&berth, "alice").await;
-    b.click_link("team/app").await;
-    b.wait_text("Sorted by push time").await;
-    let table = b.text("table.tags").await;
-    for tag in ["v1", "old", "multi", "multi-amd64", "multi-arm64", "docker"] {
-        assert!(table.contains(tag), "{table}");
-    }
-    assert!(table.contains("linux/amd64, linux/arm64"), "{table}");
-    b.shot("repository").await;
-
-    // What docker pushed, and the index as skopeo copied it.
+/// What docker pushed, and the index as skopeo copied it; ends on the repository page.
+async fn browse_what_real_clients_pushed(b: &Browser, berth: &Berth, docker_image: &str, index: &str) {
     b.goto(&berth.url("/ui/r/team/app/-/m/docker")).await;
     assert_eq!(b.text("#digest").await, docker_image);
     b.wait_text("application/vnd.docker.distribution.manifest.v2+json")
@@ -354,6 +335,35 @@ async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
     b.wait_text("Platforms").await;
     assert_eq!(b.text("#digest").await, index, "skopeo kept the index's digest");
     b.goto(&berth.url("/ui/r/team/app")).await;
+}
+
+#[tokio::test]
+async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
+    let site = Site::new();
+    let berth = start_with(&site.config(RULES));
+    let alice = api_client(Some("alice"));
+    let (image, image_body, image_size) =
+        push_image(&alice, &berth, "team/app", "v1", "amd64", &json!({}), &json!({})).await;
+    push_manifest_with(&alice, &berth, "team/app", "old", OCI_MANIFEST, &image_body).await;
+    let (index, amd64) = push_index(&alice, &berth, "team/app", "multi").await;
+    let referrer = push_referrer(&alice, &berth, "team/app", &image, image_body.len()).await;
+    let docker_image = push_with_real_clients(&berth);
+
+    let b = Browser::start("browse").await;
+    // Signed out, nothing of team/ shows.
+    b.goto(&berth.url("/")).await;
+    b.wait_text("No repositories").await;
+    b.sign_in(&berth, "alice").await;
+    b.click_link("team/app").await;
+    b.wait_text("Sorted by push time").await;
+    let table = b.text("table.tags").await;
+    for tag in ["v1", "old", "multi", "multi-amd64", "multi-arm64", "docker"] {
+        assert!(table.contains(tag), "{table}");
+    }
+    assert!(table.contains("linux/amd64, linux/arm64"), "{table}");
+    b.shot("repository").await;
+
+    browse_what_real_clients_pushed(&b, &berth, &docker_image, &index).await;
 
     // The index, its amd64 child.
     b.click_link("multi").await;
