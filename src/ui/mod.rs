@@ -6,7 +6,7 @@
 //! - `session`: the signed session cookie and CSRF tokens;
 //! - `browse`: the repository list, repository and manifest pages;
 //! - `actions`: sign-in and out, tag and manifest deletion;
-//! - `admin`: garbage collection and storage usage, for admins;
+//! - `admin`: garbage collection, fsck and storage usage, for admins;
 //! - `views`: the templates (maud: checked at compile time, escaping every interpolation);
 //! - `model`: what the pages show of a manifest's and an image config's JSON.
 //!
@@ -84,6 +84,8 @@ pub fn router(app: App, settings: &crate::config::Ui) -> Router<App> {
         .route(&at("/admin"), get(admin::overview))
         .route(&at("/admin/gc"), axum::routing::post(admin::gc_start))
         .route(&at("/admin/gc/{id}"), get(admin::gc_run))
+        .route(&at("/admin/fsck"), axum::routing::post(admin::fsck_start))
+        .route(&at("/admin/fsck/{id}"), get(admin::fsck_run))
         .route(&at("/admin/usage"), get(admin::usage))
         .route(&at("/static/style.css"), get(style))
         .route(&at("/static/ui.js"), get(script))

@@ -7,6 +7,7 @@ use maud::{DOCTYPE, Markup, html};
 use super::model::{ImageConfig, ManifestView, human_bytes, human_time};
 use super::{Viewer, route};
 use crate::api::admin::jobs::{JobState, JobView};
+use crate::fsck::Report;
 use crate::meta::browse::RepoSummary;
 use crate::meta::usage::Usage;
 
@@ -500,7 +501,7 @@ pub fn login(v: &Viewer, failed: Option<&str>) -> Markup {
     layout(v, "Sign in", &content)
 }
 
-pub fn admin(v: &Viewer, runs: &[JobView]) -> Markup {
+pub fn admin(v: &Viewer, gc_runs: &[JobView], fsck_runs: &[JobView]) -> Markup {
     let content = html! {
         h1 { "Admin" }
         p { a href=(href(v, "/admin/usage")) { "Storage usage" } }
@@ -517,26 +518,99 @@ pub fn admin(v: &Viewer, runs: &[JobView]) -> Markup {
                 (csrf(v))
                 button.danger #gc-run type="submit" { "Collect garbage" }
             }
-            h3 { "Recent runs" }
-            @if runs.is_empty() { p { "None since the server started." } }
-            @else {
-                table {
-                    thead { tr { th scope="col" { "Started" } th scope="col" { "State" } th scope="col" { "Phase" } th scope="col" { "Run" } } }
-                    tbody {
-                        @for r in runs {
-                            tr {
-                                td { (r.started_at) }
-                                td { (state(r.state)) }
-                                td { (r.phase) }
-                                td { a href=(href(v, &format!("/admin/gc/{}", r.id))) { "Report" } }
-                            }
+            (recent_runs(v, "gc", gc_runs))
+        }
+        section {
+            h2 { "Consistency check (fsck)" }
+            p { "Checks the metadata against itself and against the blob files, online, and changes nothing: a full check hashes every blob, a quick one compares sizes. Repairs are `berth fsck --repair` or the admin API's." }
+            form.inline method="post" action=(href(v, "/admin/fsck")) {
+                (csrf(v))
+                button #fsck-run type="submit" { "Check" }
+            }
+            " "
+            form.inline method="post" action=(href(v, "/admin/fsck")) {
+                (csrf(v))
+                input type="hidden" name="quick" value="true";
+                button #fsck-quick type="submit" { "Quick check" }
+            }
+            (recent_runs(v, "fsck", fsck_runs))
+        }
+    };
+    layout(v, "Admin", &content)
+}
+
+/// The recent runs of one kind of job (`gc`, `fsck`), linking to each one's page.
+fn recent_runs(v: &Viewer, kind: &str, runs: &[JobView]) -> Markup {
+    html! {
+        h3 { "Recent runs" }
+        @if runs.is_empty() { p { "None since the server started." } }
+        @else {
+            table {
+                thead { tr { th scope="col" { "Started" } th scope="col" { "State" } th scope="col" { "Phase" } th scope="col" { "Run" } } }
+                tbody {
+                    @for r in runs {
+                        tr {
+                            td { (r.started_at) }
+                            td { (state(r.state)) }
+                            td { (r.phase) }
+                            td { a href=(href(v, &format!("/admin/{kind}/{}", r.id))) { "Report" } }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// A run's state, phase and times; ids start with `kind` (`gc-status`, `fsck-status`).
+fn job_facts(kind: &str, run: &JobView) -> Markup {
+    html! {
+        @if run.state == JobState::Running {
+            // Follow the run without script: the page reloads itself until the run ends.
+            meta http-equiv="refresh" content="1";
+        }
+        dl.facts id=(format!("{kind}-state")) {
+            dt { "State" } dd id=(format!("{kind}-status")) { (state(run.state)) }
+            dt { "Phase" } dd { (run.phase) }
+            dt { "Started" } dd { (run.started_at) }
+            @if let Some(end) = &run.finished_at { dt { "Finished" } dd { (end) } }
+            @if let Some(e) = &run.error { dt { "Error" } dd.error { (e) } }
+        }
+    }
+}
+
+/// An fsck run: its state, then what it checked and every problem it found.
+pub fn fsck_run(v: &Viewer, run: &JobView) -> Markup {
+    let report: Option<Report> = run.report.clone().and_then(|r| serde_json::from_value(r).ok());
+    let content = html! {
+        p.crumbs { a href=(href(v, "/admin")) { "Admin" } " / " }
+        h1 { "Consistency check" @if report.as_ref().is_some_and(|r| r.quick) { " (quick)" } }
+        (job_facts("fsck", run))
+        @if let Some(r) = &report {
+            h2 { "Findings" }
+            p #fsck-verdict { @if r.clean { "Clean: no problems found." } @else { (r.problems.len()) " problems found." } }
+            p.figures #fsck-checked {
+                "Checked " (r.checked.repositories) " repositories, " (r.checked.manifests) " manifests, "
+                (r.checked.tags) " tags, " (r.checked.blobs) " blobs (" (human_bytes(r.checked.blob_bytes)) "; "
+                (human_bytes(r.checked.bytes_hashed)) " hashed) in " (r.duration_ms) " ms."
+            }
+            @if !r.problems.is_empty() {
+                table #fsck-problems {
+                    thead { tr { th scope="col" { "Kind" } th scope="col" { "Subject" } th scope="col" { "Detail" } } }
+                    tbody {
+                        @for p in &r.problems {
+                            tr { td { (serde_json::to_value(p.kind).ok().and_then(|k| k.as_str().map(str::to_owned)).unwrap_or_default()) } td { (p.subject) } td { (p.detail) } }
+                        }
+                    }
+                }
+            }
+            @if !r.damaged_images.is_empty() {
+                h3 { "Damaged images" }
+                ul #fsck-damaged { @for image in &r.damaged_images { li { (image) } } }
+            }
+        }
     };
-    layout(v, "Admin", &content)
+    layout(v, "Consistency check", &content)
 }
 
 fn state(s: JobState) -> &'static str {
@@ -548,26 +622,15 @@ fn state(s: JobState) -> &'static str {
 }
 
 pub fn gc_run(v: &Viewer, run: &JobView) -> Markup {
-    let running = run.state == JobState::Running;
     let dry = run
         .report
         .as_ref()
         .and_then(|r| r.get("dry_run"))
         .and_then(serde_json::Value::as_bool);
     let content = html! {
-        @if running {
-            // Follow the run without script: the page reloads itself until the run ends.
-            meta http-equiv="refresh" content="1";
-        }
         p.crumbs { a href=(href(v, "/admin")) { "Admin" } " / " }
         h1 { "Garbage collection" @if dry == Some(true) { " (dry run)" } }
-        dl.facts #gc-state {
-            dt { "State" } dd #gc-status { (state(run.state)) }
-            dt { "Phase" } dd { (run.phase) }
-            dt { "Started" } dd { (run.started_at) }
-            @if let Some(end) = &run.finished_at { dt { "Finished" } dd { (end) } }
-            @if let Some(e) = &run.error { dt { "Error" } dd.error { (e) } }
-        }
+        (job_facts("gc", run))
         @if let Some(serde_json::Value::Object(report)) = &run.report {
             h2 { "Report" }
             table #gc-report {

@@ -257,6 +257,15 @@ impl Browser {
         }
     }
 
+    /// Wait until a job's status `css` says `done` (its page reloads itself meanwhile).
+    async fn wait_until_done(&self, css: &str) {
+        let deadline = Instant::now() + WAIT;
+        while self.text(css).await != "done" {
+            assert!(Instant::now() < deadline, "the run of {css} did not finish");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn click_link(&self, text: &str) {
         self.client
             .wait()
@@ -421,11 +430,7 @@ async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
     b.click_link("Admin").await;
     b.find("#gc-dry-run").await.click().await.unwrap();
     b.wait_text("(dry run)").await;
-    let deadline = Instant::now() + WAIT;
-    while b.text("#gc-status").await != "done" {
-        assert!(Instant::now() < deadline, "the dry run did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    b.wait_until_done("#gc-status").await;
     let report = b.text("#gc-report").await;
     assert!(
         report.contains("dry run") && report.contains("manifests deleted"),
@@ -624,4 +629,38 @@ async fn tags_are_paginated_filtered_and_sorted() {
     let filtered = fetch(&c, &berth.url("/ui/r/p/app?q=t5")).await;
     assert_eq!(rows(&filtered), 10, "{filtered}");
     assert!(filtered.contains("10 tags"));
+}
+
+#[tokio::test]
+async fn in_chromium_an_admin_runs_fsck_and_reads_its_findings() {
+    let berth = Berth::start();
+    let c = api_client(None);
+    let (_, manifest, _) = push_image(&c, &berth, "f/app", "v1", "amd64", &json!({}), &json!({})).await;
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    std::fs::remove_file(berth.blob_file(&layer)).unwrap();
+    // Without its session's CSRF token, no check starts.
+    let refused = c
+        .post(berth.url("/ui/admin/fsck"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("quick=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(fetch(&c, &berth.url("/admin/fsck")).await, "[]");
+
+    let b = Browser::start("fsck").await;
+    b.goto(&berth.url("/ui/admin")).await;
+    b.find("#fsck-run").await.click().await.unwrap();
+    b.wait_text("Consistency check").await;
+    b.wait_until_done("#fsck-status").await;
+    assert!(b.text("#fsck-verdict").await.contains("problems found"));
+    let problems = b.text("#fsck-problems").await;
+    assert!(problems.contains(&layer), "{problems}");
+    assert!(b.text("#fsck-damaged").await.contains("f/app@"));
+    b.shot("fsck").await;
+    b.click_link("Admin").await;
+    assert!(b.text("main").await.contains("Consistency check"));
+    b.client.clone().close().await.unwrap();
 }
