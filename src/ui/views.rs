@@ -661,6 +661,49 @@ fn report_value(key: &str, value: &serde_json::Value) -> String {
     }
 }
 
+/// Repositories the chart of the largest shows.
+const CHART_BARS: usize = 10;
+
+/// The largest repositories (bytes referenced) as a bar chart: server-rendered SVG, each
+/// label text (escaped like any value), each bar a link to its repository. `usage` is sorted
+/// largest first.
+fn largest_chart(v: &Viewer, usage: &Usage) -> Markup {
+    const ROW: usize = 26;
+    const LABEL: u128 = 240;
+    const BAR: u128 = 420;
+    let shown = &usage.repositories[..usage.repositories.len().min(CHART_BARS)];
+    let largest = shown.first().map_or(1, |r| r.bytes.max(1));
+    let height = (shown.len() * ROW).to_string();
+    html! {
+        @if !shown.is_empty() {
+            figure.chart {
+                figcaption #largest-title { "Largest repositories, bytes referenced" }
+                svg #largest xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="largest-title"
+                    viewBox=(format!("0 0 800 {height}")) width="800" height=(height) {
+                    @for (i, r) in shown.iter().enumerate() {
+                        @let y = i * ROW;
+                        @let width = (u128::from(r.bytes) * BAR / u128::from(largest)).max(1);
+                        a href=(href(v, &route::repository(&r.name))) {
+                            text x="0" y=(y + 17) { (truncated(&r.name, 32)) }
+                            rect.bar x=(LABEL) y=(y + 4) width=(width) height=(ROW - 8) {}
+                            text x=(LABEL + width + 6) y=(y + 17) { (human_bytes(r.bytes)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `s`, cut to `max` characters with an ellipsis.
+fn truncated(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        s.chars().take(max - 1).chain(std::iter::once('…')).collect()
+    }
+}
+
 pub fn usage(v: &Viewer, usage: &Usage) -> Markup {
     let largest = usage.repositories.first().map_or(1, |r| r.bytes.max(1));
     let content = html! {
@@ -670,6 +713,7 @@ pub fn usage(v: &Viewer, usage: &Usage) -> Markup {
             (human_bytes(usage.stored_bytes)) " stored in " (usage.blobs) " blobs; "
             (human_bytes(usage.logical_bytes)) " summed over repositories (before deduplication)."
         }
+        (largest_chart(v, usage))
         table #usage {
             thead { tr {
                 th scope="col" { "Repository" } th scope="col" { "Referenced" } th scope="col" { "Only here" }

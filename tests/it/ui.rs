@@ -632,10 +632,11 @@ async fn tags_are_paginated_filtered_and_sorted() {
 }
 
 #[tokio::test]
-async fn in_chromium_an_admin_runs_fsck_and_reads_its_findings() {
+async fn in_chromium_an_admin_runs_fsck_and_sees_the_largest_repositories() {
     let berth = Berth::start();
     let c = api_client(None);
     let (_, manifest, _) = push_image(&c, &berth, "f/app", "v1", "amd64", &json!({}), &json!({})).await;
+    push_image(&c, &berth, "f/other", "v1", "amd64", &json!({}), &json!({})).await;
     let manifest: Value = serde_json::from_slice(&manifest).unwrap();
     let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
     std::fs::remove_file(berth.blob_file(&layer)).unwrap();
@@ -662,5 +663,12 @@ async fn in_chromium_an_admin_runs_fsck_and_reads_its_findings() {
     b.shot("fsck").await;
     b.click_link("Admin").await;
     assert!(b.text("main").await.contains("Consistency check"));
+    // Usage: the largest repositories as a chart, each bar linking to its repository.
+    b.click_link("Storage usage").await;
+    let labels = b.text("#largest").await;
+    assert!(labels.contains("f/app") && labels.contains("f/other"), "{labels}");
+    b.shot("usage").await;
+    b.find("#largest a[href='/ui/r/f/other']").await.click().await.unwrap();
+    b.wait_text("Sorted by push time").await;
     b.client.clone().close().await.unwrap();
 }
