@@ -89,6 +89,21 @@ pub async fn fsck_run(viewer: Viewer, Path(id): Path<String>) -> Response {
     respond(&viewer, result.map(IntoResponse::into_response))
 }
 
+/// `GET {ui.path}/admin/{gc,fsck}/{id}/status`: the run as the admin API shows it (JSON), for
+/// the page's script to poll with the session's cookie.
+pub async fn gc_status(viewer: Viewer, Path(id): Path<String>) -> Response {
+    status_of(&viewer, &viewer.ui.app.gc, &id, "garbage collection")
+}
+
+pub async fn fsck_status(viewer: Viewer, Path(id): Path<String>) -> Response {
+    status_of(&viewer, &viewer.ui.app.fsck, &id, "fsck")
+}
+
+fn status_of(viewer: &Viewer, jobs: &Jobs, id: &str, what: &str) -> Response {
+    let result = run_of(viewer, jobs, id, what).map(|run| axum::Json(run).into_response());
+    respond(viewer, result)
+}
+
 /// The run `id` of `jobs`, for an admin.
 fn run_of(viewer: &Viewer, jobs: &Jobs, id: &str, what: &str) -> Result<JobView, UiError> {
     admin_only(viewer)?;

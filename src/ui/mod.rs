@@ -15,7 +15,7 @@
 //! action, admin pages the admin role. With authentication off, everyone reads; deleting and
 //! the admin pages need a loopback client, as the admin API does, unless
 //! `ui.allow_anonymous_admin`. Pages work without JavaScript; the one script only adds copy
-//! buttons.
+//! buttons and follows a running job live.
 
 mod actions;
 mod admin;
@@ -86,6 +86,8 @@ pub fn router(app: App, settings: &crate::config::Ui) -> Router<App> {
         .route(&at("/admin/gc/{id}"), get(admin::gc_run))
         .route(&at("/admin/fsck"), axum::routing::post(admin::fsck_start))
         .route(&at("/admin/fsck/{id}"), get(admin::fsck_run))
+        .route(&at("/admin/gc/{id}/status"), get(admin::gc_status))
+        .route(&at("/admin/fsck/{id}/status"), get(admin::fsck_status))
         .route(&at("/admin/usage"), get(admin::usage))
         .route(&at("/static/style.css"), get(style))
         .route(&at("/static/ui.js"), get(script))
@@ -117,7 +119,7 @@ async fn security_headers(mut response: Response) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

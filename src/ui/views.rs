@@ -562,16 +562,20 @@ fn recent_runs(v: &Viewer, kind: &str, runs: &[JobView]) -> Markup {
     }
 }
 
-/// A run's state, phase and times; ids start with `kind` (`gc-status`, `fsck-status`).
-fn job_facts(kind: &str, run: &JobView) -> Markup {
+/// A run's state, phase and times; ids start with `kind` (`gc-status`, `fsck-status`). While
+/// it runs, the page follows it: without script it reloads itself every second (the refresh
+/// sits in `noscript`, so it does not fire where script runs); `ui.js` polls the run's status
+/// (`data-poll`) instead and reloads once, when it ends.
+fn job_facts(v: &Viewer, kind: &str, run: &JobView) -> Markup {
+    let running = run.state == JobState::Running;
+    let poll = running.then(|| href(v, &format!("/admin/{kind}/{}/status", run.id)));
     html! {
-        @if run.state == JobState::Running {
-            // Follow the run without script: the page reloads itself until the run ends.
-            meta http-equiv="refresh" content="1";
+        @if running {
+            noscript { meta http-equiv="refresh" content="1"; }
         }
-        dl.facts id=(format!("{kind}-state")) {
-            dt { "State" } dd id=(format!("{kind}-status")) { (state(run.state)) }
-            dt { "Phase" } dd { (run.phase) }
+        dl.facts id=(format!("{kind}-state")) data-poll=[poll] {
+            dt { "State" } dd.job-status id=(format!("{kind}-status")) { (state(run.state)) }
+            dt { "Phase" } dd.job-phase id=(format!("{kind}-phase")) { (run.phase) }
             dt { "Started" } dd { (run.started_at) }
             @if let Some(end) = &run.finished_at { dt { "Finished" } dd { (end) } }
             @if let Some(e) = &run.error { dt { "Error" } dd.error { (e) } }
@@ -585,7 +589,7 @@ pub fn fsck_run(v: &Viewer, run: &JobView) -> Markup {
     let content = html! {
         p.crumbs { a href=(href(v, "/admin")) { "Admin" } " / " }
         h1 { "Consistency check" @if report.as_ref().is_some_and(|r| r.quick) { " (quick)" } }
-        (job_facts("fsck", run))
+        (job_facts(v, "fsck", run))
         @if let Some(r) = &report {
             h2 { "Findings" }
             p #fsck-verdict { @if r.clean { "Clean: no problems found." } @else { (r.problems.len()) " problems found." } }
@@ -630,7 +634,7 @@ pub fn gc_run(v: &Viewer, run: &JobView) -> Markup {
     let content = html! {
         p.crumbs { a href=(href(v, "/admin")) { "Admin" } " / " }
         h1 { "Garbage collection" @if dry == Some(true) { " (dry run)" } }
-        (job_facts("gc", run))
+        (job_facts(v, "gc", run))
         @if let Some(serde_json::Value::Object(report)) = &run.report {
             h2 { "Report" }
             table #gc-report {

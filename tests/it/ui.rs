@@ -672,3 +672,39 @@ async fn in_chromium_an_admin_runs_fsck_and_sees_the_largest_repositories() {
     b.wait_text("Sorted by push time").await;
     b.client.clone().close().await.unwrap();
 }
+
+/// A running collection's page follows it live: with script, `ui.js` polls the run's status
+/// (the page carries no active refresh then) and reloads once it ends; without script, the
+/// `noscript` refresh reloads it. The collection waits at a test pause point meanwhile.
+#[tokio::test]
+async fn in_chromium_a_running_gc_is_followed_live() {
+    let berth = Berth::builder().env("BERTH_TEST_PAUSE_AT", "gc.after_mark").start();
+    let c = api_client(None);
+    push_image(&c, &berth, "g/app", "v1", "amd64", &json!({}), &json!({})).await;
+    let b = Browser::start("gc-live").await;
+    b.goto(&berth.url("/ui/admin")).await;
+    b.find("#gc-dry-run").await.click().await.unwrap();
+    b.find("#gc-state[data-live='on']").await;
+    let deadline = Instant::now() + WAIT;
+    while b.text("#gc-phase").await != "paused" {
+        assert!(Instant::now() < deadline, "the page never showed the pause");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What the script polls, and the page as a client without script reads it.
+    let run_url = b.client.current_url().await.unwrap().to_string();
+    let status: Value = serde_json::from_str(&fetch(&c, &format!("{run_url}/status")).await).unwrap();
+    assert_eq!(
+        (status["state"].as_str(), status["phase"].as_str()),
+        (Some("running"), Some("paused"))
+    );
+    let page = fetch(&c, &run_url).await;
+    assert!(
+        page.contains("<noscript><meta http-equiv=\"refresh\" content=\"1\"></noscript>"),
+        "{page}"
+    );
+    b.shot("running").await;
+    berth.resume("gc.after_mark").await;
+    b.wait_until_done("#gc-status").await;
+    assert!(b.text("#gc-report").await.contains("dry run"));
+    b.client.clone().close().await.unwrap();
+}
