@@ -466,6 +466,8 @@ async fn in_chromium_a_user_without_rights_sees_neither_the_repository_nor_admin
     b.shot("admin-refused").await;
     b.goto(&berth.url("/ui/admin/usage")).await;
     b.wait_text("no such page").await;
+    b.goto(&berth.url("/ui/admin/fsck/0123/status")).await;
+    b.wait_text("no such page").await;
     b.client.clone().close().await.unwrap();
 }
 
