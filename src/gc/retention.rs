@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::meta::browse::{TagDetail, TagOrder};
 use crate::meta::gc::{Graph, Memo, Node, Policy, Snapshot, anchored};
 use crate::meta::{MetaError, Millis, now_ms};
 use crate::oci::RepoName;
@@ -85,7 +86,7 @@ async fn remove_tags(
     dry_run: bool,
 ) -> Result<Vec<Removed>, Error> {
     let rule = policies.retention_for(repo.as_str()).expect("the caller checked");
-    let tags = registry.tag_details(repo).await?;
+    let tags = all_tags(registry, repo).await?;
     let doomed = rule.doomed(policies, repo.as_str(), &tags, now);
     let deleted = if dry_run {
         vec![true; doomed.len()]
@@ -119,7 +120,7 @@ async fn left_untagged(
         remaining.entry(r.digest.clone()).or_insert(0);
     }
     // In a real run the removed tags are gone already; in a dry run they are still listed.
-    for t in registry.tag_details(repo).await? {
+    for t in all_tags(registry, repo).await? {
         if !gone.contains(t.tag.as_str())
             && let Some(n) = remaining.get_mut(&t.digest)
         {
@@ -131,6 +132,27 @@ async fn left_untagged(
         .filter(|(_, n)| *n == 0)
         .map(|(digest, _)| (repo.to_string(), digest))
         .collect())
+}
+
+/// Every tag of `repo` with its digest and last push, a page at a time in name order (none if
+/// the repository went meanwhile).
+async fn all_tags(registry: &Registry, repo: &RepoName) -> Result<Vec<TagDetail>, Error> {
+    const PAGE: usize = 1000;
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let order = TagOrder::Name { after: after.take() };
+        let page = match registry.tag_page(repo, "", &order, PAGE).await {
+            Ok(page) => page,
+            Err(Error::NameUnknown(_)) => return Ok(all),
+            Err(e) => return Err(e),
+        };
+        after = page.tags.last().map(|t| t.tag.clone());
+        all.extend(page.tags);
+        if !page.more || after.is_none() {
+            return Ok(all);
+        }
+    }
 }
 
 /// The snapshot, with the manifests retention untagged seen as untagged.

@@ -11,7 +11,7 @@
 use uuid::Uuid;
 
 use super::audit::{self, AuditPage, AuditQuery, Audited, OutboxRow};
-use super::browse::{self, RepoSummary, TagDetail};
+use super::browse::{self, RepoSummary, TagOrder, TagPage};
 use super::fsck::{self, Repair, Scan};
 use super::gc::{self, Policy, Snapshot};
 use super::quota::{self, Quota, QuotaUsage};
@@ -65,9 +65,22 @@ impl MetaStore for Meta {
             .await
     }
 
-    async fn tag_details(&self, repo: &RepoName) -> Result<Option<Vec<TagDetail>>, MetaError> {
-        let repo = repo.clone();
-        self.scan(move |txn| browse::tag_details(txn, repo.as_str())).await
+    async fn tag_page(
+        &self,
+        repo: &RepoName,
+        filter: &str,
+        order: &TagOrder,
+        n: usize,
+    ) -> Result<Option<TagPage>, MetaError> {
+        let (repo, filter, order) = (repo.clone(), filter.to_owned(), order.clone());
+        self.scan(move |txn| browse::tag_page(txn, repo.as_str(), &filter, &order, n))
+            .await
+    }
+
+    async fn manifest_tags(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.scan(move |txn| browse::manifest_tags(txn, repo.as_str(), digest.as_str()))
+            .await
     }
 
     async fn repo_summary(&self, repo: &RepoName) -> Result<Option<RepoSummary>, MetaError> {

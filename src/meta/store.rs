@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 use super::MetaError;
 use super::audit::{AuditPage, AuditQuery, Audited, OutboxRow};
-use super::browse::{RepoSummary, TagDetail};
+use super::browse::{RepoSummary, TagOrder, TagPage};
 use super::fsck::{Repair, Scan};
 use super::gc::{Policy, Snapshot};
 use super::quota::{Quota, QuotaUsage};
@@ -79,9 +79,19 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
     /// last.
     async fn newest_tagged_manifest(&self, repo: &RepoName) -> Result<Option<(String, ManifestRow)>, MetaError>;
 
-    /// Every tag of `repo` with its digest and push time, in lexical order; `None` when the
-    /// repository does not exist.
-    async fn tag_details(&self, repo: &RepoName) -> Result<Option<Vec<TagDetail>>, MetaError>;
+    /// A page of at most `n` tags of `repo` whose names contain `filter`, each with its digest
+    /// and last push, in `order`; `None` when the repository does not exist. Name order reads
+    /// only the page; push order reads the repository's tags once, and no other rows.
+    async fn tag_page(
+        &self,
+        repo: &RepoName,
+        filter: &str,
+        order: &TagOrder,
+        n: usize,
+    ) -> Result<Option<TagPage>, MetaError>;
+
+    /// The tags of `repo` pointing at the manifest `digest`, in lexical order.
+    async fn manifest_tags(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError>;
 
     /// Counts, last push and sizes of `repo`; `None` when the repository does not exist.
     async fn repo_summary(&self, repo: &RepoName) -> Result<Option<RepoSummary>, MetaError>;

@@ -506,15 +506,5 @@ fn set_tag(txn: &WriteTransaction, repo: &str, tag: &str, digest: &str, now: Mil
 }
 
 fn tags_of(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<Vec<String>, MetaError> {
-    let reverse = txn.open_table(TAGS_BY_MANIFEST)?;
-    let mut out = Vec::new();
-    for entry in reverse.range((repo, digest, "")..)? {
-        let key = entry?.0;
-        let (r, d, tag) = key.value();
-        if r != repo || d != digest {
-            break;
-        }
-        out.push(tag.to_owned());
-    }
-    Ok(out)
+    super::browse::tags_pointing_at(&txn.open_table(TAGS_BY_MANIFEST)?, repo, digest)
 }

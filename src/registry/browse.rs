@@ -1,20 +1,31 @@
-//! What the web UI reads beyond the API's use cases: a repository's tags with their digests
-//! and push times, a repository's summary, and a small blob's bytes (an image config shown on
+//! What the web UI reads beyond the API's use cases: a page of a repository's tags with their
+//! digests and push times, the tags of a manifest, a repository's summary, and a small blob's bytes (an image config shown on
 //! a manifest page). Local metadata only: nothing here asks a pull-through cache's upstream.
 
 use futures_util::StreamExt;
 
 use super::{Error, Registry};
-use crate::meta::browse::{RepoSummary, TagDetail};
-use crate::oci::{Digest, RepoName};
+use crate::meta::browse::{RepoSummary, TagOrder, TagPage};
+use crate::oci::{Digest, RepoName, Tag};
 
 impl Registry {
-    /// Every tag of `repo`, in lexical order, with the digest it points at and push times.
-    pub async fn tag_details(&self, repo: &RepoName) -> Result<Vec<TagDetail>, Error> {
+    /// A page of at most `n` tags of `repo` whose names contain `filter`, in `order`, with the
+    /// digest each points at and its last push.
+    pub async fn tag_page(&self, repo: &RepoName, filter: &str, order: &TagOrder, n: usize) -> Result<TagPage, Error> {
         self.meta
-            .tag_details(repo)
+            .tag_page(repo, filter, order, n)
             .await?
             .ok_or_else(|| Error::NameUnknown(repo.to_string()))
+    }
+
+    /// The tags of `repo` pointing at the manifest `digest`, in lexical order.
+    pub async fn manifest_tags(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, Error> {
+        Ok(self.meta.manifest_tags(repo, digest).await?)
+    }
+
+    /// The digest the tag `tag` of `repo` points at here (never asking an upstream).
+    pub async fn local_tag_target(&self, repo: &RepoName, tag: &Tag) -> Result<Option<String>, Error> {
+        Ok(self.meta.manifest_by_tag(repo, tag).await?.map(|(digest, _)| digest))
     }
 
     /// Tag and manifest counts, last push and sizes of `repo`.

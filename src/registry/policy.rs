@@ -232,7 +232,6 @@ mod tests {
             tag: name.into(),
             digest: format!("sha256:{name}"),
             updated_ms: 1000 * 86_400_000 - days_ago * 86_400_000,
-            pushed_ms: 0,
         }
     }
 

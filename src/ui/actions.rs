@@ -14,7 +14,7 @@ use super::browse::readable;
 use super::route::{self, UiPath};
 use super::views::{self, Confirm};
 use super::{Session, Ui, UiError, Viewer, respond};
-use crate::oci::{Reference, RepoName};
+use crate::oci::{Digest, Reference, RepoName};
 
 #[derive(Deserialize)]
 pub struct CsrfForm {
@@ -133,7 +133,6 @@ fn may_delete(viewer: &Viewer, name: &RepoName) -> Result<(), UiError> {
 
 async fn consequences(viewer: &Viewer, name: &RepoName, reference: &Reference) -> Result<Vec<String>, UiError> {
     let registry = &viewer.ui.app.registry;
-    let tags = registry.tag_details(name).await?;
     let collects = viewer.ui.app.gc_options.delete_untagged;
     let gc = if collects {
         "the next garbage collection removes it, with the blobs only it uses, unless an index or a referrer's subject keeps it"
@@ -143,19 +142,16 @@ async fn consequences(viewer: &Viewer, name: &RepoName, reference: &Reference) -
     let mut lines = Vec::new();
     match reference {
         Reference::Tag(tag) => {
-            let target = tags
-                .iter()
-                .find(|t| t.tag == tag.as_str())
+            let target = registry
+                .local_tag_target(name, tag)
+                .await?
                 .ok_or_else(|| UiError::NotFound(format!("no tag {tag} in {name}")))?;
-            lines.push(format!(
-                "The tag {tag} goes; the manifest {} stays, by digest.",
-                target.digest
-            ));
-            let others: Vec<&str> = tags
-                .iter()
-                .filter(|t| t.digest == target.digest && t.tag != tag.as_str())
-                .map(|t| t.tag.as_str())
-                .collect();
+            lines.push(format!("The tag {tag} goes; the manifest {target} stays, by digest."));
+            let tags = match Digest::parse(&target) {
+                Ok(digest) => registry.manifest_tags(name, &digest).await?,
+                Err(_) => Vec::new(),
+            };
+            let others: Vec<&str> = tags.iter().map(String::as_str).filter(|t| *t != tag.as_str()).collect();
             if others.is_empty() {
                 lines.push(format!("No other tag points at it: it becomes untagged, and {gc}."));
             } else {
@@ -164,11 +160,7 @@ async fn consequences(viewer: &Viewer, name: &RepoName, reference: &Reference) -
         }
         Reference::Digest(digest) => {
             registry.get_manifest(name, reference).await?;
-            let own: Vec<&str> = tags
-                .iter()
-                .filter(|t| t.digest == digest.as_str())
-                .map(|t| t.tag.as_str())
-                .collect();
+            let own = registry.manifest_tags(name, digest).await?;
             lines.push(format!(
                 "The manifest goes, and with it its tags: {}.",
                 if own.is_empty() {

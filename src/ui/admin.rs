@@ -1,6 +1,8 @@
-//! The admin pages: garbage collection (start a run or a dry run, follow it, read its report)
-//! and storage usage. Admins only (`Viewer::is_admin`); runs start through the admin API's own
-//! job table, so the API and the UI see the same runs and never start two at once.
+//! The admin pages: garbage collection (start a run or a dry run, follow it, read its report),
+//! fsck (start an online check, full or quick, follow it, read its findings) and storage
+//! usage. Admins only (`Viewer::is_admin`); runs start through the admin API's own job tables,
+//! so the API and the UI see the same runs and never start two of a kind at once. The UI
+//! starts no repairing fsck: that stays with the CLI and the admin API.
 
 use std::sync::Arc;
 
@@ -11,7 +13,16 @@ use serde::Deserialize;
 
 use super::views;
 use super::{UiError, Viewer, respond};
-use crate::api::admin::start_gc;
+use crate::api::admin::jobs::{JobView, Jobs};
+use crate::api::admin::{start_fsck, start_gc};
+
+#[derive(Deserialize)]
+pub struct FsckForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    quick: Option<String>,
+}
 
 #[derive(Deserialize)]
 pub struct GcForm {
@@ -31,7 +42,8 @@ fn admin_only(viewer: &Viewer) -> Result<(), UiError> {
 }
 
 pub async fn overview(viewer: Viewer) -> Response {
-    let result = admin_only(&viewer).map(|()| views::admin(&viewer, &viewer.ui.app.gc.list()).into_response());
+    let app = &viewer.ui.app;
+    let result = admin_only(&viewer).map(|()| views::admin(&viewer, &app.gc.list(), &app.fsck.list()).into_response());
     respond(&viewer, result)
 }
 
@@ -48,18 +60,55 @@ pub async fn gc_start(viewer: Viewer, headers: axum::http::HeaderMap, Form(form)
     respond(&viewer, result)
 }
 
-/// One run: its phase while it runs (the page reloads itself), then its report.
-pub async fn gc_run(viewer: Viewer, Path(id): Path<String>) -> Response {
-    let result = admin_only(&viewer).and_then(|()| {
-        let run = viewer
-            .ui
-            .app
-            .gc
-            .get(&id)
-            .ok_or_else(|| UiError::NotFound("no such garbage collection run".into()))?;
-        Ok(views::gc_run(&viewer, &run).into_response())
-    });
+/// `POST {ui.path}/admin/fsck`: start an online check (quick when the form says so), then
+/// show it.
+pub async fn fsck_start(viewer: Viewer, headers: axum::http::HeaderMap, Form(form): Form<FsckForm>) -> Response {
+    let result = super::actions::check_csrf(&viewer, &form.csrf)
+        .and_then(|()| admin_only(&viewer))
+        .map(|()| {
+            let app = &viewer.ui.app;
+            let opts = crate::fsck::Options {
+                quick: form.quick.is_some(),
+                repair: false,
+            };
+            let (run, _) = start_fsck(&app.fsck, Arc::clone(&app.registry), opts, viewer.actor(&headers));
+            Redirect::to(&viewer.ui.link(&format!("/admin/fsck/{}", run.id))).into_response()
+        });
     respond(&viewer, result)
+}
+
+/// One garbage collection: its phase while it runs (the page reloads itself), then its report.
+pub async fn gc_run(viewer: Viewer, Path(id): Path<String>) -> Response {
+    let result = run_of(&viewer, &viewer.ui.app.gc, &id, "garbage collection").map(|run| views::gc_run(&viewer, &run));
+    respond(&viewer, result.map(IntoResponse::into_response))
+}
+
+/// One fsck run: its phase while it runs, then its findings.
+pub async fn fsck_run(viewer: Viewer, Path(id): Path<String>) -> Response {
+    let result = run_of(&viewer, &viewer.ui.app.fsck, &id, "fsck").map(|run| views::fsck_run(&viewer, &run));
+    respond(&viewer, result.map(IntoResponse::into_response))
+}
+
+/// `GET {ui.path}/admin/{gc,fsck}/{id}/status`: the run as the admin API shows it (JSON), for
+/// the page's script to poll with the session's cookie.
+pub async fn gc_status(viewer: Viewer, Path(id): Path<String>) -> Response {
+    status_of(&viewer, &viewer.ui.app.gc, &id, "garbage collection")
+}
+
+pub async fn fsck_status(viewer: Viewer, Path(id): Path<String>) -> Response {
+    status_of(&viewer, &viewer.ui.app.fsck, &id, "fsck")
+}
+
+fn status_of(viewer: &Viewer, jobs: &Jobs, id: &str, what: &str) -> Response {
+    let result = run_of(viewer, jobs, id, what).map(|run| axum::Json(run).into_response());
+    respond(viewer, result)
+}
+
+/// The run `id` of `jobs`, for an admin.
+fn run_of(viewer: &Viewer, jobs: &Jobs, id: &str, what: &str) -> Result<JobView, UiError> {
+    admin_only(viewer)?;
+    jobs.get(id)
+        .ok_or_else(|| UiError::NotFound(format!("no such {what} run")))
 }
 
 pub async fn usage(viewer: Viewer) -> Response {

@@ -14,7 +14,7 @@ use super::model::{ImageConfig, ManifestView, pretty_json};
 use super::route::{self, UiPath};
 use super::views::{self, Referrer, RepoItem, RepoList, RepoPage, TagItem};
 use super::{UiError, Viewer, respond};
-use crate::meta::browse::TagDetail;
+use crate::meta::browse::{TagDetail, TagOrder};
 use crate::oci::{Digest, Reference, RepoName};
 use crate::registry::{Registry, SearchTerm};
 
@@ -120,30 +120,35 @@ async fn repository(
     readable(viewer, name)?;
     let registry = &viewer.ui.app.registry;
     let summary = registry.repo_summary(name).await?;
-    let mut tags = registry.tag_details(name).await?;
     let q = query.q.trim().to_owned();
-    tags.retain(|t| t.tag.contains(q.as_str()));
-    let sort = if query.sort.as_deref() == Some("name") {
-        "name"
+    let by_name = query.sort.as_deref() == Some("name");
+    let order = if by_name {
+        TagOrder::Name {
+            after: query.after.clone(),
+        }
     } else {
-        "pushed"
+        TagOrder::Pushed {
+            page: query.page.unwrap_or(1),
+        }
     };
-    if sort == "pushed" {
-        tags.sort_by(|a, b| (b.pushed_ms, b.updated_ms, &a.tag).cmp(&(a.pushed_ms, a.updated_ms, &b.tag)));
-    }
-    let pages = tags.len().div_ceil(PAGE).max(1);
-    let page = query.page.unwrap_or(1).clamp(1, pages);
-    let matching = tags.len();
-    let shown: Vec<TagDetail> = tags.into_iter().skip((page - 1) * PAGE).take(PAGE).collect();
+    let found = registry.tag_page(name, &q, &order, PAGE).await?;
+    let next = (by_name && found.more)
+        .then(|| found.tags.last().map(|t| t.tag.clone()))
+        .flatten();
+    let pages = found
+        .matching
+        .map(|m| usize::try_from(m).unwrap_or(usize::MAX).div_ceil(PAGE).max(1));
     let page_view = RepoPage {
         name: name.to_string(),
         summary,
-        tags: tag_items(registry, name, shown).await?,
+        tags: tag_items(registry, name, found.tags).await?,
         q,
-        sort: sort.to_owned(),
-        page,
+        sort: if by_name { "name" } else { "pushed" }.to_owned(),
+        page: found.page,
         pages,
-        matching,
+        matching: found.matching,
+        after: query.after.filter(|_| by_name),
+        next,
         host: viewer.registry_host(headers),
         may_delete: viewer.may_delete(name.as_str()),
     };
@@ -174,7 +179,7 @@ async fn tag_items(registry: &Registry, name: &RepoName, tags: Vec<TagDetail>) -
                 media_type,
                 size,
                 platforms,
-                pushed_ms: t.pushed_ms,
+                pushed_ms: t.updated_ms,
             }
         })
         .collect())
@@ -221,13 +226,10 @@ async fn manifest(
             .and_then(|body| ImageConfig::parse(&body)),
         None => None,
     };
-    let tags = registry
-        .tag_details(name)
-        .await?
-        .into_iter()
-        .filter(|t| t.digest == m.digest)
-        .map(|t| t.tag)
-        .collect();
+    let tags = match Digest::parse(&m.digest) {
+        Ok(digest) => registry.manifest_tags(name, &digest).await?,
+        Err(_) => Vec::new(),
+    };
     let page = views::ManifestPage {
         name: name.to_string(),
         referrers: referrers(registry, name, &m.digest, REFERRER_DEPTH).await?,

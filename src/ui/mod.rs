@@ -6,7 +6,7 @@
 //! - `session`: the signed session cookie and CSRF tokens;
 //! - `browse`: the repository list, repository and manifest pages;
 //! - `actions`: sign-in and out, tag and manifest deletion;
-//! - `admin`: garbage collection and storage usage, for admins;
+//! - `admin`: garbage collection, fsck and storage usage, for admins;
 //! - `views`: the templates (maud: checked at compile time, escaping every interpolation);
 //! - `model`: what the pages show of a manifest's and an image config's JSON.
 //!
@@ -15,7 +15,7 @@
 //! action, admin pages the admin role. With authentication off, everyone reads; deleting and
 //! the admin pages need a loopback client, as the admin API does, unless
 //! `ui.allow_anonymous_admin`. Pages work without JavaScript; the one script only adds copy
-//! buttons.
+//! buttons and follows a running job live.
 
 mod actions;
 mod admin;
@@ -84,6 +84,10 @@ pub fn router(app: App, settings: &crate::config::Ui) -> Router<App> {
         .route(&at("/admin"), get(admin::overview))
         .route(&at("/admin/gc"), axum::routing::post(admin::gc_start))
         .route(&at("/admin/gc/{id}"), get(admin::gc_run))
+        .route(&at("/admin/fsck"), axum::routing::post(admin::fsck_start))
+        .route(&at("/admin/fsck/{id}"), get(admin::fsck_run))
+        .route(&at("/admin/gc/{id}/status"), get(admin::gc_status))
+        .route(&at("/admin/fsck/{id}/status"), get(admin::fsck_status))
         .route(&at("/admin/usage"), get(admin::usage))
         .route(&at("/static/style.css"), get(style))
         .route(&at("/static/ui.js"), get(script))
@@ -115,7 +119,7 @@ async fn security_headers(mut response: Response) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

@@ -7,6 +7,7 @@ use maud::{DOCTYPE, Markup, html};
 use super::model::{ImageConfig, ManifestView, human_bytes, human_time};
 use super::{Viewer, route};
 use crate::api::admin::jobs::{JobState, JobView};
+use crate::fsck::Report;
 use crate::meta::browse::RepoSummary;
 use crate::meta::usage::Usage;
 
@@ -41,9 +42,14 @@ pub struct RepoPage {
     pub q: String,
     /// `pushed` or `name`.
     pub sort: String,
+    /// Push order: the page shown, of `pages`; name order pages by cursor (`after`, `next`).
     pub page: usize,
-    pub pages: usize,
-    pub matching: usize,
+    pub pages: Option<usize>,
+    /// How many tags match, when counted (push order).
+    pub matching: Option<u64>,
+    /// Name order: the tag this page follows, and the cursor of the next page.
+    pub after: Option<String>,
+    pub next: Option<String>,
     pub host: String,
     pub may_delete: bool,
 }
@@ -233,7 +239,15 @@ pub fn repository(v: &Viewer, p: &RepoPage) -> Markup {
             p.empty { "No tags" @if !p.q.is_empty() { " match " q { (p.q) } } "." }
         } @else {
             table.tags {
-                caption { (p.matching) " tags" @if p.pages > 1 { ", page " (p.page) " of " (p.pages) } }
+                caption {
+                    @match (p.matching, p.pages) {
+                        (Some(matching), Some(pages)) => { (matching) " tags" @if pages > 1 { ", page " (p.page) " of " (pages) } },
+                        _ => {
+                            @if p.q.is_empty() { (p.summary.tags) " tags" } @else { "Tags containing " q { (p.q) } }
+                            @if let Some(after) = &p.after { ", after " (after) }
+                        },
+                    }
+                }
                 thead { tr {
                     th scope="col" { "Tag" } th scope="col" { "Digest" } th scope="col" { "Type" }
                     th scope="col" { "Size" } th scope="col" { "Platforms" } th scope="col" { "Pushed" }
@@ -269,15 +283,18 @@ fn tag_row(v: &Viewer, p: &RepoPage, t: &TagItem) -> Markup {
 }
 
 fn pager(v: &Viewer, path: &str, p: &RepoPage) -> Markup {
-    let link = |page: usize| {
-        let page = page.to_string();
-        query_link(v, path, &[("q", &p.q), ("sort", &p.sort), ("page", &page)])
-    };
+    let link = |key: &str, value: &str| query_link(v, path, &[("q", &p.q), ("sort", &p.sort), (key, value)]);
+    let pages = p.pages.unwrap_or(1);
     html! {
-        @if p.pages > 1 {
+        @if pages > 1 {
             nav.pager aria-label="Pages" {
-                @if p.page > 1 { a rel="prev" href=(link(p.page - 1)) { "← Previous page" } }
-                @if p.page < p.pages { a rel="next" href=(link(p.page + 1)) { "Next page →" } }
+                @if p.page > 1 { a rel="prev" href=(link("page", &(p.page - 1).to_string())) { "← Previous page" } }
+                @if p.page < pages { a rel="next" href=(link("page", &(p.page + 1).to_string())) { "Next page →" } }
+            }
+        } @else if p.after.is_some() || p.next.is_some() {
+            nav.pager aria-label="Pages" {
+                @if p.after.is_some() { a href=(query_link(v, path, &[("q", &p.q), ("sort", &p.sort)])) { "← First page" } }
+                @if let Some(next) = &p.next { a rel="next" href=(link("after", next)) { "Next page →" } }
             }
         }
     }
@@ -484,7 +501,7 @@ pub fn login(v: &Viewer, failed: Option<&str>) -> Markup {
     layout(v, "Sign in", &content)
 }
 
-pub fn admin(v: &Viewer, runs: &[JobView]) -> Markup {
+pub fn admin(v: &Viewer, gc_runs: &[JobView], fsck_runs: &[JobView]) -> Markup {
     let content = html! {
         h1 { "Admin" }
         p { a href=(href(v, "/admin/usage")) { "Storage usage" } }
@@ -501,26 +518,103 @@ pub fn admin(v: &Viewer, runs: &[JobView]) -> Markup {
                 (csrf(v))
                 button.danger #gc-run type="submit" { "Collect garbage" }
             }
-            h3 { "Recent runs" }
-            @if runs.is_empty() { p { "None since the server started." } }
-            @else {
-                table {
-                    thead { tr { th scope="col" { "Started" } th scope="col" { "State" } th scope="col" { "Phase" } th scope="col" { "Run" } } }
-                    tbody {
-                        @for r in runs {
-                            tr {
-                                td { (r.started_at) }
-                                td { (state(r.state)) }
-                                td { (r.phase) }
-                                td { a href=(href(v, &format!("/admin/gc/{}", r.id))) { "Report" } }
-                            }
+            (recent_runs(v, "gc", gc_runs))
+        }
+        section {
+            h2 { "Consistency check (fsck)" }
+            p { "Checks the metadata against itself and against the blob files, online, and changes nothing: a full check hashes every blob, a quick one compares sizes. Repairs are `berth fsck --repair` or the admin API's." }
+            form.inline method="post" action=(href(v, "/admin/fsck")) {
+                (csrf(v))
+                button #fsck-run type="submit" { "Check" }
+            }
+            " "
+            form.inline method="post" action=(href(v, "/admin/fsck")) {
+                (csrf(v))
+                input type="hidden" name="quick" value="true";
+                button #fsck-quick type="submit" { "Quick check" }
+            }
+            (recent_runs(v, "fsck", fsck_runs))
+        }
+    };
+    layout(v, "Admin", &content)
+}
+
+/// The recent runs of one kind of job (`gc`, `fsck`), linking to each one's page.
+fn recent_runs(v: &Viewer, kind: &str, runs: &[JobView]) -> Markup {
+    html! {
+        h3 { "Recent runs" }
+        @if runs.is_empty() { p { "None since the server started." } }
+        @else {
+            table {
+                thead { tr { th scope="col" { "Started" } th scope="col" { "State" } th scope="col" { "Phase" } th scope="col" { "Run" } } }
+                tbody {
+                    @for r in runs {
+                        tr {
+                            td { (r.started_at) }
+                            td { (state(r.state)) }
+                            td { (r.phase) }
+                            td { a href=(href(v, &format!("/admin/{kind}/{}", r.id))) { "Report" } }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// A run's state, phase and times; ids start with `kind` (`gc-status`, `fsck-status`). While
+/// it runs, the page follows it: without script it reloads itself every second (the refresh
+/// sits in `noscript`, so it does not fire where script runs); `ui.js` polls the run's status
+/// (`data-poll`) instead and reloads once, when it ends.
+fn job_facts(v: &Viewer, kind: &str, run: &JobView) -> Markup {
+    let running = run.state == JobState::Running;
+    let poll = running.then(|| href(v, &format!("/admin/{kind}/{}/status", run.id)));
+    html! {
+        @if running {
+            noscript { meta http-equiv="refresh" content="1"; }
+        }
+        dl.facts id=(format!("{kind}-state")) data-poll=[poll] {
+            dt { "State" } dd.job-status id=(format!("{kind}-status")) { (state(run.state)) }
+            dt { "Phase" } dd.job-phase id=(format!("{kind}-phase")) { (run.phase) }
+            dt { "Started" } dd { (run.started_at) }
+            @if let Some(end) = &run.finished_at { dt { "Finished" } dd { (end) } }
+            @if let Some(e) = &run.error { dt { "Error" } dd.error { (e) } }
+        }
+    }
+}
+
+/// An fsck run: its state, then what it checked and every problem it found.
+pub fn fsck_run(v: &Viewer, run: &JobView) -> Markup {
+    let report: Option<Report> = run.report.clone().and_then(|r| serde_json::from_value(r).ok());
+    let content = html! {
+        p.crumbs { a href=(href(v, "/admin")) { "Admin" } " / " }
+        h1 { "Consistency check" @if report.as_ref().is_some_and(|r| r.quick) { " (quick)" } }
+        (job_facts(v, "fsck", run))
+        @if let Some(r) = &report {
+            h2 { "Findings" }
+            p #fsck-verdict { @if r.clean { "Clean: no problems found." } @else { (r.problems.len()) " problems found." } }
+            p.figures #fsck-checked {
+                "Checked " (r.checked.repositories) " repositories, " (r.checked.manifests) " manifests, "
+                (r.checked.tags) " tags, " (r.checked.blobs) " blobs (" (human_bytes(r.checked.blob_bytes)) "; "
+                (human_bytes(r.checked.bytes_hashed)) " hashed) in " (r.duration_ms) " ms."
+            }
+            @if !r.problems.is_empty() {
+                table #fsck-problems {
+                    thead { tr { th scope="col" { "Kind" } th scope="col" { "Subject" } th scope="col" { "Detail" } } }
+                    tbody {
+                        @for p in &r.problems {
+                            tr { td { (serde_json::to_value(p.kind).ok().and_then(|k| k.as_str().map(str::to_owned)).unwrap_or_default()) } td { (p.subject) } td { (p.detail) } }
+                        }
+                    }
+                }
+            }
+            @if !r.damaged_images.is_empty() {
+                h3 { "Damaged images" }
+                ul #fsck-damaged { @for image in &r.damaged_images { li { (image) } } }
+            }
+        }
     };
-    layout(v, "Admin", &content)
+    layout(v, "Consistency check", &content)
 }
 
 fn state(s: JobState) -> &'static str {
@@ -532,26 +626,15 @@ fn state(s: JobState) -> &'static str {
 }
 
 pub fn gc_run(v: &Viewer, run: &JobView) -> Markup {
-    let running = run.state == JobState::Running;
     let dry = run
         .report
         .as_ref()
         .and_then(|r| r.get("dry_run"))
         .and_then(serde_json::Value::as_bool);
     let content = html! {
-        @if running {
-            // Follow the run without script: the page reloads itself until the run ends.
-            meta http-equiv="refresh" content="1";
-        }
         p.crumbs { a href=(href(v, "/admin")) { "Admin" } " / " }
         h1 { "Garbage collection" @if dry == Some(true) { " (dry run)" } }
-        dl.facts #gc-state {
-            dt { "State" } dd #gc-status { (state(run.state)) }
-            dt { "Phase" } dd { (run.phase) }
-            dt { "Started" } dd { (run.started_at) }
-            @if let Some(end) = &run.finished_at { dt { "Finished" } dd { (end) } }
-            @if let Some(e) = &run.error { dt { "Error" } dd.error { (e) } }
-        }
+        (job_facts(v, "gc", run))
         @if let Some(serde_json::Value::Object(report)) = &run.report {
             h2 { "Report" }
             table #gc-report {
@@ -582,6 +665,49 @@ fn report_value(key: &str, value: &serde_json::Value) -> String {
     }
 }
 
+/// Repositories the chart of the largest shows.
+const CHART_BARS: usize = 10;
+
+/// The largest repositories (bytes referenced) as a bar chart: server-rendered SVG, each
+/// label text (escaped like any value), each bar a link to its repository. `usage` is sorted
+/// largest first.
+fn largest_chart(v: &Viewer, usage: &Usage) -> Markup {
+    const ROW: usize = 26;
+    const LABEL: u128 = 240;
+    const BAR: u128 = 420;
+    let shown = &usage.repositories[..usage.repositories.len().min(CHART_BARS)];
+    let largest = shown.first().map_or(1, |r| r.bytes.max(1));
+    let height = (shown.len() * ROW).to_string();
+    html! {
+        @if !shown.is_empty() {
+            figure.chart {
+                figcaption #largest-title { "Largest repositories, bytes referenced" }
+                svg #largest xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="largest-title"
+                    viewBox=(format!("0 0 800 {height}")) width="800" height=(height) {
+                    @for (i, r) in shown.iter().enumerate() {
+                        @let y = i * ROW;
+                        @let width = (u128::from(r.bytes) * BAR / u128::from(largest)).max(1);
+                        a href=(href(v, &route::repository(&r.name))) {
+                            text x="0" y=(y + 17) { (truncated(&r.name, 32)) }
+                            rect.bar x=(LABEL) y=(y + 4) width=(width) height=(ROW - 8) {}
+                            text x=(LABEL + width + 6) y=(y + 17) { (human_bytes(r.bytes)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `s`, cut to `max` characters with an ellipsis.
+fn truncated(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        s.chars().take(max - 1).chain(std::iter::once('…')).collect()
+    }
+}
+
 pub fn usage(v: &Viewer, usage: &Usage) -> Markup {
     let largest = usage.repositories.first().map_or(1, |r| r.bytes.max(1));
     let content = html! {
@@ -591,6 +717,7 @@ pub fn usage(v: &Viewer, usage: &Usage) -> Markup {
             (human_bytes(usage.stored_bytes)) " stored in " (usage.blobs) " blobs; "
             (human_bytes(usage.logical_bytes)) " summed over repositories (before deduplication)."
         }
+        (largest_chart(v, usage))
         table #usage {
             thead { tr {
                 th scope="col" { "Repository" } th scope="col" { "Referenced" } th scope="col" { "Only here" }

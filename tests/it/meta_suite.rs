@@ -4,12 +4,13 @@
 //!
 //! What they pin down is the trait's contract, not redb's: repository isolation, the reference
 //! checks and counts of a manifest PUT, a failed write leaving nothing, the lexical paging of
-//! listings, which tagged manifest is the newest, the upload-session rows, the garbage-collection sweeps re-checking inside their
+//! listings, which tagged manifest is the newest, the web UI's pages of tags, the upload-session rows, the garbage-collection sweeps re-checking inside their
 //! transactions, fsck's compare-and-set, durability across a reopen, and the audit log and
 //! notification outbox written with the change they describe.
 
 use std::sync::Arc;
 
+use berth::meta::browse::{TagOrder, TagPage};
 use berth::meta::fsck::Repair;
 use berth::meta::gc::Policy;
 use berth::meta::{
@@ -67,6 +68,7 @@ suite!(
     protected_tags_neither_move_nor_go,
     listings_page_in_lexical_order,
     the_newest_tagged_manifest_is_the_last_pushed,
+    tag_pages_by_name_and_by_push,
     referrers_are_listed_by_subject,
     upload_sessions,
     gc_sweeps_recheck_inside_the_transaction,
@@ -427,6 +429,88 @@ async fn the_newest_tagged_manifest_is_the_last_pushed(backend: Backend) {
         Some(two.digest.to_string())
     );
     assert!(s.newest_tagged_manifest(&repo("suite/none")).await.unwrap().is_none());
+}
+
+/// The names of a page's tags.
+fn names(page: &TagPage) -> Vec<&str> {
+    page.tags.iter().map(|t| t.tag.as_str()).collect()
+}
+
+async fn tag_pages_by_name_and_by_push(backend: Backend) {
+    let s = &*backend.store;
+    let a = repo("suite/a");
+    let config = blob(s, &a, b"config", 10).await;
+    // Pushed at 20, 30, 30, 40; `b1` and `a1` tie.
+    for (t, now) in [("c1", 20), ("b1", 30), ("a1", 30), ("d2", 40)] {
+        put(s, &manifest(&a, t, &[(&config, 6)], Some(t)), now).await.unwrap();
+    }
+    let a = &a;
+    let page = |filter: &'static str, order: TagOrder, n: usize| async move {
+        s.tag_page(a, filter, &order, n).await.unwrap().unwrap()
+    };
+    let first = page("", TagOrder::Pushed { page: 1 }, 3).await;
+    assert_eq!(names(&first), ["d2", "a1", "b1"], "newest first, ties by name");
+    assert_eq!((first.matching, first.more, first.page), (Some(4), true, 1));
+    assert_eq!(first.tags[0].updated_ms, 40);
+    let second = page("", TagOrder::Pushed { page: 2 }, 3).await;
+    assert_eq!(names(&second), ["c1"]);
+    assert!(!second.more);
+    let past = page("", TagOrder::Pushed { page: 9 }, 3).await;
+    assert_eq!(
+        (names(&past), past.page),
+        (vec!["c1"], 2),
+        "a page past the last is the last"
+    );
+    let filtered = page("1", TagOrder::Pushed { page: 1 }, 10).await;
+    assert_eq!((names(&filtered), filtered.matching), (vec!["a1", "b1", "c1"], Some(3)));
+    // Re-pushing a tag makes it the newest.
+    put(s, &manifest(a, "c1", &[(&config, 6)], Some("c1")), 50)
+        .await
+        .unwrap();
+    assert_eq!(names(&page("", TagOrder::Pushed { page: 1 }, 1).await), ["c1"]);
+    // By name, from a cursor that need not be a tag.
+    let by_name = page("", TagOrder::Name { after: None }, 2).await;
+    assert_eq!((names(&by_name), by_name.more), (vec!["a1", "b1"], true));
+    let rest = page(
+        "",
+        TagOrder::Name {
+            after: Some("b".into()),
+        },
+        2,
+    )
+    .await;
+    assert_eq!((names(&rest), rest.more), (vec!["b1", "c1"], true));
+    let last = page(
+        "",
+        TagOrder::Name {
+            after: Some("c1".into()),
+        },
+        2,
+    )
+    .await;
+    assert_eq!((names(&last), last.more), (vec!["d2"], false));
+    let digits = page("2", TagOrder::Name { after: None }, 2).await;
+    assert_eq!((names(&digits), digits.matching), (vec!["d2"], None));
+    // The tags of one manifest, from the reverse index.
+    let shared = manifest(a, "shared", &[(&config, 6)], Some("x"));
+    put(s, &shared, 60).await.unwrap();
+    put(
+        s,
+        &NewManifest {
+            tags: vec![tag("y")],
+            ..shared.clone()
+        },
+        61,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.manifest_tags(a, &shared.digest).await.unwrap(), ["x", "y"]);
+    assert!(
+        s.tag_page(&repo("suite/none"), "", &TagOrder::Pushed { page: 1 }, 5)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn referrers_are_listed_by_subject(backend: Backend) {

@@ -1,6 +1,7 @@
 //! The web UI, over real HTTP and in a real browser: Debian's Chromium driven through
 //! chromedriver (the `WebDriver` protocol, with the `fantoccini` client). Images are pushed over the API
-//! (an image with layers, a multi-arch index, an image with a referrer); the browser then signs
+//! (an image with layers, a multi-arch index, an image with a referrer), by the Docker engine
+//! (`docker build` and `docker push`) and by skopeo (the index copied with `--all`); the browser then signs
 //! in, walks repository, tag, manifest and referrer, checks digests and sizes, deletes a tag
 //! (and the API agrees), runs a garbage-collection dry run and reads its report, and a user
 //! without rights sees neither the repository nor the admin pages. Each browser test saves
@@ -19,6 +20,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use crate::auth::{Site, password};
+use crate::clients::{docker_build_and_push, skopeo};
 use crate::harness::{Berth, client, push_blob_with, push_manifest_with, sha256};
 use crate::tls::start_with;
 
@@ -135,6 +137,28 @@ async fn push_referrer(c: &reqwest::Client, berth: &Berth, repo: &str, subject: 
     push_manifest_with(c, berth, repo, &digest, OCI_MANIFEST, &manifest).await
 }
 
+/// `docker login` as `user` into a configuration directory of its own, returned.
+fn docker_login(host: &str, user: &str) -> tempfile::TempDir {
+    use std::io::Write as _;
+    let config = tempfile::tempdir().unwrap();
+    let mut child = Command::new("docker")
+        .args(["login", host, "-u", user, "--password-stdin"])
+        .env("DOCKER_CONFIG", config.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the Docker engine must be installed and running");
+    writeln!(child.stdin.take().unwrap(), "{}", password(user)).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    config
+}
+
 /// Chromium under chromedriver, on a free port, headless.
 struct Browser {
     driver: Child,
@@ -233,6 +257,15 @@ impl Browser {
         }
     }
 
+    /// Wait until a job's status `css` says `done` (its page reloads itself meanwhile).
+    async fn wait_until_done(&self, css: &str) {
+        let deadline = Instant::now() + WAIT;
+        while self.text(css).await != "done" {
+            assert!(Instant::now() < deadline, "the run of {css} did not finish");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn click_link(&self, text: &str) {
         self.client
             .wait()
@@ -268,6 +301,51 @@ impl Drop for Browser {
     }
 }
 
+/// The Docker engine builds and pushes `team/app:docker` as alice; skopeo copies the index
+/// `team/app:multi` to `team/mirror:multi`. Returns the digest docker pushed.
+fn push_with_real_clients(berth: &Berth) -> String {
+    let docker_tag = format!("{}/team/app:docker", berth.host);
+    let docker_config = docker_login(&berth.host, "alice");
+    let docker_image = docker_build_and_push(
+        &docker_tag,
+        &[("DOCKER_CONFIG", &docker_config.path().to_string_lossy())],
+    );
+    let creds = format!("alice:{}", password("alice"));
+    skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--src-creds",
+        &creds,
+        "--dest-creds",
+        &creds,
+        &format!("docker://{}/team/app:multi", berth.host),
+        &format!("docker://{}/team/mirror:multi", berth.host),
+    ]);
+    docker_image
+}
+
+/// What docker pushed, and the index as skopeo copied it; ends on the repository page.
+async fn browse_what_real_clients_pushed(b: &Browser, berth: &Berth, docker_image: &str, index: &str) {
+    b.goto(&berth.url("/ui/r/team/app/-/m/docker")).await;
+    assert_eq!(b.text("#digest").await, docker_image);
+    b.wait_text("application/vnd.docker.distribution.manifest.v2+json")
+        .await;
+    assert!(b.text("#config").await.contains("hello.txt"));
+    b.goto(&berth.url("/ui/r/team/mirror")).await;
+    let mirrored = b.text("table.tags").await;
+    assert!(
+        mirrored.contains("multi") && mirrored.contains("linux/amd64, linux/arm64"),
+        "{mirrored}"
+    );
+    b.click_link("multi").await;
+    b.wait_text("Platforms").await;
+    assert_eq!(b.text("#digest").await, index, "skopeo kept the index's digest");
+    b.goto(&berth.url("/ui/r/team/app")).await;
+}
+
 #[tokio::test]
 async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
     let site = Site::new();
@@ -278,6 +356,7 @@ async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
     push_manifest_with(&alice, &berth, "team/app", "old", OCI_MANIFEST, &image_body).await;
     let (index, amd64) = push_index(&alice, &berth, "team/app", "multi").await;
     let referrer = push_referrer(&alice, &berth, "team/app", &image, image_body.len()).await;
+    let docker_image = push_with_real_clients(&berth);
 
     let b = Browser::start("browse").await;
     // Signed out, nothing of team/ shows.
@@ -287,11 +366,13 @@ async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
     b.click_link("team/app").await;
     b.wait_text("Sorted by push time").await;
     let table = b.text("table.tags").await;
-    for tag in ["v1", "old", "multi", "multi-amd64", "multi-arm64"] {
+    for tag in ["v1", "old", "multi", "multi-amd64", "multi-arm64", "docker"] {
         assert!(table.contains(tag), "{table}");
     }
     assert!(table.contains("linux/amd64, linux/arm64"), "{table}");
     b.shot("repository").await;
+
+    browse_what_real_clients_pushed(&b, &berth, &docker_image, &index).await;
 
     // The index, its amd64 child.
     b.click_link("multi").await;
@@ -349,11 +430,7 @@ async fn in_chromium_a_user_browses_deletes_a_tag_and_runs_a_gc_dry_run() {
     b.click_link("Admin").await;
     b.find("#gc-dry-run").await.click().await.unwrap();
     b.wait_text("(dry run)").await;
-    let deadline = Instant::now() + WAIT;
-    while b.text("#gc-status").await != "done" {
-        assert!(Instant::now() < deadline, "the dry run did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    b.wait_until_done("#gc-status").await;
     let report = b.text("#gc-report").await;
     assert!(
         report.contains("dry run") && report.contains("manifests deleted"),
@@ -388,6 +465,8 @@ async fn in_chromium_a_user_without_rights_sees_neither_the_repository_nor_admin
     b.wait_text("no such page").await;
     b.shot("admin-refused").await;
     b.goto(&berth.url("/ui/admin/usage")).await;
+    b.wait_text("no such page").await;
+    b.goto(&berth.url("/ui/admin/fsck/0123/status")).await;
     b.wait_text("no such page").await;
     b.client.clone().close().await.unwrap();
 }
@@ -520,6 +599,7 @@ async fn the_root_leads_to_the_ui_and_the_api_is_undisturbed() {
 
 #[tokio::test]
 async fn tags_are_paginated_filtered_and_sorted() {
+    // Re-pushing one manifest under each tag: the order is each tag's own last push.
     let berth = Berth::start();
     let c = api_client(None);
     let (_, body, _) = push_image(&c, &berth, "p/app", "t00", "amd64", &json!({}), &json!({})).await;
@@ -536,9 +616,97 @@ async fn tags_are_paginated_filtered_and_sorted() {
     let second = fetch(&c, &berth.url("/ui/r/p/app?page=2")).await;
     assert_eq!(rows(&second), 10);
     assert!(second.contains(">t00<") && !second.contains(">t59<"));
+    // By name, a page follows a cursor: the first ends at t49 and links to the rest.
     let by_name = fetch(&c, &berth.url("/ui/r/p/app?sort=name")).await;
+    assert_eq!(rows(&by_name), 50);
     assert!(by_name.find(">t00<").unwrap() < by_name.find(">t01<").unwrap());
+    assert!(by_name.contains("sort=name&amp;after=t49"), "{by_name}");
+    let rest = fetch(&c, &berth.url("/ui/r/p/app?sort=name&after=t49")).await;
+    assert_eq!(rows(&rest), 10);
+    assert!(rest.find(">t50<").unwrap() < rest.find(">t59<").unwrap() && !rest.contains(">t49<"));
+    assert!(!rest.contains("rel=\"next\""), "{rest}");
+    // A page past the last in push order is the last.
+    let past = fetch(&c, &berth.url("/ui/r/p/app?page=9")).await;
+    assert!(past.contains("page 2 of 2") && past.contains(">t00<"), "{past}");
     let filtered = fetch(&c, &berth.url("/ui/r/p/app?q=t5")).await;
     assert_eq!(rows(&filtered), 10, "{filtered}");
     assert!(filtered.contains("10 tags"));
+}
+
+#[tokio::test]
+async fn in_chromium_an_admin_runs_fsck_and_sees_the_largest_repositories() {
+    let berth = Berth::start();
+    let c = api_client(None);
+    let (_, manifest, _) = push_image(&c, &berth, "f/app", "v1", "amd64", &json!({}), &json!({})).await;
+    push_image(&c, &berth, "f/other", "v1", "amd64", &json!({}), &json!({})).await;
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    std::fs::remove_file(berth.blob_file(&layer)).unwrap();
+    // Without its session's CSRF token, no check starts.
+    let refused = c
+        .post(berth.url("/ui/admin/fsck"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("quick=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(fetch(&c, &berth.url("/admin/fsck")).await, "[]");
+
+    let b = Browser::start("fsck").await;
+    b.goto(&berth.url("/ui/admin")).await;
+    b.find("#fsck-run").await.click().await.unwrap();
+    b.wait_text("Consistency check").await;
+    b.wait_until_done("#fsck-status").await;
+    assert!(b.text("#fsck-verdict").await.contains("problems found"));
+    let problems = b.text("#fsck-problems").await;
+    assert!(problems.contains(&layer), "{problems}");
+    assert!(b.text("#fsck-damaged").await.contains("f/app@"));
+    b.shot("fsck").await;
+    b.click_link("Admin").await;
+    assert!(b.text("main").await.contains("Consistency check"));
+    // Usage: the largest repositories as a chart, each bar linking to its repository.
+    b.click_link("Storage usage").await;
+    let labels = b.text("#largest").await;
+    assert!(labels.contains("f/app") && labels.contains("f/other"), "{labels}");
+    b.shot("usage").await;
+    b.find("#largest a[href='/ui/r/f/other']").await.click().await.unwrap();
+    b.wait_text("Sorted by push time").await;
+    b.client.clone().close().await.unwrap();
+}
+
+/// A running collection's page follows it live: with script, `ui.js` polls the run's status
+/// (the page carries no active refresh then) and reloads once it ends; without script, the
+/// `noscript` refresh reloads it. The collection waits at a test pause point meanwhile.
+#[tokio::test]
+async fn in_chromium_a_running_gc_is_followed_live() {
+    let berth = Berth::builder().env("BERTH_TEST_PAUSE_AT", "gc.after_mark").start();
+    let c = api_client(None);
+    push_image(&c, &berth, "g/app", "v1", "amd64", &json!({}), &json!({})).await;
+    let b = Browser::start("gc-live").await;
+    b.goto(&berth.url("/ui/admin")).await;
+    b.find("#gc-dry-run").await.click().await.unwrap();
+    b.find("#gc-state[data-live='on']").await;
+    let deadline = Instant::now() + WAIT;
+    while b.text("#gc-phase").await != "paused" {
+        assert!(Instant::now() < deadline, "the page never showed the pause");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What the script polls, and the page as a client without script reads it.
+    let run_url = b.client.current_url().await.unwrap().to_string();
+    let status: Value = serde_json::from_str(&fetch(&c, &format!("{run_url}/status")).await).unwrap();
+    assert_eq!(
+        (status["state"].as_str(), status["phase"].as_str()),
+        (Some("running"), Some("paused"))
+    );
+    let page = fetch(&c, &run_url).await;
+    assert!(
+        page.contains("<noscript><meta http-equiv=\"refresh\" content=\"1\"></noscript>"),
+        "{page}"
+    );
+    b.shot("running").await;
+    berth.resume("gc.after_mark").await;
+    b.wait_until_done("#gc-status").await;
+    assert!(b.text("#gc-report").await.contains("dry run"));
+    b.client.clone().close().await.unwrap();
 }
