@@ -154,8 +154,13 @@ impl FsStore {
                 return Err(e);
             }
         };
-        let file = File::open(&path)?;
-        Staged::adopt(file, path, temp, self.opts, alg, progress).map(Some)
+        // A link refused here is removed when `temp` drops.
+        if let Some(file) = open_own_link(&path)? {
+            Staged::adopt(file, path, temp, self.opts, alg, progress).map(Some)
+        } else {
+            tracing::debug!(src = %src.display(), "the imported blob is not a regular file of ours; copying it");
+            Ok(None)
+        }
     }
 
     fn remove_upload(&self, id: uuid::Uuid) -> io::Result<()> {
@@ -172,10 +177,11 @@ impl FsStore {
             // The data and the size: the timestamps do not matter to a blob.
             file.sync_data()?;
         }
+        // Through the open file, never the path (which someone could have swapped).
+        file.set_permissions(fs::Permissions::from_mode(0o444))?;
         drop(file);
         let dir = dest.parent().expect("blob path has a parent");
         self.create_shard_dirs(dir)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o444))?;
         crate::crashpoint::hit("blob.before_rename");
         fs::rename(&path, &dest)?;
         if let Some(temp) = guard {
@@ -289,6 +295,22 @@ impl FsStore {
         debug_assert!(!name.contains('/'));
         ignore_not_found(fs::remove_file(self.staging_dir().join(name)))
     }
+}
+
+/// Open a hard link just made into the staging area, if it is safe to adopt: a regular file
+/// (not a symlink swapped in for the source), owned by this process's user (a file another
+/// account owns could be made writable and changed after it was verified), and the very inode
+/// the open descriptor reads. `None`: copy instead.
+fn open_own_link(path: &Path) -> io::Result<Option<File>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let linked = fs::symlink_metadata(path)?;
+    if !linked.file_type().is_file() || linked.uid() != rustix::process::geteuid().as_raw() {
+        return Ok(None);
+    }
+    let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC;
+    let file = File::from(rustix::fs::open(path, flags, rustix::fs::Mode::empty())?);
+    let opened = file.metadata()?;
+    Ok((opened.dev() == linked.dev() && opened.ino() == linked.ino()).then_some(file))
 }
 
 /// Bytes of a blob mapped at a time while it is served: large enough to amortise the mapping,
