@@ -1161,7 +1161,7 @@ async fn get(berth: &Berth, repo: &str, reference: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn delete(berth: &Berth, repo: &str, reference: &str) -> reqwest::Response {
+pub(crate) async fn delete(berth: &Berth, repo: &str, reference: &str) -> reqwest::Response {
     client()
         .delete(berth.url(&format!("/v2/{repo}/manifests/{reference}")))
         .send()

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::api_manifests::delete;
 use crate::clients::{docker_build_and_push, docker_build_and_push_refused, skopeo};
 use crate::harness::{Berth, client, push_blob, push_image, random_bytes};
 
@@ -27,14 +28,6 @@ pub(crate) async fn put(berth: &Berth, repo: &str, reference: &str, body: &[u8])
         .put(berth.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header("content-type", OCI_MANIFEST)
         .body(body.to_vec())
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn delete(berth: &Berth, repo: &str, reference: &str) -> reqwest::Response {
-    client()
-        .delete(berth.url(&format!("/v2/{repo}/manifests/{reference}")))
         .send()
         .await
         .unwrap()
