@@ -10,6 +10,7 @@ use crate::blobs::{Entry, Progress};
 use crate::meta::fsck::{Repair, Scan};
 use crate::meta::gc::{Policy, Snapshot};
 use crate::meta::{Millis, now_ms};
+use crate::meta::{Action, Actor};
 use crate::oci::{Digest, RepoName, Tag};
 
 impl Registry {
@@ -86,20 +87,30 @@ impl Registry {
     }
 
     /// Retention: delete `doomed` tags of `repo` that are unchanged since they were chosen and
-    /// not immutable; whether each went.
+    /// not immutable; whether each went. One transaction per tag, each recording its own
+    /// audit event (a tag delete by Berth, with the reason), notified like any other delete.
     pub(crate) async fn retention_delete_tags(
         &self,
         repo: &RepoName,
         doomed: &[super::policy::Doomed],
     ) -> Result<Vec<bool>, Error> {
-        let policies = self.policies.get();
-        let tags = doomed
-            .iter()
-            .map(|d| Ok((Tag::parse(&d.tag)?, d.digest.clone(), d.updated_ms)))
-            .collect::<Result<Vec<_>, Error>>()?;
-        let protected = policies.protected(repo);
-        self.meta_write(|m| m.retention_delete_tags(repo, tags, protected))
-            .await
+        let protected = self.policies.get().protected(repo);
+        let mut deleted = Vec::with_capacity(doomed.len());
+        for d in doomed {
+            let tag = (Tag::parse(&d.tag)?, d.digest.clone(), d.updated_ms);
+            let mut event = Self::event(Action::TagDelete, &Actor::system(), repo);
+            event.reference = Some(d.tag.clone());
+            event.digest = Some(d.digest.clone());
+            event.result = format!("ok: retention, {}", d.reason);
+            let audited = self.audited(event);
+            let hook = move |done: &Vec<bool>| done.first().copied().unwrap_or(false).then(|| audited.clone());
+            let protected = protected.clone();
+            let done = self
+                .meta_write(|m| m.retention_delete_tags(repo, vec![tag], protected).audited(hook))
+                .await?;
+            deleted.push(done.first().copied().unwrap_or(false));
+        }
+        Ok(deleted)
     }
 
     /// Whether manifest `digest` is stored in `repo` (names from a snapshot).

@@ -180,6 +180,22 @@ async fn rules_remove_what_they_doom_and_nothing_else() {
             "a kept index's child"
         );
     }
+    // Each removed tag is in the audit log as a tag delete by Berth (the test's own deletes
+    // are by nobody), with the reason; the run itself as an admin action.
+    let events = get_json(berth.url("/admin/audit?action=tag-delete")).await;
+    let audited: BTreeSet<String> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["user"] == "berth")
+        .map(|e| {
+            assert!(e["result"].as_str().unwrap().contains("retention"), "{e}");
+            format!("{}:{}", e["repository"].as_str().unwrap(), e["reference"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(audited, expected_tags);
+    let runs = get_json(berth.url("/admin/audit?action=retention")).await;
+    assert_eq!(runs["events"].as_array().unwrap().len(), 2, "the dry run and the run: {runs}");
     // Nothing left to do.
     let again = retention(&berth, false).await;
     assert!(
