@@ -85,6 +85,7 @@ pub fn router_with(app: App, extra: Router<App>) -> Router {
         .route("/admin/fsck/{id}", axum::routing::get(admin::fsck_get))
         .route("/admin/usage", axum::routing::get(admin::usage))
         .route("/admin/retention", axum::routing::post(admin::retention))
+        .route("/admin/policies", axum::routing::get(admin::policies))
         .route("/admin/audit", axum::routing::get(admin::audit))
         .route("/admin/notifications", axum::routing::get(admin::notifications));
     #[cfg(feature = "test-hooks")]

@@ -9,8 +9,8 @@ use super::{Error, Registry};
 use crate::blobs::{Entry, Progress};
 use crate::meta::fsck::{Repair, Scan};
 use crate::meta::gc::{Policy, Snapshot};
-use crate::meta::{Millis, now_ms};
 use crate::meta::{Action, Actor};
+use crate::meta::{Millis, now_ms};
 use crate::oci::{Digest, RepoName, Tag};
 
 impl Registry {

@@ -25,6 +25,8 @@ pub struct Policies {
     immutable: Vec<Immutable>,
     retention: Vec<RetentionRule>,
     quotas: Vec<Quota>,
+    /// The rules as configured, for `GET /admin/policies`.
+    shown: serde_json::Value,
 }
 
 /// A compiled `retention:` rule.
@@ -57,7 +59,7 @@ struct Immutable {
 
 impl Policies {
     /// Compile the configuration's rules (whose globs it has validated).
-    pub fn new(immutable_tags: &[ImmutableTags], retention: &[Retention], quotas: &[config::Quota]) -> Self {
+    pub fn new(immutable_tags: &[ImmutableTags], retention_rules: &[Retention], quota_rules: &[config::Quota]) -> Self {
         let immutable = immutable_tags
             .iter()
             .map(|rule| Immutable {
@@ -69,7 +71,7 @@ impl Policies {
                 ),
             })
             .collect();
-        let retention = retention
+        let retention = retention_rules
             .iter()
             .map(|rule| RetentionRule {
                 repositories: globs(&rule.repositories),
@@ -79,12 +81,25 @@ impl Policies {
                 untagged_after: rule.untagged_after,
             })
             .collect();
-        let quotas = quotas.iter().map(quota).collect();
+        let quotas = quota_rules.iter().map(quota).collect();
+        let shown = serde_json::json!({
+            "immutable_tags": immutable_tags,
+            "retention": retention_rules,
+            "quotas": quota_rules.iter().map(|q| serde_json::json!({
+                "repositories": q.repositories, "max_bytes": q.max_bytes,
+            })).collect::<Vec<_>>(),
+        });
         Policies {
             immutable,
             retention,
             quotas,
+            shown,
         }
+    }
+
+    /// The rules in force as configured (`GET /admin/policies`).
+    pub fn shown(&self) -> &serde_json::Value {
+        &self.shown
     }
 
     /// The retention rule for `repo` (the first that matches), if any.

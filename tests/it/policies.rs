@@ -141,6 +141,8 @@ async fn docker_and_skopeo_show_the_refusal() {
 #[tokio::test]
 async fn a_sighup_brings_in_new_rules() {
     let (berth, dir) = with_config("log:\n  level: info\n");
+    let shown = crate::harness::get_json(berth.url("/admin/policies")).await;
+    assert_eq!(shown["immutable_tags"], serde_json::json!([]), "{shown}");
     push_image(&berth, "prod/api", "v2", &[b"api layer"]).await;
     let other = other_manifest(&berth, "prod/api", 4).await;
     std::fs::write(dir.path().join("config.yml"), format!("log:\n  level: info\n{RULES}")).unwrap();
@@ -151,6 +153,18 @@ async fn a_sighup_brings_in_new_rules() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_immutable(put(&berth, "prod/api", "v2", &other).await, "v2").await;
+    // The admin API shows the rules now in force.
+    let shown = crate::harness::get_json(berth.url("/admin/policies")).await;
+    assert_eq!(
+        shown["immutable_tags"][0]["repositories"],
+        serde_json::json!(["prod/*"]),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["immutable_tags"][0]["tags"],
+        serde_json::json!(["v*", "release-*"]),
+        "{shown}"
+    );
     // A file that no longer loads keeps the rules in force.
     std::fs::write(dir.path().join("config.yml"), "immutable_tags: [oops\n").unwrap();
     berth.signal("HUP");

@@ -146,6 +146,9 @@ async fn rules_remove_what_they_doom_and_nothing_else() {
         .unwrap();
     assert_eq!(tagged.status(), 201);
 
+    let shown = get_json(berth.url("/admin/policies")).await;
+    assert_eq!(shown["retention"][0]["keep_last"], 2, "{shown}");
+    assert_eq!(shown["retention"][1]["older_than"], "30d", "{shown}");
     let predicted = retention(&berth, true).await;
     assert_eq!(predicted["dry_run"], true);
     let expected_tags: BTreeSet<String> = ["team/app:a", "team/app:b", "ci/build:old"].map(String::from).into();
@@ -190,12 +193,20 @@ async fn rules_remove_what_they_doom_and_nothing_else() {
         .filter(|e| e["user"] == "berth")
         .map(|e| {
             assert!(e["result"].as_str().unwrap().contains("retention"), "{e}");
-            format!("{}:{}", e["repository"].as_str().unwrap(), e["reference"].as_str().unwrap())
+            format!(
+                "{}:{}",
+                e["repository"].as_str().unwrap(),
+                e["reference"].as_str().unwrap()
+            )
         })
         .collect();
     assert_eq!(audited, expected_tags);
     let runs = get_json(berth.url("/admin/audit?action=retention")).await;
-    assert_eq!(runs["events"].as_array().unwrap().len(), 2, "the dry run and the run: {runs}");
+    assert_eq!(
+        runs["events"].as_array().unwrap().len(),
+        2,
+        "the dry run and the run: {runs}"
+    );
     // Nothing left to do.
     let again = retention(&berth, false).await;
     assert!(

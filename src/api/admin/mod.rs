@@ -1,6 +1,6 @@
 //! The admin API: `POST /admin/gc` starts garbage collection (`?dry_run=true` for a dry run),
 //! `GET /admin/gc` lists recent runs, `GET /admin/gc/{id}` shows one; `/admin/fsck` does the
-//! same for fsck (`?repair=true`, `?quick=true`). `POST /admin/retention` applies the
+//! same for fsck (`?repair=true`, `?quick=true`). `GET /admin/policies` shows the rules in force. `POST /admin/retention` applies the
 //! retention rules on their own (`?dry_run=true`) and answers with the report. Who may call them is decided by
 //! `access::admin_guard`: the admin role, or loopback clients when authentication is off.
 //! Query parameters other than those named here are ignored.
@@ -84,6 +84,12 @@ pub async fn retention(State(app): State<App>, AdminActor(actor): AdminActor, ur
         Ok(report) => Json(report).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// `GET /admin/policies`: the immutable-tag, retention and quota rules in force (as last
+/// loaded, at start-up or on SIGHUP).
+pub async fn policies(State(app): State<App>) -> Response {
+    Json(app.registry.policies().shown().clone()).into_response()
 }
 
 pub async fn fsck_list(State(app): State<App>) -> Response {
