@@ -143,23 +143,9 @@ async fn a_receiver_that_was_down_gets_every_event_in_order_signed() {
     assert_eq!(ids.len(), 3, "event ids are unique");
     // Delivered events leave the outbox; the metrics count them.
     eventually("an empty queue", async || queue(&berth).await.is_empty().then_some(())).await;
-    let metrics = crate::harness::client()
-        .get(berth.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     let endpoint = format!("endpoint=\"http://127.0.0.1:{port}/hook\"");
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("berth_notifications_delivered_total{")
-                && l.contains(&endpoint)
-                && l.ends_with(" 3")),
-        "{metrics}"
-    );
+    let delivered = crate::proxy::metric(&berth, "berth_notifications_delivered_total{", &[&endpoint]).await;
+    assert_eq!(delivered, 3, "delivered events counted per endpoint");
     assert!(!berth.log().contains(SECRET), "the secret reached the log");
 }
 
