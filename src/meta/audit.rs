@@ -11,16 +11,16 @@
 //!
 //! `Actor`, `AuditEvent`, `Audited`, `AuditQuery` and `OutboxRow` are backend-neutral data
 //! (meta knows nothing of HTTP: the caller fills the actor in); the functions below them are
-//! redb's transactions.
+//! the transactions, over any backend's rows (`rows`).
 //!
 //! Event ids come from one sequence (`sequences["audit"]`), never reused even when the log is
 //! pruned empty, so an outbox key stays unique.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::MetaError;
 use super::codec::{decode, encode};
+use super::rows::{Dir, NEXT, Rows, STOP, WriteRows};
 use super::schema::{AUDIT, Millis, OUTBOX, SEQUENCES};
 
 /// Who asked for a change, and from where; every field optional (a background run has no
@@ -192,23 +192,18 @@ pub struct AuditPage {
 }
 
 /// Append `audited` to the log and to the outbox of each of its endpoints.
-pub(super) fn append(txn: &WriteTransaction, audited: &Audited) -> Result<u64, MetaError> {
-    let id = {
-        let mut seq = txn.open_table(SEQUENCES)?;
-        let id = seq.get("audit")?.map_or(0, |v| v.value()) + 1;
-        seq.insert("audit", id)?;
-        id
-    };
-    txn.open_table(AUDIT)?.insert(id, encode(&audited.event).as_slice())?;
-    let mut outbox = txn.open_table(OUTBOX)?;
-    let row = OutboxRow {
+pub(super) fn append(txn: &impl WriteRows, audited: &Audited) -> Result<u64, MetaError> {
+    let id = txn.get(&SEQUENCES, "audit")?.unwrap_or(0) + 1;
+    txn.insert(&SEQUENCES, "audit", id)?;
+    txn.insert(&AUDIT, id, &encode(&audited.event))?;
+    let row = encode(&OutboxRow {
         event: audited.event.clone(),
         attempts: 0,
         next_ms: audited.event.time_ms,
         last_error: None,
-    };
+    });
     for endpoint in &audited.notify {
-        outbox.insert((endpoint.as_str(), id), encode(&row).as_slice())?;
+        txn.insert(&OUTBOX, (endpoint.as_str(), id), &row)?;
     }
     Ok(id)
 }
@@ -220,74 +215,69 @@ const ORDER_SLACK_MS: Millis = 60_000;
 /// Events matching `q`, newest first. Events are appended in commit order, which follows their
 /// times but for concurrent writes, so the scan stops once an event is older than `since` by
 /// more than `ORDER_SLACK_MS`.
-pub(super) fn query(txn: &ReadTransaction, q: &AuditQuery) -> Result<AuditPage, MetaError> {
-    let table = txn.open_table(AUDIT)?;
+pub(super) fn query(txn: &impl Rows, q: &AuditQuery) -> Result<AuditPage, MetaError> {
     let mut page = AuditPage::default();
-    for entry in table.range(..q.before.unwrap_or(u64::MAX))?.rev() {
-        let (k, v) = entry?;
-        let event: AuditEvent = decode(v.value())?;
+    txn.visit(&AUDIT, ..q.before.unwrap_or(u64::MAX), Dir::Back, &mut |id, v| {
+        let event: AuditEvent = decode(v)?;
         if q.since_ms
             .is_some_and(|t| event.time_ms.saturating_add(ORDER_SLACK_MS) < t)
         {
-            break;
+            return STOP;
         }
         if !q.matches(&event) {
-            continue;
+            return NEXT;
         }
         if page.events.len() == q.limit {
             page.next = page.events.last().map(|(id, _)| *id);
-            break;
+            return STOP;
         }
-        page.events.push((k.value(), event));
-    }
+        page.events.push((id, event));
+        NEXT
+    })?;
     Ok(page)
 }
 
 /// Remove events older than `before_ms`; answers how many.
-pub(super) fn prune(txn: &WriteTransaction, before_ms: Millis) -> Result<u64, MetaError> {
-    let mut table = txn.open_table(AUDIT)?;
+pub(super) fn prune(txn: &impl WriteRows, before_ms: Millis) -> Result<u64, MetaError> {
     let mut old = Vec::new();
-    for entry in table.iter()? {
-        let (k, v) = entry?;
-        if decode::<AuditEvent>(v.value())?.time_ms >= before_ms {
-            break;
+    txn.scan(&AUDIT, .., &mut |id, v| {
+        if decode::<AuditEvent>(v)?.time_ms >= before_ms {
+            return STOP;
         }
-        old.push(k.value());
-    }
+        old.push(id);
+        NEXT
+    })?;
     for id in &old {
-        table.remove(id)?;
+        txn.remove(&AUDIT, *id)?;
     }
     Ok(old.len() as u64)
 }
 
 /// Every outbox row, by endpoint then event id.
-pub(super) fn outbox(txn: &ReadTransaction) -> Result<Vec<(String, u64, OutboxRow)>, MetaError> {
-    let table = txn.open_table(OUTBOX)?;
+pub(super) fn outbox(txn: &impl Rows) -> Result<Vec<(String, u64, OutboxRow)>, MetaError> {
     let mut out = Vec::new();
-    for entry in table.iter()? {
-        let (k, v) = entry?;
-        let (endpoint, id) = k.value();
-        out.push((endpoint.to_owned(), id, decode(v.value())?));
-    }
+    txn.scan(&OUTBOX, .., &mut |(endpoint, id), v| {
+        out.push((endpoint.to_owned(), id, decode(v)?));
+        NEXT
+    })?;
     Ok(out)
 }
 
 /// Replace (`Some`) or remove (`None`) outbox rows of `endpoint`. A row already gone (a
 /// concurrent removal) stays gone.
 pub(super) fn outbox_update(
-    txn: &WriteTransaction,
+    txn: &impl WriteRows,
     endpoint: &str,
     updates: &[(u64, Option<OutboxRow>)],
 ) -> Result<(), MetaError> {
-    let mut table = txn.open_table(OUTBOX)?;
     for (id, row) in updates {
         let key = (endpoint, *id);
         match row {
             None => {
-                table.remove(key)?;
+                txn.remove(&OUTBOX, key)?;
             }
-            Some(row) if table.get(key)?.is_some() => {
-                table.insert(key, encode(row).as_slice())?;
+            Some(row) if txn.contains(&OUTBOX, key)? => {
+                txn.insert(&OUTBOX, key, &encode(row))?;
             }
             Some(_) => {}
         }

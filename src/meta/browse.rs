@@ -4,17 +4,17 @@
 //! key range, so the cost follows the repository's size, never the registry's; a page of tags
 //! by name reads only that page.
 //!
-//! The types are backend-neutral; the functions compute them from redb.
+//! The types are backend-neutral, and so are the functions that compute them (`rows`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ops::Bound;
 
-use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::MetaError;
 use super::codec::decode;
+use super::rows::{NEXT, Rows, STOP};
 use super::schema::{
     BLOB_LINKS, BLOBS, BlobRow, BlobState, MANIFEST_REFS, Millis, REPOS, RefsRow, TAGS, TAGS_BY_MANIFEST, TagRow,
 };
@@ -71,31 +71,24 @@ pub struct RepoSummary {
 /// push order reads every tag row of the repository once (no other table) and keeps only
 /// the rows up to the page's end.
 pub(super) fn tag_page(
-    txn: &ReadTransaction,
+    txn: &impl Rows,
     repo: &str,
     filter: &str,
     order: &TagOrder,
     n: usize,
 ) -> Result<Option<TagPage>, MetaError> {
-    if txn.open_table(REPOS)?.get(repo)?.is_none() {
+    if !txn.contains(&REPOS, repo)? {
         return Ok(None);
     }
     let n = n.max(1);
-    let tags = txn.open_table(TAGS)?;
     let page = match order {
-        TagOrder::Name { after } => by_name(&tags, repo, filter, after.as_deref(), n)?,
-        TagOrder::Pushed { page } => by_push(&tags, repo, filter, *page, n)?,
+        TagOrder::Name { after } => by_name(txn, repo, filter, after.as_deref(), n)?,
+        TagOrder::Pushed { page } => by_push(txn, repo, filter, *page, n)?,
     };
     Ok(Some(page))
 }
 
-fn by_name(
-    tags: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
-    repo: &str,
-    filter: &str,
-    after: Option<&str>,
-    n: usize,
-) -> Result<TagPage, MetaError> {
+fn by_name(tags: &impl Rows, repo: &str, filter: &str, after: Option<&str>, n: usize) -> Result<TagPage, MetaError> {
     let start = after.map_or(Bound::Included((repo, "")), |a| Bound::Excluded((repo, a)));
     let mut out = TagPage {
         page: 1,
@@ -115,33 +108,22 @@ fn by_name(
 /// Call `f` with each tag of `repo` from `start` on whose name contains `filter`, and its row,
 /// while `f` answers true.
 fn matching_tags(
-    tags: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    tags: &impl Rows,
     start: Bound<(&str, &str)>,
     repo: &str,
     filter: &str,
     mut f: impl FnMut(&str, &[u8]) -> Result<bool, MetaError>,
 ) -> Result<(), MetaError> {
-    for entry in tags.range::<(&str, &str)>((start, Bound::Unbounded))? {
-        let (key, value) = entry?;
-        let (r, tag) = key.value();
-        if r != repo {
-            break;
+    tags.scan(&TAGS, (start, Bound::Unbounded), &mut |(r, tag), value| {
+        if r != repo || (tag.contains(filter) && !f(tag, value)?) {
+            return STOP;
         }
-        if tag.contains(filter) && !f(tag, value.value())? {
-            break;
-        }
-    }
-    Ok(())
+        NEXT
+    })
 }
 
 /// One pass over the repository's tag rows, keeping the `page * n` newest in a bounded heap.
-fn by_push(
-    tags: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
-    repo: &str,
-    filter: &str,
-    page: usize,
-    n: usize,
-) -> Result<TagPage, MetaError> {
+fn by_push(tags: &impl Rows, repo: &str, filter: &str, page: usize, n: usize) -> Result<TagPage, MetaError> {
     let keep = page.max(1).saturating_mul(n);
     // The newest first: greater `(updated_ms, Reverse(tag))`. A min-heap of the kept ones.
     let mut heap: BinaryHeap<Reverse<(Millis, Reverse<String>, String)>> = BinaryHeap::new();
@@ -192,58 +174,51 @@ fn detail(tag: &str, row: &[u8]) -> Result<TagDetail, MetaError> {
 }
 
 /// The tags of `repo` pointing at `digest`, in lexical order (the reverse tag index).
-pub(super) fn manifest_tags(txn: &ReadTransaction, repo: &str, digest: &str) -> Result<Vec<String>, MetaError> {
-    tags_pointing_at(&txn.open_table(TAGS_BY_MANIFEST)?, repo, digest)
+pub(super) fn manifest_tags(txn: &impl Rows, repo: &str, digest: &str) -> Result<Vec<String>, MetaError> {
+    tags_pointing_at(txn, repo, digest)
 }
 
 /// The tags of `repo` pointing at `digest`, from the reverse tag index of a read or write
 /// transaction.
-pub(super) fn tags_pointing_at(
-    reverse: &impl ReadableTable<(&'static str, &'static str, &'static str), ()>,
-    repo: &str,
-    digest: &str,
-) -> Result<Vec<String>, MetaError> {
+pub(super) fn tags_pointing_at(txn: &impl Rows, repo: &str, digest: &str) -> Result<Vec<String>, MetaError> {
     let mut out = Vec::new();
-    for entry in reverse.range((repo, digest, "")..)? {
-        let key = entry?.0;
-        let (r, d, tag) = key.value();
+    txn.scan(&TAGS_BY_MANIFEST, (repo, digest, "").., &mut |(r, d, tag), ()| {
         if r != repo || d != digest {
-            break;
+            return STOP;
         }
         out.push(tag.to_owned());
-    }
+        NEXT
+    })?;
     Ok(out)
 }
 
 /// The summary of `repo`; `None` when the repository does not exist.
-pub(super) fn repo_summary(txn: &ReadTransaction, repo: &str) -> Result<Option<RepoSummary>, MetaError> {
-    if txn.open_table(REPOS)?.get(repo)?.is_none() {
+pub(super) fn repo_summary(txn: &impl Rows, repo: &str) -> Result<Option<RepoSummary>, MetaError> {
+    if !txn.contains(&REPOS, repo)? {
         return Ok(None);
     }
     let mut s = RepoSummary::default();
-    for entry in txn.open_table(TAGS)?.range((repo, "")..)? {
-        if entry?.0.value().0 != repo {
-            break;
+    txn.scan(&TAGS, (repo, "").., &mut |(r, _), _| {
+        if r != repo {
+            return STOP;
         }
         s.tags += 1;
-    }
-    for entry in txn.open_table(MANIFEST_REFS)?.range((repo, "")..)? {
-        let (key, value) = entry?;
-        if key.value().0 != repo {
-            break;
+        NEXT
+    })?;
+    txn.scan(&MANIFEST_REFS, (repo, "").., &mut |(r, _), value| {
+        if r != repo {
+            return STOP;
         }
         s.manifests += 1;
-        s.last_push_ms = s.last_push_ms.max(decode::<RefsRow>(value.value())?.pushed_ms);
-    }
-    let blobs = txn.open_table(BLOBS)?;
-    for entry in txn.open_table(BLOB_LINKS)?.range((repo, "")..)? {
-        let key = entry?.0;
-        let (r, digest) = key.value();
+        s.last_push_ms = s.last_push_ms.max(decode::<RefsRow>(value)?.pushed_ms);
+        NEXT
+    })?;
+    txn.scan(&BLOB_LINKS, (repo, "").., &mut |(r, digest), _| {
         if r != repo {
-            break;
+            return STOP;
         }
-        let Some(blob) = blobs.get(digest)?.map(|v| decode::<BlobRow>(v.value())).transpose()? else {
-            continue;
+        let Some(blob) = txn.get(&BLOBS, digest)?.map(|v| decode::<BlobRow>(&v)).transpose()? else {
+            return NEXT;
         };
         if blob.state == BlobState::Live {
             s.bytes += blob.size;
@@ -251,6 +226,7 @@ pub(super) fn repo_summary(txn: &ReadTransaction, repo: &str) -> Result<Option<R
                 s.exclusive_bytes += blob.size;
             }
         }
-    }
+        NEXT
+    })?;
     Ok(Some(s))
 }

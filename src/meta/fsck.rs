@@ -3,14 +3,14 @@
 //! overwrites a change made since the snapshot (it is skipped instead, and reported).
 //!
 //! `Scan` and `Repair` are backend-neutral (every `MetaStore` answers and applies them, with
-//! keys as strings, as stored); `scan` and `repair` are redb's.
+//! keys as strings, as stored), and so are `scan` and `repair`, over any backend's rows
+//! (`rows`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
-
 use super::MetaError;
 use super::codec::{decode, encode};
+use super::rows::{NEXT, Rows, WriteRows};
 use super::schema::{
     BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, MANIFESTS, ManifestRow, Millis,
     REFERRERS, REPOS, ReferrerRow, RefsRow, RepoRow, TAGS, TAGS_BY_MANIFEST, TOMBSTONES, TagRow, UPLOADS, UploadRow,
@@ -129,68 +129,63 @@ pub enum Repair {
 }
 
 /// Read every table in one snapshot.
-pub(super) fn scan(txn: &ReadTransaction) -> Result<Scan, MetaError> {
+pub(super) fn scan(txn: &impl Rows) -> Result<Scan, MetaError> {
     let mut scan = Scan::default();
-    for e in txn.open_table(REPOS)?.iter()? {
-        scan.repos.insert(e?.0.value().to_owned());
-    }
-    for e in txn.open_table(TAGS)?.iter()? {
-        let (k, v) = e?;
-        let (r, t) = k.value();
-        scan.tags.insert((r.into(), t.into()), decode(v.value())?);
-    }
-    for e in txn.open_table(TAGS_BY_MANIFEST)?.iter()? {
-        let k = e?.0;
-        let (r, d, t) = k.value();
+    txn.scan(&REPOS, .., &mut |r, _| {
+        scan.repos.insert(r.to_owned());
+        NEXT
+    })?;
+    txn.scan(&TAGS, .., &mut |(r, t), v| {
+        scan.tags.insert((r.into(), t.into()), decode(v)?);
+        NEXT
+    })?;
+    txn.scan(&TAGS_BY_MANIFEST, .., &mut |(r, d, t), ()| {
         scan.tags_by_manifest.insert((r.into(), d.into(), t.into()));
-    }
-    for e in txn.open_table(MANIFESTS)?.iter()? {
-        let (k, v) = e?;
-        let (r, d) = k.value();
-        scan.manifests.insert((r.into(), d.into()), decode(v.value())?);
-    }
-    for e in txn.open_table(MANIFEST_REFS)?.iter()? {
-        let (k, v) = e?;
-        let (r, d) = k.value();
-        scan.refs.insert((r.into(), d.into()), decode(v.value())?);
-    }
-    for e in txn.open_table(MANIFEST_PARENTS)?.iter()? {
-        let k = e?.0;
-        let (r, c, p) = k.value();
+        NEXT
+    })?;
+    txn.scan(&MANIFESTS, .., &mut |(r, d), v| {
+        scan.manifests.insert((r.into(), d.into()), decode(v)?);
+        NEXT
+    })?;
+    txn.scan(&MANIFEST_REFS, .., &mut |(r, d), v| {
+        scan.refs.insert((r.into(), d.into()), decode(v)?);
+        NEXT
+    })?;
+    txn.scan(&MANIFEST_PARENTS, .., &mut |(r, c, p), ()| {
         scan.parents.insert((r.into(), c.into(), p.into()));
-    }
-    for e in txn.open_table(REFERRERS)?.iter()? {
-        let (key, value) = e?;
-        let (repo, subject, referrer) = key.value();
+        NEXT
+    })?;
+    txn.scan(&REFERRERS, .., &mut |(repo, subject, referrer), v| {
         let key = (repo.into(), subject.into(), referrer.into());
-        scan.referrers.insert(key, decode(value.value())?);
-    }
-    for e in txn.open_table(BLOB_LINKS)?.iter()? {
-        let (k, v) = e?;
-        let (r, d) = k.value();
-        scan.links.insert((r.into(), d.into()), decode(v.value())?);
-    }
-    for e in txn.open_table(BLOBS)?.iter()? {
-        let (k, v) = e?;
-        scan.blobs.insert(k.value().into(), decode(v.value())?);
-    }
-    for e in txn.open_table(UPLOADS)?.iter()? {
-        let (k, v) = e?;
-        scan.uploads.insert(k.value().into(), UploadRow::decode(v.value())?);
-    }
-    for e in txn.open_table(TOMBSTONES)?.iter()? {
-        scan.tombstones.insert(e?.0.value().into());
-    }
+        scan.referrers.insert(key, decode(v)?);
+        NEXT
+    })?;
+    txn.scan(&BLOB_LINKS, .., &mut |(r, d), v| {
+        scan.links.insert((r.into(), d.into()), decode(v)?);
+        NEXT
+    })?;
+    txn.scan(&BLOBS, .., &mut |d, v| {
+        scan.blobs.insert(d.into(), decode(v)?);
+        NEXT
+    })?;
+    txn.scan(&UPLOADS, .., &mut |id, v| {
+        scan.uploads.insert(id.into(), UploadRow::decode(v)?);
+        NEXT
+    })?;
+    txn.scan(&TOMBSTONES, .., &mut |d, _| {
+        scan.tombstones.insert(d.into());
+        NEXT
+    })?;
     Ok(scan)
 }
 
 /// Apply repairs in one transaction; returns, for each, whether it was applied (false: the row
 /// changed since the snapshot, so the repair no longer fits).
-pub(super) fn repair(txn: &WriteTransaction, repairs: &[Repair]) -> Result<Vec<bool>, MetaError> {
+pub(super) fn repair(txn: &impl WriteRows, repairs: &[Repair]) -> Result<Vec<bool>, MetaError> {
     repairs.iter().map(|r| apply(txn, r)).collect()
 }
 
-fn apply(txn: &WriteTransaction, repair: &Repair) -> Result<bool, MetaError> {
+fn apply(txn: &impl WriteRows, repair: &Repair) -> Result<bool, MetaError> {
     match repair {
         Repair::SetRefcount { .. }
         | Repair::SetBlobLinks { .. }
@@ -204,7 +199,7 @@ fn apply(txn: &WriteTransaction, repair: &Repair) -> Result<bool, MetaError> {
 }
 
 /// Counts, links and blob states.
-fn apply_blob(txn: &WriteTransaction, repair: &Repair) -> Result<bool, MetaError> {
+fn apply_blob(txn: &impl WriteRows, repair: &Repair) -> Result<bool, MetaError> {
     match repair {
         Repair::SetRefcount { digest, seen, want } => cas_blob(txn, digest, |b| {
             (b.refcount == *seen).then(|| b.refcount = *want).is_some()
@@ -218,13 +213,12 @@ fn apply_blob(txn: &WriteTransaction, repair: &Repair) -> Result<bool, MetaError
             seen,
             want,
         } => {
-            let mut links = txn.open_table(BLOB_LINKS)?;
             let key = (repo.as_str(), digest.as_str());
-            let row = links.get(key)?.map(|v| decode::<LinkRow>(v.value())).transpose()?;
+            let row = txn.get(&BLOB_LINKS, key)?.map(|v| decode::<LinkRow>(&v)).transpose()?;
             match row {
                 Some(mut row) if row.refs == *seen => {
                     row.refs = *want;
-                    links.insert(key, encode(&row).as_slice())?;
+                    txn.insert(&BLOB_LINKS, key, &encode(&row))?;
                     Ok(true)
                 }
                 _ => Ok(false),
@@ -237,31 +231,23 @@ fn apply_blob(txn: &WriteTransaction, repair: &Repair) -> Result<bool, MetaError
             now,
         } => {
             let key = (repo.as_str(), digest.as_str());
-            if txn.open_table(BLOB_LINKS)?.get(key)?.is_some() || txn.open_table(BLOBS)?.get(digest.as_str())?.is_none()
-            {
+            if txn.contains(&BLOB_LINKS, key)? || !txn.contains(&BLOBS, digest.as_str())? {
                 return Ok(false);
             }
-            txn.open_table(BLOB_LINKS)?.insert(
-                key,
-                encode(&LinkRow {
-                    linked_ms: *now,
-                    refs: *refs,
-                    referenced: false,
-                })
-                .as_slice(),
-            )?;
+            let row = LinkRow {
+                linked_ms: *now,
+                refs: *refs,
+                referenced: false,
+            };
+            txn.insert(&BLOB_LINKS, key, &encode(&row))?;
             cas_blob(txn, digest, |b| {
                 b.links += 1;
                 true
             })
         }
         Repair::DropLink { repo, digest } => {
-            let gone = txn.open_table(BLOBS)?.get(digest.as_str())?.is_none();
-            Ok(gone
-                && txn
-                    .open_table(BLOB_LINKS)?
-                    .remove((repo.as_str(), digest.as_str()))?
-                    .is_some())
+            let gone = !txn.contains(&BLOBS, digest.as_str())?;
+            Ok(gone && txn.remove(&BLOB_LINKS, (repo.as_str(), digest.as_str()))?)
         }
         Repair::MarkBlobMissing { digest, now } => cas_blob(txn, digest, |b| {
             let live = b.state == BlobState::Live;
@@ -274,94 +260,63 @@ fn apply_blob(txn: &WriteTransaction, repair: &Repair) -> Result<bool, MetaError
     }
 }
 
+fn tag_row(txn: &impl WriteRows, repo: &str, tag: &str) -> Result<Option<TagRow>, MetaError> {
+    txn.get(&TAGS, (repo, tag))?.map(|v| decode(&v)).transpose()
+}
+
 /// Tags and the reverse tag index.
-fn apply_tag(txn: &WriteTransaction, repair: &Repair) -> Result<bool, MetaError> {
+fn apply_tag(txn: &impl WriteRows, repair: &Repair) -> Result<bool, MetaError> {
     match repair {
         Repair::DropTag { repo, tag, digest } => {
-            let still = txn
-                .open_table(TAGS)?
-                .get((repo.as_str(), tag.as_str()))?
-                .map(|v| decode::<TagRow>(v.value()));
-            let dangling = txn
-                .open_table(MANIFESTS)?
-                .get((repo.as_str(), digest.as_str()))?
-                .is_none();
-            if !(dangling && still.transpose()?.is_some_and(|t| &t.digest == digest)) {
+            let still = tag_row(txn, repo, tag)?;
+            let dangling = !txn.contains(&MANIFESTS, (repo.as_str(), digest.as_str()))?;
+            if !(dangling && still.is_some_and(|t| &t.digest == digest)) {
                 return Ok(false);
             }
-            txn.open_table(TAGS)?.remove((repo.as_str(), tag.as_str()))?;
-            txn.open_table(TAGS_BY_MANIFEST)?
-                .remove((repo.as_str(), digest.as_str(), tag.as_str()))?;
+            txn.remove(&TAGS, (repo.as_str(), tag.as_str()))?;
+            txn.remove(&TAGS_BY_MANIFEST, (repo.as_str(), digest.as_str(), tag.as_str()))?;
             Ok(true)
         }
         Repair::AddTagIndex { repo, digest, tag } => {
-            let row = txn
-                .open_table(TAGS)?
-                .get((repo.as_str(), tag.as_str()))?
-                .map(|v| decode::<TagRow>(v.value()));
-            if row.transpose()?.is_none_or(|t| &t.digest != digest) {
+            if tag_row(txn, repo, tag)?.is_none_or(|t| &t.digest != digest) {
                 return Ok(false);
             }
-            txn.open_table(TAGS_BY_MANIFEST)?
-                .insert((repo.as_str(), digest.as_str(), tag.as_str()), ())?;
+            txn.insert(&TAGS_BY_MANIFEST, (repo.as_str(), digest.as_str(), tag.as_str()), ())?;
             Ok(true)
         }
         Repair::DropTagIndex { repo, digest, tag } => {
-            let row = txn
-                .open_table(TAGS)?
-                .get((repo.as_str(), tag.as_str()))?
-                .map(|v| decode::<TagRow>(v.value()));
-            if row.transpose()?.is_some_and(|t| &t.digest == digest) {
+            if tag_row(txn, repo, tag)?.is_some_and(|t| &t.digest == digest) {
                 return Ok(false);
             }
-            Ok(txn
-                .open_table(TAGS_BY_MANIFEST)?
-                .remove((repo.as_str(), digest.as_str(), tag.as_str()))?
-                .is_some())
+            txn.remove(&TAGS_BY_MANIFEST, (repo.as_str(), digest.as_str(), tag.as_str()))
         }
         _ => unreachable!("not a tag repair"),
     }
 }
 
 /// Reference rows, the parent and referrer indexes, repositories and upload sessions.
-fn apply_index(txn: &WriteTransaction, repair: &Repair) -> Result<bool, MetaError> {
+fn apply_index(txn: &impl WriteRows, repair: &Repair) -> Result<bool, MetaError> {
+    let has_manifest = |repo: &str, digest: &str| txn.contains(&MANIFESTS, (repo, digest));
     match repair {
         Repair::SetRefs { repo, digest, refs } => {
-            if txn
-                .open_table(MANIFESTS)?
-                .get((repo.as_str(), digest.as_str()))?
-                .is_none()
-            {
+            if !has_manifest(repo, digest)? {
                 return Ok(false);
             }
-            txn.open_table(MANIFEST_REFS)?
-                .insert((repo.as_str(), digest.as_str()), encode(refs).as_slice())?;
+            txn.insert(&MANIFEST_REFS, (repo.as_str(), digest.as_str()), &encode(refs))?;
             Ok(true)
         }
         Repair::AddParent { repo, child, parent } => {
-            if txn
-                .open_table(MANIFESTS)?
-                .get((repo.as_str(), parent.as_str()))?
-                .is_none()
-            {
+            if !has_manifest(repo, parent)? {
                 return Ok(false);
             }
-            txn.open_table(MANIFEST_PARENTS)?
-                .insert((repo.as_str(), child.as_str(), parent.as_str()), ())?;
+            txn.insert(&MANIFEST_PARENTS, (repo.as_str(), child.as_str(), parent.as_str()), ())?;
             Ok(true)
         }
         Repair::DropParent { repo, child, parent } => {
-            if txn
-                .open_table(MANIFESTS)?
-                .get((repo.as_str(), parent.as_str()))?
-                .is_some()
-            {
+            if has_manifest(repo, parent)? {
                 return Ok(false);
             }
-            Ok(txn
-                .open_table(MANIFEST_PARENTS)?
-                .remove((repo.as_str(), child.as_str(), parent.as_str()))?
-                .is_some())
+            txn.remove(&MANIFEST_PARENTS, (repo.as_str(), child.as_str(), parent.as_str()))
         }
         Repair::AddReferrer {
             repo,
@@ -369,15 +324,11 @@ fn apply_index(txn: &WriteTransaction, repair: &Repair) -> Result<bool, MetaErro
             referrer,
             row,
         } => {
-            if txn
-                .open_table(MANIFESTS)?
-                .get((repo.as_str(), referrer.as_str()))?
-                .is_none()
-            {
+            if !has_manifest(repo, referrer)? {
                 return Ok(false);
             }
             let key = (repo.as_str(), subject.as_str(), referrer.as_str());
-            txn.open_table(REFERRERS)?.insert(key, encode(row).as_slice())?;
+            txn.insert(&REFERRERS, key, &encode(row))?;
             Ok(true)
         }
         Repair::DropReferrer {
@@ -385,51 +336,37 @@ fn apply_index(txn: &WriteTransaction, repair: &Repair) -> Result<bool, MetaErro
             subject,
             referrer,
         } => {
-            if txn
-                .open_table(MANIFESTS)?
-                .get((repo.as_str(), referrer.as_str()))?
-                .is_some()
-            {
+            if has_manifest(repo, referrer)? {
                 return Ok(false);
             }
-            let key = (repo.as_str(), subject.as_str(), referrer.as_str());
-            Ok(txn.open_table(REFERRERS)?.remove(key)?.is_some())
+            txn.remove(&REFERRERS, (repo.as_str(), subject.as_str(), referrer.as_str()))
         }
         Repair::AddRepo { repo, now } => {
-            let mut repos = txn.open_table(REPOS)?;
-            if repos.get(repo.as_str())?.is_some() {
+            if txn.contains(&REPOS, repo.as_str())? {
                 return Ok(false);
             }
-            repos.insert(repo.as_str(), encode(&RepoRow { created_ms: *now }).as_slice())?;
+            txn.insert(&REPOS, repo.as_str(), &encode(&RepoRow { created_ms: *now }))?;
             Ok(true)
         }
-        Repair::DropUpload { id } => Ok(txn.open_table(UPLOADS)?.remove(id.as_str())?.is_some()),
+        Repair::DropUpload { id } => txn.remove(&UPLOADS, id.as_str()),
         Repair::DropRefs { repo, digest } => {
-            if txn
-                .open_table(MANIFESTS)?
-                .get((repo.as_str(), digest.as_str()))?
-                .is_some()
-            {
+            if has_manifest(repo, digest)? {
                 return Ok(false);
             }
-            Ok(txn
-                .open_table(MANIFEST_REFS)?
-                .remove((repo.as_str(), digest.as_str()))?
-                .is_some())
+            txn.remove(&MANIFEST_REFS, (repo.as_str(), digest.as_str()))
         }
         _ => unreachable!("not an index repair"),
     }
 }
 
 /// Update a blob row if `f` says so.
-fn cas_blob(txn: &WriteTransaction, digest: &str, f: impl FnOnce(&mut BlobRow) -> bool) -> Result<bool, MetaError> {
-    let mut blobs = txn.open_table(BLOBS)?;
-    let Some(mut row) = blobs.get(digest)?.map(|v| decode::<BlobRow>(v.value())).transpose()? else {
+fn cas_blob(txn: &impl WriteRows, digest: &str, f: impl FnOnce(&mut BlobRow) -> bool) -> Result<bool, MetaError> {
+    let Some(mut row) = txn.get(&BLOBS, digest)?.map(|v| decode::<BlobRow>(&v)).transpose()? else {
         return Ok(false);
     };
     if !f(&mut row) {
         return Ok(false);
     }
-    blobs.insert(digest, encode(&row).as_slice())?;
+    txn.insert(&BLOBS, digest, &encode(&row))?;
     Ok(true)
 }

@@ -10,17 +10,17 @@
 //!
 //! `Policy`, `Snapshot`, the `Graph` trait and the rule itself (`anchored`, `unanchored`) are
 //! backend-neutral: any `MetaStore` evaluates the rule over its own transaction through
-//! `Graph`. The functions below them are redb's (`TxnGraph` and the sweep transactions).
+//! `Graph`. The functions below them (`TxnGraph` and the sweep transactions) run over any
+//! backend's rows (`rows`).
 //! Whether a blob was HEAD-checked lately is the registry's knowledge, not the store's: the
 //! registry leaves touched blobs out of the candidates while it holds their digests' locks,
 //! which a HEAD must take to record a touch.
 
 use std::collections::{HashMap, HashSet};
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
-
 use super::MetaError;
 use super::codec::{decode, encode};
+use super::rows::{Bytes, NEXT, Rows, STOP, Str2, Table, WriteRows};
 use super::schema::{
     BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, Millis, REPOS, RefsRow, RepoRow,
     TAGS, TAGS_BY_MANIFEST, TOMBSTONES, TombstoneRow, UPLOADS, UploadRow,
@@ -140,87 +140,78 @@ impl Graph for &Snapshot {
 }
 
 /// Reachability evaluated inside a write transaction.
-struct TxnGraph<'t>(&'t WriteTransaction);
+struct TxnGraph<'t, T>(&'t T);
 
-impl Graph for TxnGraph<'_> {
+impl<T: WriteRows> Graph for TxnGraph<'_, T> {
     fn node(&mut self, repo: &str, digest: &str) -> Result<Option<Node>, MetaError> {
-        let refs = self
-            .0
-            .open_table(MANIFEST_REFS)?
-            .get((repo, digest))?
-            .map(|v| decode::<RefsRow>(v.value()));
+        let txn = self.0;
+        let refs = txn.get(&MANIFEST_REFS, (repo, digest))?.map(|v| decode::<RefsRow>(&v));
         let Some(refs) = refs.transpose()? else {
             return Ok(None);
         };
-        let tags = self.0.open_table(TAGS_BY_MANIFEST)?;
-        let tagged = match tags.range((repo, digest, "")..)?.next() {
-            Some(entry) => {
-                let key = entry?.0;
-                let (r, d, _) = key.value();
-                r == repo && d == digest
-            }
-            None => false,
-        };
+        let mut tagged = false;
+        txn.scan(&TAGS_BY_MANIFEST, (repo, digest, "").., &mut |(r, d, _), ()| {
+            tagged = r == repo && d == digest;
+            STOP
+        })?;
         let mut parents = Vec::new();
-        for entry in self.0.open_table(MANIFEST_PARENTS)?.range((repo, digest, "")..)? {
-            let key = entry?.0;
-            let (r, child, parent) = key.value();
-            if r != repo || child != digest {
-                break;
-            }
-            parents.push(parent.to_owned());
-        }
+        txn.scan(
+            &MANIFEST_PARENTS,
+            (repo, digest, "")..,
+            &mut |(r, child, parent), ()| {
+                if r != repo || child != digest {
+                    return STOP;
+                }
+                parents.push(parent.to_owned());
+                NEXT
+            },
+        )?;
         Ok(Some(Node { tagged, parents, refs }))
     }
 }
 
 /// Read everything the mark phase needs from one snapshot. Manifest bodies are not read.
-pub(super) fn snapshot(txn: &ReadTransaction) -> Result<Snapshot, MetaError> {
+pub(super) fn snapshot(txn: &impl Rows) -> Result<Snapshot, MetaError> {
     let mut snap = Snapshot::default();
-    for entry in txn.open_table(REPOS)?.iter()? {
-        let (key, value) = entry?;
-        let row: RepoRow = decode(value.value())?;
-        snap.repos.push((key.value().to_owned(), row.created_ms));
-    }
-    for entry in txn.open_table(MANIFEST_REFS)?.iter()? {
-        let (key, value) = entry?;
-        let (repo, digest) = key.value();
+    txn.scan(&REPOS, .., &mut |repo, value| {
+        let row: RepoRow = decode(value)?;
+        snap.repos.push((repo.to_owned(), row.created_ms));
+        NEXT
+    })?;
+    txn.scan(&MANIFEST_REFS, .., &mut |(repo, digest), value| {
         let node = Node {
-            refs: decode(value.value())?,
+            refs: decode(value)?,
             ..Node::default()
         };
         snap.manifests.insert((repo.to_owned(), digest.to_owned()), node);
-    }
-    for entry in txn.open_table(TAGS_BY_MANIFEST)?.iter()? {
-        let key = entry?.0;
-        let (repo, digest, _) = key.value();
+        NEXT
+    })?;
+    txn.scan(&TAGS_BY_MANIFEST, .., &mut |(repo, digest, _), ()| {
         if let Some(node) = snap.manifests.get_mut(&(repo.to_owned(), digest.to_owned())) {
             node.tagged = true;
         }
-    }
-    for entry in txn.open_table(MANIFEST_PARENTS)?.iter()? {
-        let key = entry?.0;
-        let (repo, child, parent) = key.value();
+        NEXT
+    })?;
+    txn.scan(&MANIFEST_PARENTS, .., &mut |(repo, child, parent), ()| {
         if let Some(node) = snap.manifests.get_mut(&(repo.to_owned(), child.to_owned())) {
             node.parents.push(parent.to_owned());
         }
-    }
-    for entry in txn.open_table(BLOB_LINKS)?.iter()? {
-        let (key, value) = entry?;
-        let (repo, digest) = key.value();
-        snap.links
-            .push((repo.to_owned(), digest.to_owned(), decode(value.value())?));
-    }
-    for entry in txn.open_table(BLOBS)?.iter()? {
-        let (key, value) = entry?;
-        snap.blobs.push((key.value().to_owned(), decode(value.value())?));
-    }
+        NEXT
+    })?;
+    txn.scan(&BLOB_LINKS, .., &mut |(repo, digest), value| {
+        snap.links.push((repo.to_owned(), digest.to_owned(), decode(value)?));
+        NEXT
+    })?;
+    txn.scan(&BLOBS, .., &mut |digest, value| {
+        snap.blobs.push((digest.to_owned(), decode(value)?));
+        NEXT
+    })?;
     Ok(snap)
 }
 
 /// Delete those `candidates` that are still not anchored. Returns how many went.
 pub(super) fn delete_manifests(
-    txn: &WriteTransaction,
+    txn: &impl WriteRows,
     candidates: &[(RepoName, Digest)],
     policy: Policy,
 ) -> Result<u64, MetaError> {
@@ -240,17 +231,14 @@ pub(super) fn delete_manifests(
 /// Remove those links among `candidates` that no manifest of their repository references and
 /// that are past their grace period (`Policy::past_grace`; the caller left out touched blobs). Returns how many went.
 pub(super) fn remove_links(
-    txn: &WriteTransaction,
+    txn: &impl WriteRows,
     candidates: &[(RepoName, Digest)],
     policy: Policy,
 ) -> Result<u64, MetaError> {
     let mut removed = 0;
     for (repo, digest) in candidates {
         let (repo, digest) = (repo.as_str(), digest.as_str());
-        let link = txn
-            .open_table(BLOB_LINKS)?
-            .get((repo, digest))?
-            .map(|v| decode::<LinkRow>(v.value()));
+        let link = txn.get(&BLOB_LINKS, (repo, digest))?.map(|v| decode::<LinkRow>(&v));
         let Some(link) = link.transpose()? else { continue };
         if link.refs == 0 && policy.past_grace(link.linked_ms, link.referenced) {
             remove_link(txn, repo, digest)?;
@@ -265,23 +253,21 @@ pub(super) fn remove_links(
 /// sizes. Their files may be unlinked once this commits. A `Remote` record (never fetched) that
 /// nothing counts is dropped outright: it has no bytes.
 pub(super) fn tombstone_blobs(
-    txn: &WriteTransaction,
+    txn: &impl WriteRows,
     candidates: &[Digest],
     policy: Policy,
     now: Millis,
 ) -> Result<Vec<(Digest, u64)>, MetaError> {
     let mut doomed = Vec::new();
-    let mut blobs = txn.open_table(BLOBS)?;
-    let mut tombstones = txn.open_table(TOMBSTONES)?;
     for digest in candidates {
-        let row = blobs
-            .get(digest.as_str())?
-            .map(|v| decode::<BlobRow>(v.value()))
+        let row = txn
+            .get(&BLOBS, digest.as_str())?
+            .map(|v| decode::<BlobRow>(&v))
             .transpose()?;
         let Some(mut row) = row else { continue };
         if row.state == BlobState::Remote && row.refcount == 0 && row.links == 0 {
             // Nothing of it was ever fetched: no bytes to delete, no tombstone needed.
-            blobs.remove(digest.as_str())?;
+            txn.remove(&BLOBS, digest.as_str())?;
             continue;
         }
         let collectable = row.state == BlobState::Live
@@ -290,12 +276,12 @@ pub(super) fn tombstone_blobs(
             && policy.past_grace(row.created_ms, row.referenced);
         if collectable {
             row.state = BlobState::Deleting { since_ms: now };
-            blobs.insert(digest.as_str(), encode(&row).as_slice())?;
+            txn.insert(&BLOBS, digest.as_str(), &encode(&row))?;
             let tomb = TombstoneRow {
                 size: row.size,
                 since_ms: now,
             };
-            tombstones.insert(digest.as_str(), encode(&tomb).as_slice())?;
+            txn.insert(&TOMBSTONES, digest.as_str(), &encode(&tomb))?;
             doomed.push((digest.clone(), row.size));
         }
     }
@@ -306,83 +292,76 @@ pub(super) fn tombstone_blobs(
 /// cutoff (an upload session about to link a blob is an upload row; a push racing this either
 /// committed first, and the repository stays, or re-creates the row with its commit).
 pub(super) fn remove_empty_repos(
-    txn: &WriteTransaction,
+    txn: &impl WriteRows,
     candidates: &[RepoName],
     policy: Policy,
 ) -> Result<u64, MetaError> {
     let mut removed = 0;
     for repo in candidates {
         let repo = repo.as_str();
-        let row = txn
-            .open_table(REPOS)?
-            .get(repo)?
-            .map(|v| decode::<RepoRow>(v.value()))
-            .transpose()?;
+        let row = txn.get(&REPOS, repo)?.map(|v| decode::<RepoRow>(&v)).transpose()?;
         let Some(row) = row else { continue };
         if row.created_ms >= policy.cutoff_ms || holds_anything(txn, repo)? {
             continue;
         }
-        txn.open_table(REPOS)?.remove(repo)?;
+        txn.remove(&REPOS, repo)?;
         removed += 1;
     }
     Ok(removed)
 }
 
 /// Whether `repo` has a manifest, a tag, a blob link or an upload session.
-fn holds_anything(txn: &WriteTransaction, repo: &str) -> Result<bool, MetaError> {
-    for table in [MANIFEST_REFS, TAGS, BLOB_LINKS] {
+fn holds_anything(txn: &impl WriteRows, repo: &str) -> Result<bool, MetaError> {
+    for table in [&MANIFEST_REFS, &TAGS, &BLOB_LINKS] {
         if has_key_under(txn, table, repo)? {
             return Ok(true);
         }
     }
-    for entry in txn.open_table(UPLOADS)?.iter()? {
-        if decode::<UploadRow>(entry?.1.value())?.repo == repo {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    let mut uploading = false;
+    txn.scan(&UPLOADS, .., &mut |_, v| {
+        uploading = decode::<UploadRow>(v)?.repo == repo;
+        if uploading { STOP } else { NEXT }
+    })?;
+    Ok(uploading)
 }
 
 /// Whether `table`, keyed by (repo, ...), has a row of `repo`.
-fn has_key_under(
-    txn: &WriteTransaction,
-    table: redb::TableDefinition<(&str, &str), &[u8]>,
-    repo: &str,
-) -> Result<bool, MetaError> {
-    match txn.open_table(table)?.range((repo, "")..)?.next() {
-        Some(entry) => Ok(entry?.0.value().0 == repo),
-        None => Ok(false),
-    }
+fn has_key_under(txn: &impl WriteRows, table: &Table<Str2, Bytes>, repo: &str) -> Result<bool, MetaError> {
+    let mut found = false;
+    txn.scan(table, (repo, "").., &mut |(r, _), _| {
+        found = r == repo;
+        STOP
+    })?;
+    Ok(found)
 }
 
 /// After their files are unlinked: drop the blob rows (still tombstoned) and tombstones.
-pub(super) fn finish_tombstones(txn: &WriteTransaction, digests: &[Digest]) -> Result<(), MetaError> {
-    let mut blobs = txn.open_table(BLOBS)?;
-    let mut tombstones = txn.open_table(TOMBSTONES)?;
+pub(super) fn finish_tombstones(txn: &impl WriteRows, digests: &[Digest]) -> Result<(), MetaError> {
     for digest in digests {
-        let row = blobs
-            .get(digest.as_str())?
-            .map(|v| decode::<BlobRow>(v.value()))
+        let row = txn
+            .get(&BLOBS, digest.as_str())?
+            .map(|v| decode::<BlobRow>(&v))
             .transpose()?;
         // Only a row still being deleted goes: a push may have revived it (`Live`), or a
         // cached manifest declared it again (`Remote`), since the tombstone.
         if row.is_some_and(|r| matches!(r.state, BlobState::Deleting { .. })) {
-            blobs.remove(digest.as_str())?;
+            txn.remove(&BLOBS, digest.as_str())?;
         }
-        tombstones.remove(digest.as_str())?;
+        txn.remove(&TOMBSTONES, digest.as_str())?;
     }
     Ok(())
 }
 
 /// Digests of every tombstone (start-up finishes them). A key that is not a digest names no
 /// blob the registry could have stored; fsck reports it.
-pub(super) fn tombstones(txn: &ReadTransaction) -> Result<Vec<Digest>, MetaError> {
+pub(super) fn tombstones(txn: &impl Rows) -> Result<Vec<Digest>, MetaError> {
     let mut out = Vec::new();
-    for entry in txn.open_table(TOMBSTONES)?.iter()? {
-        if let Ok(digest) = Digest::parse(entry?.0.value()) {
+    txn.scan(&TOMBSTONES, .., &mut |digest, _| {
+        if let Ok(digest) = Digest::parse(digest) {
             out.push(digest);
         }
-    }
+        NEXT
+    })?;
     Ok(out)
 }
 

@@ -26,6 +26,7 @@ pub mod gc;
 pub mod quota;
 mod read;
 mod redb_store;
+pub mod rows;
 pub mod schema;
 mod store;
 pub mod usage;

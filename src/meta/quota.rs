@@ -15,11 +15,11 @@ use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::codec::decode;
-use super::schema::{BLOB_LINKS, BLOBS, BlobRow, Bytes, LinkRow, REPOS};
+use super::rows::{NEXT, Rows, STOP, WriteRows};
+use super::schema::{BLOB_LINKS, BLOBS, BlobRow, LinkRow, REPOS};
 use super::{MetaError, NewManifest};
 
 /// One quota: the repositories `members` admits (all of whose names start with `prefix`)
@@ -79,37 +79,33 @@ struct Referenced {
     bytes: u64,
 }
 
-fn referenced(
-    repos: &impl ReadableTable<&'static str, Bytes<'static>>,
-    links: &impl ReadableTable<(&'static str, &'static str), Bytes<'static>>,
-    blobs: &impl ReadableTable<&'static str, Bytes<'static>>,
-    quota: &Quota,
-) -> Result<Referenced, MetaError> {
-    let mut digests = HashSet::new();
-    for entry in repos.range(quota.prefix.as_str()..)? {
-        let key = entry?.0;
-        let repo = key.value();
+fn referenced(txn: &impl Rows, quota: &Quota) -> Result<Referenced, MetaError> {
+    let mut members = Vec::new();
+    txn.scan(&REPOS, quota.prefix.as_str().., &mut |repo, _| {
         if !repo.starts_with(&quota.prefix) {
-            break;
+            return STOP;
         }
-        if !quota.covers(repo) {
-            continue;
+        if quota.covers(repo) {
+            members.push(repo.to_owned());
         }
-        for link in links.range((repo, "")..)? {
-            let (k, v) = link?;
-            let (r, digest) = k.value();
+        NEXT
+    })?;
+    let mut digests = HashSet::new();
+    for repo in &members {
+        txn.scan(&BLOB_LINKS, (repo.as_str(), "").., &mut |(r, digest), v| {
             if r != repo {
-                break;
+                return STOP;
             }
-            if decode::<LinkRow>(v.value())?.refs > 0 {
+            if decode::<LinkRow>(v)?.refs > 0 {
                 digests.insert(digest.to_owned());
             }
-        }
+            NEXT
+        })?;
     }
     let mut bytes = 0;
     for digest in &digests {
-        if let Some(v) = blobs.get(digest.as_str())? {
-            bytes += decode::<BlobRow>(v.value())?.size;
+        if let Some(v) = txn.get(&BLOBS, digest.as_str())? {
+            bytes += decode::<BlobRow>(&v)?.size;
         }
     }
     Ok(Referenced { digests, bytes })
@@ -118,21 +114,16 @@ fn referenced(
 /// Refuse (`MetaError::QuotaExceeded`) a new manifest whose blobs not yet referenced in a
 /// group of `m.quotas` would take that group past its limit. A manifest that adds no bytes
 /// always passes, so a group over a lowered limit can still re-tag and delete.
-pub(super) fn check(txn: &WriteTransaction, m: &NewManifest) -> Result<(), MetaError> {
+pub(super) fn check(txn: &impl WriteRows, m: &NewManifest) -> Result<(), MetaError> {
     if m.quotas.is_empty() {
         return Ok(());
     }
-    let (repos, links, blobs) = (
-        txn.open_table(REPOS)?,
-        txn.open_table(BLOB_LINKS)?,
-        txn.open_table(BLOBS)?,
-    );
     // Blobs another manifest of this repository references are in every group of it: a push
     // made only of those (an index, an image rebuilt on known layers) needs no scan.
     let mut all_known = true;
     for (digest, _) in &m.blobs {
-        let link = links.get((m.repo.as_str(), digest.as_str()))?;
-        let link = link.map(|v| decode::<LinkRow>(v.value())).transpose()?;
+        let link = txn.get(&BLOB_LINKS, (m.repo.as_str(), digest.as_str()))?;
+        let link = link.map(|v| decode::<LinkRow>(&v)).transpose()?;
         all_known &= link.is_some_and(|l| l.refs > 0);
         if !all_known {
             break;
@@ -142,14 +133,14 @@ pub(super) fn check(txn: &WriteTransaction, m: &NewManifest) -> Result<(), MetaE
         return Ok(());
     }
     for quota in &m.quotas {
-        let group = referenced(&repos, &links, &blobs, quota)?;
+        let group = referenced(txn, quota)?;
         let mut seen = HashSet::new();
         let mut adds = 0;
         for (digest, declared) in &m.blobs {
             if group.digests.contains(digest.as_str()) || !seen.insert(digest.as_str()) {
                 continue;
             }
-            let row = blobs.get(digest.as_str())?.map(|v| decode::<BlobRow>(v.value()));
+            let row = txn.get(&BLOBS, digest.as_str())?.map(|v| decode::<BlobRow>(&v));
             adds += row.transpose()?.map_or(*declared, |r| r.size);
         }
         if adds > 0 && group.bytes + adds > quota.max_bytes {
@@ -165,18 +156,13 @@ pub(super) fn check(txn: &WriteTransaction, m: &NewManifest) -> Result<(), MetaE
 }
 
 /// Each quota's usage, from one snapshot.
-pub(super) fn usage(txn: &ReadTransaction, quotas: &[Quota]) -> Result<Vec<QuotaUsage>, MetaError> {
-    let (repos, links, blobs) = (
-        txn.open_table(REPOS)?,
-        txn.open_table(BLOB_LINKS)?,
-        txn.open_table(BLOBS)?,
-    );
+pub(super) fn usage(txn: &impl Rows, quotas: &[Quota]) -> Result<Vec<QuotaUsage>, MetaError> {
     quotas
         .iter()
         .map(|q| {
             Ok(QuotaUsage {
                 quota: q.name.clone(),
-                used_bytes: referenced(&repos, &links, &blobs, q)?.bytes,
+                used_bytes: referenced(txn, q)?.bytes,
                 max_bytes: q.max_bytes,
             })
         })

@@ -22,30 +22,51 @@
 
 use std::collections::BTreeMap;
 
-use redb::TableDefinition;
 use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::MetaError;
 use super::codec::decode;
+use super::rows::{Bytes, Key, Str, Str2, Str3, StrU64, Table, U64, Value};
 use crate::oci::Algorithm;
 
-pub type Bytes<'a> = &'a [u8];
+pub const REPOS: Table<Str, Bytes> = Table::new("repos");
+pub const TAGS: Table<Str2, Bytes> = Table::new("tags");
+pub const TAGS_BY_MANIFEST: Table<Str3, ()> = Table::new("tags_by_manifest");
+pub const MANIFESTS: Table<Str2, Bytes> = Table::new("manifests");
+pub const MANIFEST_REFS: Table<Str2, Bytes> = Table::new("manifest_refs");
+pub const MANIFEST_PARENTS: Table<Str3, ()> = Table::new("manifest_parents");
+pub const REFERRERS: Table<Str3, Bytes> = Table::new("referrers");
+pub const BLOB_LINKS: Table<Str2, Bytes> = Table::new("blob_links");
+pub const BLOBS: Table<Str, Bytes> = Table::new("blobs");
+pub const UPLOADS: Table<Str, Bytes> = Table::new("uploads");
+pub const TOMBSTONES: Table<Str, Bytes> = Table::new("tombstones");
+pub const AUDIT: Table<U64, Bytes> = Table::new("audit");
+pub const OUTBOX: Table<StrU64, Bytes> = Table::new("outbox");
+pub const SEQUENCES: Table<Str, U64> = Table::new("sequences");
 
-pub const REPOS: TableDefinition<&str, Bytes> = TableDefinition::new("repos");
-pub const TAGS: TableDefinition<(&str, &str), Bytes> = TableDefinition::new("tags");
-pub const TAGS_BY_MANIFEST: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("tags_by_manifest");
-pub const MANIFESTS: TableDefinition<(&str, &str), Bytes> = TableDefinition::new("manifests");
-pub const MANIFEST_REFS: TableDefinition<(&str, &str), Bytes> = TableDefinition::new("manifest_refs");
-pub const MANIFEST_PARENTS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("manifest_parents");
-pub const REFERRERS: TableDefinition<(&str, &str, &str), Bytes> = TableDefinition::new("referrers");
-pub const BLOB_LINKS: TableDefinition<(&str, &str), Bytes> = TableDefinition::new("blob_links");
-pub const BLOBS: TableDefinition<&str, Bytes> = TableDefinition::new("blobs");
-pub const UPLOADS: TableDefinition<&str, Bytes> = TableDefinition::new("uploads");
-pub const TOMBSTONES: TableDefinition<&str, Bytes> = TableDefinition::new("tombstones");
-pub const AUDIT: TableDefinition<u64, Bytes> = TableDefinition::new("audit");
-pub const OUTBOX: TableDefinition<(&str, u64), Bytes> = TableDefinition::new("outbox");
-pub const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("sequences");
+/// Every table, by name, with its PostgreSQL key and value column types (`postgres` creates
+/// them from this list).
+pub const ALL: [(&str, &[&str], Option<&str>); 14] = [
+    shape(&REPOS),
+    shape(&TAGS),
+    shape(&TAGS_BY_MANIFEST),
+    shape(&MANIFESTS),
+    shape(&MANIFEST_REFS),
+    shape(&MANIFEST_PARENTS),
+    shape(&REFERRERS),
+    shape(&BLOB_LINKS),
+    shape(&BLOBS),
+    shape(&UPLOADS),
+    shape(&TOMBSTONES),
+    shape(&AUDIT),
+    shape(&OUTBOX),
+    shape(&SEQUENCES),
+];
+
+const fn shape<K: Key, V: Value>(t: &Table<K, V>) -> (&'static str, &'static [&'static str], Option<&'static str>) {
+    (t.name, K::COLUMNS, V::COLUMN)
+}
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;

@@ -2,15 +2,15 @@
 //! bytes of the blobs it links, the bytes of those only it links, and its manifest and tag
 //! counts; for the registry, the bytes stored once against the sum over repositories.
 //!
-//! The figures are backend-neutral; `counts` and `usage` compute them from redb.
+//! The figures are backend-neutral, and so are `counts` and `usage`, which compute them (`rows`).
 
 use std::collections::BTreeMap;
 
-use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
 use super::MetaError;
 use super::codec::decode;
+use super::rows::{NEXT, Rows};
 use super::schema::{BLOB_LINKS, BLOBS, BlobRow, BlobState, MANIFEST_REFS, REPOS, TAGS};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,36 +46,37 @@ pub struct Counts {
 }
 
 /// Counts from one snapshot. Blobs are iterated (to sum live sizes); the rest are lengths.
-pub(super) fn counts(txn: &ReadTransaction) -> Result<Counts, MetaError> {
+pub(super) fn counts(txn: &impl Rows) -> Result<Counts, MetaError> {
     let mut c = Counts {
-        manifests: txn.open_table(MANIFEST_REFS)?.len()?,
-        tags: txn.open_table(TAGS)?.len()?,
-        repositories: txn.open_table(REPOS)?.len()?,
+        manifests: txn.len(&MANIFEST_REFS)?,
+        tags: txn.len(&TAGS)?,
+        repositories: txn.len(&REPOS)?,
         ..Counts::default()
     };
-    for e in txn.open_table(BLOBS)?.iter()? {
-        let row: BlobRow = decode(e?.1.value())?;
+    txn.scan(&BLOBS, .., &mut |_, v| {
+        let row: BlobRow = decode(v)?;
         if row.state == BlobState::Live {
             c.blobs += 1;
             c.stored_bytes += row.size;
         }
-    }
+        NEXT
+    })?;
     Ok(c)
 }
 
 /// Usage from one snapshot.
-pub(super) fn usage(txn: &ReadTransaction) -> Result<Usage, MetaError> {
+pub(super) fn usage(txn: &impl Rows) -> Result<Usage, MetaError> {
     let mut blobs: BTreeMap<String, BlobRow> = BTreeMap::new();
-    for e in txn.open_table(BLOBS)?.iter()? {
-        let (k, v) = e?;
-        let row: BlobRow = decode(v.value())?;
+    txn.scan(&BLOBS, .., &mut |digest, v| {
+        let row: BlobRow = decode(v)?;
         if row.state == BlobState::Live {
-            blobs.insert(k.value().to_owned(), row);
+            blobs.insert(digest.to_owned(), row);
         }
-    }
+        NEXT
+    })?;
     let mut repos: BTreeMap<String, RepoUsage> = BTreeMap::new();
-    for e in txn.open_table(REPOS)?.iter()? {
-        let name = e?.0.value().to_owned();
+    txn.scan(&REPOS, .., &mut |name, _| {
+        let name = name.to_owned();
         repos.insert(
             name.clone(),
             RepoUsage {
@@ -83,31 +84,30 @@ pub(super) fn usage(txn: &ReadTransaction) -> Result<Usage, MetaError> {
                 ..RepoUsage::default()
             },
         );
-    }
-    for e in txn.open_table(BLOB_LINKS)?.iter()? {
-        let key = e?.0;
-        let (repo, digest) = key.value();
-        let (Some(blob), Some(usage)) = (blobs.get(digest), repos.get_mut(repo)) else {
-            continue;
-        };
-        usage.blobs += 1;
-        usage.bytes += blob.size;
-        if blob.links == 1 {
-            usage.exclusive_bytes += blob.size;
+        NEXT
+    })?;
+    txn.scan(&BLOB_LINKS, .., &mut |(repo, digest), _| {
+        if let (Some(blob), Some(usage)) = (blobs.get(digest), repos.get_mut(repo)) {
+            usage.blobs += 1;
+            usage.bytes += blob.size;
+            if blob.links == 1 {
+                usage.exclusive_bytes += blob.size;
+            }
         }
-    }
-    for e in txn.open_table(MANIFEST_REFS)?.iter()? {
-        let key = e?.0;
-        if let Some(usage) = repos.get_mut(key.value().0) {
+        NEXT
+    })?;
+    txn.scan(&MANIFEST_REFS, .., &mut |(repo, _), _| {
+        if let Some(usage) = repos.get_mut(repo) {
             usage.manifests += 1;
         }
-    }
-    for e in txn.open_table(TAGS)?.iter()? {
-        let key = e?.0;
-        if let Some(usage) = repos.get_mut(key.value().0) {
+        NEXT
+    })?;
+    txn.scan(&TAGS, .., &mut |(repo, _), _| {
+        if let Some(usage) = repos.get_mut(repo) {
             usage.tags += 1;
         }
-    }
+        NEXT
+    })?;
     let repositories: Vec<RepoUsage> = repos.into_values().collect();
     Ok(Usage {
         logical_bytes: repositories.iter().map(|r| r.bytes).sum(),

@@ -8,9 +8,8 @@
 //! - `LinkRow::refs`: manifests of the link's repository referencing the blob;
 //! - `BlobRow::links`: repositories linking the blob.
 
-use redb::{ReadableTable, WriteTransaction};
-
 use super::codec::{decode, encode};
+use super::rows::{NEXT, STOP, WriteRows};
 use super::schema::{
     BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, MANIFESTS, Millis, REFERRERS,
     REPOS, RefsRow, RepoRow, TAGS, TAGS_BY_MANIFEST, TOMBSTONES, TagRow, UPLOADS, UploadRow,
@@ -18,27 +17,27 @@ use super::schema::{
 use super::{MetaError, NewManifest, Protected};
 use crate::oci::Algorithm;
 
-/// Create every table, so that read transactions can always open them.
-pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<(), MetaError> {
-    txn.open_table(REPOS)?;
-    txn.open_table(TAGS)?;
-    txn.open_table(TAGS_BY_MANIFEST)?;
-    txn.open_table(MANIFESTS)?;
-    txn.open_table(MANIFEST_REFS)?;
-    txn.open_table(MANIFEST_PARENTS)?;
-    txn.open_table(REFERRERS)?;
-    txn.open_table(BLOB_LINKS)?;
-    txn.open_table(BLOBS)?;
-    txn.open_table(UPLOADS)?;
-    txn.open_table(TOMBSTONES)?;
-    txn.open_table(super::schema::AUDIT)?;
-    txn.open_table(super::schema::OUTBOX)?;
-    txn.open_table(super::schema::SEQUENCES)?;
+/// Create every table, so that read transactions can always open them (redb).
+pub(super) fn ensure_tables(txn: &redb::WriteTransaction) -> Result<(), MetaError> {
+    txn.open_table(REPOS.redb())?;
+    txn.open_table(TAGS.redb())?;
+    txn.open_table(TAGS_BY_MANIFEST.redb())?;
+    txn.open_table(MANIFESTS.redb())?;
+    txn.open_table(MANIFEST_REFS.redb())?;
+    txn.open_table(MANIFEST_PARENTS.redb())?;
+    txn.open_table(REFERRERS.redb())?;
+    txn.open_table(BLOB_LINKS.redb())?;
+    txn.open_table(BLOBS.redb())?;
+    txn.open_table(UPLOADS.redb())?;
+    txn.open_table(TOMBSTONES.redb())?;
+    txn.open_table(super::schema::AUDIT.redb())?;
+    txn.open_table(super::schema::OUTBOX.redb())?;
+    txn.open_table(super::schema::SEQUENCES.redb())?;
     Ok(())
 }
 
 pub(super) fn create_upload(
-    txn: &WriteTransaction,
+    txn: &impl WriteRows,
     id: &str,
     repo: &str,
     algorithm: Algorithm,
@@ -49,19 +48,18 @@ pub(super) fn create_upload(
         created_ms: now,
         algorithm,
     };
-    txn.open_table(UPLOADS)?.insert(id, encode(&row).as_slice())?;
-    Ok(())
+    txn.insert(&UPLOADS, id, &encode(&row))
 }
 
-pub(super) fn delete_upload(txn: &WriteTransaction, id: &str) -> Result<(), MetaError> {
-    txn.open_table(UPLOADS)?.remove(id)?;
+pub(super) fn delete_upload(txn: &impl WriteRows, id: &str) -> Result<(), MetaError> {
+    txn.remove(&UPLOADS, id)?;
     Ok(())
 }
 
 /// Record a blob whose file was just made durable, link it into `repo`, and close the upload
 /// session it came from. Called only after the file is in place.
 pub(super) fn commit_blob(
-    txn: &WriteTransaction,
+    txn: &impl WriteRows,
     repo: &str,
     digest: &str,
     size: u64,
@@ -79,19 +77,15 @@ pub(super) fn commit_blob(
 /// Link an existing live blob into `repo`. With `from`, the blob must be linked there;
 /// without it, it must merely exist. Returns whether it was linked.
 pub(super) fn mount_blob(
-    txn: &WriteTransaction,
+    txn: &impl WriteRows,
     repo: &str,
     digest: &str,
     from: Option<&str>,
     now: Millis,
 ) -> Result<bool, MetaError> {
-    let live = {
-        let blobs = txn.open_table(BLOBS)?;
-        let row = blobs.get(digest)?.map(|v| decode::<BlobRow>(v.value())).transpose()?;
-        row.is_some_and(|r| r.state == BlobState::Live)
-    };
+    let live = blob(txn, digest)?.is_some_and(|r| r.state == BlobState::Live);
     let source_ok = match from {
-        Some(src) => txn.open_table(BLOB_LINKS)?.get((src, digest))?.is_some(),
+        Some(src) => txn.contains(&BLOB_LINKS, (src, digest))?,
         None => true,
     };
     if live && source_ok {
@@ -102,14 +96,8 @@ pub(super) fn mount_blob(
 
 /// Remove the link of `digest` from `repo`. Refused while a manifest of the repository still
 /// references the blob. The file stays until garbage collection.
-pub(super) fn unlink_blob(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<(), MetaError> {
-    let link = txn
-        .open_table(BLOB_LINKS)?
-        .get((repo, digest))?
-        .map(|v| decode::<LinkRow>(v.value()));
-    let link = link
-        .transpose()?
-        .ok_or_else(|| MetaError::BlobNotLinked(digest.to_owned()))?;
+pub(super) fn unlink_blob(txn: &impl WriteRows, repo: &str, digest: &str) -> Result<(), MetaError> {
+    let link = link_row(txn, repo, digest)?.ok_or_else(|| MetaError::BlobNotLinked(digest.to_owned()))?;
     if link.refs > 0 {
         return Err(MetaError::BlobInUse {
             digest: digest.to_owned(),
@@ -121,29 +109,23 @@ pub(super) fn unlink_blob(txn: &WriteTransaction, repo: &str, digest: &str) -> R
 
 /// Store a manifest: check its blobs and children, insert it with its references, reference
 /// counts and referrer entry, and point each of its tags at it.
-pub(super) fn put_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Result<(), MetaError> {
+pub(super) fn put_manifest(txn: &impl WriteRows, m: &NewManifest, now: Millis) -> Result<(), MetaError> {
     if !m.sparse {
         check_references(txn, m)?;
     }
     for tag in m.tags.iter().filter(|t| m.protected.covers(t.as_str())) {
-        let current = txn
-            .open_table(TAGS)?
-            .get((m.repo.as_str(), tag.as_str()))?
-            .map(|v| decode::<TagRow>(v.value()));
-        if current.transpose()?.is_some_and(|row| row.digest != m.digest.as_str()) {
+        let current = tag_row(txn, m.repo.as_str(), tag.as_str())?;
+        if current.is_some_and(|row| row.digest != m.digest.as_str()) {
             return Err(MetaError::TagImmutable(tag.to_string()));
         }
     }
     let key = (m.repo.as_str(), m.digest.as_str());
-    let refs = txn
-        .open_table(MANIFEST_REFS)?
-        .get(key)?
-        .map(|v| decode::<RefsRow>(v.value()));
+    let refs = txn.get(&MANIFEST_REFS, key)?.map(|v| decode::<RefsRow>(&v));
     match refs.transpose()? {
         // Already stored: a re-push only restarts its grace period.
         Some(mut refs) => {
             refs.pushed_ms = now;
-            txn.open_table(MANIFEST_REFS)?.insert(key, encode(&refs).as_slice())?;
+            txn.insert(&MANIFEST_REFS, key, &encode(&refs))?;
         }
         None => insert_manifest(txn, m, now)?,
     }
@@ -155,7 +137,7 @@ pub(super) fn put_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis)
 
 /// Delete the manifest `digest` and every tag pointing at it, releasing its references.
 pub(super) fn delete_manifest(
-    txn: &WriteTransaction,
+    txn: &impl WriteRows,
     repo: &str,
     digest: &str,
     protected: &Protected,
@@ -173,7 +155,7 @@ pub(super) fn delete_manifest(
 /// A protected tag on `digest` or on an index that lists it (at any depth): deleting the
 /// manifest would break what that tag names.
 fn protected_tag_above(
-    txn: &WriteTransaction,
+    txn: &impl WriteRows,
     repo: &str,
     digest: &str,
     protected: &Protected,
@@ -186,14 +168,17 @@ fn protected_tag_above(
         return Ok(Some(tag));
     }
     let mut parents = Vec::new();
-    for entry in txn.open_table(MANIFEST_PARENTS)?.range((repo, digest, "")..)? {
-        let key = entry?.0;
-        let (r, child, parent) = key.value();
-        if r != repo || child != digest {
-            break;
-        }
-        parents.push(parent.to_owned());
-    }
+    txn.scan(
+        &MANIFEST_PARENTS,
+        (repo, digest, "")..,
+        &mut |(r, child, parent), ()| {
+            if r != repo || child != digest {
+                return STOP;
+            }
+            parents.push(parent.to_owned());
+            NEXT
+        },
+    )?;
     for parent in parents {
         if let Some(tag) = protected_tag_above(txn, repo, &parent, protected, depth + 1)? {
             return Ok(Some(tag));
@@ -203,42 +188,28 @@ fn protected_tag_above(
 }
 
 /// Delete one tag, leaving its manifest in place.
-pub(super) fn delete_tag(
-    txn: &WriteTransaction,
-    repo: &str,
-    tag: &str,
-    protected: &Protected,
-) -> Result<(), MetaError> {
-    if protected.covers(tag) && txn.open_table(TAGS)?.get((repo, tag))?.is_some() {
+pub(super) fn delete_tag(txn: &impl WriteRows, repo: &str, tag: &str, protected: &Protected) -> Result<(), MetaError> {
+    if protected.covers(tag) && txn.contains(&TAGS, (repo, tag))? {
         return Err(MetaError::TagImmutable(tag.to_owned()));
     }
-    let old = txn
-        .open_table(TAGS)?
-        .remove((repo, tag))?
-        .map(|v| decode::<TagRow>(v.value()));
+    let old = txn.take(&TAGS, (repo, tag))?.map(|v| decode::<TagRow>(&v));
     let old = old.ok_or(MetaError::ManifestUnknown)??;
-    txn.open_table(TAGS_BY_MANIFEST)?
-        .remove((repo, old.digest.as_str(), tag))?;
+    txn.remove(&TAGS_BY_MANIFEST, (repo, old.digest.as_str(), tag))?;
     Ok(())
 }
 
 /// Delete each tag that still points at the digest retention saw, set at the time it saw, and
 /// is not protected; whether each was deleted.
 pub(super) fn retention_delete_tags(
-    txn: &WriteTransaction,
+    txn: &impl WriteRows,
     repo: &str,
     tags: &[(crate::oci::Tag, String, Millis)],
     protected: &Protected,
 ) -> Result<Vec<bool>, MetaError> {
     let mut done = Vec::with_capacity(tags.len());
     for (tag, digest, updated_ms) in tags {
-        let current = txn
-            .open_table(TAGS)?
-            .get((repo, tag.as_str()))?
-            .map(|v| decode::<TagRow>(v.value()));
-        let unchanged = current
-            .transpose()?
-            .is_some_and(|row| &row.digest == digest && row.updated_ms == *updated_ms);
+        let unchanged =
+            tag_row(txn, repo, tag.as_str())?.is_some_and(|row| &row.digest == digest && row.updated_ms == *updated_ms);
         let delete = unchanged && !protected.covers(tag.as_str());
         if delete {
             delete_tag(txn, repo, tag.as_str(), &Protected::default())?;
@@ -248,11 +219,21 @@ pub(super) fn retention_delete_tags(
     Ok(done)
 }
 
+fn tag_row(txn: &impl WriteRows, repo: &str, tag: &str) -> Result<Option<TagRow>, MetaError> {
+    txn.get(&TAGS, (repo, tag))?.map(|v| decode(&v)).transpose()
+}
+
+fn blob(txn: &impl WriteRows, digest: &str) -> Result<Option<BlobRow>, MetaError> {
+    txn.get(&BLOBS, digest)?.map(|v| decode(&v)).transpose()
+}
+
+fn link_row(txn: &impl WriteRows, repo: &str, digest: &str) -> Result<Option<LinkRow>, MetaError> {
+    txn.get(&BLOB_LINKS, (repo, digest))?.map(|v| decode(&v)).transpose()
+}
+
 /// Create the record of a blob whose file is in place, or revive an interrupted tombstone.
-fn record_blob(txn: &WriteTransaction, digest: &str, size: u64, now: Millis) -> Result<(), MetaError> {
-    let mut blobs = txn.open_table(BLOBS)?;
-    let existing = blobs.get(digest)?.map(|v| decode::<BlobRow>(v.value())).transpose()?;
-    let row = match existing {
+fn record_blob(txn: &impl WriteRows, digest: &str, size: u64, now: Millis) -> Result<(), MetaError> {
+    let row = match blob(txn, digest)? {
         Some(row) if row.state == BlobState::Live => return Ok(()),
         // A tombstone can only be seen here if its sweep was interrupted; the file was just put
         // back in place under the digest lock, so the blob is live again. A `Remote` or
@@ -273,24 +254,16 @@ fn record_blob(txn: &WriteTransaction, digest: &str, size: u64, now: Millis) -> 
             referenced: false,
         },
     };
-    blobs.insert(digest, encode(&row).as_slice())?;
-    txn.open_table(TOMBSTONES)?.remove(digest)?;
+    txn.insert(&BLOBS, digest, &encode(&row))?;
+    txn.remove(&TOMBSTONES, digest)?;
     Ok(())
 }
 
 /// A sparse manifest's blob: make sure it has a record (`Remote` when absent: the upstream
 /// holds the bytes) and a link in `repo`, so that the counts the manifest adds land somewhere
 /// and survive the fetch.
-fn declare_remote(
-    txn: &WriteTransaction,
-    repo: &str,
-    digest: &str,
-    declared: u64,
-    now: Millis,
-) -> Result<(), MetaError> {
-    let mut blobs = txn.open_table(BLOBS)?;
-    let existing = blobs.get(digest)?.map(|v| decode::<BlobRow>(v.value())).transpose()?;
-    let declared_row = match existing {
+fn declare_remote(txn: &impl WriteRows, repo: &str, digest: &str, declared: u64, now: Millis) -> Result<(), MetaError> {
+    let declared_row = match blob(txn, digest)? {
         None => Some(BlobRow {
             size: declared,
             refcount: 0,
@@ -308,10 +281,9 @@ fn declare_remote(
         Some(_) => None,
     };
     if let Some(row) = declared_row {
-        blobs.insert(digest, encode(&row).as_slice())?;
+        txn.insert(&BLOBS, digest, &encode(&row))?;
     }
-    drop(blobs);
-    if txn.open_table(BLOB_LINKS)?.get((repo, digest))?.is_none() {
+    if !txn.contains(&BLOB_LINKS, (repo, digest))? {
         link(txn, repo, digest, now)?;
     }
     Ok(())
@@ -319,18 +291,14 @@ fn declare_remote(
 
 /// Insert or refresh the link `(repo, digest)`; a new link counts in `BlobRow::links`. An
 /// upload or mount starts a push, so the link is not `referenced` until a manifest is.
-fn link(txn: &WriteTransaction, repo: &str, digest: &str, now: Millis) -> Result<(), MetaError> {
-    let mut links = txn.open_table(BLOB_LINKS)?;
-    let old = links
-        .get((repo, digest))?
-        .map(|v| decode::<LinkRow>(v.value()))
-        .transpose()?;
+fn link(txn: &impl WriteRows, repo: &str, digest: &str, now: Millis) -> Result<(), MetaError> {
+    let old = link_row(txn, repo, digest)?;
     let row = LinkRow {
         linked_ms: now,
         refs: old.as_ref().map_or(0, |l| l.refs),
         referenced: false,
     };
-    links.insert((repo, digest), encode(&row).as_slice())?;
+    txn.insert(&BLOB_LINKS, (repo, digest), &encode(&row))?;
     if old.is_none() {
         update_blob(txn, digest, |b| b.links += 1)?;
     }
@@ -338,61 +306,44 @@ fn link(txn: &WriteTransaction, repo: &str, digest: &str, now: Millis) -> Result
 }
 
 /// Remove the link `(repo, digest)` and its count in `BlobRow::links`.
-pub(super) fn remove_link(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<(), MetaError> {
-    if txn.open_table(BLOB_LINKS)?.remove((repo, digest))?.is_some() {
+pub(super) fn remove_link(txn: &impl WriteRows, repo: &str, digest: &str) -> Result<(), MetaError> {
+    if txn.remove(&BLOB_LINKS, (repo, digest))? {
         update_blob(txn, digest, |b| b.links = b.links.saturating_sub(1))?;
     }
     Ok(())
 }
 
-fn update_blob(txn: &WriteTransaction, digest: &str, f: impl FnOnce(&mut BlobRow)) -> Result<(), MetaError> {
-    let mut blobs = txn.open_table(BLOBS)?;
-    let row = blobs.get(digest)?.map(|v| decode::<BlobRow>(v.value())).transpose()?;
-    if let Some(mut row) = row {
+fn update_blob(txn: &impl WriteRows, digest: &str, f: impl FnOnce(&mut BlobRow)) -> Result<(), MetaError> {
+    if let Some(mut row) = blob(txn, digest)? {
         f(&mut row);
-        blobs.insert(digest, encode(&row).as_slice())?;
+        txn.insert(&BLOBS, digest, &encode(&row))?;
     }
     Ok(())
 }
 
-fn update_link(
-    txn: &WriteTransaction,
-    repo: &str,
-    digest: &str,
-    f: impl FnOnce(&mut LinkRow),
-) -> Result<(), MetaError> {
-    let mut links = txn.open_table(BLOB_LINKS)?;
-    let row = links
-        .get((repo, digest))?
-        .map(|v| decode::<LinkRow>(v.value()))
-        .transpose()?;
-    if let Some(mut row) = row {
+fn update_link(txn: &impl WriteRows, repo: &str, digest: &str, f: impl FnOnce(&mut LinkRow)) -> Result<(), MetaError> {
+    if let Some(mut row) = link_row(txn, repo, digest)? {
         f(&mut row);
-        links.insert((repo, digest), encode(&row).as_slice())?;
+        txn.insert(&BLOB_LINKS, (repo, digest), &encode(&row))?;
     }
     Ok(())
 }
 
-fn ensure_repo(txn: &WriteTransaction, repo: &str, now: Millis) -> Result<(), MetaError> {
-    let mut repos = txn.open_table(REPOS)?;
-    if repos.get(repo)?.is_none() {
-        repos.insert(repo, encode(&RepoRow { created_ms: now }).as_slice())?;
+fn ensure_repo(txn: &impl WriteRows, repo: &str, now: Millis) -> Result<(), MetaError> {
+    if !txn.contains(&REPOS, repo)? {
+        txn.insert(&REPOS, repo, &encode(&RepoRow { created_ms: now }))?;
     }
     Ok(())
 }
 
 /// Every required blob must be linked here, live and of the declared size; every child
 /// manifest must exist here.
-fn check_references(txn: &WriteTransaction, m: &NewManifest) -> Result<(), MetaError> {
-    let links = txn.open_table(BLOB_LINKS)?;
-    let blobs = txn.open_table(BLOBS)?;
+fn check_references(txn: &impl WriteRows, m: &NewManifest) -> Result<(), MetaError> {
     for (digest, declared) in &m.blobs {
-        let row = match links.get((m.repo.as_str(), digest.as_str()))? {
-            Some(_) => blobs
-                .get(digest.as_str())?
-                .map(|v| decode::<BlobRow>(v.value()))
-                .transpose()?,
-            None => None,
+        let row = if txn.contains(&BLOB_LINKS, (m.repo.as_str(), digest.as_str()))? {
+            blob(txn, digest.as_str())?
+        } else {
+            None
         };
         match row {
             Some(r) if r.state == BlobState::Live && r.size == *declared => {}
@@ -406,16 +357,15 @@ fn check_references(txn: &WriteTransaction, m: &NewManifest) -> Result<(), MetaE
             _ => return Err(MetaError::BlobNotLinked(digest.to_string())),
         }
     }
-    let manifests = txn.open_table(MANIFEST_REFS)?;
     for child in &m.children {
-        if manifests.get((m.repo.as_str(), child.as_str()))?.is_none() {
+        if !txn.contains(&MANIFEST_REFS, (m.repo.as_str(), child.as_str()))? {
             return Err(MetaError::ChildUnknown(child.to_string()));
         }
     }
     Ok(())
 }
 
-fn insert_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Result<(), MetaError> {
+fn insert_manifest(txn: &impl WriteRows, m: &NewManifest, now: Millis) -> Result<(), MetaError> {
     // Where the manifest's blobs become owned: refused before anything is written.
     super::quota::check(txn, m)?;
     let mut blob_digests: Vec<String> = m.blobs.iter().map(|(d, _)| d.to_string()).collect();
@@ -436,9 +386,12 @@ fn insert_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Resu
             l.referenced = true;
         })?;
     }
-    let mut parents = txn.open_table(MANIFEST_PARENTS)?;
     for child in &m.children {
-        parents.insert((m.repo.as_str(), child.as_str(), m.digest.as_str()), ())?;
+        txn.insert(
+            &MANIFEST_PARENTS,
+            (m.repo.as_str(), child.as_str(), m.digest.as_str()),
+            (),
+        )?;
     }
     let refs = RefsRow {
         blobs: blob_digests,
@@ -446,14 +399,14 @@ fn insert_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Resu
         subject: m.row.subject.clone(),
         pushed_ms: now,
     };
-    txn.open_table(MANIFEST_REFS)?
-        .insert((m.repo.as_str(), m.digest.as_str()), encode(&refs).as_slice())?;
-    txn.open_table(MANIFESTS)?
-        .insert((m.repo.as_str(), m.digest.as_str()), encode(&m.row).as_slice())?;
+    let key = (m.repo.as_str(), m.digest.as_str());
+    txn.insert(&MANIFEST_REFS, key, &encode(&refs))?;
+    txn.insert(&MANIFESTS, key, &encode(&m.row))?;
     if let (Some(subject), Some(referrer)) = (&m.row.subject, &m.referrer) {
-        txn.open_table(REFERRERS)?.insert(
+        txn.insert(
+            &REFERRERS,
             (m.repo.as_str(), subject.as_str(), m.digest.as_str()),
-            encode(referrer).as_slice(),
+            &encode(referrer),
         )?;
     }
     Ok(())
@@ -461,50 +414,42 @@ fn insert_manifest(txn: &WriteTransaction, m: &NewManifest, now: Millis) -> Resu
 
 /// Remove a manifest with everything that hangs off it: its references (decrementing the
 /// counts), its parent entries, its referrer entry and its tags. Returns whether it existed.
-pub(super) fn remove_manifest(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<bool, MetaError> {
-    if txn.open_table(MANIFESTS)?.remove((repo, digest))?.is_none() {
+pub(super) fn remove_manifest(txn: &impl WriteRows, repo: &str, digest: &str) -> Result<bool, MetaError> {
+    if !txn.remove(&MANIFESTS, (repo, digest))? {
         return Ok(false);
     }
-    let refs = txn
-        .open_table(MANIFEST_REFS)?
-        .remove((repo, digest))?
-        .map(|v| decode::<RefsRow>(v.value()));
+    let refs = txn.take(&MANIFEST_REFS, (repo, digest))?.map(|v| decode::<RefsRow>(&v));
     let refs = refs.transpose()?.unwrap_or_default();
     for blob in &refs.blobs {
         update_blob(txn, blob, |b| b.refcount = b.refcount.saturating_sub(1))?;
         update_link(txn, repo, blob, |l| l.refs = l.refs.saturating_sub(1))?;
     }
-    let mut parents = txn.open_table(MANIFEST_PARENTS)?;
     for child in &refs.children {
-        parents.remove((repo, child.as_str(), digest))?;
+        txn.remove(&MANIFEST_PARENTS, (repo, child.as_str(), digest))?;
     }
     if let Some(subject) = &refs.subject {
-        txn.open_table(REFERRERS)?.remove((repo, subject.as_str(), digest))?;
+        txn.remove(&REFERRERS, (repo, subject.as_str(), digest))?;
     }
     for tag in tags_of(txn, repo, digest)? {
-        txn.open_table(TAGS)?.remove((repo, tag.as_str()))?;
-        txn.open_table(TAGS_BY_MANIFEST)?.remove((repo, digest, tag.as_str()))?;
+        txn.remove(&TAGS, (repo, tag.as_str()))?;
+        txn.remove(&TAGS_BY_MANIFEST, (repo, digest, tag.as_str()))?;
     }
     Ok(true)
 }
 
-fn set_tag(txn: &WriteTransaction, repo: &str, tag: &str, digest: &str, now: Millis) -> Result<(), MetaError> {
+fn set_tag(txn: &impl WriteRows, repo: &str, tag: &str, digest: &str, now: Millis) -> Result<(), MetaError> {
     let row = TagRow {
         digest: digest.to_owned(),
         updated_ms: now,
     };
-    let old = txn
-        .open_table(TAGS)?
-        .insert((repo, tag), encode(&row).as_slice())?
-        .map(|v| decode::<TagRow>(v.value()));
-    let mut reverse = txn.open_table(TAGS_BY_MANIFEST)?;
-    if let Some(old) = old.transpose()? {
-        reverse.remove((repo, old.digest.as_str(), tag))?;
+    if let Some(old) = tag_row(txn, repo, tag)? {
+        txn.remove(&TAGS_BY_MANIFEST, (repo, old.digest.as_str(), tag))?;
     }
-    reverse.insert((repo, digest, tag), ())?;
+    txn.insert(&TAGS, (repo, tag), &encode(&row))?;
+    txn.insert(&TAGS_BY_MANIFEST, (repo, digest, tag), ())?;
     Ok(())
 }
 
-fn tags_of(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<Vec<String>, MetaError> {
-    super::browse::tags_pointing_at(&txn.open_table(TAGS_BY_MANIFEST)?, repo, digest)
+fn tags_of(txn: &impl WriteRows, repo: &str, digest: &str) -> Result<Vec<String>, MetaError> {
+    super::browse::tags_pointing_at(txn, repo, digest)
 }

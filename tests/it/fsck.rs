@@ -275,7 +275,7 @@ async fn corrupted_reference_count() {
         let db = Database::open(root.join("meta.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let mut blobs = txn.open_table(berth::meta::schema::BLOBS).unwrap();
+            let mut blobs = txn.open_table(berth::meta::schema::BLOBS.redb()).unwrap();
             let bytes = blobs.get(shared.as_str()).unwrap().unwrap().value().to_vec();
             let mut row: berth::meta::BlobRow = berth::meta::codec::decode(&bytes).unwrap();
             row.refcount = 7;
@@ -295,7 +295,7 @@ async fn manifest_row_deleted_while_its_tag_stays() {
     let damage = move |root: &Path| {
         let db = Database::open(root.join("meta.redb")).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(berth::meta::schema::MANIFESTS)
+        txn.open_table(berth::meta::schema::MANIFESTS.redb())
             .unwrap()
             .remove(("fsck/app", b.as_str()))
             .unwrap();
