@@ -59,6 +59,27 @@ pub struct Config {
     pub audit: Audit,
     /// Webhook endpoints (`notifications:`), in file order.
     pub notifications: Vec<Notification>,
+    /// Where the metadata lives (`metadata:`): `None`, the redb file under `storage.root`.
+    pub metadata: Option<Postgres>,
+}
+
+/// The PostgreSQL metadata backend (`metadata.postgres:`), shared by every node. Its `Debug`
+/// leaves the URL out: it may carry a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Postgres {
+    /// A libpq connection URL (`postgres://user:password@host:port/database`).
+    pub url: String,
+    /// Pooled connections at most.
+    pub connections: usize,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("url", &"<redacted>")
+            .field("connections", &self.connections)
+            .finish()
+    }
 }
 
 /// The audit log (`audit:`).
@@ -396,6 +417,20 @@ struct RawConfig {
     ui: RawUi,
     audit: RawAudit,
     notifications: Vec<Notification>,
+    metadata: RawMetadata,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetadata {
+    postgres: RawPostgres,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPostgres {
+    url: Option<String>,
+    connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -629,6 +664,10 @@ const ENV_KEYS: &[(&str, Setter)] = &[
     }),
     ("gc.upload_max_age", |r, v| set_duration(&mut r.gc.upload_max_age, v)),
     ("audit.max_age", |r, v| set_duration(&mut r.audit.max_age, v)),
+    ("metadata.postgres.url", |r, v| set(&mut r.metadata.postgres.url, v)),
+    ("metadata.postgres.connections", |r, v| {
+        set(&mut r.metadata.postgres.connections, v)
+    }),
     ("auth.realm", |r, v| set(&mut r.auth.realm, v)),
     ("auth.htpasswd.path", |r, v| set(&mut r.auth.htpasswd.path, v)),
     ("auth.login_failures_per_minute", |r, v| {
@@ -1001,17 +1040,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             message: "must not be empty".into(),
         });
     }
-    let meta_cache = raw
-        .storage
-        .meta_cache
-        .unwrap_or(ByteSize::b(crate::meta::DEFAULT_CACHE))
-        .as_u64();
-    if !(1 << 20..=1 << 40).contains(&meta_cache) {
-        return Err(ConfigError::Invalid {
-            key: "storage.meta_cache",
-            message: "must be between 1MiB and 1TiB".into(),
-        });
-    }
+    let meta_cache = validate_meta_cache(raw.storage.meta_cache)?;
     let manifest_max_size = raw.limits.manifest_max_size.unwrap_or(ByteSize::mib(4)).as_u64();
     if !(1..=64 << 20).contains(&manifest_max_size) {
         return Err(ConfigError::Invalid {
@@ -1045,7 +1074,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let gc = validate_gc(&raw.gc)?;
     let policies = validate_policies(raw.immutable_tags, raw.retention, raw.quotas, raw.notifications)?;
     let ui = validate_ui(raw.ui)?;
+    let metadata = validate_metadata(raw.metadata)?;
     Ok(Config {
+        metadata,
         audit: Audit {
             max_age: raw.audit.max_age.unwrap_or(Duration::from_secs(90 * 24 * 3600)),
         },
@@ -1089,6 +1120,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         },
         proxy,
     })
+}
+
+/// `storage.meta_cache`: 1 MiB to 1 TiB, `meta::DEFAULT_CACHE` unless set.
+fn validate_meta_cache(raw: Option<ByteSize>) -> Result<u64, ConfigError> {
+    let meta_cache = raw.map_or(crate::meta::DEFAULT_CACHE, |c| c.as_u64());
+    if !(1 << 20..=1 << 40).contains(&meta_cache) {
+        return Err(ConfigError::Invalid {
+            key: "storage.meta_cache",
+            message: "must be between 1MiB and 1TiB".into(),
+        });
+    }
+    Ok(meta_cache)
 }
 
 /// The policy sections, each validated.
@@ -1158,6 +1201,34 @@ fn validate_ui(raw: RawUi) -> Result<Ui, ConfigError> {
         allow_anonymous_admin: raw.allow_anonymous_admin.unwrap_or(false),
         session_ttl,
     })
+}
+
+/// `metadata.postgres`: a URL tokio-postgres can parse, and a pool size within reason.
+fn validate_metadata(raw: RawMetadata) -> Result<Option<Postgres>, ConfigError> {
+    let RawPostgres { url, connections } = raw.postgres;
+    let Some(url) = url else {
+        if connections.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "metadata.postgres.connections",
+                message: "set without metadata.postgres.url".into(),
+            });
+        }
+        return Ok(None);
+    };
+    if let Err(e) = url.parse::<tokio_postgres::Config>() {
+        return Err(ConfigError::Invalid {
+            key: "metadata.postgres.url",
+            message: format!("not a PostgreSQL connection URL ({e})"),
+        });
+    }
+    let connections = connections.unwrap_or(16);
+    if !(1..=1024).contains(&connections) {
+        return Err(ConfigError::Invalid {
+            key: "metadata.postgres.connections",
+            message: format!("{connections} is not between 1 and 1024"),
+        });
+    }
+    Ok(Some(Postgres { url, connections }))
 }
 
 fn validate_gc(raw: &RawGc) -> Result<Gc, ConfigError> {
@@ -1668,8 +1739,8 @@ pub const REDACTED: &str = "<redacted>";
 
 impl Config {
     /// The effective configuration as YAML, every key set, in the layout of
-    /// `config.example.yml`. Secrets (`storage.s3.secret_key`, `proxy` passwords) print as
-    /// `<redacted>`.
+    /// `config.example.yml`. Secrets (`storage.s3.secret_key`, `proxy` passwords, a password in
+    /// `metadata.postgres.url`) print as `<redacted>`.
     pub fn to_yaml(&self) -> String {
         let d = duration_text;
         let b = size_text;
@@ -1683,7 +1754,7 @@ impl Config {
              manifest_max_size: {}\n  blob_max_size: {}\n  upload_sessions: {}\n  \
              upload_sessions_per_client: {}\n  body_idle_timeout: {}\n  upload_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
              grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\nvalidation:\n  \
-             sparse: {}\nui:\n  enabled: {}\n  path: {}\n  allow_anonymous_admin: {}\n  session_ttl: {}\naudit:\n  max_age: {}\n",
+             sparse: {}\nui:\n  enabled: {}\n  path: {}\n  allow_anonymous_admin: {}\n  session_ttl: {}\naudit:\n  max_age: {}\n{}",
             self.http.addr,
             d(self.http.drain_timeout),
             d(self.http.shutdown_delay),
@@ -1712,6 +1783,7 @@ impl Config {
             self.ui.allow_anonymous_admin,
             d(self.ui.session_ttl),
             d(self.audit.max_age),
+            self.metadata_yaml(),
         ) + &self.auth_yaml()
             + &self.proxy_yaml()
             + &Self::list_yaml("immutable_tags", &self.immutable_tags)
@@ -1849,6 +1921,28 @@ impl Config {
             out
         });
         format!("  s3:\n{indented}")
+    }
+
+    /// The `metadata:` section (the URL redacted whole when it carries a password); empty for
+    /// redb.
+    fn metadata_yaml(&self) -> String {
+        let Some(pg) = &self.metadata else {
+            return String::new();
+        };
+        let secret = pg
+            .url
+            .parse::<tokio_postgres::Config>()
+            .map_or(true, |c| c.get_password().is_some());
+        let url = if secret { REDACTED } else { pg.url.as_str() };
+        let value = serde_json::json!({ "postgres": { "url": url, "connections": pg.connections } });
+        let yaml = serde_saphyr::to_string(&value).unwrap_or_default();
+        let indented: String = yaml.lines().fold(String::new(), |mut out, line| {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+            out
+        });
+        format!("metadata:\n{indented}")
     }
 
     fn tls_yaml(&self) -> String {
@@ -2002,6 +2096,43 @@ mod tests {
         assert!(c.storage.fsync);
         assert_eq!(c.limits.manifest_max_size, 4 << 20);
         assert_eq!(c.storage.meta_cache, crate::meta::DEFAULT_CACHE);
+    }
+
+    #[test]
+    fn postgres_metadata_is_chosen_by_url_and_its_password_never_shown() {
+        assert_eq!(load_str("", &[]).unwrap().metadata, None, "redb by default");
+        let url = "postgres://berth:s3cret@db.example:5432/berth";
+        let c = load_str("", &[("BERTH_METADATA_POSTGRES_URL", url)]).unwrap();
+        let pg = c.metadata.clone().unwrap();
+        assert_eq!((pg.url.as_str(), pg.connections), (url, 16));
+        for shown in [c.to_yaml(), format!("{c:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        let c = load_str(
+            "metadata:\n  postgres:\n    url: postgres://berth@db/berth\n    connections: 4\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.metadata.as_ref().unwrap().connections, 4);
+        assert_eq!(
+            load_str(&c.to_yaml(), &[]).unwrap().metadata,
+            c.metadata,
+            "to_yaml loads back"
+        );
+        for (yaml, key) in [
+            ("metadata:\n  postgres:\n    url: not a url\n", "metadata.postgres.url"),
+            (
+                "metadata:\n  postgres:\n    connections: 3\n",
+                "metadata.postgres.connections",
+            ),
+            (
+                "metadata:\n  postgres:\n    url: postgres://db/b\n    connections: 0\n",
+                "metadata.postgres.connections",
+            ),
+        ] {
+            let e = load_str(yaml, &[]).unwrap_err().to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
     }
 
     #[test]

@@ -21,11 +21,12 @@
 pub mod audit;
 pub mod browse;
 pub mod codec;
+mod engine;
 pub mod fsck;
 pub mod gc;
+pub mod postgres;
 pub mod quota;
 mod read;
-mod redb_store;
 pub mod rows;
 pub mod schema;
 mod store;
@@ -36,11 +37,16 @@ mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::future::Future;
+
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+
+use engine::Engine;
 
 use crate::hot_pool::HotPool;
 
 pub use audit::{Action, Actor, AuditEvent, AuditPage, AuditQuery, Audited, OutboxRow};
+pub use postgres::PgMeta;
 pub use quota::{Quota, QuotaUsage};
 pub use schema::{BlobRow, BlobState, ManifestRow, Millis, ReferrerRow, UploadRow};
 pub use store::{AuditHook, MetaStore, NewManifest, Page, PendingWrite, Protected, WriteOp};
@@ -147,16 +153,21 @@ impl Meta {
         meta.write(write::ensure_tables).wait()?;
         Ok(meta)
     }
+}
+
+impl Engine for Meta {
+    type Read = ReadTransaction;
+    type Write = WriteTransaction;
 
     /// `f` over one read transaction on the hot path's fixed threads (`hot_pool`): a point
     /// read of microseconds, which must not start a blocking-pool thread.
-    async fn point<T, F>(&self, f: F) -> Result<T, MetaError>
+    fn point<T, F>(&self, f: F) -> impl Future<Output = Result<T, MetaError>> + Send
     where
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<T, MetaError> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
-        HotPool::global().run(move || f(&db.begin_read()?)).await
+        HotPool::global().run(move || f(&db.begin_read()?))
     }
 
     /// `f` over one read transaction on tokio's blocking pool: a listing or a scan.

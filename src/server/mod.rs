@@ -20,7 +20,7 @@ use crate::blobs::s3::S3Store;
 use crate::config::Config;
 use crate::gc;
 use crate::meta::Actor;
-use crate::meta::{Meta, MetaError, MetaStore};
+use crate::meta::{Meta, MetaError, MetaStore, PgMeta};
 use crate::registry::{self, Registry};
 
 /// Why the server (or an offline job) could not start. Each message names what failed; the
@@ -83,13 +83,7 @@ async fn open_parts(config: &Config) -> Result<(Arc<dyn MetaStore>, Arc<dyn Blob
         };
         Arc::new(FsStore::open(&root, opts).map_err(root_err)?)
     };
-    let cache = config.storage.meta_cache;
-    let db = root.join(crate::meta::DB_FILE).display().to_string();
-    let opened = registry::blocking(move || Meta::open_observed(&root, cache, commit_metrics)).await;
-    let meta: Arc<dyn MetaStore> = Arc::new(opened.map_err(|e| match e {
-        e @ MetaError::Locked(_) => ServeError::Meta(e),
-        source => ServeError::MetaAt { path: db, source },
-    })?);
+    let meta = open_meta(config, root).await?;
     let limits = registry::Limits {
         manifest_max_bytes: config.limits.manifest_max_size,
         blob_max_bytes: config.limits.blob_max_size,
@@ -100,6 +94,24 @@ async fn open_parts(config: &Config) -> Result<(Arc<dyn MetaStore>, Arc<dyn Blob
         sparse_manifests: config.validation.sparse,
     };
     Ok((meta, blobs, limits))
+}
+
+/// The metadata store: PostgreSQL with `metadata.postgres`, else the redb file under the root.
+async fn open_meta(config: &Config, root: std::path::PathBuf) -> Result<Arc<dyn MetaStore>, ServeError> {
+    if let Some(pg) = config.metadata.clone() {
+        let opened = registry::blocking(move || PgMeta::open(&pg.url, pg.connections)).await;
+        return Ok(Arc::new(opened.map_err(|source| ServeError::MetaAt {
+            path: "metadata.postgres.url".into(),
+            source,
+        })?));
+    }
+    let cache = config.storage.meta_cache;
+    let db = root.join(crate::meta::DB_FILE).display().to_string();
+    let opened = registry::blocking(move || Meta::open_observed(&root, cache, commit_metrics)).await;
+    Ok(Arc::new(opened.map_err(|e| match e {
+        e @ MetaError::Locked(_) => ServeError::Meta(e),
+        source => ServeError::MetaAt { path: db, source },
+    })?))
 }
 
 /// The metadata writer's group commits, into the metrics: `berth_meta_commit_seconds` (how

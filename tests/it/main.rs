@@ -36,6 +36,7 @@ mod oras;
 mod pki;
 mod podman;
 mod policies;
+mod postgres;
 mod proxy;
 mod proxy_clients;
 mod quotas;

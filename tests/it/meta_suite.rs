@@ -1,6 +1,7 @@
 //! One conformance suite for every metadata backend, as zot's `RunMetaDBTests`: the same checks
 //! drive the `MetaStore` trait directly, the way the registry, garbage collection and fsck do.
-//! redb is the one backend so far; a second one adds a constructor and a line to `suite!`.
+//! Each check runs against redb and against PostgreSQL (a fresh database of the shared test
+//! cluster, `postgres::Postgres`); another backend adds a constructor and a line to `suite!`.
 //!
 //! What they pin down is the trait's contract, not redb's: repository isolation, the reference
 //! checks and counts of a manifest PUT, a failed write leaving nothing, the lexical paging of
@@ -15,7 +16,7 @@ use berth::meta::fsck::Repair;
 use berth::meta::gc::Policy;
 use berth::meta::{
     Action, Actor, AuditEvent, AuditQuery, Audited, BlobState, ManifestRow, Meta, MetaError, MetaStore, NewManifest,
-    Protected, Quota, QuotaUsage, ReferrerRow,
+    PgMeta, Protected, Quota, QuotaUsage, ReferrerRow,
 };
 use berth::oci::{Algorithm, Digest, RepoName, Tag};
 use uuid::Uuid;
@@ -43,6 +44,19 @@ fn redb() -> Backend {
     }
 }
 
+fn postgres() -> Backend {
+    let url = crate::postgres::Postgres::shared().fresh_url();
+    let open = move || {
+        let meta = tokio::task::block_in_place(|| PgMeta::open(&url, 8).unwrap());
+        Arc::new(meta) as Arc<dyn MetaStore>
+    };
+    Backend {
+        store: open(),
+        reopen: Box::new(open),
+        _dir: None,
+    }
+}
+
 /// Run one check against every backend.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
@@ -50,6 +64,12 @@ macro_rules! suite {
             $(#[tokio::test(flavor = "multi_thread")]
             async fn $name() {
                 super::$name(super::redb()).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                super::$name(super::postgres()).await;
             })*
         }
     };

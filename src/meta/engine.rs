@@ -1,12 +1,17 @@
-//! redb's implementation of [`MetaStore`]: the typed arguments become the string keys of
-//! `schema` here (a `RepoName`, `Digest` or `Tag` by its text, an upload id hyphenated), and
-//! each call goes where it runs:
-//! - point reads of the request hot path (blob and manifest lookups, upload sessions) on the
-//!   hot path's fixed threads (`Meta::point`);
-//! - listings and scans on tokio's blocking pool (`Meta::scan`);
-//! - writes to the group-commit writer thread, as a `WriteOp` (`Meta::write`).
+//! The one implementation of [`MetaStore`], over any [`Engine`]: the typed arguments become the
+//! string keys of `schema` here (a `RepoName`, `Digest` or `Tag` by its text, an upload id
+//! hyphenated), and each call goes where its engine runs it:
+//! - point reads of the request hot path (blob and manifest lookups, upload sessions):
+//!   `Engine::point`;
+//! - listings and scans: `Engine::scan`;
+//! - writes, as a `WriteOp`: `Engine::write`.
 //!
-//! The transactions themselves are in `read`, `write`, `gc`, `fsck`, `usage` and `browse`.
+//! The transactions themselves are in `read`, `write`, `gc`, `fsck`, `usage`, `browse`, `quota`
+//! and `audit`, written once over `rows`. redb's engine is `Meta` (`mod.rs`), PostgreSQL's
+//! `postgres::PgMeta`.
+
+use std::fmt::Debug;
+use std::future::Future;
 
 use uuid::Uuid;
 
@@ -15,13 +20,41 @@ use super::browse::{self, RepoSummary, TagOrder, TagPage};
 use super::fsck::{self, Repair, Scan};
 use super::gc::{self, Policy, Snapshot};
 use super::quota::{self, Quota, QuotaUsage};
+use super::rows::{Rows, WriteRows};
 use super::schema::{BlobRow, ManifestRow, Millis, ReferrerRow, UploadRow};
 use super::usage::{self, Counts, Usage};
-use super::{Meta, MetaError, MetaStore, NewManifest, Page, Protected, WriteOp, read, write};
+use super::{MetaError, MetaStore, NewManifest, Page, Protected, WriteOp, read, write};
 use crate::oci::{Algorithm, Digest, RepoName, Tag};
 
+/// Where a backend runs its transactions, and over what rows.
+pub trait Engine: Send + Sync + Debug + 'static {
+    /// A read transaction: one consistent snapshot.
+    type Read: Rows;
+    /// A write transaction.
+    type Write: WriteRows;
+
+    /// `f` over one read transaction: a point read of the request hot path.
+    fn point<T, F>(&self, f: F) -> impl Future<Output = Result<T, MetaError>> + Send
+    where
+        T: Send + 'static,
+        F: FnOnce(&Self::Read) -> Result<T, MetaError> + Send + 'static;
+
+    /// `f` over one read transaction: a listing or a scan.
+    fn scan<T, F>(&self, f: F) -> impl Future<Output = Result<T, MetaError>> + Send
+    where
+        T: Send + 'static,
+        F: FnOnce(&Self::Read) -> Result<T, MetaError> + Send + 'static;
+
+    /// `f` as one write transaction, run when the `WriteOp` is waited for or committed. `f`
+    /// may run more than once (see `rows`); an error from it discards everything it wrote.
+    fn write<T, F>(&self, f: F) -> WriteOp<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Self::Write) -> Result<T, MetaError> + Send + 'static;
+}
+
 #[async_trait::async_trait]
-impl MetaStore for Meta {
+impl<E: Engine> MetaStore for E {
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobRow>, MetaError> {
         let (repo, digest) = (repo.clone(), digest.clone());
         self.point(move |txn| read::linked_blob(txn, repo.as_str(), digest.as_str()))
