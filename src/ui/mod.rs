@@ -6,7 +6,7 @@
 //! - `session`: the signed session cookie and CSRF tokens;
 //! - `browse`: the repository list, repository and manifest pages;
 //! - `actions`: sign-in and out, tag and manifest deletion;
-//! - `admin`: garbage collection, fsck and storage usage, for admins;
+//! - `admin`: garbage collection, fsck, storage usage and the audit log, for admins;
 //! - `views`: the templates (maud: checked at compile time, escaping every interpolation);
 //! - `model`: what the pages show of a manifest's and an image config's JSON.
 //!
@@ -89,6 +89,7 @@ pub fn router(app: App, settings: &crate::config::Ui) -> Router<App> {
         .route(&at("/admin/gc/{id}/status"), get(admin::gc_status))
         .route(&at("/admin/fsck/{id}/status"), get(admin::fsck_status))
         .route(&at("/admin/usage"), get(admin::usage))
+        .route(&at("/admin/audit"), get(admin::audit))
         .route(&at("/static/style.css"), get(style))
         .route(&at("/static/ui.js"), get(script))
         .route(&at("/{*rest}"), get(not_found))

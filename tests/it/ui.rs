@@ -710,3 +710,86 @@ async fn in_chromium_a_running_gc_is_followed_live() {
     assert!(b.text("#gc-report").await.contains("dry run"));
     b.client.clone().close().await.unwrap();
 }
+
+/// The (user, address, action, repository) of every row the audit page shows.
+async fn audit_rows(b: &Browser) -> Vec<Vec<String>> {
+    let rows = b
+        .client
+        .execute(
+            "return [...document.querySelectorAll('#audit tbody tr')].map(r => [1, 2, 3, 4].map(i => r.cells[i].textContent.trim()));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(rows).unwrap()
+}
+
+/// The audit log in the browser: alice's push shows at the top, newest first; filters narrow
+/// it; pages follow the log's cursor; a user name carrying markup is shown as text; bob, no
+/// admin, neither sees the link nor reaches the page, and neither does an anonymous client.
+#[tokio::test]
+async fn in_chromium_an_admin_reads_the_audit_log_and_nobody_else_can() {
+    let site = Site::new();
+    let berth = start_with(&site.config(RULES));
+    let alice = api_client(Some("alice"));
+    // 55 accepted logins (GET /v2/ with a password), then a refused one named with markup,
+    // then a push: the push is the newest event.
+    for _ in 0..55 {
+        assert_eq!(alice.get(berth.url("/v2/")).send().await.unwrap().status(), 200);
+    }
+    let evil = "<script>alert(1)</script>";
+    let refused = client().get(berth.url("/v2/")).basic_auth(evil, Some("x")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let (pushed, _, _) = push_image(&alice, &berth, "team/audited", "v1", "amd64", &json!({}), &json!({})).await;
+    let anonymous = api_client(None).get(berth.url("/ui/admin/audit")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 404);
+
+    let b = Browser::start("audit").await;
+    b.sign_in(&berth, "alice").await;
+    b.click_link("Admin").await;
+    b.click_link("Audit log").await;
+    b.wait_text("Newest first").await;
+    let rows = audit_rows(&b).await;
+    assert_eq!(rows.len(), 50, "one page: {rows:?}");
+    // Newest first: alice's sign-in in the browser, her push, the refused login.
+    assert_eq!(rows[0], ["alice", "127.0.0.1", "login", "-"], "{rows:?}");
+    assert_eq!(rows[1], ["alice", "127.0.0.1", "push", "team/audited"], "{rows:?}");
+    assert_eq!(rows[2], [evil, "127.0.0.1", "login", "-"], "{rows:?}");
+    assert!(b.text("#audit tbody tr:nth-child(2)").await.contains(&pushed[..19]));
+    b.shot("audit").await;
+    // The page's source carries the user name escaped; the page shows it as text.
+    assert!(!b.client.source().await.unwrap().contains(evil));
+    b.find("#audit-action").await.select_by_value("login").await.unwrap();
+    b.find("#audit-user").await.send_keys(evil).await.unwrap();
+    b.find("form.search button").await.click().await.unwrap();
+    b.wait_text("refused: invalid credentials").await;
+    assert_eq!(audit_rows(&b).await, [[evil, "127.0.0.1", "login", "-"]]);
+    // Filtered by action and repository.
+    b.goto(&berth.url("/ui/admin/audit?action=push&repository=team/audited")).await;
+    assert_eq!(audit_rows(&b).await, [["alice", "127.0.0.1", "push", "team/audited"]]);
+    b.goto(&berth.url("/ui/admin/audit?user=bob")).await;
+    b.find("#audit-empty").await;
+    // Older pages: 57 events in all (55 logins, the refused one, the push; alice's sign-in in
+    // the browser makes 58), 50 then 8.
+    b.goto(&berth.url("/ui/admin/audit")).await;
+    b.click_link("Older events →").await;
+    b.wait_text("before event").await;
+    let older = audit_rows(&b).await;
+    assert_eq!(older.len(), 8, "{older:?}");
+    assert!(older.iter().all(|r| r[2] == "login"), "{older:?}");
+    b.click_link("← Newest events").await;
+    b.wait_text("Newest first").await;
+    assert_eq!(audit_rows(&b).await.len(), 50);
+    b.goto(&berth.url("/ui/admin/audit?action=nonsense")).await;
+    b.wait_text("is not one of").await;
+
+    b.sign_out().await;
+    b.sign_in(&berth, "bob").await;
+    assert!(!b.text("header").await.contains("Admin"));
+    b.goto(&berth.url("/ui/admin")).await;
+    b.wait_text("no such page").await;
+    b.goto(&berth.url("/ui/admin/audit")).await;
+    b.wait_text("no such page").await;
+    assert!(!b.text("main").await.contains("team/audited"));
+    b.client.clone().close().await.unwrap();
+}
