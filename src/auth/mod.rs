@@ -2,10 +2,12 @@
 //! a Bearer token, or a client certificate) and what it may do (the config's rules).
 //!
 //! Knows nothing of HTTP beyond the `Authorization` header's text: `api` asks, and maps the
-//! answers (`AuthError`) to 401 `UNAUTHORIZED` with a challenge, 403 `DENIED` or 429.
+//! answers (`AuthError`) to 401 `UNAUTHORIZED` with a challenge, 403 `DENIED` or 429. The one
+//! request it makes itself is `issuer`'s, on a web sign-in through an external token issuer.
 //! Credentials never reach a log line: failed logins log the user name and source only.
 
 mod htpasswd;
+mod issuer;
 mod rules;
 pub mod token;
 
@@ -168,6 +170,81 @@ impl Auth {
     /// Whether users can sign in with a password (an htpasswd file is configured).
     pub fn has_passwords(&self) -> bool {
         self.htpasswd.is_some()
+    }
+
+    /// Whether a sign-in form can check credentials: against htpasswd, or by asking the
+    /// external token issuer (`issuer_login`).
+    pub fn can_sign_in(&self) -> bool {
+        self.has_passwords() || self.external_issuer().is_some()
+    }
+
+    /// The token configuration of an external issuer (tokens verified, not issued, here).
+    fn external_issuer(&self) -> Option<&Tokens> {
+        self.tokens.as_ref().filter(|t| !t.issues())
+    }
+
+    /// Whether the web sign-in asks the external issuer: it verifies an issuer's tokens and
+    /// has no htpasswd file.
+    pub fn signs_in_through_issuer(&self) -> bool {
+        !self.has_passwords() && self.external_issuer().is_some()
+    }
+
+    /// A keyed fingerprint (HMAC-SHA256 under `key`) of `user`'s htpasswd entry as now, or
+    /// `None` without one. A web session keeps the fingerprint of sign-in time and ends when
+    /// it no longer matches: the password changed, or the user was removed.
+    pub fn entry_fingerprint(&self, user: &str, key: &[u8]) -> Option<String> {
+        use hmac::{KeyInit, Mac};
+        let hash = self.htpasswd.as_ref()?.hash_of(user)?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+        for part in [b"berth-ui-entry".as_slice(), user.as_bytes(), hash.as_bytes()] {
+            mac.update(part);
+            mac.update(&[0]);
+        }
+        Some(hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// A sign-in through the external issuer: ask it for a token with `user`'s credentials,
+    /// as a registry client would (`registry:catalog:*`), and verify the answer with the
+    /// configured keys. The claims (never the token) if both pass; the same per-source limit
+    /// on failures as passwords.
+    pub async fn issuer_login(&self, user: &str, password: &str, source: IpAddr) -> Result<token::Claims, AuthError> {
+        let tokens = self.external_issuer().ok_or(AuthError::BadCredentials)?;
+        if let Some(retry_after) = self.failures.blocked(source) {
+            tracing::warn!(target: "berth::auth", %user, %source, "login refused: too many failures from this address");
+            return Err(AuthError::TooManyFailures { retry_after });
+        }
+        let claims = match issuer::fetch_token(tokens.config(), user, password).await {
+            Ok(token) => tokens.verify(&token).and_then(|c| issuer::signed_in(c, user)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &claims {
+            if matches!(e, AuthError::BadCredentials) {
+                self.failures.record(source);
+            }
+            tracing::warn!(target: "berth::auth", %user, %source, error = %e, "failed login through the token issuer");
+        }
+        claims
+    }
+
+    /// The caller a session signed in through the external issuer names: the token's subject
+    /// and groups under the rules of now, with the sign-in token's repository grants.
+    pub fn issuer_caller(&self, user: &str, groups: &[String], access: Vec<Access>) -> Caller {
+        Caller {
+            subject: self.rules.user(user, groups),
+            token_access: Some(access),
+        }
+    }
+
+    /// Whether a web session's `caller` may see `repo`. A password user: the rules, as the
+    /// catalog filters. An issuer's user (`token_access` set): the rules for the token's
+    /// subject and groups when rules are configured, plus the sign-in token's own grants;
+    /// with no rules the registry leaves every grant to the issuer, which the UI cannot ask
+    /// repository by repository, so only the sign-in token's grants count.
+    pub fn session_may_list(&self, caller: &Caller, repo: &str) -> bool {
+        match &caller.token_access {
+            Some(access) if self.rules.is_empty() => granted(access, repo).contains(&Action::Pull),
+            _ => self.may_list(caller, repo),
+        }
     }
 
     fn user(&self, name: &str) -> Caller {

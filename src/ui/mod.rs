@@ -160,12 +160,7 @@ impl FromRequestParts<Ui> for Viewer {
             tracing::error!("a UI request without its session or peer");
             return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
         };
-        let caller = ui.app.auth.as_ref().map(|auth| {
-            session
-                .user
-                .as_deref()
-                .map_or_else(Caller::anonymous, |u| auth.session_caller(u))
-        });
+        let caller = ui.app.auth.as_ref().map(|auth| session.caller(auth));
         Ok(Viewer {
             ui: ui.clone(),
             session,
@@ -184,7 +179,7 @@ impl Viewer {
 
     pub fn may_pull(&self, repo: &str) -> bool {
         match (&self.ui.app.auth, &self.caller) {
-            (Some(auth), Some(caller)) => auth.may_list(caller, repo),
+            (Some(auth), Some(caller)) => auth.session_may_list(caller, repo),
             _ => true,
         }
     }
@@ -205,13 +200,17 @@ impl Viewer {
 
     /// Whether signing in is possible (and so offered).
     pub fn can_sign_in(&self) -> bool {
-        self.ui.app.auth.as_ref().is_some_and(|a| a.has_passwords())
+        self.ui.app.auth.as_ref().is_some_and(|a| a.can_sign_in())
     }
 
     /// The repositories this viewer may see, as a filter for listings.
     fn visible(&self) -> impl Fn(&str) -> bool + Send + 'static {
         let judge = self.ui.app.auth.clone().zip(self.caller.clone());
-        move |repo: &str| judge.as_ref().is_none_or(|(auth, caller)| auth.may_list(caller, repo))
+        move |repo: &str| {
+            judge
+                .as_ref()
+                .is_none_or(|(auth, caller)| auth.session_may_list(caller, repo))
+        }
     }
 
     /// The host clients pull from, as this request reached the server, for `docker pull` lines.

@@ -4,14 +4,14 @@
 
 use maud::{DOCTYPE, Markup, html};
 
+use super::admin::AuditFilter;
 use super::model::{ImageConfig, ManifestView, human_bytes, human_time};
 use super::{Viewer, route};
 use crate::api::admin::jobs::{JobState, JobView};
-use super::admin::AuditFilter;
 use crate::fsck::Report;
-use crate::registry::{AuditEntry, AuditListing};
 use crate::meta::browse::RepoSummary;
 use crate::meta::usage::Usage;
+use crate::registry::{AuditEntry, AuditListing};
 
 /// One repository of the list.
 pub struct RepoItem {
@@ -745,7 +745,11 @@ pub fn usage(v: &Viewer, usage: &Usage) -> Markup {
 
 /// The audit log: a filter form, then one page of events, newest first.
 pub fn audit(v: &Viewer, f: &AuditFilter, listing: &AuditListing) -> Markup {
-    let filters = [("user", f.user.as_str()), ("repository", f.repository.as_str()), ("action", f.action.as_str())];
+    let filters = [
+        ("user", f.user.as_str()),
+        ("repository", f.repository.as_str()),
+        ("action", f.action.as_str()),
+    ];
     let content = html! {
         p.crumbs { a href=(href(v, "/admin")) { "Admin" } " / " }
         h1 { "Audit log" }

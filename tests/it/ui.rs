@@ -738,7 +738,12 @@ async fn in_chromium_an_admin_reads_the_audit_log_and_nobody_else_can() {
         assert_eq!(alice.get(berth.url("/v2/")).send().await.unwrap().status(), 200);
     }
     let evil = "<script>alert(1)</script>";
-    let refused = client().get(berth.url("/v2/")).basic_auth(evil, Some("x")).send().await.unwrap();
+    let refused = client()
+        .get(berth.url("/v2/"))
+        .basic_auth(evil, Some("x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 401);
     let (pushed, _, _) = push_image(&alice, &berth, "team/audited", "v1", "amd64", &json!({}), &json!({})).await;
     let anonymous = api_client(None).get(berth.url("/ui/admin/audit")).send().await.unwrap();
@@ -765,7 +770,8 @@ async fn in_chromium_an_admin_reads_the_audit_log_and_nobody_else_can() {
     b.wait_text("refused: invalid credentials").await;
     assert_eq!(audit_rows(&b).await, [[evil, "127.0.0.1", "login", "-"]]);
     // Filtered by action and repository.
-    b.goto(&berth.url("/ui/admin/audit?action=push&repository=team/audited")).await;
+    b.goto(&berth.url("/ui/admin/audit?action=push&repository=team/audited"))
+        .await;
     assert_eq!(audit_rows(&b).await, [["alice", "127.0.0.1", "push", "team/audited"]]);
     b.goto(&berth.url("/ui/admin/audit?user=bob")).await;
     b.find("#audit-empty").await;
@@ -791,5 +797,239 @@ async fn in_chromium_an_admin_reads_the_audit_log_and_nobody_else_can() {
     b.goto(&berth.url("/ui/admin/audit")).await;
     b.wait_text("no such page").await;
     assert!(!b.text("main").await.contains("team/audited"));
+    b.client.clone().close().await.unwrap();
+}
+
+/// Sign in over plain HTTP as `user` with `password`: the login form's cookie and CSRF token,
+/// then the form. The response to the form.
+async fn http_sign_in(c: &reqwest::Client, berth: &Berth, user: &str, password: &str) -> reqwest::Response {
+    let form = c.get(berth.url("/ui/login")).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    let cookie = session_cookie(&form);
+    let csrf = csrf_of(&form.text().await.unwrap());
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("csrf", &csrf)
+        .append_pair("user", user)
+        .append_pair("password", password)
+        .finish();
+    c.post(berth.url("/ui/login"))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The session cookie of a successful sign-in.
+async fn signed_in_cookie(c: &reqwest::Client, berth: &Berth, user: &str, password: &str) -> String {
+    let resp = http_sign_in(c, berth, user, password).await;
+    assert_eq!(resp.status(), 303, "{user} signs in");
+    session_cookie(&resp)
+}
+
+/// The session a cookie carries, decoded: the signed jar puts the signature (base64 of 32
+/// bytes, so ending in one `=`, which may be percent-encoded) before the value, base64 of
+/// JSON without padding.
+fn session_json(cookie: &str) -> String {
+    use base64::Engine as _;
+    let value = cookie.split_once('=').unwrap().1;
+    let value = value.rsplit_once("%3D").or_else(|| value.rsplit_once('=')).unwrap().1;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).unwrap();
+    String::from_utf8(json).unwrap()
+}
+
+/// The repository list as the session of `cookie` sees it.
+async fn list_page(c: &reqwest::Client, berth: &Berth, cookie: &str) -> String {
+    let resp = c.get(berth.url("/ui/")).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
+/// A session holds a keyed fingerprint of its user's htpasswd entry: once alice's password
+/// changes in the file and the file is reloaded (SIGHUP), her next page is signed out, while
+/// bob, whose entry did not change, stays signed in. The cookie carries neither the hash nor
+/// the password.
+#[tokio::test]
+async fn a_password_change_ends_the_users_sessions() {
+    let site = Site::new();
+    let berth = start_with(&site.config(RULES));
+    let c = api_client(None);
+    let alice = signed_in_cookie(&c, &berth, "alice", password("alice")).await;
+    let bob = signed_in_cookie(&c, &berth, "bob", password("bob")).await;
+    assert!(
+        list_page(&c, &berth, &alice)
+            .await
+            .contains("Signed in as <strong>alice</strong>")
+    );
+    let session = session_json(&alice);
+    assert!(session.contains("\"entry\":\""), "{session}");
+    let htpasswd = std::fs::read_to_string(&site.htpasswd).unwrap();
+    let alice_line = htpasswd.lines().find(|l| l.starts_with("alice:")).unwrap();
+    for secret in [&alice_line[6..], password("alice")] {
+        assert!(!session.contains(secret), "{session}");
+    }
+
+    let changed = htpasswd.replace(alice_line, crate::auth::entry("alice", "new-alice-pw").trim_end());
+    std::fs::write(&site.htpasswd, changed).unwrap();
+    berth.signal("HUP");
+    let deadline = Instant::now() + WAIT;
+    let page = loop {
+        let page = list_page(&c, &berth, &alice).await;
+        if !page.contains("Signed in as") || Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !page.contains("Signed in as") && page.contains(">Sign in</a>"),
+        "{page}"
+    );
+    assert!(
+        list_page(&c, &berth, &bob)
+            .await
+            .contains("Signed in as <strong>bob</strong>")
+    );
+    // The old password is refused; the new one signs in.
+    let old = http_sign_in(&c, &berth, "alice", password("alice")).await;
+    assert_eq!(old.status(), 401);
+    let again = signed_in_cookie(&c, &berth, "alice", "new-alice-pw").await;
+    assert!(
+        list_page(&c, &berth, &again)
+            .await
+            .contains("Signed in as <strong>alice</strong>")
+    );
+}
+
+/// `ui.secure_cookie`: by default (`auto`) the cookie is `Secure` under TLS only; `true`
+/// marks it over plain HTTP too (TLS ends at a proxy); `false` never marks it.
+#[tokio::test]
+async fn the_session_cookie_is_secure_as_configured() {
+    let secure = |resp: &reqwest::Response| {
+        let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+        set.split(';').any(|a| a.trim().eq_ignore_ascii_case("secure"))
+    };
+    let c = api_client(None);
+    let plain = Berth::start();
+    assert!(!secure(&c.get(plain.url("/ui/")).send().await.unwrap()));
+    let forced = Berth::builder().env("BERTH_UI_SECURE_COOKIE", "true").start();
+    assert!(secure(&c.get(forced.url("/ui/")).send().await.unwrap()));
+
+    let ca = crate::pki::Ca::new("Berth UI test CA");
+    let setup = crate::tls::Setup::new(&ca);
+    let https = crate::pki::https_client(&ca.pem, None, &[]);
+    let tls = start_with(&setup.config("", ""));
+    assert!(secure(&https.get(tls.url("/ui/")).send().await.unwrap()));
+    drop(tls);
+    let never = start_with(&setup.config("", "ui:\n  secure_cookie: false\n"));
+    assert!(!secure(&https.get(never.url("/ui/")).send().await.unwrap()));
+}
+
+/// A real token issuer and a Berth that only verifies its tokens: the issuer is a second Berth
+/// (htpasswd, the rules, `auth.token` with an Ed25519 signing key); the Berth under test has
+/// `auth.token.realm` pointing at it and its public key, and no passwords.
+struct IssuerPair {
+    _dir: tempfile::TempDir,
+    _site: Site,
+    issuer: Berth,
+    berth: Berth,
+}
+
+const ISSUED_FOR: &str = "    service: registry.test\n    issuer: issuer.test\n";
+
+impl IssuerPair {
+    fn start() -> IssuerPair {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let (private, public) = (dir.path().join("issuer-key.pem"), dir.path().join("issuer.pem"));
+        std::fs::write(&private, key.serialize_pem()).unwrap();
+        std::fs::write(&public, key.public_key_pem()).unwrap();
+        let site = Site::new();
+        let token = format!(
+            "  token:\n    enabled: true\n    signing_key: {}\n{ISSUED_FOR}",
+            private.display()
+        );
+        let issuer = start_with(&site.config(&format!("{token}{RULES}")));
+        let config = dir.path().join("berth.yml");
+        let yaml = format!(
+            "auth:\n  token:\n    realm: {}/auth/token\n    public_key: {}\n{ISSUED_FOR}{RULES}",
+            issuer.base,
+            public.display()
+        );
+        std::fs::write(&config, yaml).unwrap();
+        let berth = start_with(&config);
+        IssuerPair {
+            _dir: dir,
+            _site: site,
+            issuer,
+            berth,
+        }
+    }
+
+    /// A client carrying the issuer's token for `user` with `scope`, as a registry client
+    /// gets it.
+    async fn client_for(&self, user: &str, scope: &str) -> reqwest::Client {
+        let url = format!("{}/auth/token?service=registry.test&scope={scope}", self.issuer.base);
+        let resp = client()
+            .get(url)
+            .basic_auth(user, Some(password(user)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let token: Value = resp.json().await.unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+        headers.insert("authorization", bearer.parse().unwrap());
+        reqwest::Client::builder().default_headers(headers).build().unwrap()
+    }
+}
+
+/// Users of an external issuer sign in: the form's credentials go to the issuer as a registry
+/// client's would, its token is verified with the configured public key, and the session
+/// follows the rules for the token's subject. alice sees team/ and other/, bob other/ only;
+/// neither may delete (the sign-in token grants no repository); a wrong password is refused;
+/// the cookie holds neither the password nor the token.
+#[tokio::test]
+async fn in_chromium_users_of_an_external_token_issuer_sign_in() {
+    let pair = IssuerPair::start();
+    let berth = &pair.berth;
+    let pusher = pair.client_for("alice", "repository:team/app:pull,push").await;
+    push_image(&pusher, berth, "team/app", "v1", "amd64", &json!({}), &json!({})).await;
+    let pusher = pair.client_for("alice", "repository:other/app:pull,push").await;
+    push_image(&pusher, berth, "other/app", "v1", "amd64", &json!({}), &json!({})).await;
+
+    let c = api_client(None);
+    let wrong = http_sign_in(&c, berth, "alice", "not-her-password").await;
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.text().await.unwrap().contains("wrong user name or password"));
+    let bob = signed_in_cookie(&c, berth, "bob", password("bob")).await;
+    let session = session_json(&bob);
+    assert!(session.contains("\"kind\":\"issuer\""), "{session}");
+    assert!(
+        !session.contains(password("bob")) && !session.contains("eyJ"),
+        "{session}"
+    );
+    let list = list_page(&c, berth, &bob).await;
+    assert!(list.contains("Signed in as <strong>bob</strong>"), "{list}");
+    assert!(list.contains("other/app") && !list.contains("team/app"), "{list}");
+    let hidden = c
+        .get(berth.url("/ui/r/team/app"))
+        .header("cookie", &bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hidden.status(), 404);
+
+    let b = Browser::start("issuer").await;
+    b.sign_in(berth, "alice").await;
+    let list = b.text("main").await;
+    assert!(list.contains("team/app") && list.contains("other/app"), "{list}");
+    b.click_link("team/app").await;
+    b.wait_text("Sorted by push time").await;
+    assert!(!b.text("table.tags").await.contains("Delete"));
+    b.shot("issuer-repository").await;
+    b.goto(&berth.url("/ui/r/team/app/-/delete/v1")).await;
+    b.wait_text("you may not delete from team/app").await;
     b.client.clone().close().await.unwrap();
 }
