@@ -1033,3 +1033,209 @@ async fn in_chromium_users_of_an_external_token_issuer_sign_in() {
     b.wait_text("you may not delete from team/app").await;
     b.client.clone().close().await.unwrap();
 }
+
+/// Checks a page the way an accessibility audit would, returning what fails: every form
+/// control has a label (`label for`, an enclosing label, `aria-label` or `aria-labelledby`);
+/// every image has `alt`; headings start at one `h1` and never skip a level going down; the
+/// text of every visible element (and of form controls) has a contrast of at least 4.5:1
+/// (3:1 for large text: 24px, or 18.66px bold) against its effective background, the
+/// backgrounds of its ancestors composed over the white canvas.
+const A11Y_CHECK: &str = r#"
+const problems = [];
+const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.getAttribute('class') ? '.' + e.getAttribute('class').trim().split(/\s+/).join('.') : '');
+for (const e of document.querySelectorAll('input, select, textarea')) {
+  if (e.type === 'hidden') continue;
+  const labelled = (e.id && document.querySelector('label[for="' + CSS.escape(e.id) + '"]'))
+    || e.closest('label') || (e.getAttribute('aria-label') || '').trim()
+    || (e.getAttribute('aria-labelledby') && document.getElementById(e.getAttribute('aria-labelledby')));
+  if (!labelled) problems.push('no label: ' + name(e));
+}
+for (const img of document.querySelectorAll('img')) {
+  if (!img.hasAttribute('alt')) problems.push('no alt: ' + img.src);
+}
+const headings = [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')];
+if (document.querySelectorAll('h1').length !== 1) problems.push('h1 count: ' + document.querySelectorAll('h1').length);
+let level = 0;
+for (const h of headings) {
+  const n = Number(h.tagName[1]);
+  if (n > level + 1) problems.push('heading ' + h.tagName + ' after level ' + level + ': ' + h.textContent.trim());
+  level = n;
+}
+const rgba = c => {
+  const m = c.match(/^rgba?\(([^)]*)\)$/);
+  if (!m) { problems.push('unparsed colour ' + c); return [0, 0, 0, 0]; }
+  const p = m[1].split(/[\s,\/]+/).filter(Boolean).map(Number);
+  return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+};
+const over = (top, under) => [0, 1, 2].map(i => top[i] * top[3] + under[i] * (1 - top[3]));
+const background = e => {
+  const chain = [];
+  for (let a = e; a; a = a.parentElement) chain.push(rgba(getComputedStyle(a).backgroundColor));
+  return chain.reverse().reduce((acc, c) => over(c, acc), [255, 255, 255]);
+};
+const luminance = rgb => {
+  const [r, g, b] = rgb.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const contrast = (a, b) => { const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+const visible = e => {
+  const r = e.getBoundingClientRect(), s = getComputedStyle(e);
+  return r.width > 1 && r.height > 1 && r.right > 0 && r.bottom > 0 && s.visibility !== 'hidden' && s.display !== 'none';
+};
+const ownText = e => [...e.childNodes].some(n => n.nodeType === Node.TEXT_NODE && n.textContent.trim());
+const control = e => e.matches('input:not([type=hidden]), select, textarea, button');
+let checked = 0;
+for (const e of document.body.querySelectorAll('*')) {
+  if (e.closest('svg, option, script, noscript') || !(ownText(e) || control(e)) || !visible(e)) continue;
+  checked++;
+  const s = getComputedStyle(e);
+  const bg = background(e);
+  const fg = over(rgba(s.color), bg);
+  const size = parseFloat(s.fontSize), bold = Number(s.fontWeight) >= 700;
+  const needed = size >= 24 || (size >= 18.66 && bold) ? 3 : 4.5;
+  const ratio = contrast(fg, bg);
+  if (ratio < needed) problems.push('contrast ' + ratio.toFixed(2) + ' < ' + needed + ': ' + name(e) + ' ' + JSON.stringify(e.textContent.trim().slice(0, 40)));
+}
+if (checked === 0) problems.push('no text checked');
+return problems;
+"#;
+
+impl Browser {
+    /// What `A11Y_CHECK` finds on the current page.
+    async fn accessibility_problems(&self) -> Vec<String> {
+        let found = self.client.execute(A11Y_CHECK, vec![]).await.unwrap();
+        serde_json::from_value(found).unwrap()
+    }
+
+    /// Press `keys` (characters, or `fantoccini::key::Key`s as chars) on the keyboard.
+    async fn press(&self, keys: &str) {
+        use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
+        let mut actions = KeyActions::new("keyboard".into());
+        for value in keys.chars() {
+            actions = actions.then(KeyAction::Down { value }).then(KeyAction::Up { value });
+        }
+        self.client.perform_actions(actions).await.unwrap();
+    }
+
+    /// The element that has the focus: its id, or for the sign-in form's button `submit`,
+    /// else its tag and text.
+    async fn focused(&self) -> String {
+        let script = "const e = document.activeElement; if (e.id) return e.id; \
+            if (e.matches('form.login button[type=submit]')) return 'submit'; \
+            return e.tagName.toLowerCase() + ':' + e.textContent.trim();";
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Sign in with the keyboard only: from the top of the sign-in page, Tab until the user
+    /// field, type, Tab to the password, type, Tab to the button, Enter. Returns the focus
+    /// stops on the way.
+    async fn sign_in_by_keyboard(&self, berth: &Berth, user: &str) -> Vec<String> {
+        use fantoccini::key::Key;
+        self.goto(&berth.url("/ui/login")).await;
+        self.find("#user").await;
+        // Start from the page's first focusable element (the sign-in form's autofocus would
+        // skip the way there).
+        let first = "document.querySelector('a[href], button, input:not([type=hidden]), select, textarea').focus(); return null;";
+        self.client.execute(first, vec![]).await.unwrap();
+        let mut stops = vec![self.focused().await];
+        while stops.last().map(String::as_str) != Some("user") {
+            assert!(stops.len() < 10, "Tab never reached the user field: {stops:?}");
+            self.press(&char::from(Key::Tab).to_string()).await;
+            stops.push(self.focused().await);
+        }
+        self.press(user).await;
+        self.press(&char::from(Key::Tab).to_string()).await;
+        stops.push(self.focused().await);
+        self.press(password(user)).await;
+        self.press(&char::from(Key::Tab).to_string()).await;
+        stops.push(self.focused().await);
+        self.press(&char::from(Key::Enter).to_string()).await;
+        self.wait_text(&format!("Signed in as {user}")).await;
+        stops
+    }
+}
+
+/// The main pages pass the accessibility check (labels, alt text, contrast, heading order),
+/// signed out and in, and signing in works from the keyboard alone: Tab reaches the user
+/// field, the password and the button, in that order, and Enter submits.
+#[tokio::test]
+async fn in_chromium_the_main_pages_are_accessible_and_sign_in_works_by_keyboard() {
+    let site = Site::new();
+    let berth = start_with(&site.config(RULES));
+    let alice = api_client(Some("alice"));
+    push_image(
+        &alice,
+        &berth,
+        "team/app",
+        "v1",
+        "amd64",
+        &json!({"Labels": {"a": "b"}}),
+        &json!({}),
+    )
+    .await;
+    push_index(&alice, &berth, "team/app", "multi").await;
+
+    let b = Browser::start("a11y").await;
+    let check = |page: &'static str| {
+        let b = &b;
+        let url = berth.url(page);
+        async move {
+            b.goto(&url).await;
+            b.find("main h1").await;
+            let problems = b.accessibility_problems().await;
+            assert!(problems.is_empty(), "{page}: {problems:#?}");
+        }
+    };
+    check("/ui/login").await;
+    check("/ui/").await;
+    let stops = b.sign_in_by_keyboard(&berth, "alice").await;
+    let expected = [
+        "a:Skip to content",
+        "a:Berth",
+        "a:Repositories",
+        "a:Sign in",
+        "user",
+        "password",
+        "submit",
+    ];
+    assert_eq!(stops, expected);
+    b.shot("keyboard-signed-in").await;
+    for page in [
+        "/ui/",
+        "/ui/r/team/app",
+        "/ui/r/team/app/-/m/v1",
+        "/ui/r/team/app/-/m/multi",
+        "/ui/r/team/app/-/delete/v1",
+        "/ui/admin",
+        "/ui/admin/usage",
+        "/ui/admin/audit",
+    ] {
+        check(page).await;
+    }
+    // The check finds what it looks for: an unlabelled field, an image without alt, faint
+    // text (coloured through the CSSOM: the CSP refuses style attributes) and a skipped
+    // heading level, added to the page.
+    let spoil = "const m = document.querySelector('main'); \
+        m.insertAdjacentHTML('beforeend', '<input id=spoil><img src=x.png width=5 height=5><p id=faint>faint</p><h4>deep</h4>'); \
+        document.getElementById('faint').style.color = '#aaa'; return null;";
+    b.client.execute(spoil, vec![]).await.unwrap();
+    let problems = b.accessibility_problems().await;
+    for needle in [
+        "no label: input#spoil",
+        "no alt",
+        "contrast 2.32 < 4.5: p#faint",
+        "heading H4 after level",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "{needle} not in {problems:#?}"
+        );
+    }
+    b.client.clone().close().await.unwrap();
+}
