@@ -523,6 +523,63 @@ mod tests {
         assert!(parse_authorization("Basic").is_err());
     }
 
+    /// An `Auth` over an htpasswd file of `entries` in `dir`, with `more` config under `auth:`.
+    fn auth_with(dir: &std::path::Path, entries: &str, more: &str) -> Auth {
+        let path = dir.join("htpasswd");
+        std::fs::write(&path, entries).unwrap();
+        let yaml = format!("auth:\n  htpasswd:\n    path: {}\n{more}", path.display());
+        Auth::open(&crate::config::from_yaml(&yaml).unwrap().auth.unwrap()).unwrap()
+    }
+
+    fn entry(user: &str, password: &str) -> String {
+        let hash = bcrypt::hash_with_result(password, 4)
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoY);
+        format!("{user}:{hash}\n")
+    }
+
+    #[test]
+    fn an_entry_fingerprint_is_keyed_and_follows_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = entry("alice", "one");
+        let auth = auth_with(dir.path(), &first, "");
+        let fp = auth.entry_fingerprint("alice", b"key one").unwrap();
+        assert_eq!(fp.len(), 64);
+        assert!(!first.contains(&fp));
+        assert_eq!(auth.entry_fingerprint("alice", b"key one").as_ref(), Some(&fp));
+        assert_ne!(auth.entry_fingerprint("alice", b"key two").as_ref(), Some(&fp));
+        assert_eq!(auth.entry_fingerprint("bob", b"key one"), None);
+        std::fs::write(dir.path().join("htpasswd"), entry("alice", "two")).unwrap();
+        auth.reload();
+        assert_ne!(auth.entry_fingerprint("alice", b"key one").as_ref(), Some(&fp));
+    }
+
+    #[test]
+    fn an_issuer_session_sees_by_the_rules_or_else_by_its_tokens_grants_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let grant = vec![Access {
+            kind: "repository".into(),
+            name: "granted/app".into(),
+            actions: vec!["pull".into()],
+        }];
+        // No rules: a password user sees everything; an issuer's user what the token grants.
+        let open = auth_with(dir.path(), &entry("alice", "pw"), "");
+        assert!(open.session_may_list(&open.session_caller("alice"), "any/app"));
+        let issued = open.issuer_caller("robot", &[], grant.clone());
+        assert!(open.session_may_list(&issued, "granted/app"));
+        assert!(!open.session_may_list(&issued, "any/app"));
+        assert!(open.allowed(&issued, "granted/app").contains(&Action::Pull));
+        assert!(!open.allowed(&issued, "granted/app").contains(&Action::Delete));
+        // Rules: they count for the token's subject and groups, as do the token's grants.
+        let rules = "  rules:\n    - repositories: [\"team/**\"]\n      groups: [team]\n      actions: [pull]\n";
+        let with_rules = auth_with(dir.path(), &entry("alice", "pw"), rules);
+        let member = with_rules.issuer_caller("robot", &["team".to_owned()], grant.clone());
+        assert!(with_rules.session_may_list(&member, "team/app"));
+        assert!(with_rules.session_may_list(&member, "granted/app"));
+        let outsider = with_rules.issuer_caller("robot", &[], Vec::new());
+        assert!(!with_rules.session_may_list(&outsider, "team/app"));
+    }
+
     #[test]
     fn failures_block_a_source_past_the_limit_only() {
         let f = Failures::new(2);
