@@ -12,7 +12,10 @@
 //!
 //! Who sees what (`Viewer`): with authentication on, a page shows only repositories the rules
 //! let the session's user (or, signed out, anonymous callers) pull; deleting needs the delete
-//! action, admin pages the admin role. With authentication off, everyone reads; deleting and
+//! action, admin pages the admin role. A user signed in through an external token issuer is
+//! judged as the registry judges their sign-in token (`Auth::session_may_list`): the rules for
+//! its subject and groups when rules exist, plus the token's own grants, which carry no
+//! delete. With authentication off, everyone reads; deleting and
 //! the admin pages need a loopback client, as the admin API does, unless
 //! `ui.allow_anonymous_admin`. Pages work without JavaScript; the one script only adds copy
 //! buttons and follows a running job live.
