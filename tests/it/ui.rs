@@ -7,9 +7,15 @@
 //! without rights sees neither the repository nor the admin pages. Each browser test saves
 //! screenshots under `target/ui-screenshots/`.
 //!
+//! In the browser too: an admin reads the audit log (filters, pages, escaping) and others
+//! cannot; users of an external token issuer (a second Berth issuing tokens) sign in and see
+//! what the rules grant them; the main pages pass an accessibility check (labels, alt text,
+//! contrast in both colour schemes, heading order) and signing in works by keyboard alone.
+//!
 //! Plain-HTTP tests check what needs no browser: everything a manifest carries is escaped,
 //! a POST without its session's CSRF token is refused, `/` leads to the UI and the API is
-//! undisturbed.
+//! undisturbed, a password change signs the user out, and the cookie is `Secure` as
+//! `ui.secure_cookie` says.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
