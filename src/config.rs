@@ -229,6 +229,37 @@ pub struct Ui {
     pub allow_anonymous_admin: bool,
     /// How long a sign-in lasts.
     pub session_ttl: Duration,
+    /// When the session cookie carries `Secure`.
+    pub secure_cookie: SecureCookie,
+}
+
+/// `ui.secure_cookie`: when the session cookie is marked `Secure` (sent over HTTPS only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecureCookie {
+    /// On TLS connections (the default). Behind a TLS-terminating proxy Berth sees plain
+    /// HTTP, so `Always` is then the setting.
+    Auto,
+    Always,
+    Never,
+}
+
+impl SecureCookie {
+    /// Whether a cookie sent over a connection that is (`tls`) or is not TLS carries `Secure`.
+    pub fn applies(self, tls: bool) -> bool {
+        match self {
+            SecureCookie::Auto => tls,
+            SecureCookie::Always => true,
+            SecureCookie::Never => false,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SecureCookie::Auto => "auto",
+            SecureCookie::Always => "true",
+            SecureCookie::Never => "false",
+        }
+    }
 }
 
 /// What a manifest push must satisfy.
@@ -448,6 +479,15 @@ struct RawUi {
     allow_anonymous_admin: Option<bool>,
     #[serde(with = "humantime_serde")]
     session_ttl: Option<Duration>,
+    secure_cookie: Option<RawSecureCookie>,
+}
+
+/// `ui.secure_cookie` as written: `true`, `false` or `auto`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSecureCookie {
+    Flag(bool),
+    Word(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -688,6 +728,7 @@ const ENV_KEYS: &[(&str, Setter)] = &[
         set(&mut r.ui.allow_anonymous_admin, v)
     }),
     ("ui.session_ttl", |r, v| set_duration(&mut r.ui.session_ttl, v)),
+    ("ui.secure_cookie", |r, v| set(&mut r.ui.secure_cookie, v)),
 ];
 
 fn set_duration(field: &mut Option<Duration>, value: &str) -> Result<(), String> {
@@ -1200,6 +1241,7 @@ fn validate_ui(raw: RawUi) -> Result<Ui, ConfigError> {
         path,
         allow_anonymous_admin: raw.allow_anonymous_admin.unwrap_or(false),
         session_ttl,
+        secure_cookie: validate_secure_cookie(raw.secure_cookie)?,
     })
 }
 
@@ -1229,6 +1271,19 @@ fn validate_metadata(raw: RawMetadata) -> Result<Option<Postgres>, ConfigError> 
         });
     }
     Ok(Some(Postgres { url, connections }))
+}
+
+fn validate_secure_cookie(raw: Option<RawSecureCookie>) -> Result<SecureCookie, ConfigError> {
+    match raw {
+        None => Ok(SecureCookie::Auto),
+        Some(RawSecureCookie::Flag(true)) => Ok(SecureCookie::Always),
+        Some(RawSecureCookie::Flag(false)) => Ok(SecureCookie::Never),
+        Some(RawSecureCookie::Word(w)) if w == "auto" => Ok(SecureCookie::Auto),
+        Some(RawSecureCookie::Word(w)) => Err(ConfigError::Invalid {
+            key: "ui.secure_cookie",
+            message: format!("{w:?} is not auto, true or false"),
+        }),
+    }
 }
 
 fn validate_gc(raw: &RawGc) -> Result<Gc, ConfigError> {
@@ -1754,7 +1809,7 @@ impl Config {
              manifest_max_size: {}\n  blob_max_size: {}\n  upload_sessions: {}\n  \
              upload_sessions_per_client: {}\n  body_idle_timeout: {}\n  upload_idle_timeout: {}\nlog:\n  level: {}\n  format: {format}\ngc:\n  \
              grace_period: {}\n  delete_untagged: {}\n  interval: {interval}\n  upload_max_age: {}\nvalidation:\n  \
-             sparse: {}\nui:\n  enabled: {}\n  path: {}\n  allow_anonymous_admin: {}\n  session_ttl: {}\naudit:\n  max_age: {}\n{}",
+             sparse: {}\nui:\n  enabled: {}\n  path: {}\n  allow_anonymous_admin: {}\n  session_ttl: {}\n  secure_cookie: {}\naudit:\n  max_age: {}\n{}",
             self.http.addr,
             d(self.http.drain_timeout),
             d(self.http.shutdown_delay),
@@ -1782,6 +1837,7 @@ impl Config {
             self.ui.path,
             self.ui.allow_anonymous_admin,
             d(self.ui.session_ttl),
+            self.ui.secure_cookie.as_str(),
             d(self.audit.max_age),
             self.metadata_yaml(),
         ) + &self.auth_yaml()
@@ -2074,6 +2130,27 @@ mod tests {
             let e = load_str("", &[(var, value)]).unwrap_err().to_string();
             assert!(e.contains(var) && e.contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn ui_secure_cookie_is_auto_true_or_false() {
+        let secure = |yaml: &str, env: &[(&str, &str)]| load_str(yaml, env).map(|c| c.ui.secure_cookie);
+        assert_eq!(secure("", &[]).unwrap(), SecureCookie::Auto);
+        assert_eq!(secure("ui:\n  secure_cookie: auto\n", &[]).unwrap(), SecureCookie::Auto);
+        assert_eq!(
+            secure("ui:\n  secure_cookie: true\n", &[]).unwrap(),
+            SecureCookie::Always
+        );
+        assert_eq!(
+            secure("", &[("BERTH_UI_SECURE_COOKIE", "false")]).unwrap(),
+            SecureCookie::Never
+        );
+        let e = secure("ui:\n  secure_cookie: sometimes\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ui.secure_cookie") && e.contains("sometimes"), "{e}");
+        assert!(SecureCookie::Auto.applies(true) && !SecureCookie::Auto.applies(false));
+        assert!(SecureCookie::Always.applies(false) && !SecureCookie::Never.applies(true));
     }
 
     #[test]

@@ -78,6 +78,14 @@ impl Htpasswd {
         state.users.contains_key(user)
     }
 
+    /// `user`'s entry (its bcrypt hash) as last read, for a keyed fingerprint that ends a web
+    /// session when the entry changes. The hash itself never leaves `auth`.
+    pub fn hash_of(&self, user: &str) -> Option<String> {
+        self.reload_if_changed(false);
+        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.users.get(user).cloned()
+    }
+
     /// Whether `password` is `user`'s. Blocking: bcrypt is slow on purpose.
     pub fn verify(&self, user: &str, password: &str) -> bool {
         self.reload_if_changed(false);

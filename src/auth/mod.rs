@@ -2,10 +2,12 @@
 //! a Bearer token, or a client certificate) and what it may do (the config's rules).
 //!
 //! Knows nothing of HTTP beyond the `Authorization` header's text: `api` asks, and maps the
-//! answers (`AuthError`) to 401 `UNAUTHORIZED` with a challenge, 403 `DENIED` or 429.
+//! answers (`AuthError`) to 401 `UNAUTHORIZED` with a challenge, 403 `DENIED` or 429. The one
+//! request it makes itself is `issuer`'s, on a web sign-in through an external token issuer.
 //! Credentials never reach a log line: failed logins log the user name and source only.
 
 mod htpasswd;
+mod issuer;
 mod rules;
 pub mod token;
 
@@ -168,6 +170,81 @@ impl Auth {
     /// Whether users can sign in with a password (an htpasswd file is configured).
     pub fn has_passwords(&self) -> bool {
         self.htpasswd.is_some()
+    }
+
+    /// Whether a sign-in form can check credentials: against htpasswd, or by asking the
+    /// external token issuer (`issuer_login`).
+    pub fn can_sign_in(&self) -> bool {
+        self.has_passwords() || self.external_issuer().is_some()
+    }
+
+    /// The token configuration of an external issuer (tokens verified, not issued, here).
+    fn external_issuer(&self) -> Option<&Tokens> {
+        self.tokens.as_ref().filter(|t| !t.issues())
+    }
+
+    /// Whether the web sign-in asks the external issuer: it verifies an issuer's tokens and
+    /// has no htpasswd file.
+    pub fn signs_in_through_issuer(&self) -> bool {
+        !self.has_passwords() && self.external_issuer().is_some()
+    }
+
+    /// A keyed fingerprint (HMAC-SHA256 under `key`) of `user`'s htpasswd entry as now, or
+    /// `None` without one. A web session keeps the fingerprint of sign-in time and ends when
+    /// it no longer matches: the password changed, or the user was removed.
+    pub fn entry_fingerprint(&self, user: &str, key: &[u8]) -> Option<String> {
+        use hmac::{KeyInit, Mac};
+        let hash = self.htpasswd.as_ref()?.hash_of(user)?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+        for part in [b"berth-ui-entry".as_slice(), user.as_bytes(), hash.as_bytes()] {
+            mac.update(part);
+            mac.update(&[0]);
+        }
+        Some(hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// A sign-in through the external issuer: ask it for a token with `user`'s credentials,
+    /// as a registry client would (`registry:catalog:*`), and verify the answer with the
+    /// configured keys. The claims (never the token) if both pass; the same per-source limit
+    /// on failures as passwords.
+    pub async fn issuer_login(&self, user: &str, password: &str, source: IpAddr) -> Result<token::Claims, AuthError> {
+        let tokens = self.external_issuer().ok_or(AuthError::BadCredentials)?;
+        if let Some(retry_after) = self.failures.blocked(source) {
+            tracing::warn!(target: "berth::auth", %user, %source, "login refused: too many failures from this address");
+            return Err(AuthError::TooManyFailures { retry_after });
+        }
+        let claims = match issuer::fetch_token(tokens.config(), user, password).await {
+            Ok(token) => tokens.verify(&token).and_then(|c| issuer::signed_in(c, user)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &claims {
+            if matches!(e, AuthError::BadCredentials) {
+                self.failures.record(source);
+            }
+            tracing::warn!(target: "berth::auth", %user, %source, error = %e, "failed login through the token issuer");
+        }
+        claims
+    }
+
+    /// The caller a session signed in through the external issuer names: the token's subject
+    /// and groups under the rules of now, with the sign-in token's repository grants.
+    pub fn issuer_caller(&self, user: &str, groups: &[String], access: Vec<Access>) -> Caller {
+        Caller {
+            subject: self.rules.user(user, groups),
+            token_access: Some(access),
+        }
+    }
+
+    /// Whether a web session's `caller` may see `repo`. A password user: the rules, as the
+    /// catalog filters. An issuer's user (`token_access` set): the rules for the token's
+    /// subject and groups when rules are configured, plus the sign-in token's own grants;
+    /// with no rules the registry leaves every grant to the issuer, which the UI cannot ask
+    /// repository by repository, so only the sign-in token's grants count.
+    pub fn session_may_list(&self, caller: &Caller, repo: &str) -> bool {
+        match &caller.token_access {
+            Some(access) if self.rules.is_empty() => granted(access, repo).contains(&Action::Pull),
+            _ => self.may_list(caller, repo),
+        }
     }
 
     fn user(&self, name: &str) -> Caller {
@@ -444,6 +521,63 @@ mod tests {
         assert!(parse_authorization("Basic !!!").is_err());
         assert!(parse_authorization("Digest x").is_err());
         assert!(parse_authorization("Basic").is_err());
+    }
+
+    /// An `Auth` over an htpasswd file of `entries` in `dir`, with `more` config under `auth:`.
+    fn auth_with(dir: &std::path::Path, entries: &str, more: &str) -> Auth {
+        let path = dir.join("htpasswd");
+        std::fs::write(&path, entries).unwrap();
+        let yaml = format!("auth:\n  htpasswd:\n    path: {}\n{more}", path.display());
+        Auth::open(&crate::config::from_yaml(&yaml).unwrap().auth.unwrap()).unwrap()
+    }
+
+    fn entry(user: &str, password: &str) -> String {
+        let hash = bcrypt::hash_with_result(password, 4)
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoY);
+        format!("{user}:{hash}\n")
+    }
+
+    #[test]
+    fn an_entry_fingerprint_is_keyed_and_follows_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = entry("alice", "one");
+        let auth = auth_with(dir.path(), &first, "");
+        let fp = auth.entry_fingerprint("alice", b"key one").unwrap();
+        assert_eq!(fp.len(), 64);
+        assert!(!first.contains(&fp));
+        assert_eq!(auth.entry_fingerprint("alice", b"key one").as_ref(), Some(&fp));
+        assert_ne!(auth.entry_fingerprint("alice", b"key two").as_ref(), Some(&fp));
+        assert_eq!(auth.entry_fingerprint("bob", b"key one"), None);
+        std::fs::write(dir.path().join("htpasswd"), entry("alice", "two")).unwrap();
+        auth.reload();
+        assert_ne!(auth.entry_fingerprint("alice", b"key one").as_ref(), Some(&fp));
+    }
+
+    #[test]
+    fn an_issuer_session_sees_by_the_rules_or_else_by_its_tokens_grants_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let grant = vec![Access {
+            kind: "repository".into(),
+            name: "granted/app".into(),
+            actions: vec!["pull".into()],
+        }];
+        // No rules: a password user sees everything; an issuer's user what the token grants.
+        let open = auth_with(dir.path(), &entry("alice", "pw"), "");
+        assert!(open.session_may_list(&open.session_caller("alice"), "any/app"));
+        let issued = open.issuer_caller("robot", &[], grant.clone());
+        assert!(open.session_may_list(&issued, "granted/app"));
+        assert!(!open.session_may_list(&issued, "any/app"));
+        assert!(open.allowed(&issued, "granted/app").contains(&Action::Pull));
+        assert!(!open.allowed(&issued, "granted/app").contains(&Action::Delete));
+        // Rules: they count for the token's subject and groups, as do the token's grants.
+        let rules = "  rules:\n    - repositories: [\"team/**\"]\n      groups: [team]\n      actions: [pull]\n";
+        let with_rules = auth_with(dir.path(), &entry("alice", "pw"), rules);
+        let member = with_rules.issuer_caller("robot", &["team".to_owned()], grant.clone());
+        assert!(with_rules.session_may_list(&member, "team/app"));
+        assert!(with_rules.session_may_list(&member, "granted/app"));
+        let outsider = with_rules.issuer_caller("robot", &[], Vec::new());
+        assert!(!with_rules.session_may_list(&outsider, "team/app"));
     }
 
     #[test]

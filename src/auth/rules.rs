@@ -78,6 +78,11 @@ impl Rules {
         }
     }
 
+    /// Whether no rule is configured (every authenticated subject may do everything).
+    pub fn is_empty(&self) -> bool {
+        self.compiled.is_empty()
+    }
+
     /// What `who` may do on `repo`.
     pub fn allowed(&self, who: &Subject, repo: &str) -> BTreeSet<Action> {
         if self.compiled.is_empty() {

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::browse::readable;
 use super::route::{self, UiPath};
+use super::session::Via;
 use super::views::{self, Confirm};
 use super::{Session, Ui, UiError, Viewer, respond};
 use crate::oci::{Digest, Reference, RepoName};
@@ -46,13 +47,18 @@ pub(super) fn check_csrf(viewer: &Viewer, given: &str) -> Result<(), UiError> {
 
 pub async fn login_form(viewer: Viewer) -> Response {
     if !viewer.can_sign_in() {
-        return UiError::NotFound("signing in needs auth.htpasswd".into()).page(&viewer);
+        return not_offered(&viewer);
     }
     views::login(&viewer, None).into_response()
 }
 
-/// `POST {ui.path}/login`: check the password as the registry does, then start a signed-in
-/// session (with a new CSRF token) and go to the repositories.
+fn not_offered(viewer: &Viewer) -> Response {
+    UiError::NotFound("signing in needs auth.htpasswd or an external token issuer".into()).page(viewer)
+}
+
+/// `POST {ui.path}/login`: check the credentials as the registry does (the htpasswd file, or
+/// else the external token issuer), record the attempt, then start a signed-in session (with
+/// a new CSRF token) and go to the repositories.
 pub async fn login(
     State(ui): State<Ui>,
     viewer: Viewer,
@@ -63,34 +69,80 @@ pub async fn login(
     if let Err(e) = check_csrf(&viewer, &form.csrf) {
         return e.page(&viewer);
     }
-    let Some(auth) = ui.app.auth.as_ref().filter(|a| a.has_passwords()) else {
-        return UiError::NotFound("signing in needs auth.htpasswd".into()).page(&viewer);
+    let Some(auth) = ui.app.auth.as_ref().filter(|a| a.can_sign_in()) else {
+        return not_offered(&viewer);
     };
-    let logged_in = auth.login(&form.user, form.password, viewer.peer.addr.ip()).await;
+    let LoginForm { user, password, .. } = form;
+    let signed_in = if auth.has_passwords() {
+        auth.login(&user, password, viewer.peer.addr.ip())
+            .await
+            .map(|_| (user.clone(), password_via(&ui, auth, &user)))
+    } else {
+        auth.issuer_login(&user, &password, viewer.peer.addr.ip())
+            .await
+            .map(issuer_via)
+    };
+    record_login(&ui, &viewer, &headers, &user, signed_in.is_ok()).await;
+    match signed_in {
+        Ok((name, via)) => {
+            let jar = Session::signed_in(name, via, ui.settings.session_ttl).store(&ui, &viewer.peer, jar);
+            (jar, Redirect::to(&ui.link("/"))).into_response()
+        }
+        Err(e) => refused(&viewer, &e),
+    }
+}
+
+/// A password user's sign-in, tied to their htpasswd entry of now.
+fn password_via(ui: &Ui, auth: &crate::auth::Auth, user: &str) -> Via {
+    Via::Password {
+        entry: auth.entry_fingerprint(user, ui.key.signing()).unwrap_or_default(),
+    }
+}
+
+/// Grants the sign-in token may carry into the cookie; a cookie holds about 4 KiB.
+const MAX_GRANTS: usize = 32;
+
+/// An issuer's user: the token's subject, groups and repository grants (never the token).
+fn issuer_via(claims: crate::auth::token::Claims) -> (String, Via) {
+    let access = claims
+        .access
+        .into_iter()
+        .filter(|a| a.kind == "repository")
+        .take(MAX_GRANTS)
+        .collect();
+    let via = Via::Issuer {
+        groups: claims.groups,
+        access,
+    };
+    (claims.sub, via)
+}
+
+/// The audit event of a sign-in, accepted or refused.
+async fn record_login(ui: &Ui, viewer: &Viewer, headers: &axum::http::HeaderMap, user: &str, ok: bool) {
     let mut event = crate::meta::AuditEvent::new(
         crate::meta::Action::Login,
-        &viewer.actor(&headers),
+        &viewer.actor(headers),
         crate::meta::now_ms(),
     );
-    event.actor.user = Some(form.user.clone());
-    if logged_in.is_err() {
+    event.actor.user = Some(user.to_owned());
+    if !ok {
         "refused: invalid credentials".clone_into(&mut event.result);
     }
     ui.app.registry.record(event).await;
-    match logged_in {
-        Ok(_) => {
-            let session = Session::new(Some(form.user), ui.settings.session_ttl);
-            let jar = session.store(&ui, &viewer.peer, jar);
-            (jar, Redirect::to(&ui.link("/"))).into_response()
-        }
-        Err(e) => {
-            let why = match e {
-                crate::auth::AuthError::TooManyFailures { .. } => e.to_string(),
-                _ => "wrong user name or password".to_owned(),
-            };
-            (StatusCode::UNAUTHORIZED, views::login(&viewer, Some(&why))).into_response()
-        }
-    }
+}
+
+/// The sign-in form again, saying why (without telling a wrong user from a wrong password).
+fn refused(viewer: &Viewer, e: &crate::auth::AuthError) -> Response {
+    use crate::auth::AuthError as E;
+    let (status, why) = match e {
+        E::TooManyFailures { .. } => (StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+        E::Internal(_) => (
+            StatusCode::BAD_GATEWAY,
+            "the credentials could not be checked now; try again later".to_owned(),
+        ),
+        _ => (StatusCode::UNAUTHORIZED, "wrong user name or password".to_owned()),
+    };
+    (status, views::login(viewer, Some(&why))).into_response()
 }
 
 /// `POST {ui.path}/logout`: a new anonymous session.
@@ -103,7 +155,7 @@ pub async fn logout(
     if let Err(e) = check_csrf(&viewer, &form.csrf) {
         return e.page(&viewer);
     }
-    let jar = Session::new(None, ui.settings.session_ttl).store(&ui, &viewer.peer, jar);
+    let jar = Session::anonymous(ui.settings.session_ttl).store(&ui, &viewer.peer, jar);
     (jar, Redirect::to(&ui.link("/"))).into_response()
 }
 

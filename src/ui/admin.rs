@@ -1,13 +1,14 @@
 //! The admin pages: garbage collection (start a run or a dry run, follow it, read its report),
-//! fsck (start an online check, full or quick, follow it, read its findings) and storage
-//! usage. Admins only (`Viewer::is_admin`); runs start through the admin API's own job tables,
+//! fsck (start an online check, full or quick, follow it, read its findings), storage
+//! usage and the audit log (newest first, filtered by user, repository and action, paged by
+//! the log's own cursor, as `GET /admin/audit` reads it). Admins only (`Viewer::is_admin`); runs start through the admin API's own job tables,
 //! so the API and the UI see the same runs and never start two of a kind at once. The UI
 //! starts no repairing fsck: that stays with the CLI and the admin API.
 
 use std::sync::Arc;
 
 use axum::Form;
-use axum::extract::Path;
+use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
@@ -23,6 +24,22 @@ pub struct FsckForm {
     #[serde(default)]
     quick: Option<String>,
 }
+
+/// The audit page's filters and cursor, as its form and links send them.
+#[derive(Deserialize, Default)]
+pub struct AuditFilter {
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub repository: String,
+    #[serde(default)]
+    pub action: String,
+    #[serde(default)]
+    pub before: String,
+}
+
+/// Events one audit page shows.
+const AUDIT_PAGE: &str = "50";
 
 #[derive(Deserialize)]
 pub struct GcForm {
@@ -122,4 +139,34 @@ pub async fn usage(viewer: Viewer) -> Response {
     }
     .await;
     respond(&viewer, result)
+}
+
+/// `GET {ui.path}/admin/audit?user=&repository=&action=&before=`: one page of the audit log.
+pub async fn audit(viewer: Viewer, Query(filter): Query<AuditFilter>) -> Response {
+    let result = async {
+        admin_only(&viewer)?;
+        let query = audit_query(&filter)?;
+        let page = viewer.ui.app.registry.audit_log(query).await?;
+        let listing = crate::registry::AuditListing::from(page);
+        Ok(views::audit(&viewer, &filter, &listing).into_response())
+    }
+    .await;
+    respond(&viewer, result)
+}
+
+/// The log's query for `filter` (empty fields filter nothing); a bad action or cursor is a
+/// 400 that says which.
+fn audit_query(filter: &AuditFilter) -> Result<crate::meta::AuditQuery, UiError> {
+    let field = |key: &str| {
+        let value = match key {
+            "user" => filter.user.trim(),
+            "repository" => filter.repository.trim(),
+            "action" => filter.action.trim(),
+            "before" => filter.before.trim(),
+            "limit" => AUDIT_PAGE,
+            _ => "",
+        };
+        (!value.is_empty()).then(|| value.to_owned())
+    };
+    crate::registry::audit_query(field, crate::meta::now_ms()).map_err(UiError::BadRequest)
 }

@@ -6,13 +6,16 @@
 //! - `session`: the signed session cookie and CSRF tokens;
 //! - `browse`: the repository list, repository and manifest pages;
 //! - `actions`: sign-in and out, tag and manifest deletion;
-//! - `admin`: garbage collection, fsck and storage usage, for admins;
+//! - `admin`: garbage collection, fsck, storage usage and the audit log, for admins;
 //! - `views`: the templates (maud: checked at compile time, escaping every interpolation);
 //! - `model`: what the pages show of a manifest's and an image config's JSON.
 //!
 //! Who sees what (`Viewer`): with authentication on, a page shows only repositories the rules
 //! let the session's user (or, signed out, anonymous callers) pull; deleting needs the delete
-//! action, admin pages the admin role. With authentication off, everyone reads; deleting and
+//! action, admin pages the admin role. A user signed in through an external token issuer is
+//! judged as the registry judges their sign-in token (`Auth::session_may_list`): the rules for
+//! its subject and groups when rules exist, plus the token's own grants, which carry no
+//! delete. With authentication off, everyone reads; deleting and
 //! the admin pages need a loopback client, as the admin API does, unless
 //! `ui.allow_anonymous_admin`. Pages work without JavaScript; the one script only adds copy
 //! buttons and follows a running job live.
@@ -89,6 +92,7 @@ pub fn router(app: App, settings: &crate::config::Ui) -> Router<App> {
         .route(&at("/admin/gc/{id}/status"), get(admin::gc_status))
         .route(&at("/admin/fsck/{id}/status"), get(admin::fsck_status))
         .route(&at("/admin/usage"), get(admin::usage))
+        .route(&at("/admin/audit"), get(admin::audit))
         .route(&at("/static/style.css"), get(style))
         .route(&at("/static/ui.js"), get(script))
         .route(&at("/{*rest}"), get(not_found))
@@ -159,12 +163,7 @@ impl FromRequestParts<Ui> for Viewer {
             tracing::error!("a UI request without its session or peer");
             return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
         };
-        let caller = ui.app.auth.as_ref().map(|auth| {
-            session
-                .user
-                .as_deref()
-                .map_or_else(Caller::anonymous, |u| auth.session_caller(u))
-        });
+        let caller = ui.app.auth.as_ref().map(|auth| session.caller(auth));
         Ok(Viewer {
             ui: ui.clone(),
             session,
@@ -183,7 +182,7 @@ impl Viewer {
 
     pub fn may_pull(&self, repo: &str) -> bool {
         match (&self.ui.app.auth, &self.caller) {
-            (Some(auth), Some(caller)) => auth.may_list(caller, repo),
+            (Some(auth), Some(caller)) => auth.session_may_list(caller, repo),
             _ => true,
         }
     }
@@ -204,13 +203,17 @@ impl Viewer {
 
     /// Whether signing in is possible (and so offered).
     pub fn can_sign_in(&self) -> bool {
-        self.ui.app.auth.as_ref().is_some_and(|a| a.has_passwords())
+        self.ui.app.auth.as_ref().is_some_and(|a| a.can_sign_in())
     }
 
     /// The repositories this viewer may see, as a filter for listings.
     fn visible(&self) -> impl Fn(&str) -> bool + Send + 'static {
         let judge = self.ui.app.auth.clone().zip(self.caller.clone());
-        move |repo: &str| judge.as_ref().is_none_or(|(auth, caller)| auth.may_list(caller, repo))
+        move |repo: &str| {
+            judge
+                .as_ref()
+                .is_none_or(|(auth, caller)| auth.session_may_list(caller, repo))
+        }
     }
 
     /// The host clients pull from, as this request reached the server, for `docker pull` lines.

@@ -4,12 +4,14 @@
 
 use maud::{DOCTYPE, Markup, html};
 
+use super::admin::AuditFilter;
 use super::model::{ImageConfig, ManifestView, human_bytes, human_time};
 use super::{Viewer, route};
 use crate::api::admin::jobs::{JobState, JobView};
 use crate::fsck::Report;
 use crate::meta::browse::RepoSummary;
 use crate::meta::usage::Usage;
+use crate::registry::{AuditEntry, AuditListing};
 
 /// One repository of the list.
 pub struct RepoItem {
@@ -504,7 +506,10 @@ pub fn login(v: &Viewer, failed: Option<&str>) -> Markup {
 pub fn admin(v: &Viewer, gc_runs: &[JobView], fsck_runs: &[JobView]) -> Markup {
     let content = html! {
         h1 { "Admin" }
-        p { a href=(href(v, "/admin/usage")) { "Storage usage" } }
+        ul.links {
+            li { a href=(href(v, "/admin/usage")) { "Storage usage" } }
+            li { a href=(href(v, "/admin/audit")) { "Audit log" } }
+        }
         section {
             h2 { "Garbage collection" }
             p { "Removes what no tag reaches (as configured under gc) and frees the blobs nothing references. A dry run reports what it would remove and changes nothing." }
@@ -736,4 +741,80 @@ pub fn usage(v: &Viewer, usage: &Usage) -> Markup {
         }
     };
     layout(v, "Storage usage", &content)
+}
+
+/// The audit log: a filter form, then one page of events, newest first.
+pub fn audit(v: &Viewer, f: &AuditFilter, listing: &AuditListing) -> Markup {
+    let filters = [
+        ("user", f.user.as_str()),
+        ("repository", f.repository.as_str()),
+        ("action", f.action.as_str()),
+    ];
+    let content = html! {
+        p.crumbs { a href=(href(v, "/admin")) { "Admin" } " / " }
+        h1 { "Audit log" }
+        (audit_form(v, f))
+        @if listing.events.is_empty() {
+            p.empty #audit-empty { "No events" @if !f.before.is_empty() { " before this point" } " match." }
+        } @else {
+            table #audit {
+                caption { "Newest first" @if !f.before.is_empty() { ", before event " (f.before) } }
+                thead { tr {
+                    th scope="col" { "Time" } th scope="col" { "User" } th scope="col" { "Address" }
+                    th scope="col" { "Action" } th scope="col" { "Repository" } th scope="col" { "Reference" }
+                    th scope="col" { "Digest" } th scope="col" { "Result" }
+                } }
+                tbody { @for e in &listing.events { (audit_row(v, e)) } }
+            }
+        }
+        @if !f.before.is_empty() || listing.next.is_some() {
+            nav.pager aria-label="Pages" {
+                @if !f.before.is_empty() { a href=(query_link(v, "/admin/audit", &filters)) { "← Newest events" } }
+                @if let Some(next) = listing.next {
+                    @let next = next.to_string();
+                    a rel="next" href=(query_link(v, "/admin/audit", &[filters[0], filters[1], filters[2], ("before", &next)])) { "Older events →" }
+                }
+            }
+        }
+    };
+    layout(v, "Audit log", &content)
+}
+
+fn audit_form(v: &Viewer, f: &AuditFilter) -> Markup {
+    html! {
+        form.search method="get" action=(href(v, "/admin/audit")) role="search" {
+            label for="audit-user" { "User" }
+            input #audit-user type="text" name="user" value=(f.user);
+            label for="audit-repository" { "Repository" }
+            input #audit-repository type="text" name="repository" value=(f.repository);
+            label for="audit-action" { "Action" }
+            select #audit-action name="action" {
+                option value="" selected[f.action.is_empty()] { "any" }
+                @for a in crate::meta::Action::ALL {
+                    option value=(a.as_str()) selected[f.action == a.as_str()] { (a.as_str()) }
+                }
+            }
+            button type="submit" { "Filter" }
+        }
+    }
+}
+
+fn audit_row(v: &Viewer, e: &AuditEntry) -> Markup {
+    let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".to_owned());
+    html! {
+        tr {
+            td { (e.time) }
+            td { (dash(&e.user)) }
+            td { (dash(&e.addr)) }
+            td.action { (e.action) }
+            td {
+                @if let Some(repo) = &e.repository {
+                    @if v.may_pull(repo) { a href=(href(v, &route::repository(repo))) { (repo) } } @else { (repo) }
+                } @else { "-" }
+            }
+            td { (dash(&e.reference)) }
+            td { @if let Some(d) = &e.digest { code title=(d) { (short(d)) } } @else { "-" } }
+            td { (e.result) }
+        }
+    }
 }
