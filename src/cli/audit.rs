@@ -71,7 +71,7 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<()> {
     } else {
         let config = args.store.load()?;
         let root = &config.storage.root;
-        super::require_store(root)?;
+        super::require_store(&config, "audit")?;
         let get = |k: &str| params.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone());
         let query = berth::registry::audit_query(get, berth::meta::now_ms()).map_err(anyhow::Error::msg)?;
         match Meta::open_with_cache(root, config.storage.meta_cache) {

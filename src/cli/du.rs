@@ -26,7 +26,7 @@ pub fn run(args: &DuArgs) -> anyhow::Result<()> {
     } else {
         let config = args.store.load()?;
         let root = &config.storage.root;
-        super::require_store(root)?;
+        super::require_store(&config, "du")?;
         match Meta::open_with_cache(root, config.storage.meta_cache) {
             Ok(meta) => {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -56,7 +56,7 @@ pub fn run(args: &FsckArgs) -> anyhow::Result<u8> {
 
 async fn offline(config: &config::Config, opts: fsck::Options) -> anyhow::Result<Report> {
     let root = config.storage.root.clone();
-    super::require_store(&root)?;
+    super::require_store(config, "fsck")?;
     let database_ok = match meta::check_integrity(&root) {
         Ok(ok) => ok,
         Err(MetaError::Locked(path)) => return Err(super::held_by_server(&path, "fsck", config)),

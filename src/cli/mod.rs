@@ -59,7 +59,7 @@ pub struct JobArgs {
 /// Open the store for the offline job `job`: refused when the root holds no store, and when a
 /// server holds it (saying how to run the job through that server).
 pub async fn open_offline(config: &berth::config::Config, job: &str) -> anyhow::Result<Arc<berth::registry::Registry>> {
-    require_store(&config.storage.root)?;
+    require_store(config, job)?;
     match berth::server::open_registry(config).await {
         Ok(registry) => Ok(registry),
         Err(berth::server::ServeError::Meta(berth::meta::MetaError::Locked(path))) => {
@@ -80,8 +80,17 @@ pub fn emit<R: serde::Serialize>(report: &R, json: bool, print: impl Fn(&R)) -> 
 }
 
 /// Refuse to run an offline job on a root that holds no store: a mistyped `--root` would
-/// otherwise create an empty store there and report it clean.
-pub fn require_store(root: &std::path::Path) -> anyhow::Result<()> {
+/// otherwise create an empty store there and report it clean. With `metadata.postgres` there
+/// is no offline: the store is the one the running nodes share, so the job goes through one of
+/// them (`--url`), which keeps the cluster's locks and runs one job at a time.
+pub fn require_store(config: &berth::config::Config, job: &str) -> anyhow::Result<()> {
+    let root = &config.storage.root;
+    if config.metadata.is_some() {
+        anyhow::bail!(
+            "the metadata is in PostgreSQL (metadata.postgres), shared with the running nodes: \
+             run this through one of them, `berth {job} --url http://NODE:PORT`"
+        );
+    }
     if root.join(berth::meta::DB_FILE).exists() {
         Ok(())
     } else {

@@ -540,7 +540,7 @@ impl WriteRows for PgTxn {
 }
 
 /// The schema's versions: migration `i` brings the database from version `i` to `i + 1`.
-const MIGRATIONS: &[fn() -> String] = &[tables_v1];
+const MIGRATIONS: &[fn() -> String] = &[tables_v1, cluster_v2];
 
 /// Version 1: the schema, and one table per redb table.
 fn tables_v1() -> String {
@@ -566,6 +566,19 @@ fn tables_v1() -> String {
         );
     }
     sql
+}
+
+/// Version 2: what several nodes share beyond redb's tables. `touches`: when a blob was last
+/// HEAD-checked (garbage collection spares it within the grace period, whichever node answered
+/// the HEAD). `leases`: a named job (`gc`) that one node runs at a time, until `expires_ms`
+/// unless renewed. `jobs`: each job's last reported status, readable from any node.
+fn cluster_v2() -> String {
+    "CREATE TABLE berth.touches (digest text COLLATE \"C\" PRIMARY KEY, at_ms bigint NOT NULL);
+     CREATE TABLE berth.leases (name text COLLATE \"C\" PRIMARY KEY, holder text NOT NULL, job text NOT NULL,
+                                expires_ms bigint NOT NULL);
+     CREATE TABLE berth.jobs (id text COLLATE \"C\" PRIMARY KEY, kind text NOT NULL, node text NOT NULL,
+                              status text NOT NULL, updated_ms bigint NOT NULL);"
+        .to_owned()
 }
 
 /// Bring the schema up to date, one migration per transaction, under the advisory lock.

@@ -233,7 +233,9 @@ impl Drop for Berth {
 }
 
 /// Options for starting a server. With `BERTH_TEST_STORAGE=s3` in the test's environment,
-/// every server keeps its blobs in the shared Garage (`garage`) under a fresh prefix.
+/// every server keeps its blobs in the shared Garage (`garage`) under a fresh prefix; with
+/// `BERTH_TEST_META=postgres`, its metadata in a database of the shared PostgreSQL cluster
+/// (`postgres`), one per storage root, so that a restart on the same root finds it again.
 pub struct Builder {
     root: Option<PathBuf>,
     args: Vec<String>,
@@ -293,14 +295,18 @@ impl Builder {
             let root = dir.path().join("data");
             (Some(dir), root)
         };
-        let (child, base) = Berth::spawn(&root, &self.args, &self.env);
+        let mut env = self.env;
+        if crate::postgres::postgres_mode() && !env.iter().any(|(k, _)| k == "BERTH_METADATA_POSTGRES_URL") {
+            env.push(("BERTH_METADATA_POSTGRES_URL".into(), database_of(&root)));
+        }
+        let (child, base) = Berth::spawn(&root, &self.args, &env);
         Berth {
             child: Some(child),
             host: host_of(&base),
             base,
             root,
             extra_args: self.args,
-            env: self.env,
+            env,
             _dir: dir,
         }
     }
@@ -580,4 +586,16 @@ pub fn fsck_report(berth: &Berth) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// The PostgreSQL database of the server on `root` (`BERTH_TEST_META=postgres`): made on first
+/// use, and remembered beside the root (not in it: the root is the store's).
+fn database_of(root: &Path) -> String {
+    let remembered = root.with_extension("postgres-url");
+    if let Ok(url) = std::fs::read_to_string(&remembered) {
+        return url;
+    }
+    let url = crate::postgres::Postgres::shared().fresh_url();
+    std::fs::write(&remembered, &url).expect("remember the test database");
+    url
 }
