@@ -265,6 +265,21 @@ impl Builder {
         self
     }
 
+    /// Keep the blobs in `garage` under `prefix`: nodes of one cluster share it.
+    pub fn s3_prefix(mut self, garage: &crate::garage::Garage, prefix: &str) -> Self {
+        self.env.retain(|(k, _)| !k.starts_with("BERTH_STORAGE_S3_"));
+        self.env.extend(garage.berth_env(prefix));
+        self
+    }
+
+    /// Keep the metadata in the PostgreSQL database `url` (`Postgres::fresh_url`): nodes of one
+    /// cluster share it.
+    pub fn postgres(mut self, url: &str) -> Self {
+        self.env.retain(|(k, _)| k != "BERTH_METADATA_POSTGRES_URL");
+        self.env.push(("BERTH_METADATA_POSTGRES_URL".into(), url.to_owned()));
+        self
+    }
+
     /// Keep the blobs in files under the root, even with `BERTH_TEST_STORAGE=s3`.
     pub fn filesystem(mut self) -> Self {
         self.env.retain(|(k, _)| !k.starts_with("BERTH_STORAGE_S3_"));
