@@ -20,9 +20,13 @@ pub struct Berth {
     /// `127.0.0.1:PORT`, as clients such as docker and skopeo name the registry.
     pub host: String,
     pub root: PathBuf,
+    /// What `--addr` the server listens on: `127.0.0.1:0` (a new port each start) unless fixed.
+    addr: String,
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
+    /// With `BERTH_TEST_CLUSTER`, the nodes and balancer this handle fronts.
+    _cluster: Option<Box<crate::cluster::Cluster>>,
 }
 
 impl Berth {
@@ -36,7 +40,7 @@ impl Berth {
     }
 
     /// Start `berth serve`; returns the child and its base URL (`http://` or `https://`).
-    fn spawn(root: &Path, extra_args: &[String], env: &[(String, String)]) -> (Child, String) {
+    fn spawn(root: &Path, addr: &str, extra_args: &[String], env: &[(String, String)]) -> (Child, String) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -45,7 +49,7 @@ impl Berth {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
         cmd.arg("serve")
             .arg("--addr")
-            .arg("127.0.0.1:0")
+            .arg(addr)
             .arg("--root")
             .arg(root)
             .args(extra_args);
@@ -106,10 +110,41 @@ impl Berth {
         child.wait().ok()
     }
 
-    /// Start again on the same root (after `kill` or `stop`), on a new port.
+    /// A handle on a server this harness did not start (a load balancer in front of nodes):
+    /// its URL, for the push helpers, and no process.
+    pub fn at(base: &str) -> Berth {
+        Berth {
+            child: None,
+            host: host_of(base),
+            base: base.to_owned(),
+            root: PathBuf::new(),
+            addr: String::new(),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            _dir: None,
+            _cluster: None,
+        }
+    }
+
+    /// Another handle on the same server, without its process: for tasks that push to it.
+    pub fn clone_handle(&self) -> Berth {
+        let mut handle = Berth::at(&self.base);
+        handle.share_storage(self);
+        handle
+    }
+
+    /// Read storage (`stored_blobs`, `staging_entries`, the root) as `node` does: a handle in
+    /// front of nodes sees what they store.
+    pub fn share_storage(&mut self, node: &Berth) {
+        self.root.clone_from(&node.root);
+        self.env.clone_from(&node.env);
+    }
+
+    /// Start again on the same root (after `kill` or `stop`), on a new port unless the port
+    /// is fixed (`Builder::addr`).
     pub fn restart(&mut self) {
         self.kill();
-        let (child, base) = Self::spawn(&self.root, &self.extra_args, &self.env);
+        let (child, base) = Self::spawn(&self.root, &self.addr, &self.extra_args, &self.env);
         self.child = Some(child);
         self.host = host_of(&base);
         self.base = base;
@@ -123,6 +158,11 @@ impl Berth {
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
+    }
+
+    /// Start without variable `key` from the next `restart` on.
+    pub fn unset_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
     }
 
     /// The value of a variable the server was started with.
@@ -237,7 +277,10 @@ impl Drop for Berth {
 /// `BERTH_TEST_META=postgres`, its metadata in a database of the shared PostgreSQL cluster
 /// (`postgres`), one per storage root, so that a restart on the same root finds it again.
 pub struct Builder {
+    /// A node of a cluster the harness is assembling: never a cluster itself.
+    node: bool,
     root: Option<PathBuf>,
+    addr: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -245,7 +288,9 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Self {
         let builder = Builder {
+            node: false,
             root: None,
+            addr: None,
             args: Vec::new(),
             env: Vec::new(),
         };
@@ -258,6 +303,14 @@ impl Default for Builder {
 }
 
 impl Builder {
+    /// A single server, even with `BERTH_TEST_CLUSTER` (a cluster's node).
+    pub fn node() -> Builder {
+        Builder {
+            node: true,
+            ..Builder::default()
+        }
+    }
+
     /// Keep the blobs in `garage`, under a fresh prefix of its bucket.
     pub fn s3(mut self, garage: &crate::garage::Garage) -> Self {
         self.env.retain(|(k, _)| !k.starts_with("BERTH_STORAGE_S3_"));
@@ -292,6 +345,13 @@ impl Builder {
         self
     }
 
+    /// Listen on `addr` (`127.0.0.1:PORT`), on every start: nodes behind a load balancer keep
+    /// their address across restarts.
+    pub fn addr(mut self, addr: &str) -> Self {
+        self.addr = Some(addr.to_owned());
+        self
+    }
+
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.to_owned());
         self
@@ -303,6 +363,9 @@ impl Builder {
     }
 
     pub fn start(self) -> Berth {
+        if let (false, Some(n)) = (self.node, crate::cluster::cluster_mode()) {
+            return self.start_cluster(n);
+        }
         let (dir, root) = if let Some(root) = self.root {
             (None, root)
         } else {
@@ -314,16 +377,35 @@ impl Builder {
         if crate::postgres::postgres_mode() && !env.iter().any(|(k, _)| k == "BERTH_METADATA_POSTGRES_URL") {
             env.push(("BERTH_METADATA_POSTGRES_URL".into(), database_of(&root)));
         }
-        let (child, base) = Berth::spawn(&root, &self.args, &env);
+        let addr = self.addr.unwrap_or_else(|| "127.0.0.1:0".into());
+        let (child, base) = Berth::spawn(&root, &addr, &self.args, &env);
         Berth {
             child: Some(child),
             host: host_of(&base),
             base,
             root,
+            addr,
             extra_args: self.args,
             env,
             _dir: dir,
+            _cluster: None,
         }
+    }
+
+    /// `BERTH_TEST_CLUSTER=n`: `n` nodes with these options behind a balancer, and a handle
+    /// on the balancer.
+    fn start_cluster(self, n: usize) -> Berth {
+        assert!(self.root.is_none(), "a cluster's nodes each have their own root");
+        let (args, env) = (self.args, self.env);
+        let cluster = crate::cluster::Cluster::start(n, |_| {
+            let mut node = Builder::node();
+            node.args.clone_from(&args);
+            node.env.clone_from(&env);
+            node
+        });
+        let mut front = cluster.front();
+        front._cluster = Some(Box::new(cluster));
+        front
     }
 }
 
