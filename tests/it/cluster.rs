@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -34,10 +35,10 @@ impl Nginx {
     pub fn start(nodes: &[String]) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let servers: String = nodes
-            .iter()
-            .map(|n| format!("    server {n} max_fails=1 fail_timeout=2s;\n"))
-            .collect();
+        let servers = nodes.iter().fold(String::new(), |mut out, n| {
+            let _ = writeln!(out, "    server {n} max_fails=1 fail_timeout=2s;");
+            out
+        });
         let d = dir.path().display();
         // Connection errors (a node down) pass the request to the next node, for any method:
         // nginx retries only when nothing of the request reached the node.
@@ -284,7 +285,10 @@ async fn push_loop(
 ) {
     let mut i = 0u64;
     while !stop.load(Ordering::SeqCst) {
-        let layer = crate::harness::random_bytes(40_000 + (i as usize % 7) * 1000, worker * 1_000_000 + i);
+        let layer = crate::harness::random_bytes(
+            40_000 + usize::from(u8::try_from(i % 7).unwrap()) * 1000,
+            worker * 1_000_000 + i,
+        );
         let shared = b"a layer every image of the load shares".to_vec();
         let (repo, tag) = (format!("load/w{worker}"), format!("t{i}"));
         let (manifest, attempts) = push_retrying(&front, &repo, &tag, &[&shared, &layer], 20).await;

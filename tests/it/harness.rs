@@ -26,7 +26,7 @@ pub struct Berth {
     env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
     /// With `BERTH_TEST_CLUSTER`, the nodes and balancer this handle fronts.
-    _cluster: Option<Box<crate::cluster::Cluster>>,
+    cluster: Option<Box<crate::cluster::Cluster>>,
 }
 
 impl Berth {
@@ -122,7 +122,7 @@ impl Berth {
             extra_args: Vec::new(),
             env: Vec::new(),
             _dir: None,
-            _cluster: None,
+            cluster: None,
         }
     }
 
@@ -388,7 +388,7 @@ impl Builder {
             extra_args: self.args,
             env,
             _dir: dir,
-            _cluster: None,
+            cluster: None,
         }
     }
 
@@ -404,7 +404,7 @@ impl Builder {
             node
         });
         let mut front = cluster.front();
-        front._cluster = Some(Box::new(cluster));
+        front.cluster = Some(Box::new(cluster));
         front
     }
 }
