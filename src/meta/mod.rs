@@ -8,15 +8,19 @@
 //! mark snapshot of garbage collection (`gc`), fsck's scan and repairs (`fsck`), the usage
 //! figures (`usage`) and quotas (`quota`).
 //!
-//! [`Meta`] is the one backend: one redb file, and the only code that opens tables
-//! (`redb_store` implements the trait: typed arguments become string keys there, and each call
-//! goes to the thread it runs on). It knows nothing of HTTP, of metrics (its writer reports
-//! commits to a `CommitObserver` given at open time) or of files other than the database
-//! itself. Every operation is one transaction:
-//! - reads use a read transaction (an MVCC snapshot) and never wait for the writer;
-//! - writes are short: they read and write rows only, with no file I/O and no hashing. A change
-//!   that spans several rows (a manifest PUT updates manifests, references, reference counts,
-//!   referrers and tags) is one write transaction, run by the group-commit writer (`writer`).
+//! The transaction bodies are written once, over the row interface of `rows`, and `engine`
+//! implements `MetaStore` once over any backend's `Engine` (typed arguments become string keys
+//! there). Two backends, the only code that opens tables:
+//! - [`Meta`]: one redb file, the default. Reads use a read transaction (an MVCC snapshot) and
+//!   never wait for the writer; writes are short (rows only, no file I/O, no hashing), and run
+//!   on the group-commit writer (`writer`), which reports commits to a `CommitObserver` given
+//!   at open time.
+//! - [`PgMeta`] (`postgres`): PostgreSQL, shared by several nodes; writes at `SERIALIZABLE`,
+//!   rerun on serialization failures.
+//!
+//! Neither knows anything of HTTP or of blobs. Every operation is one transaction: a change
+//! that spans several rows (a manifest PUT updates manifests, references, reference counts,
+//! referrers and tags) is one write transaction.
 
 pub mod audit;
 pub mod browse;

@@ -1,8 +1,8 @@
 //! The metadata seam: [`MetaStore`], every operation the registry, garbage collection, fsck and
 //! usage reports need from the metadata, and [`WriteOp`], the pending write its write
 //! operations return. `registry` holds an `Arc<dyn MetaStore>` and knows no backend; redb
-//! ([`Meta`](super::Meta)) is the one implementation today, and a shared transactional store
-//! (`PostgreSQL`, for several nodes over one bucket) can be another.
+//! ([`Meta`](super::Meta)) and PostgreSQL ([`PgMeta`](super::PgMeta), for several nodes over one
+//! bucket) are its backends, both through `engine`.
 //!
 //! What the seam speaks:
 //! - **Typed arguments.** Repositories, digests, tags and upload ids arrive as `oci::RepoName`,
