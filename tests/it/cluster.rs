@@ -9,113 +9,12 @@
 
 #![allow(dead_code)]
 
-use std::fmt::Write as _;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Berth, Builder, client, push_image};
-
-/// Debian's nginx, configured as a round-robin balancer over `nodes`.
-pub struct Nginx {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl Nginx {
-    pub fn start(nodes: &[String]) -> Nginx {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let servers = nodes.iter().fold(String::new(), |mut out, n| {
-            let _ = writeln!(out, "    server {n} max_fails=1 fail_timeout=2s;");
-            out
-        });
-        let d = dir.path().display();
-        // Connection errors (a node down) pass the request to the next node, for any method:
-        // nginx retries only when nothing of the request reached the node.
-        let conf = format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-               fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               upstream berth {{\n{servers}  }}\n\
-               server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 0;\n\
-                 proxy_http_version 1.1;\n    proxy_request_buffering off;\n    proxy_buffering off;\n\
-                 proxy_set_header Host $http_host;\n    proxy_set_header Connection \"\";\n\
-                 proxy_next_upstream error non_idempotent;\n    proxy_read_timeout 300s;\n\
-                 location / {{ proxy_pass http://berth; }}\n  }}\n}}\n"
-        );
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, conf).unwrap();
-        // The wrapper stops nginx when told to, or when this test process is gone.
-        let script = format!(
-            "\"$0\" -e \"$2/error.log\" -c \"$1\" & g=$!\n\
-             trap 'kill -QUIT $g 2>/dev/null; wait $g; exit 0' TERM INT\n\
-             while [ -e /proc/{parent} ] && kill -0 $g 2>/dev/null; do sleep 0.5; done\n\
-             kill -QUIT $g 2>/dev/null",
-            parent = std::process::id()
-        );
-        let child = Command::new("bash")
-            .arg("-c")
-            .arg(script)
-            .arg(nginx_binary())
-            .arg(&path)
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
-        let nginx = Nginx {
-            child: Some(child),
-            base: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
-        nginx.wait_listening(port);
-        nginx
-    }
-
-    fn wait_listening(&self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not start; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `nginx`, or a panic that says how to get it.
-fn nginx_binary() -> PathBuf {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("nginx is not installed: the cluster tests need Debian's nginx (.ci/run installs it)")
-        })
-}
+use crate::nginx::Nginx;
 
 /// Nodes sharing a database and a bucket prefix, behind a balancer.
 pub struct Cluster {
@@ -134,7 +33,7 @@ impl Cluster {
         let database = crate::postgres::Postgres::shared().fresh_url();
         let prefix = crate::garage::fresh_prefix();
         let garage = crate::garage::Garage::shared();
-        let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", crate::nginx::free_port())).collect();
         let nodes: Vec<Berth> = addrs
             .iter()
             .enumerate()
@@ -336,9 +235,34 @@ async fn all_readable(cluster: &Cluster, acked: &Acknowledged) {
     }
 }
 
+/// Pull what the pushes acknowledged, through `front`, until `stop`: each pull retried (as a
+/// client behind a balancer does) and checked byte for byte; counts them in `pulled`.
+async fn pull_loop(front: Berth, stop: Arc<AtomicBool>, pulled: Arc<AtomicU64>, acked: Acknowledged) {
+    let mut i = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        let entry = {
+            let acked = acked.lock().unwrap();
+            (!acked.is_empty()).then(|| acked[i % acked.len()].clone())
+        };
+        let Some((repo, tag, manifest, layers)) = entry else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let (status, body) = get_retrying(&front.base, &format!("/v2/{repo}/manifests/{tag}")).await;
+        assert_eq!((status, &body), (200, &manifest), "pull {repo}:{tag}");
+        let layer = &layers[i % layers.len()];
+        let digest = crate::harness::sha256(layer);
+        let (status, body) = get_retrying(&front.base, &format!("/v2/{repo}/blobs/{digest}")).await;
+        assert!(status == 200 && body == *layer, "pull {repo} {digest}: {status}");
+        pulled.fetch_add(1, Ordering::SeqCst);
+        i += 1;
+    }
+}
+
 struct Load {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
+    pulled: Arc<AtomicU64>,
     retries: Arc<AtomicU64>,
     acked: Acknowledged,
     workers: Vec<tokio::task::JoinHandle<()>>,
@@ -347,8 +271,19 @@ struct Load {
 impl Load {
     fn start(cluster: &Cluster, workers: u64) -> Load {
         let (stop, done, retries) = (Arc::default(), Arc::default(), Arc::default());
+        let pulled = Arc::default();
         let acked = Acknowledged::default();
-        let workers = (0..workers)
+        let mut pullers: Vec<_> = (0..2)
+            .map(|_| {
+                tokio::spawn(pull_loop(
+                    cluster.front(),
+                    Arc::clone(&stop),
+                    Arc::clone(&pulled),
+                    Arc::clone(&acked),
+                ))
+            })
+            .collect();
+        let mut workers: Vec<_> = (0..workers)
             .map(|w| {
                 tokio::spawn(push_loop(
                     cluster.front(),
@@ -360,9 +295,11 @@ impl Load {
                 ))
             })
             .collect();
+        workers.append(&mut pullers);
         Load {
             stop,
             done,
+            pulled,
             retries,
             acked,
             workers,
@@ -373,7 +310,7 @@ impl Load {
         self.stop.store(true, Ordering::SeqCst);
         for w in self.workers {
             w.await
-                .expect("a push worker failed: a push did not succeed after its retries");
+                .expect("a worker failed: a push or pull did not succeed after its retries");
         }
         (self.acked, self.retries.load(Ordering::SeqCst))
     }
@@ -464,11 +401,14 @@ async fn a_node_killed_under_load_loses_no_acknowledged_push() {
     cluster.nodes[1].restart();
     let at_restart = load.done.load(Ordering::SeqCst);
     wait_count(&load.done, at_restart + 10).await;
+    let pulled = Arc::clone(&load.pulled);
     let (acked, retries) = load.finish().await;
     eprintln!(
-        "{} pushes acknowledged, {retries} retried attempts",
-        acked.lock().unwrap().len()
+        "{} pushes acknowledged, {} pulls, {retries} retried attempts",
+        acked.lock().unwrap().len(),
+        pulled.load(Ordering::SeqCst)
     );
+    assert!(pulled.load(Ordering::SeqCst) > 0, "pulls ran alongside the pushes");
     // The requests the kill cut off were passed to another node by the balancer (nothing of
     // them had reached the node's answer) or retried by their client; either way every worker
     // finished its push.
@@ -495,4 +435,49 @@ async fn a_rolling_restart_fails_no_push_after_retry() {
         acked.lock().unwrap().len()
     );
     all_readable(&cluster, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn online_gc_across_nodes_under_load_collects_garbage_and_loses_nothing() {
+    let cluster = Cluster::three();
+    let front = cluster.front();
+    // Garbage, pushed through every node: layers no manifest references, and an untagged
+    // image whose manifest and layers go with it.
+    let mut garbage = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let junk = crate::harness::random_bytes(30_000, 900 + i as u64);
+        garbage.push(crate::harness::push_blob(node, "junk/layers", &junk).await);
+    }
+    let orphan_layer = crate::harness::random_bytes(50_000, 999);
+    let (orphan, _) = push_image(&cluster.nodes[1], "junk/untagged", "keep-for-now", &[&orphan_layer]).await;
+    let resp = client()
+        .delete(cluster.nodes[2].url("/v2/junk/untagged/manifests/keep-for-now"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "untag");
+    garbage.push(crate::harness::sha256(&orphan_layer));
+    let stored = front.stored_blobs().await;
+    assert!(garbage.iter().all(|d| stored.contains(d)), "the garbage is stored");
+    // Past the grace period on every node, then pushes and pulls while GC runs.
+    for node in &cluster.nodes {
+        node.advance_clock(Duration::from_secs(2 * 3600)).await;
+    }
+    let load = Load::start(&cluster, 3);
+    wait_count(&load.done, 5).await;
+    let report = crate::harness::run_gc_at(&front.base).await;
+    let after_gc = load.done.load(Ordering::SeqCst);
+    wait_count(&load.done, after_gc + 5).await;
+    let (acked, _) = load.finish().await;
+    all_readable(&cluster, &acked).await;
+    let stored = front.stored_blobs().await;
+    for d in &garbage {
+        assert!(!stored.contains(d), "garbage {d} collected: {report}");
+    }
+    let resp = client()
+        .get(front.url(&format!("/v2/junk/untagged/manifests/{orphan}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "the untagged manifest is collected");
 }

@@ -31,6 +31,7 @@ mod import;
 mod limits;
 mod memory;
 mod meta_suite;
+mod nginx;
 mod notify;
 mod ops;
 mod oras;

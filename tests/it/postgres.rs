@@ -239,6 +239,11 @@ impl Postgres {
         format!("postgres://{USER}@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// The wrapper's process id: the server and its backends run below it.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         read(&self.dir.join("postgres.log"))
     }
