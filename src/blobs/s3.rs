@@ -414,7 +414,7 @@ impl Inner {
         futures_util::stream::iter(copies).buffered(4).try_collect().await
     }
 
-    /// Part `number` of `to` as a server-side copy of `from`; its ETag.
+    /// Part `number` of `to` as a server-side copy of `from`; its entity tag.
     async fn copy_part(
         &self,
         from: &str,
@@ -436,7 +436,7 @@ impl Inner {
         Ok(out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_owned))
     }
 
-    /// Part `number` of `to` with the bytes of the (short) object `from`; its ETag.
+    /// Part `number` of `to` with the bytes of the (short) object `from`; its entity tag.
     async fn put_part(&self, from: &str, to: &str, upload_id: &str, number: i32) -> Result<Option<String>, StoreError> {
         let bytes = self
             .get_all(from)
@@ -877,8 +877,14 @@ impl Upload for S3Upload {
         if let Some(pending) = self.pending.take() {
             buf.extend_from_slice(&pending);
             buf_start -= pending.len() as u64;
-        } else if let Some((offset, _)) = self.tail() {
+        } else if let Some((offset, tail_len)) = self.tail() {
             match self.inner.get_all(&self.segment_key(offset)).await {
+                // Another node's append that died half-way can leave a longer tail than this
+                // one knows: its bytes are not in this running hash, so resume instead.
+                Ok(Some(bytes)) if bytes.len() as u64 != tail_len => {
+                    let e = StoreError::Unavailable(format!("upload tail {} changed", self.segment_key(offset)));
+                    return (self, Err(e.into()));
+                }
                 Ok(Some(bytes)) => {
                     buf.extend_from_slice(&bytes);
                     buf_start = offset;

@@ -2,9 +2,11 @@
 //! (`Postgres::fresh_url`) and one Garage bucket prefix, as the nodes of a cluster behind a
 //! load balancer are. Each test sends each request to the node it names, so it decides which
 //! node serves what, and orders races with test hooks (src/testhook.rs), never with sleeps:
-//! - a chunked upload whose PATCHes move between nodes (each node resumes from the bucket when
+//! - a chunked upload whose `PATCH`es move between nodes (each node resumes from the bucket when
 //!   another appended since: `upload.node_switch`) ends in a blob every node serves;
-//! - the same layer pushed through three nodes at once is stored once, and every push succeeds;
+//! - the same layer pushed through three nodes at once is stored once, and every push succeeds:
+//!   the commits are serialised by the digest's advisory lock, so one writes the object and the
+//!   others find it (`blob.commit_present`);
 //! - a push of a digest that garbage collection on another node is deleting waits for the
 //!   delete (the digest's advisory lock) and re-creates the blob;
 //! - a HEAD on one node protects the blob from a collection run on another (`berth.touches`).
@@ -120,7 +122,7 @@ async fn head_blob(node: &Berth, repo: &str, digest: &str) -> u16 {
     client().head(url).send().await.unwrap().status().as_u16()
 }
 
-/// A chunked upload whose PATCHes alternate between nodes, finished on a third: every node
+/// A chunked upload whose `PATCH`es alternate between nodes, finished on a third: every node
 /// serves the blob byte for byte, a node that keeps the session re-hashes nothing, and a
 /// manifest pushed on one node is pullable on the others at once.
 #[tokio::test]
@@ -187,6 +189,14 @@ async fn same_layer_through_three_nodes_at_once() {
         }
         assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     }
+    let mut dropped = 0;
+    for node in &nodes {
+        dropped += node.reached("blob.commit_present").await;
+    }
+    assert_eq!(
+        dropped, 2,
+        "the commits were serialised: one wrote the blob, two found it"
+    );
     let hex = digest.strip_prefix("sha256:").unwrap();
     let blobs = shared.objects("blobs/").await;
     assert_eq!(blobs.len(), 1, "stored once: {blobs:?}");
