@@ -26,6 +26,10 @@
 //!
 //! No transaction does file I/O; no file is unlinked before the commit that makes it
 //! unreachable. A crash between the tombstone commit and the unlink is finished at start-up.
+//!
+//! When several nodes share the metadata (PostgreSQL), the digests' locks are also advisory
+//! locks and the HEAD touches are rows (`registry::locks`, `meta::cluster`), so these rules
+//! hold against pushes and HEADs on every node.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
