@@ -220,9 +220,35 @@ impl Registry {
         if tombstones.is_empty() {
             return Ok(());
         }
+        if self.locks.cluster().is_some() {
+            return self.finish_shared_tombstones(tombstones).await;
+        }
         let count = tombstones.len();
         self.delete_tombstoned(tombstones).await?;
         tracing::info!(count, "finished blob deletions interrupted by a crash");
+        Ok(())
+    }
+
+    /// `finish_tombstones` while other nodes serve (shared metadata): under the digests' locks,
+    /// so a collection in progress on another node is waited out, and sparing the bytes of a
+    /// blob that a push revived since its tombstone (only its tombstone row goes).
+    async fn finish_shared_tombstones(&self, tombstones: Vec<Digest>) -> Result<(), Error> {
+        let _guard = self.locks.lock_many(tombstones.iter().map(Digest::as_str)).await?;
+        let (mut doomed, mut revived) = (Vec::new(), Vec::new());
+        for digest in tombstones {
+            match self.meta.live_blob(&digest).await? {
+                Some(_) => revived.push(digest),
+                None => doomed.push(digest),
+            }
+        }
+        let count = doomed.len();
+        self.delete_tombstoned(doomed).await?;
+        self.meta_write(|m| m.gc_finish_tombstones(&revived)).await?;
+        tracing::info!(
+            count,
+            revived = revived.len(),
+            "finished blob deletions interrupted by a crash"
+        );
         Ok(())
     }
 

@@ -9,7 +9,8 @@
 //!   others find it (`blob.commit_present`);
 //! - a push of a digest that garbage collection on another node is deleting waits for the
 //!   delete (the digest's advisory lock) and re-creates the blob;
-//! - a HEAD on one node protects the blob from a collection run on another (`berth.touches`).
+//! - a HEAD on one node protects the blob from a collection run on another (`berth.touches`);
+//! - a node killed while it holds a lock lets it go, and its restart spares what was pushed since.
 
 use std::time::Duration;
 
@@ -267,4 +268,36 @@ async fn head_on_one_node_protects_from_gc_on_another() {
         assert_eq!(head_blob(node, "cluster/touch", &kept).await, 200, "{}", node.base);
         assert_eq!(get_blob(node, "cluster/touch", &lost).await.0, 404, "{}", node.base);
     }
+}
+
+/// A node killed while its collection holds a digest's lock (tombstone committed, object not yet
+/// deleted) loses its connections, and PostgreSQL releases the lock with them: a push of that
+/// digest through another node, waiting on it, goes through and revives the blob (its commit
+/// drops the tombstone). The killed node's restart, which finishes interrupted deletions under
+/// the digests' locks while the others serve, keeps the bytes the push acknowledged.
+#[tokio::test]
+async fn a_killed_node_releases_its_locks_and_its_restart_spares_revived_blobs() {
+    let shared = Shared::new();
+    let mut a = shared.node(&[
+        ("BERTH_GC_GRACE_PERIOD", "0s"),
+        ("BERTH_TEST_PAUSE_AT", "gc.before_unlink"),
+    ]);
+    let b = shared.node(&[("BERTH_GC_GRACE_PERIOD", "0s")]);
+    let bytes = random_bytes(PART + 5, 11);
+    let digest = push_blob(&a, "cluster/killed", &bytes).await;
+    crate::harness::next_millisecond().await;
+    start_gc(&a.base).await;
+    a.wait_reached("gc.before_unlink", 1).await;
+    let (repushed, ()) = tokio::join!(push_blob(&b, "cluster/killed", &bytes), async {
+        b.wait_reached("digest_lock.wait", 1).await;
+        a.kill();
+    });
+    assert_eq!(repushed, digest);
+    a.restart();
+    for node in [&a, &b] {
+        let (status, body) = get_blob(node, "cluster/killed", &digest).await;
+        assert_eq!(status, 200, "{}", node.base);
+        assert!(body == bytes);
+    }
+    assert!(b.stored_blobs().await.contains(&digest), "the object is in the bucket");
 }
