@@ -109,6 +109,19 @@ impl Cluster {
         self.lock(vec![session_key(id)], "upload_lock.wait").await
     }
 
+    /// Lock an upload session if no one holds it; `None` if someone does.
+    pub async fn try_lock_session(&self, id: uuid::Uuid) -> Result<Option<Held>, MetaError> {
+        let (pool, handle, key) = (self.pool.clone(), self.handle.clone(), session_key(id));
+        self.spawn(async move {
+            let held = Held {
+                client: Some(pool.get().await.map_err(db)?),
+                handle,
+            };
+            Ok(held.try_acquire(key).await?.then_some(held))
+        })
+        .await
+    }
+
     /// Take `keys` on one pooled connection, as a task of the engine's runtime (see the module
     /// docs: a dropped caller never leaves a lock behind).
     async fn lock(&self, mut keys: Vec<i64>, waits: &'static str) -> Result<Held, MetaError> {
@@ -172,17 +185,22 @@ impl Held {
             .expect("a held lock has its connection until it drops")
     }
 
+    /// Take `key` if no one holds it; whether it was taken.
+    async fn try_acquire(&self, key: i64) -> Result<bool, MetaError> {
+        let row = self
+            .client()
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .map_err(db)?;
+        row.try_get(0).map_err(db)
+    }
+
     /// Wait for `keys` (ascending). Test builds first try a single key without waiting, to
     /// count `waits` when it is taken.
     async fn acquire(&self, keys: &[i64], waits: &'static str) -> Result<(), MetaError> {
         #[cfg(feature = "test-hooks")]
         if let [key] = keys {
-            let row = self
-                .client()
-                .query_one("SELECT pg_try_advisory_lock($1)", &[key])
-                .await
-                .map_err(db)?;
-            if row.try_get::<_, bool>(0).map_err(db)? {
+            if self.try_acquire(*key).await? {
                 return Ok(());
             }
             crate::testhook::reached(waits);

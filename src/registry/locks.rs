@@ -125,6 +125,15 @@ impl DigestLocks {
         }
     }
 
+    /// `lock_session` if no request on any node holds the session: `Ok(None)` if one does.
+    /// In one process, `Some(None)`: the caller's `try_lock` of the slot decides alone.
+    pub async fn try_lock_session(&self, id: uuid::Uuid) -> Result<Option<Option<Held>>, Error> {
+        match &self.cluster {
+            Some(c) => Ok(c.try_lock_session(id).await?.map(Some)),
+            None => Ok(Some(None)),
+        }
+    }
+
     /// Lock `digest` for a request holding its upload session's lock `session`: the stripe,
     /// and the advisory lock on the session's connection (so the request needs no second
     /// connection of the lock pool). The advisory lock lasts as long as `session`.

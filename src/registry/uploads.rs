@@ -393,6 +393,9 @@ impl Registry {
         for id in self.meta.stale_uploads(cutoff).await? {
             let slot = self.uploads.get_or_insert(id, "", Algorithm::Sha256);
             let Ok(mut slot) = slot.try_lock_owned() else { continue };
+            let Some(_held) = self.locks.try_lock_session(id).await? else {
+                continue;
+            };
             let theirs = client.is_none_or(|ip| slot.client == Some(ip));
             if slot.closed || slot.active_ms >= cutoff || !theirs {
                 continue;
@@ -414,6 +417,9 @@ impl Registry {
         for id in stale {
             let slot = self.uploads.get_or_insert(id, "", Algorithm::Sha256);
             let Ok(mut slot) = slot.try_lock_owned() else { continue };
+            let Some(_held) = self.locks.try_lock_session(id).await? else {
+                continue;
+            };
             self.close_session(id, &mut slot).await?;
             purged += 1;
         }
