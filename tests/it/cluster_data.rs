@@ -10,7 +10,8 @@
 //! - a push of a digest that garbage collection on another node is deleting waits for the
 //!   delete (the digest's advisory lock) and re-creates the blob;
 //! - a HEAD on one node protects the blob from a collection run on another (`berth.touches`);
-//! - a node killed while it holds a lock lets it go, and its restart spares what was pushed since.
+//! - a node killed while it holds a lock lets it go, and its restart spares what was pushed since;
+//! - a tail segment that changed behind a node (a dead node's half append) is never built on.
 
 use std::time::Duration;
 
@@ -300,4 +301,47 @@ async fn a_killed_node_releases_its_locks_and_its_restart_spares_revived_blobs()
         assert!(body == bytes);
     }
     assert!(b.stored_blobs().await.contains(&digest), "the object is in the bucket");
+}
+
+/// A node that died half-way through an append can leave the session's tail segment longer than
+/// the row says, with bytes no client was told were stored. A node that still caches the
+/// session (same length as the row) must not build on that tail: its running hash lacks those
+/// bytes, so the blob it committed would not be the one it verified. It refuses the chunk with
+/// 503, drops its cache, and the session resumes from what the bucket holds.
+#[tokio::test]
+async fn a_tail_changed_behind_a_node_is_not_built_on() {
+    let shared = Shared::new();
+    let a = shared.node(&[]);
+    let first = random_bytes(PART + 100, 5);
+    let location = start_upload(&a, "cluster/tail").await;
+    patch(&a, &location, 0, &first).await;
+    let id = location.rsplit('/').next().unwrap();
+    let tail_key = format!("{}/uploads/{id}/{PART:020}", shared.prefix);
+    let mut longer = first[PART..].to_vec();
+    longer.extend_from_slice(&[0xee; 100]); // what a dead node's half append left
+    Garage::shared()
+        .client()
+        .put_object()
+        .bucket(crate::garage::BUCKET)
+        .key(&tail_key)
+        .body(longer.into())
+        .send()
+        .await
+        .unwrap();
+    let resp = client()
+        .patch(a.url(&location))
+        .header("content-range", format!("{}-{}", PART + 100, PART + 199))
+        .header("content-type", "application/octet-stream")
+        .body(vec![1u8; 100])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "{}", resp.text().await.unwrap());
+    let status = client().get(a.url(&location)).send().await.unwrap();
+    assert_eq!(status.status(), 204);
+    assert_eq!(
+        header(&status, "range"),
+        format!("0-{}", PART + 199),
+        "resumed from the bucket"
+    );
 }
