@@ -582,6 +582,11 @@ impl super::BlobStore for S3Store {
         Ok(())
     }
 
+    /// A bucket is reachable from every node.
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn min_chunk(&self) -> Option<u64> {
         Some(self.inner.opts.part_size)
     }

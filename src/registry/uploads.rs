@@ -460,13 +460,13 @@ impl Registry {
     }
 
     /// Start-up: remove staging files no session owns and sessions whose file is gone. This
-    /// touches only the staging directory, never the blob tree. With shared metadata it does
-    /// nothing: other nodes are opening sessions meanwhile, each staging entry before its row,
-    /// so neither half tells a leftover apart; garbage collection removes entries without a
-    /// session past its grace period (`purge_staging_orphans`) and sessions past
-    /// `gc.upload_max_age`.
+    /// touches only the staging directory, never the blob tree. With shared metadata over a
+    /// shared store it does nothing: other nodes are opening sessions meanwhile, each staging
+    /// entry before its row, so neither half tells a leftover apart; garbage collection removes
+    /// entries without a session past its grace period (`purge_staging_orphans`) and sessions
+    /// past `gc.upload_max_age`.
     pub(super) async fn reconcile_staging(&self) -> Result<(), Error> {
-        if self.locks.cluster().is_some() {
+        if self.locks.cluster().is_some() && self.blobs.shared() {
             return Ok(());
         }
         let files = self.staging_names().await?;
