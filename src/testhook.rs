@@ -10,7 +10,10 @@
 //! - `pause(point)` waits, at each point named in `BERTH_TEST_PAUSE_AT` (comma-separated), until
 //!   `POST /admin/test/resume?point=` releases it. Points: `gc.after_mark`, `gc.before_unlink`.
 //! - `reached(point)` counts; `GET /admin/test/reached?point=` reads the count. A pause point
-//!   counts when it pauses. Points: `digest_lock.wait` (a digest lock was held by someone else),
+//!   counts when it pauses. Points: `digest_lock.wait` (a digest lock, in-process or advisory,
+//!   was held by someone else), `upload_lock.wait` (the same for an upload session's advisory
+//!   lock), `upload.node_switch` (a node dropped its cached upload session because another node
+//!   appended since), `blob.commit_present` (a commit found its blob stored and dropped its copy),
 //!   `upload.digest_reread` (an upload's digest was computed by reading its stored bytes again,
 //!   because it was asked for another algorithm than the one it hashed with as they arrived).
 //! - `meta::now_ms`, the clock of every timestamp that garbage collection compares with its

@@ -178,6 +178,12 @@ pub trait BlobStore: Send + Sync + Debug + 'static {
     /// What the backend is, for logs: `filesystem /data` or `s3 bucket/prefix at endpoint`.
     fn describe(&self) -> String;
 
+    /// Whether other processes (the nodes of a cluster) may use the same storage at the same
+    /// time, so that its staging area holds their uploads in flight too.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Stage the whole local file `path` (a blob of another registry's store being imported)
     /// as a temporary upload hashing with `alg`, telling `progress` each count of bytes read.
     /// The caller checks `Upload::digest` and commits or discards it, as for a push. By

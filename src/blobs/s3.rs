@@ -345,9 +345,11 @@ impl Inner {
         Ok(())
     }
 
-    /// Assemble `to` from the objects `parts`, in order, without reading them: a multipart
-    /// upload whose parts are server-side copies. Aborted if any part fails.
-    async fn compose(&self, parts: &[String], to: &str) -> Result<(), StoreError> {
+    /// Assemble `to` from the objects `parts` (key, size), in order: a multipart upload whose
+    /// parts are server-side copies, but for a last part shorter than `MIN_PART`, which is read
+    /// and put (Garage cannot copy an object small enough to be stored inline). Aborted if any
+    /// part fails.
+    async fn compose(&self, parts: &[(String, u64)], to: &str) -> Result<(), StoreError> {
         let created = self
             .client
             .create_multipart_upload()
@@ -390,28 +392,68 @@ impl Inner {
         }
     }
 
-    async fn copy_parts(&self, parts: &[String], to: &str, upload_id: &str) -> Result<Vec<CompletedPart>, StoreError> {
+    async fn copy_parts(
+        &self,
+        parts: &[(String, u64)],
+        to: &str,
+        upload_id: &str,
+    ) -> Result<Vec<CompletedPart>, StoreError> {
         let copies: Vec<_> = parts
             .iter()
             .enumerate()
-            .map(|(i, from)| async move {
+            .map(|(i, (from, size))| async move {
                 let number = i32::try_from(i + 1).expect("at most 10000 parts");
-                let out = self
-                    .client
-                    .upload_part_copy()
-                    .bucket(self.bucket())
-                    .key(to)
-                    .upload_id(upload_id)
-                    .part_number(number)
-                    .copy_source(format!("{}/{from}", self.bucket()))
-                    .send()
-                    .await
-                    .map_err(|e| unavailable("copy part", &e))?;
-                let etag = out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_owned);
+                let etag = if *size < MIN_PART {
+                    self.put_part(from, to, upload_id, number).await?
+                } else {
+                    self.copy_part(from, to, upload_id, number).await?
+                };
                 Ok::<_, StoreError>(CompletedPart::builder().part_number(number).set_e_tag(etag).build())
             })
             .collect();
         futures_util::stream::iter(copies).buffered(4).try_collect().await
+    }
+
+    /// Part `number` of `to` as a server-side copy of `from`; its entity tag.
+    async fn copy_part(
+        &self,
+        from: &str,
+        to: &str,
+        upload_id: &str,
+        number: i32,
+    ) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(self.bucket())
+            .key(to)
+            .upload_id(upload_id)
+            .part_number(number)
+            .copy_source(format!("{}/{from}", self.bucket()))
+            .send()
+            .await
+            .map_err(|e| unavailable("copy part", &e))?;
+        Ok(out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_owned))
+    }
+
+    /// Part `number` of `to` with the bytes of the (short) object `from`; its entity tag.
+    async fn put_part(&self, from: &str, to: &str, upload_id: &str, number: i32) -> Result<Option<String>, StoreError> {
+        let bytes = self
+            .get_all(from)
+            .await?
+            .ok_or_else(|| StoreError::Unavailable(format!("segment {from} vanished")))?;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(self.bucket())
+            .key(to)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(S3Body::from(bytes))
+            .send()
+            .await
+            .map_err(|e| unavailable("upload part", &e))?;
+        Ok(out.e_tag().map(str::to_owned))
     }
 }
 
@@ -538,6 +580,11 @@ impl super::BlobStore for S3Store {
             .await
             .map_err(|e| unavailable("head bucket", &e))?;
         Ok(())
+    }
+
+    /// A bucket is reachable from every node.
+    fn shared(&self) -> bool {
+        true
     }
 
     fn min_chunk(&self) -> Option<u64> {
@@ -835,8 +882,14 @@ impl Upload for S3Upload {
         if let Some(pending) = self.pending.take() {
             buf.extend_from_slice(&pending);
             buf_start -= pending.len() as u64;
-        } else if let Some((offset, _)) = self.tail() {
+        } else if let Some((offset, tail_len)) = self.tail() {
             match self.inner.get_all(&self.segment_key(offset)).await {
+                // Another node's append that died half-way can leave a longer tail than this
+                // one knows: its bytes are not in this running hash, so resume instead.
+                Ok(Some(bytes)) if bytes.len() as u64 != tail_len => {
+                    let e = StoreError::Unavailable(format!("upload tail {} changed", self.segment_key(offset)));
+                    return (self, Err(e.into()));
+                }
                 Ok(Some(bytes)) => {
                     buf.extend_from_slice(&bytes);
                     buf_start = offset;
@@ -920,10 +973,10 @@ impl Upload for S3Upload {
             self.put_segment(offset, pending).await?;
             self.segments.push((offset, self.len - offset));
         }
-        let parts: Vec<String> = self.segments.iter().map(|(o, _)| self.segment_key(*o)).collect();
+        let parts: Vec<(String, u64)> = self.segments.iter().map(|&(o, l)| (self.segment_key(o), l)).collect();
         let written = match parts.as_slice() {
             [] => self.inner.put(&key, Bytes::new()).await,
-            [one] => self.inner.copy(one, &key).await,
+            [(one, _)] => self.inner.copy(one, &key).await,
             many => self.inner.compose(many, &key).await,
         };
         if let Err(e) = written {

@@ -26,6 +26,10 @@
 //!
 //! No transaction does file I/O; no file is unlinked before the commit that makes it
 //! unreachable. A crash between the tombstone commit and the unlink is finished at start-up.
+//!
+//! When several nodes share the metadata (PostgreSQL), the digests' locks are also advisory
+//! locks and the HEAD touches are rows (`registry::locks`, `meta::cluster`), so these rules
+//! hold against pushes and HEADs on every node.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -231,7 +235,7 @@ pub async fn run(
         phase(Phase::PurgeUploads);
         report.uploads_purged = registry.purge_uploads(upload_cutoff).await?;
         report.staging_orphans_removed = registry.purge_staging_orphans(staging_cutoff, false).await?;
-        registry.prune_touches(policy.cutoff_ms);
+        registry.prune_touches(policy.cutoff_ms).await?;
         if let Some(max_age) = opts.audit_max_age {
             let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
             report.audit_events_pruned = registry.prune_audit(cutoff).await?;
@@ -286,7 +290,7 @@ async fn evict(
 
 async fn mark(registry: &Arc<Registry>, policy: Policy) -> Result<Marked, Error> {
     let snap = registry.gc_snapshot().await?;
-    let touched = registry.touched_since(policy.cutoff_ms);
+    let touched = registry.touched_since(policy.cutoff_ms).await?;
     let registry = Arc::clone(registry);
     let cached = move |repo: &str| registry.is_cached_repo(repo);
     Ok(blocking(move || decide(&snap, policy, &touched, &cached)).await?)

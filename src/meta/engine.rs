@@ -12,11 +12,13 @@
 
 use std::fmt::Debug;
 use std::future::Future;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::audit::{self, AuditPage, AuditQuery, Audited, OutboxRow};
 use super::browse::{self, RepoSummary, TagOrder, TagPage};
+use super::cluster::Cluster;
 use super::fsck::{self, Repair, Scan};
 use super::gc::{self, Policy, Snapshot};
 use super::quota::{self, Quota, QuotaUsage};
@@ -51,10 +53,20 @@ pub trait Engine: Send + Sync + Debug + 'static {
     where
         T: Send + 'static,
         F: FnMut(&Self::Write) -> Result<T, MetaError> + Send + 'static;
+
+    /// What several nodes over this engine share besides its rows; `None` (the default) for
+    /// an engine one process owns.
+    fn cluster(&self) -> Option<Arc<Cluster>> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
 impl<E: Engine> MetaStore for E {
+    fn cluster(&self) -> Option<Arc<Cluster>> {
+        Engine::cluster(self)
+    }
+
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobRow>, MetaError> {
         let (repo, digest) = (repo.clone(), digest.clone());
         self.point(move |txn| read::linked_blob(txn, repo.as_str(), digest.as_str()))
@@ -172,6 +184,11 @@ impl<E: Engine> MetaStore for E {
     fn delete_upload(&self, id: Uuid) -> WriteOp<()> {
         let id = id.to_string();
         self.write(move |txn| write::delete_upload(txn, &id))
+    }
+
+    fn set_upload_length(&self, id: Uuid, appended: u64) -> WriteOp<()> {
+        let id = id.to_string();
+        self.write(move |txn| write::set_upload_length(txn, &id, appended))
     }
 
     fn commit_blob(

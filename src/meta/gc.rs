@@ -319,7 +319,7 @@ fn holds_anything(txn: &impl WriteRows, repo: &str) -> Result<bool, MetaError> {
     }
     let mut uploading = false;
     txn.scan(&UPLOADS, .., &mut |_, v| {
-        uploading = decode::<UploadRow>(v)?.repo == repo;
+        uploading = UploadRow::decode(v)?.repo == repo;
         if uploading { STOP } else { NEXT }
     })?;
     Ok(uploading)

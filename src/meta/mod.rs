@@ -6,7 +6,9 @@
 //! fsck use, with typed arguments, and [`WriteOp`], the pending write its writes return. The
 //! backend-neutral parts live beside it: the row types (`schema`), the reachability rule and
 //! mark snapshot of garbage collection (`gc`), fsck's scan and repairs (`fsck`), the usage
-//! figures (`usage`) and quotas (`quota`).
+//! figures (`usage`) and quotas (`quota`). When several nodes share the store (PostgreSQL),
+//! `cluster` is what they share besides its rows: advisory locks on digests and upload
+//! sessions, and blob touches (`MetaStore::cluster`).
 //!
 //! The transaction bodies are written once, over the row interface of `rows`, and `engine`
 //! implements `MetaStore` once over any backend's `Engine` (typed arguments become string keys
@@ -24,6 +26,7 @@
 
 pub mod audit;
 pub mod browse;
+pub mod cluster;
 pub mod codec;
 mod engine;
 pub mod fsck;
@@ -50,6 +53,7 @@ use engine::Engine;
 use crate::hot_pool::HotPool;
 
 pub use audit::{Action, Actor, AuditEvent, AuditPage, AuditQuery, Audited, OutboxRow};
+pub use cluster::{Cluster, Held};
 pub use postgres::PgMeta;
 pub use quota::{Quota, QuotaUsage};
 pub use schema::{BlobRow, BlobState, ManifestRow, Millis, ReferrerRow, UploadRow};

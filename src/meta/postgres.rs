@@ -38,6 +38,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{NoTls, Row};
 
+use super::cluster::Cluster;
 use super::engine::Engine;
 use super::rows::{Dir, Key, Param, Rows, Table, Value, Visit, WriteRows};
 use super::{AuditHook, MetaError, PendingWrite, WriteOp};
@@ -58,6 +59,8 @@ const BEGIN_WRITE: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 /// PostgreSQL's engine of `MetaStore`.
 pub struct PgMeta {
     shared: Arc<Shared>,
+    /// The locks and touches of the nodes (`cluster`), on a pool of their own.
+    cluster: Arc<Cluster>,
     /// The runtime the connections and the bodies run on; shut down without waiting on drop.
     runtime: Option<Runtime>,
 }
@@ -87,7 +90,8 @@ fn db(e: impl StdError + Send + Sync + 'static) -> MetaError {
 }
 
 impl PgMeta {
-    /// Connect to `url` with at most `connections` pooled connections, and bring the schema
+    /// Connect to `url` with at most `connections` pooled connections for the metadata and as
+    /// many for the cluster's locks (`cluster`), and bring the schema
     /// up to date. Blocks: call it from blocking code.
     pub fn open(url: &str, connections: usize) -> Result<Self, MetaError> {
         let config: tokio_postgres::Config = url.parse().map_err(db)?;
@@ -98,26 +102,16 @@ impl PgMeta {
             .enable_all()
             .build()
             .map_err(db)?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(connections)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .create_timeout(Some(Duration::from_secs(10)))
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .build()
-            .map_err(db)?;
+        let pool = new_pool(config.clone(), connections, Some(Duration::from_secs(30)))?;
+        // A lock waits as long as its holder holds it: no wait limit on the lock pool.
+        let locks = new_pool(config, connections, None)?;
         let shared = Arc::new(Shared {
             pool,
             handle: runtime.handle().clone(),
         });
         let meta = PgMeta {
             shared,
+            cluster: Arc::new(Cluster::new(locks, runtime.handle().clone())),
             runtime: Some(runtime),
         };
         let shared = Arc::clone(&meta.shared);
@@ -146,9 +140,31 @@ impl PgMeta {
     }
 }
 
+/// A pool of at most `size` connections to `config`, waiting at most `wait` for one.
+fn new_pool(config: tokio_postgres::Config, size: usize, wait: Option<Duration>) -> Result<Pool, MetaError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .create_timeout(Some(Duration::from_secs(10)))
+        .wait_timeout(wait)
+        .build()
+        .map_err(db)
+}
+
 impl Engine for PgMeta {
     type Read = PgTxn;
     type Write = PgTxn;
+
+    fn cluster(&self) -> Option<Arc<Cluster>> {
+        Some(Arc::clone(&self.cluster))
+    }
 
     fn point<T, F>(&self, f: F) -> impl Future<Output = Result<T, MetaError>> + Send
     where

@@ -226,6 +226,11 @@ pub struct UploadRow {
     /// when it was opened; sha256 otherwise), so a restart resumes the same hash. Added after
     /// the first release, at the end of the row: see `UploadRow::decode`.
     pub algorithm: Algorithm,
+    /// Bytes the session has acknowledged, as of its last successful append. Kept only when
+    /// several nodes share the metadata (a node whose cached session has another length
+    /// resumes it from the blob store); 0 otherwise. Added at the end of the row, like
+    /// `algorithm`.
+    pub appended: u64,
 }
 
 /// An `uploads` row as releases before `UploadRow::algorithm` wrote it (same version byte).
@@ -233,6 +238,14 @@ pub struct UploadRow {
 struct UploadRowWithoutAlgorithm {
     repo: String,
     created_ms: Millis,
+}
+
+/// An `uploads` row as releases before `UploadRow::appended` wrote it.
+#[derive(Deserialize)]
+struct UploadRowWithoutAppended {
+    repo: String,
+    created_ms: Millis,
+    algorithm: Algorithm,
 }
 
 impl UploadRow {
@@ -243,13 +256,25 @@ impl UploadRow {
     /// row too (as a sha256 session, whose final digest of another algorithm then re-reads
     /// the staged bytes once, as it always did). Upload rows live minutes, so this is the whole
     /// migration.
+    ///
+    /// `appended` was added the same way, later: a row without it decodes with 0 (a session
+    /// opened by a single-node release, which never kept it).
     pub fn decode(bytes: &[u8]) -> Result<Self, MetaError> {
         decode::<UploadRow>(bytes).or_else(|e| {
+            if let Ok(old) = decode::<UploadRowWithoutAppended>(bytes) {
+                return Ok(UploadRow {
+                    repo: old.repo,
+                    created_ms: old.created_ms,
+                    algorithm: old.algorithm,
+                    appended: 0,
+                });
+            }
             let old = decode::<UploadRowWithoutAlgorithm>(bytes).map_err(|_| e)?;
             Ok(UploadRow {
                 repo: old.repo,
                 created_ms: old.created_ms,
                 algorithm: Algorithm::Sha256,
+                appended: 0,
             })
         })
     }
@@ -275,6 +300,14 @@ mod tests {
         created_ms: Millis,
     }
 
+    /// The layout of `uploads` rows before sessions recorded their length.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct AlgorithmUploadRow {
+        repo: String,
+        created_ms: Millis,
+        algorithm: Algorithm,
+    }
+
     #[test]
     fn upload_rows_of_either_layout_decode_both_ways() {
         let old = encode(&OldUploadRow {
@@ -287,7 +320,8 @@ mod tests {
             UploadRow {
                 repo: "a/b".into(),
                 created_ms: 7,
-                algorithm: Algorithm::Sha256
+                algorithm: Algorithm::Sha256,
+                appended: 0,
             },
             "a row from before the field is a sha256 session"
         );
@@ -295,12 +329,23 @@ mod tests {
             repo: "c".into(),
             created_ms: 9,
             algorithm: Algorithm::Sha512,
+            appended: 5 << 20,
         };
         assert_eq!(UploadRow::decode(&encode(&new)).unwrap(), new);
-        // An older release reads a new row, ignoring the field it does not know.
+        // An older release reads a new row, ignoring the fields it does not know.
         let seen_by_old: OldUploadRow = decode(&encode(&new)).unwrap();
         assert_eq!(seen_by_old.repo, "c");
         assert_eq!(seen_by_old.created_ms, 9);
+        let seen_by_v2: AlgorithmUploadRow = decode(&encode(&new)).unwrap();
+        assert_eq!(seen_by_v2.algorithm, Algorithm::Sha512);
+        // A row from before `appended` keeps its algorithm and has appended nothing.
+        let v2 = encode(&AlgorithmUploadRow {
+            repo: "d".into(),
+            created_ms: 3,
+            algorithm: Algorithm::Sha512,
+        });
+        let row = UploadRow::decode(&v2).unwrap();
+        assert_eq!((row.algorithm, row.appended), (Algorithm::Sha512, 0));
         assert!(UploadRow::decode(&[1, 0xff]).is_err(), "damage is still an error");
     }
 

@@ -33,11 +33,14 @@
 use std::fmt::Debug;
 use std::future::Future;
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use super::MetaError;
 use super::audit::{AuditPage, AuditQuery, Audited, OutboxRow};
 use super::browse::{RepoSummary, TagOrder, TagPage};
+use super::cluster::Cluster;
 use super::fsck::{Repair, Scan};
 use super::gc::{Policy, Snapshot};
 use super::quota::{Quota, QuotaUsage};
@@ -48,6 +51,10 @@ use crate::oci::{Algorithm, Digest, RepoName, Tag};
 /// A metadata backend. Every method is safe to call concurrently.
 #[async_trait::async_trait]
 pub trait MetaStore: Send + Sync + Debug + 'static {
+    /// What the nodes sharing this store share besides its rows (locks, touches), if several
+    /// nodes can share it; `None` for a store one process owns (redb).
+    fn cluster(&self) -> Option<Arc<Cluster>>;
+
     // Point reads: the request hot path.
 
     /// The blob record of `digest` if it is linked into `repo` and live.
@@ -136,6 +143,10 @@ pub trait MetaStore: Send + Sync + Debug + 'static {
 
     /// Close the upload session `id` (absent is not an error).
     fn delete_upload(&self, id: Uuid) -> WriteOp<()>;
+
+    /// Record that upload session `id` has acknowledged `appended` bytes (its row's
+    /// `appended`), for the other nodes sharing this store; a closed session stays closed.
+    fn set_upload_length(&self, id: Uuid, appended: u64) -> WriteOp<()>;
 
     /// Record a blob whose bytes were just made durable (or revive its record), link it into
     /// `repo`, and close the upload session it came from. Called only once the blob is stored.

@@ -47,6 +47,20 @@ pub(super) fn create_upload(
         repo: repo.to_owned(),
         created_ms: now,
         algorithm,
+        appended: 0,
+    };
+    txn.insert(&UPLOADS, id, &encode(&row))
+}
+
+/// Record that session `id` has acknowledged `appended` bytes. A session closed meanwhile
+/// (absent row) stays closed.
+pub(super) fn set_upload_length(txn: &impl WriteRows, id: &str, appended: u64) -> Result<(), MetaError> {
+    let Some(bytes) = txn.get(&UPLOADS, id)? else {
+        return Ok(());
+    };
+    let row = UploadRow {
+        appended,
+        ..UploadRow::decode(&bytes)?
     };
     txn.insert(&UPLOADS, id, &encode(&row))
 }

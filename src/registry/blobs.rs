@@ -68,7 +68,7 @@ impl Registry {
         if let Some(cached) = self.cached_blob_size(repo, digest).await {
             return cached;
         }
-        self.touch(digest).await;
+        self.touch(digest).await?;
         let row = self.meta.linked_blob(repo, digest).await?.ok_or(Error::BlobUnknown)?;
         match self.blobs.stat(digest).await? {
             Some(size) if size == row.size => Ok(size),
@@ -135,19 +135,25 @@ impl Registry {
     }
 
     /// Make a verified upload the blob `digest` and link it into `repo`: the blob is durable
-    /// in place before the metadata commit, both under the digest's lock.
+    /// in place before the metadata commit, both under the digest's lock (added to `session`'s
+    /// advisory lock when the request holds one).
     pub(super) async fn commit_staged(
         &self,
         repo: &RepoName,
         staged: Box<dyn Upload>,
         digest: &Digest,
         upload: Option<uuid::Uuid>,
+        session: Option<&mut crate::meta::Held>,
     ) -> Result<(), Error> {
-        let _guard = self.locks.lock(digest.as_str()).await;
+        let _guard = match session {
+            Some(held) => self.locks.extend(held, digest.as_str()).await?,
+            None => self.locks.lock(digest.as_str()).await?,
+        };
         let size = staged.len();
         let existing = self.meta.live_blob(digest).await?;
         let present = existing.is_some_and(|r| r.size == size) && self.blobs.stat(digest).await? == Some(size);
         if present {
+            crate::testhook::reached("blob.commit_present");
             staged.discard().await?;
         } else {
             staged.commit(digest).await?;

@@ -59,7 +59,7 @@ impl Registry {
         match verify(staged, digest).await? {
             Ok(staged) => {
                 let size = staged.len();
-                self.commit_staged(repo, staged, digest, None).await?;
+                self.commit_staged(repo, staged, digest, None, None).await?;
                 Ok((size, adopted))
             }
             Err((staged, mismatch)) => {

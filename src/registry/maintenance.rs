@@ -35,8 +35,9 @@ impl Registry {
     /// digests' locks. A HEAD records its touch under the same lock, so the touches read here
     /// stay true until the commit: a HEAD is either seen or answered after the link is gone.
     pub(crate) async fn gc_remove_links(&self, batch: Vec<(String, String)>, policy: Policy) -> Result<u64, Error> {
-        let _guards = self.locks.lock_many(batch.iter().map(|(_, d)| d.as_str())).await;
-        let touched = self.touched_since(policy.cutoff_ms);
+        let digests: Vec<&str> = batch.iter().map(|(_, d)| d.as_str()).collect();
+        let guard = self.locks.lock_many(digests.iter().copied()).await?;
+        let touched = self.touched_under(&guard, &digests, policy.cutoff_ms).await?;
         let batch: Vec<_> = batch.into_iter().filter(|(_, d)| !touched(d)).collect();
         let batch = typed_pairs(&batch);
         self.meta_write(|m| m.gc_remove_links(&batch, policy)).await
@@ -58,8 +59,9 @@ impl Registry {
         policy: Policy,
         after_tombstone: impl FnOnce() -> F,
     ) -> Result<(u64, u64), Error> {
-        let _guards = self.locks.lock_many(batch.iter().map(String::as_str)).await;
-        let touched = self.touched_since(policy.cutoff_ms);
+        let digests: Vec<&str> = batch.iter().map(String::as_str).collect();
+        let guard = self.locks.lock_many(digests.iter().copied()).await?;
+        let touched = self.touched_under(&guard, &digests, policy.cutoff_ms).await?;
         let batch: Vec<Digest> = batch.iter().filter(|d| !touched(d)).filter_map(|d| typed(d)).collect();
         let doomed = self
             .meta_write(|m| m.gc_tombstone_blobs(&batch, policy, now_ms()))
@@ -132,7 +134,7 @@ impl Registry {
     /// Mark a blob whose stored bytes are bad or gone as missing (readers then answer
     /// `BLOB_UNKNOWN`), under its lock. Returns whether the record changed.
     pub(crate) async fn mark_blob_missing(&self, digest: &str) -> Result<bool, Error> {
-        let _guard = self.locks.lock(digest).await;
+        let _guard = self.locks.lock(digest).await?;
         let repair = Repair::MarkBlobMissing {
             digest: digest.to_owned(),
             now: now_ms(),

@@ -6,7 +6,9 @@
 //! - a manifest is accepted only inside a write transaction that sees every blob it needs
 //!   linked and live, so no stored manifest ever references a missing blob;
 //! - commits and deletions of the same digest are serialised by `DigestLocks`, so a blob file
-//!   cannot be unlinked between a push's rename and its metadata commit.
+//!   cannot be unlinked between a push's rename and its metadata commit. When several nodes
+//!   share the metadata (`MetaStore::cluster`), those locks are also PostgreSQL advisory
+//!   locks, and HEAD touches are rows, so the ordering holds across the nodes.
 //!
 //! The metadata store is an `Arc<dyn MetaStore>` and the blob store an `Arc<dyn BlobStore>`:
 //! this layer knows neither backend. Metadata reads are awaited (each backend runs them where
@@ -70,7 +72,8 @@ pub struct Registry {
     locks: locks::DigestLocks,
     limits: Limits,
     /// When each blob was last HEAD-checked (a client about to reference it in a manifest).
-    /// Garbage collection treats a recent touch like a recent upload.
+    /// Garbage collection treats a recent touch like a recent upload. Unused when the
+    /// metadata is shared: then touches are rows (`meta::Cluster`).
     touches: Arc<Mutex<HashMap<String, Millis>>>,
     /// Pull-through caches: repositories under their prefixes come from upstreams.
     proxies: proxy::Proxies,
@@ -119,11 +122,12 @@ impl Registry {
         limits: Limits,
         proxies: Vec<crate::upstream::Settings>,
     ) -> Result<Arc<Self>, Error> {
+        let locks = locks::DigestLocks::new(meta.cluster());
         Ok(Arc::new(Registry {
             meta,
             blobs,
             uploads: uploads::Sessions::default(),
-            locks: locks::DigestLocks::default(),
+            locks,
             limits,
             touches: Arc::default(),
             proxies: proxy::Proxies::new(proxies)?,
@@ -148,34 +152,65 @@ impl Registry {
     }
 
     /// Record a HEAD of `digest`, under its lock so that a sweep deciding about the blob sees
-    /// either the touch or (if it committed first) answers the HEAD with 404.
-    async fn touch(&self, digest: &Digest) {
-        let _guard = self.locks.lock(digest.as_str()).await;
-        self.touches
-            .lock()
-            .expect("touches lock")
-            .insert(digest.to_string(), now_ms());
+    /// either the touch or (if it committed first) answers the HEAD with 404. With shared
+    /// metadata the touch is a row every node's garbage collection reads.
+    async fn touch(&self, digest: &Digest) -> Result<(), Error> {
+        let guard = self.locks.lock(digest.as_str()).await?;
+        match guard.held() {
+            Some(held) => held.touch(digest.as_str(), now_ms()).await?,
+            None => {
+                self.touches
+                    .lock()
+                    .expect("touches lock")
+                    .insert(digest.to_string(), now_ms());
+            }
+        }
+        Ok(())
     }
 
     /// A predicate telling whether a blob was touched at or after `cutoff_ms`, usable from
-    /// blocking code.
-    pub(crate) fn touched_since(&self, cutoff_ms: Millis) -> impl Fn(&str) -> bool + Send + 'static {
+    /// blocking code (garbage collection's mark, which the sweeps re-check under the locks).
+    pub(crate) async fn touched_since(&self, cutoff_ms: Millis) -> Result<Touched, Error> {
+        if let Some(cluster) = self.locks.cluster() {
+            let touched = cluster.touched_since(cutoff_ms).await?;
+            return Ok(Box::new(move |digest| touched.contains(digest)));
+        }
         let touches = Arc::clone(&self.touches);
-        move |digest| {
+        Ok(Box::new(move |digest| {
             touches
                 .lock()
                 .expect("touches lock")
                 .get(digest)
                 .is_some_and(|&t| t >= cutoff_ms)
-        }
+        }))
+    }
+
+    /// Which of `digests`, whose locks `guard` holds, were touched at or after `cutoff_ms`:
+    /// true until the guard drops, since a touch needs the lock.
+    pub(crate) async fn touched_under(
+        &self,
+        guard: &locks::Guard<'_>,
+        digests: &[&str],
+        cutoff_ms: Millis,
+    ) -> Result<Touched, Error> {
+        let Some(held) = guard.held() else {
+            return self.touched_since(cutoff_ms).await;
+        };
+        let touched = held.touched(digests, cutoff_ms).await?;
+        Ok(Box::new(move |digest| touched.contains(digest)))
     }
 
     /// Forget touches older than `cutoff_ms`.
-    pub(crate) fn prune_touches(&self, cutoff_ms: Millis) {
+    pub(crate) async fn prune_touches(&self, cutoff_ms: Millis) -> Result<(), Error> {
+        if let Some(cluster) = self.locks.cluster() {
+            cluster.prune_touches(cutoff_ms).await?;
+            return Ok(());
+        }
         self.touches
             .lock()
             .expect("touches lock")
             .retain(|_, t| *t >= cutoff_ms);
+        Ok(())
     }
 
     /// Start-up: finish deletions that garbage collection committed but a crash interrupted.
@@ -185,9 +220,35 @@ impl Registry {
         if tombstones.is_empty() {
             return Ok(());
         }
+        if self.locks.cluster().is_some() {
+            return self.finish_shared_tombstones(tombstones).await;
+        }
         let count = tombstones.len();
         self.delete_tombstoned(tombstones).await?;
         tracing::info!(count, "finished blob deletions interrupted by a crash");
+        Ok(())
+    }
+
+    /// `finish_tombstones` while other nodes serve (shared metadata): under the digests' locks,
+    /// so a collection in progress on another node is waited out, and sparing the bytes of a
+    /// blob that a push revived since its tombstone (only its tombstone row goes).
+    async fn finish_shared_tombstones(&self, tombstones: Vec<Digest>) -> Result<(), Error> {
+        let _guard = self.locks.lock_many(tombstones.iter().map(Digest::as_str)).await?;
+        let (mut doomed, mut revived) = (Vec::new(), Vec::new());
+        for digest in tombstones {
+            match self.meta.live_blob(&digest).await? {
+                Some(_) => revived.push(digest),
+                None => doomed.push(digest),
+            }
+        }
+        let count = doomed.len();
+        self.delete_tombstoned(doomed).await?;
+        self.meta_write(|m| m.gc_finish_tombstones(&revived)).await?;
+        tracing::info!(
+            count,
+            revived = revived.len(),
+            "finished blob deletions interrupted by a crash"
+        );
         Ok(())
     }
 
@@ -253,6 +314,9 @@ impl Registry {
         Ok(f(&*self.meta).commit().await?)
     }
 }
+
+/// Whether a blob was HEAD-checked recently enough to keep, usable from blocking code.
+pub(crate) type Touched = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Run blocking work on the blocking pool and wait for it.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -808,7 +808,7 @@ impl Fetch {
         }
         crate::testhook::pause("proxy.before_commit", || {}).await;
         self.registry
-            .commit_staged(&self.repo, upload, &self.digest, None)
+            .commit_staged(&self.repo, upload, &self.digest, None, None)
             .await
             .map_err(|e| local(&e))
     }

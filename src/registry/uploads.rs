@@ -8,6 +8,23 @@
 //! the session's row; a final digest of another algorithm still verifies, by reading the file
 //! once. After a restart the first request to a session re-hashes its staging file once, with
 //! the row's algorithm. Requests to the same session are serialised by the session's mutex.
+//!
+//! **Several nodes.** When the metadata is shared (`MetaStore::cluster`), the blob store is
+//! too (S3), so the session's bytes are segment objects any node can resume from; each node
+//! keeps its own cache of the staged upload and running hash. A request to a session then:
+//! 1. takes the slot's mutex, then the session's advisory lock (`DigestLocks::lock_session`),
+//!    so requests to one session are serialised across the nodes too;
+//! 2. reads the session's row: gone, the session was closed (on another node) and is unknown
+//!    here too; its `appended` equal to the cached length, this node saw every append and
+//!    continues with its running hash; different, another node appended since, and this one
+//!    drops its cache and resumes from the store, re-hashing the bytes. So hash state is
+//!    recomputed on a node switch, and never on the hot path, when one node keeps the session;
+//! 3. after a successful append, records the new length in the row (`set_upload_length`)
+//!    before it answers.
+//!
+//! A failed row write leaves the row behind the store, which the next request sees as a
+//! switch: the store's bytes are the truth. In one process none of this runs: no lock, no
+//! extra row read or write.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
@@ -22,7 +39,7 @@ use uuid::Uuid;
 
 use super::{Error, Registry};
 use crate::blobs::{AppendError, AppendLimits, Body, StoreError, Upload};
-use crate::meta::now_ms;
+use crate::meta::{Held, now_ms};
 use crate::oci::range::ByteRange;
 use crate::oci::{Algorithm, Digest, RepoName};
 
@@ -189,7 +206,7 @@ impl Registry {
 
     /// Progress of a session (GET on its location).
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus, Error> {
-        let (id, slot) = self.open_session(repo, id).await?;
+        let (id, slot, _held) = self.open_session(repo, id).await?;
         Ok(UploadStatus {
             id,
             offset: slot.staged.as_ref().map_or(0, |s| s.len()),
@@ -208,12 +225,13 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Display,
     {
-        let (id, mut slot) = self.open_session(repo, id).await?;
+        let (id, mut slot, held) = self.open_session(repo, id).await?;
         self.append_to(&mut slot, range, body).await?;
-        Ok(UploadStatus {
-            id,
-            offset: slot.staged.as_ref().map_or(0, |s| s.len()),
-        })
+        let offset = slot.staged.as_ref().map_or(0, |s| s.len());
+        if held.is_some() {
+            self.meta_write(|m| m.set_upload_length(id, offset)).await?;
+        }
+        Ok(UploadStatus { id, offset })
     }
 
     /// Finish a session (PUT `?digest=`), with an optional last chunk in the body.
@@ -229,7 +247,7 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Display,
     {
-        let (id, mut slot) = self.open_session(repo, id).await?;
+        let (id, mut slot, mut held) = self.open_session(repo, id).await?;
         self.append_to(&mut slot, range, body).await?;
         let staged = slot.staged.take().expect("open session has its staged file");
         let staged = match verify(staged, digest).await? {
@@ -240,7 +258,8 @@ impl Registry {
                 return Err(mismatch);
             }
         };
-        self.commit_staged(repo, staged, digest, Some(id)).await?;
+        self.commit_staged(repo, staged, digest, Some(id), held.as_mut())
+            .await?;
         slot.closed = true;
         self.uploads.remove(id);
         if let Some(ip) = slot.client.take() {
@@ -251,7 +270,7 @@ impl Registry {
 
     /// Cancel a session (DELETE on its location).
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), Error> {
-        let (id, mut slot) = self.open_session(repo, id).await?;
+        let (id, mut slot, _held) = self.open_session(repo, id).await?;
         self.close_session(id, &mut slot).await
     }
 
@@ -269,7 +288,7 @@ impl Registry {
             return Err(Error::from_append(e));
         }
         match verify(staged, digest).await? {
-            Ok(staged) => self.commit_staged(repo, staged, digest, None).await,
+            Ok(staged) => self.commit_staged(repo, staged, digest, None, None).await,
             Err((staged, mismatch)) => {
                 discard_quietly(staged).await;
                 Err(mismatch)
@@ -302,8 +321,9 @@ impl Registry {
         appended.map(drop).map_err(Error::from_append)
     }
 
-    /// Find a session of `repo` and lock it, loading its staging file after a restart.
-    async fn open_session(&self, repo: &RepoName, id: &str) -> Result<(Uuid, SlotGuard), Error> {
+    /// Find a session of `repo` and lock it (with shared metadata, across the nodes too, until
+    /// the returned lock drops), loading its staging file after a restart or a node switch.
+    async fn open_session(&self, repo: &RepoName, id: &str) -> Result<(Uuid, SlotGuard, Option<Held>), Error> {
         let id = Uuid::parse_str(id).map_err(|_| Error::BlobUploadUnknown)?;
         let slot = if let Some(slot) = self.uploads.get(id) {
             slot
@@ -315,6 +335,10 @@ impl Registry {
         if slot.closed || slot.repo != repo.as_str() {
             return Err(Error::BlobUploadUnknown);
         }
+        let held = self.locks.lock_session(id).await?;
+        if held.is_some() {
+            self.sync_with_row(id, &mut slot).await?;
+        }
         slot.active_ms = now_ms();
         if slot.staged.is_none() {
             let Some(staged) = self.blobs.resume_upload(id, slot.algorithm).await? else {
@@ -323,17 +347,38 @@ impl Registry {
             };
             slot.staged = Some(staged);
         }
-        Ok((id, slot))
+        Ok((id, slot, held))
     }
 
-    /// Forget a session: its row, its staging file and its in-memory slot.
-    async fn close_session(&self, id: Uuid, slot: &mut SlotGuard) -> Result<(), Error> {
+    /// With shared metadata, under the session's lock: drop this node's cache of the session
+    /// if another node appended since (the row's length differs), so that it is resumed from
+    /// the store; forget the session if another node closed it.
+    async fn sync_with_row(&self, id: Uuid, slot: &mut SlotGuard) -> Result<(), Error> {
+        let Some(row) = self.meta.upload(id).await? else {
+            self.forget_session(id, slot);
+            return Err(Error::BlobUploadUnknown);
+        };
+        if slot.staged.as_ref().is_some_and(|s| s.len() != row.appended) {
+            crate::testhook::reached("upload.node_switch");
+            slot.staged = None;
+        }
+        Ok(())
+    }
+
+    /// Forget this node's side of a session that is closed (its in-memory slot, its client's
+    /// claim), leaving the row and the staging entry to whoever closed it.
+    fn forget_session(&self, id: Uuid, slot: &mut SlotGuard) {
         slot.closed = true;
         slot.staged = None;
         if let Some(ip) = slot.client.take() {
             self.uploads.release(ip);
         }
         self.uploads.remove(id);
+    }
+
+    /// Forget a session: its row, its staging file and its in-memory slot.
+    async fn close_session(&self, id: Uuid, slot: &mut SlotGuard) -> Result<(), Error> {
+        self.forget_session(id, slot);
         self.meta_write(|m| m.delete_upload(id)).await?;
         Ok(self.blobs.remove_upload(id).await?)
     }
@@ -348,6 +393,9 @@ impl Registry {
         for id in self.meta.stale_uploads(cutoff).await? {
             let slot = self.uploads.get_or_insert(id, "", Algorithm::Sha256);
             let Ok(mut slot) = slot.try_lock_owned() else { continue };
+            let Some(_held) = self.locks.try_lock_session(id).await? else {
+                continue;
+            };
             let theirs = client.is_none_or(|ip| slot.client == Some(ip));
             if slot.closed || slot.active_ms >= cutoff || !theirs {
                 continue;
@@ -369,6 +417,9 @@ impl Registry {
         for id in stale {
             let slot = self.uploads.get_or_insert(id, "", Algorithm::Sha256);
             let Ok(mut slot) = slot.try_lock_owned() else { continue };
+            let Some(_held) = self.locks.try_lock_session(id).await? else {
+                continue;
+            };
             self.close_session(id, &mut slot).await?;
             purged += 1;
         }
@@ -409,8 +460,15 @@ impl Registry {
     }
 
     /// Start-up: remove staging files no session owns and sessions whose file is gone. This
-    /// touches only the staging directory, never the blob tree.
+    /// touches only the staging directory, never the blob tree. With shared metadata over a
+    /// shared store it does nothing: other nodes are opening sessions meanwhile, each staging
+    /// entry before its row, so neither half tells a leftover apart; garbage collection removes
+    /// entries without a session past its grace period (`purge_staging_orphans`) and sessions
+    /// past `gc.upload_max_age`.
     pub(super) async fn reconcile_staging(&self) -> Result<(), Error> {
+        if self.locks.cluster().is_some() && self.blobs.shared() {
+            return Ok(());
+        }
         let files = self.staging_names().await?;
         let sessions = self.meta.upload_ids().await?;
         // Staging entries are named by the hyphenated id (`BlobStore::staging_entries`).

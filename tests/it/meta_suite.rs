@@ -5,7 +5,8 @@
 //!
 //! What they pin down is the trait's contract, not redb's: repository isolation, the reference
 //! checks and counts of a manifest PUT, a failed write leaving nothing, the lexical paging of
-//! listings, which tagged manifest is the newest, the web UI's pages of tags, the upload-session rows, the garbage-collection sweeps re-checking inside their
+//! listings, which tagged manifest is the newest, the web UI's pages of tags, the upload-session rows and the lengths they acknowledge, the
+//! HEAD touches two stores over one shared database share (PostgreSQL's cluster), the garbage-collection sweeps re-checking inside their
 //! transactions, fsck's compare-and-set, durability across a reopen, and the audit log and
 //! notification outbox written with the change they describe.
 
@@ -91,6 +92,7 @@ suite!(
     tag_pages_by_name_and_by_push,
     referrers_are_listed_by_subject,
     upload_sessions,
+    shared_stores_share_touches,
     gc_sweeps_recheck_inside_the_transaction,
     deleted_content_is_past_its_grace_period,
     tombstoned_blobs_are_absent_until_pushed_again,
@@ -573,6 +575,13 @@ async fn upload_sessions(backend: Backend) {
     assert_eq!((row.repo.as_str(), row.algorithm), ("suite/a", Algorithm::Sha256));
     let row = s.upload(young).await.unwrap().unwrap();
     assert_eq!(row.algorithm, Algorithm::Sha512, "a session keeps its algorithm");
+    assert_eq!(row.appended, 0);
+    s.set_upload_length(young, 5 << 20).commit().await.unwrap();
+    let row = s.upload(young).await.unwrap().unwrap();
+    assert_eq!(
+        (row.appended, row.algorithm, row.created_ms),
+        (5 << 20, Algorithm::Sha512, 300)
+    );
     assert!(s.upload(Uuid::new_v4()).await.unwrap().is_none());
     assert_eq!(s.upload_count().await.unwrap(), 2);
     let mut ids = s.upload_ids().await.unwrap();
@@ -591,7 +600,33 @@ async fn upload_sessions(backend: Backend) {
     );
     s.delete_upload(young).commit().await.unwrap();
     s.delete_upload(young).commit().await.unwrap();
+    s.set_upload_length(young, 1).commit().await.unwrap();
+    assert!(
+        s.upload(young).await.unwrap().is_none(),
+        "a closed session stays closed"
+    );
     assert_eq!(s.upload_count().await.unwrap(), 0);
+}
+
+/// Two stores over one shared database (two nodes) see each other's HEAD touches, read under
+/// the digests' locks or all at once, and prune them. A store one process owns has no cluster.
+async fn shared_stores_share_touches(backend: Backend) {
+    let Some(one) = backend.store.cluster() else {
+        return;
+    };
+    let other = (backend.reopen)();
+    let other = other.cluster().expect("the same backend");
+    let d = digest(b"touched");
+    let held = one.lock_digest(d.as_str()).await.unwrap();
+    held.touch(d.as_str(), 500).await.unwrap();
+    drop(held);
+    assert!(other.touched_since(400).await.unwrap().contains(d.as_str()));
+    assert!(other.touched_since(501).await.unwrap().is_empty());
+    let held = other.lock_digests([d.as_str(), "sha256:00"]).await.unwrap();
+    assert_eq!(held.touched(&[d.as_str(), "sha256:00"], 500).await.unwrap().len(), 1);
+    drop(held);
+    assert_eq!(one.prune_touches(600).await.unwrap(), 1);
+    assert!(other.touched_since(0).await.unwrap().is_empty());
 }
 
 async fn gc_sweeps_recheck_inside_the_transaction(backend: Backend) {
