@@ -14,6 +14,10 @@ use super::route::RouteError;
 use crate::oci::NameError;
 use crate::registry::Error;
 
+/// `Retry-After` of a 503 while the metadata database is unreachable: a restarting PostgreSQL
+/// is usually back within seconds.
+const METADATA_RETRY_AFTER_SECS: u64 = 2;
+
 /// An OCI error code with its HTTP status and default message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -226,6 +230,17 @@ impl From<Error> for ApiError {
                     Code::Unavailable,
                     "blob storage is unavailable; nothing acknowledged was lost, retry later",
                 )
+            }
+            Error::MetadataUnavailable(_) => {
+                // Logged once here, with the cause (which names no host and no password).
+                tracing::error!(error = %detail, "metadata database unavailable");
+                let mut err = ApiError::new(
+                    Code::Unavailable,
+                    "the metadata database is unavailable; nothing acknowledged was lost, retry later",
+                );
+                err.headers
+                    .push((header::RETRY_AFTER, HeaderValue::from(METADATA_RETRY_AFTER_SECS)));
+                err
             }
             Error::UpstreamUnavailable(_) => {
                 tracing::warn!(error = %detail, "pull-through cache: upstream failed");

@@ -51,10 +51,20 @@ pub trait Engine: Send + Sync + Debug + 'static {
     where
         T: Send + 'static,
         F: FnMut(&Self::Write) -> Result<T, MetaError> + Send + 'static;
+
+    /// Coordination with the other nodes sharing this database; `None` for a database one
+    /// process owns.
+    fn cluster(&self) -> Option<std::sync::Arc<dyn super::cluster::Cluster>> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
 impl<E: Engine> MetaStore for E {
+    fn cluster(&self) -> Option<std::sync::Arc<dyn super::cluster::Cluster>> {
+        Engine::cluster(self)
+    }
+
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobRow>, MetaError> {
         let (repo, digest) = (repo.clone(), digest.clone());
         self.point(move |txn| read::linked_blob(txn, repo.as_str(), digest.as_str()))

@@ -20,10 +20,12 @@
 
 pub mod audit;
 pub mod browse;
+pub mod cluster;
 pub mod codec;
 mod engine;
 pub mod fsck;
 pub mod gc;
+mod pg_cluster;
 pub mod postgres;
 pub mod quota;
 mod read;
@@ -62,6 +64,10 @@ pub enum MetaError {
     Db(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the metadata database {0} is open in another process")]
     Locked(String),
+    /// The database cannot be reached (a shared one: the connection failed, or it is shutting
+    /// down); nothing was changed, and the caller may retry once it is back.
+    #[error("metadata database unavailable: {0}")]
+    Unavailable(String),
     #[error("metadata row is corrupt: {0}")]
     Corrupt(String),
     #[error("metadata commit failed: {0}")]

@@ -63,9 +63,15 @@ pub struct PgMeta {
 }
 
 /// What a running body needs: the pool, and the runtime to block on.
-struct Shared {
-    pool: Pool,
-    handle: Handle,
+pub(super) struct Shared {
+    pub(super) pool: Pool,
+    pub(super) handle: Handle,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for PgMeta {
@@ -82,15 +88,40 @@ impl Drop for PgMeta {
     }
 }
 
-fn db(e: impl StdError + Send + Sync + 'static) -> MetaError {
-    MetaError::Db(Box::new(e))
+/// A failure of the database, as a `MetaError`: `Unavailable` when the connection itself failed
+/// (`connection_lost`), so that the API answers 503 rather than 500.
+pub(super) fn db(e: impl StdError + Send + Sync + 'static) -> MetaError {
+    let e: Box<dyn StdError + Send + Sync> = Box::new(e);
+    if connection_lost(&*e) {
+        MetaError::Unavailable(e.to_string())
+    } else {
+        MetaError::Db(e)
+    }
+}
+
+/// Whether `e` says the database cannot be reached, rather than that a statement failed: the
+/// pool timed out or is closed, or the driver's error carries no SQLSTATE (connection refused,
+/// closed, an I/O error) or one of class 08 (connection exception) or 57P (the server is
+/// shutting down, or cannot accept connections yet). Their texts name no host and no
+/// password: the driver's errors never quote the connection URL.
+fn connection_lost(e: &(dyn StdError + 'static)) -> bool {
+    if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
+        return pg
+            .code()
+            .is_none_or(|c| c.code().starts_with("08") || c.code().starts_with("57P"));
+    }
+    match e.downcast_ref::<deadpool_postgres::PoolError>() {
+        Some(deadpool_postgres::PoolError::Timeout(_) | deadpool_postgres::PoolError::Closed) => true,
+        Some(deadpool_postgres::PoolError::Backend(pg)) => connection_lost(pg),
+        _ => false,
+    }
 }
 
 impl PgMeta {
     /// Connect to `url` with at most `connections` pooled connections, and bring the schema
     /// up to date. Blocks: call it from blocking code.
     pub fn open(url: &str, connections: usize) -> Result<Self, MetaError> {
-        let config: tokio_postgres::Config = url.parse().map_err(db)?;
+        let config: tokio_postgres::Config = url.parse().map_err(|e| MetaError::Db(Box::new(e)))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(connections + 4)
@@ -98,6 +129,12 @@ impl PgMeta {
             .enable_all()
             .build()
             .map_err(db)?;
+        // `Fast` recycling checks that a connection is not closed before handing it out. A
+        // server that shuts down or restarts tells each connection (57P01) and closes it, so
+        // its connection task marks it closed at once and the pool drops it; a connection cut
+        // silently fails its next statement, and a transaction whose statement failed takes
+        // its connection out of the pool (`PgTxn::end`). So no dead connection is handed out
+        // twice, and `Verified` would only add a round trip to every checkout.
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -149,6 +186,12 @@ impl PgMeta {
 impl Engine for PgMeta {
     type Read = PgTxn;
     type Write = PgTxn;
+
+    fn cluster(&self) -> Option<Arc<dyn super::cluster::Cluster>> {
+        Some(Arc::new(super::pg_cluster::PgCluster {
+            shared: Arc::clone(&self.shared),
+        }))
+    }
 
     fn point<T, F>(&self, f: F) -> impl Future<Output = Result<T, MetaError>> + Send
     where
@@ -540,7 +583,7 @@ impl WriteRows for PgTxn {
 }
 
 /// The schema's versions: migration `i` brings the database from version `i` to `i + 1`.
-const MIGRATIONS: &[fn() -> String] = &[tables_v1, cluster_v2];
+const MIGRATIONS: &[fn() -> String] = &[tables_v1, cluster_v2, secrets_v3];
 
 /// Version 1: the schema, and one table per redb table.
 fn tables_v1() -> String {
@@ -579,6 +622,13 @@ fn cluster_v2() -> String {
      CREATE TABLE berth.jobs (id text COLLATE \"C\" PRIMARY KEY, kind text NOT NULL, node text NOT NULL,
                               status text NOT NULL, updated_ms bigint NOT NULL);"
         .to_owned()
+}
+
+/// Version 3: `secrets`, what every node must agree on and none may make up alone (the key
+/// that signs the web UI's session cookies, so that a session opened on one node is valid on
+/// the others).
+fn secrets_v3() -> String {
+    "CREATE TABLE berth.secrets (name text COLLATE \"C\" PRIMARY KEY, value bytea NOT NULL);".to_owned()
 }
 
 /// Bring the schema up to date, one migration per transaction, under the advisory lock.

@@ -48,6 +48,10 @@ use crate::oci::{Algorithm, Digest, RepoName, Tag};
 /// A metadata backend. Every method is safe to call concurrently.
 #[async_trait::async_trait]
 pub trait MetaStore: Send + Sync + Debug + 'static {
+    /// Coordination with the other nodes sharing this database (leases, job statuses); `None`
+    /// when one process owns the metadata (redb).
+    fn cluster(&self) -> Option<std::sync::Arc<dyn super::cluster::Cluster>>;
+
     // Point reads: the request hot path.
 
     /// The blob record of `digest` if it is linked into `repo` and live.
