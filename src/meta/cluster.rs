@@ -129,13 +129,14 @@ impl Member {
     }
 
     /// Run `work` under lease `name` (claimed already, for `job`), renewing it every
-    /// `renew_every` and calling `tick` then too. Stops `work` (dropping it) if the lease is
-    /// lost. Does not release the lease.
+    /// `renew_every`, and calling `tick` then and whenever `wake` is notified. Stops `work`
+    /// (dropping it) if the lease is lost. Does not release the lease.
     pub async fn hold<T, Tk>(
         &self,
         name: &str,
         job: &str,
         work: impl Future<Output = T>,
+        wake: &tokio::sync::Notify,
         mut tick: impl FnMut() -> Tk,
     ) -> Result<T, LeaseLost>
     where
@@ -146,6 +147,7 @@ impl Member {
         loop {
             tokio::select! {
                 out = &mut work => return Ok(out),
+                () = wake.notified() => tick().await,
                 () = tokio::time::sleep(self.renew_every()) => {
                     let renewal = self.cluster.renew(name, &self.node, job, self.lease);
                     match tokio::time::timeout(self.renew_every(), renewal).await {

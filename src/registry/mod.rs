@@ -239,6 +239,20 @@ impl Registry {
         Ok(())
     }
 
+    /// Coordination with the other nodes sharing the metadata, if it is shared.
+    pub fn cluster(&self) -> Option<Arc<dyn crate::meta::cluster::Cluster>> {
+        self.meta.cluster()
+    }
+
+    /// Whether the shared metadata database answers within `timeout` (for readiness probes);
+    /// always `Ok` for metadata this process owns.
+    pub async fn check_metadata(&self, timeout: std::time::Duration) -> Result<(), Error> {
+        match self.meta.cluster() {
+            Some(cluster) => Ok(cluster.ping(timeout).await?),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the staging area accepts a new file (for readiness probes).
     pub async fn check_writable(&self) -> Result<(), Error> {
         Ok(self.blobs.check_writable().await?)

@@ -20,6 +20,7 @@ use crate::blobs::s3::S3Store;
 use crate::config::Config;
 use crate::gc;
 use crate::meta::Actor;
+use crate::meta::cluster::Member;
 use crate::meta::{Meta, MetaError, MetaStore, PgMeta};
 use crate::registry::{self, Registry};
 
@@ -157,11 +158,18 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
     let source = listener
         .local_addr()
         .map_or_else(|_| addr.to_string(), |a| a.to_string());
-    let sender = crate::notify::Sender::spawn(Arc::clone(&registry), &config.notifications, source, tls.is_some());
+    let local = listener.local_addr()?;
+    let member = member(&config, &registry, &local);
+    let sender = crate::notify::Sender::spawn(
+        Arc::clone(&registry),
+        &config.notifications,
+        source,
+        tls.is_some(),
+        member.clone(),
+    );
     if let Some(reload) = reload {
         spawn_config_reloader(Arc::clone(&registry), sender, reload, reloads);
     }
-    let local = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %local, root = %config.storage.root.display(), blobs = %registry.describe_storage(), scheme, "berth listening");
     // The one line on stdout, for scripts and tests that bind port 0.
@@ -173,7 +181,7 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
         );
     }
     let gc_options = gc::Options::from_config(&config.gc).with_audit_max_age(config.audit.max_age);
-    let jobs = Arc::new(Jobs::default());
+    let jobs = Arc::new(Jobs::new("gc", member.clone()));
     if let Some(every) = config.gc.interval {
         spawn_periodic_gc(Arc::clone(&jobs), Arc::clone(&registry), gc_options.clone(), every);
     }
@@ -181,10 +189,11 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
     let app = App {
         registry: Arc::clone(&registry),
         gc: jobs,
-        fsck: Arc::default(),
+        fsck: Arc::new(Jobs::new("fsck", member.clone())),
         gc_options,
         ready: Arc::clone(&ready),
         auth,
+        member,
     };
     if let Some(debug_addr) = config.http.debug_addr {
         spawn_debug_listener(debug_addr, api::debug_router(app.clone())).await?;
@@ -324,15 +333,39 @@ async fn spawn_debug_listener(addr: std::net::SocketAddr, router: axum::Router) 
     Ok(())
 }
 
-/// Start a garbage collection every `every` (skipped while one is still running).
+/// This node as a member of its cluster, when the metadata is shared: named after the address
+/// it listens on.
+fn member(config: &Config, registry: &Registry, local: &std::net::SocketAddr) -> Option<Member> {
+    let lease = config.metadata.as_ref()?.lease;
+    let member = Member::new(registry.cluster()?, &local.to_string(), lease);
+    tracing::info!(node = %member.node, ?lease, "one of several nodes: leases elect who runs the background jobs");
+    Some(member)
+}
+
+/// Start a garbage collection every `every` (skipped while one is still running). With several
+/// nodes, also skipped when any node started one within the last nine tenths of an interval
+/// (a margin for the time a start takes): whichever node
+/// ticks first runs it.
 fn spawn_periodic_gc(jobs: Arc<Jobs>, registry: Arc<Registry>, opts: gc::Options, every: std::time::Duration) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.tick().await; // the first tick is immediate; wait a whole interval first
         loop {
             ticks.tick().await;
-            let (job, started) = start_gc(&jobs, Arc::clone(&registry), opts.clone(), Actor::system());
-            tracing::info!(id = %job.id, started, "periodic garbage collection");
+            match jobs.started_within(every.mul_f64(0.9)).await {
+                Ok(false) => {}
+                Ok(true) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "periodic garbage collection skipped");
+                    continue;
+                }
+            }
+            match start_gc(&jobs, Arc::clone(&registry), opts.clone(), Actor::system()).await {
+                Ok((job, started)) => {
+                    tracing::info!(id = %job.id, started, node = ?job.node, "periodic garbage collection");
+                }
+                Err(e) => tracing::warn!(error = %e, "periodic garbage collection could not start"),
+            }
         }
     });
 }

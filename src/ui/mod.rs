@@ -232,6 +232,9 @@ pub enum UiError {
     BadRequest(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The metadata database or the blob store is unreachable for now (logged once).
+    #[error("the registry's storage is unavailable; retry in a moment")]
+    Unavailable,
     /// The real error is logged once; the page says only that something failed.
     #[error("internal error")]
     Internal,
@@ -247,6 +250,10 @@ impl From<crate::registry::Error> for UiError {
             E::DigestInvalid(e) => UiError::BadRequest(e.to_string()),
             E::Unsupported(why) => UiError::BadRequest(why),
             e @ E::TagImmutable { .. } => UiError::Forbidden(e.to_string()),
+            e @ (E::MetadataUnavailable(_) | E::StorageUnavailable(_)) => {
+                tracing::error!(error = %e, "UI page: storage unavailable");
+                UiError::Unavailable
+            }
             other => {
                 tracing::error!(error = %other, "UI page failed");
                 UiError::Internal
@@ -261,6 +268,7 @@ impl UiError {
             UiError::NotFound(_) => StatusCode::NOT_FOUND,
             UiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             UiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            UiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             UiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
