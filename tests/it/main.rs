@@ -11,6 +11,7 @@ mod audit;
 mod auth;
 mod cli;
 mod clients;
+mod cluster_control;
 mod concurrency;
 mod conformance;
 mod containerd;
