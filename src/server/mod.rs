@@ -205,7 +205,10 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
         tokio::time::sleep(delay).await;
     };
     let router = if config.ui.enabled {
-        let ui = crate::ui::router(app.clone(), &config.ui);
+        let key = crate::ui::session_key(app.member.as_ref())
+            .await
+            .map_err(ServeError::Meta)?;
+        let ui = crate::ui::router(app.clone(), &config.ui, key);
         api::router_with(app, ui)
     } else {
         api::router(app)

@@ -3,8 +3,9 @@
 //! answer the same job; its status is readable from the other node; a runner killed with
 //! `kill -9` loses its lease at expiry and another node runs the next one), PostgreSQL stopped
 //! under load (503 with `Retry-After`, `/readyz` naming PostgreSQL, recovery with nothing
-//! acknowledged lost) and webhooks delivered by one node only. Interleavings are ordered with
-//! the test hooks (src/testhook.rs): a collection pauses at `gc.after_mark` until resumed.
+//! acknowledged lost), webhooks delivered by one node only, and a web UI session that holds on
+//! every node. Interleavings are ordered with the test hooks (src/testhook.rs): a collection
+//! pauses at `gc.after_mark` until resumed.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -354,4 +355,38 @@ fn events(got: &Arc<Mutex<Vec<Value>>>) -> Vec<Value> {
         .iter()
         .flat_map(|e| e["events"].as_array().unwrap().clone())
         .collect()
+}
+
+/// The `berth_session` cookie a response sets, if any.
+fn session_cookie(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("berth_session="))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+}
+
+/// Behind a round-robin balancer, a web UI session opened through one node must hold on the
+/// next: both nodes sign cookies with the key the first stored in the shared database, so
+/// node B keeps A's session rather than replacing it with a fresh anonymous one.
+#[tokio::test]
+async fn a_ui_session_opened_on_one_node_holds_on_the_other() {
+    let (a, b) = pair(|n| n);
+    let opened = client().get(a.url("/ui/")).send().await.unwrap();
+    assert_eq!(opened.status(), 200);
+    let cookie = session_cookie(&opened).expect("a new session");
+    let on_b = client()
+        .get(b.url("/ui/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_b.status(), 200);
+    assert_eq!(session_cookie(&on_b), None, "B accepted A's session");
+    let stranger = client().get(b.url("/ui/")).send().await.unwrap();
+    assert!(
+        session_cookie(&stranger).is_some(),
+        "a request without one gets a session"
+    );
 }
