@@ -231,7 +231,7 @@ pub async fn run(
         phase(Phase::PurgeUploads);
         report.uploads_purged = registry.purge_uploads(upload_cutoff).await?;
         report.staging_orphans_removed = registry.purge_staging_orphans(staging_cutoff, false).await?;
-        registry.prune_touches(policy.cutoff_ms);
+        registry.prune_touches(policy.cutoff_ms).await?;
         if let Some(max_age) = opts.audit_max_age {
             let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
             report.audit_events_pruned = registry.prune_audit(cutoff).await?;
@@ -286,7 +286,8 @@ async fn evict(
 
 async fn mark(registry: &Arc<Registry>, policy: Policy) -> Result<Marked, Error> {
     let snap = registry.gc_snapshot().await?;
-    let touched = registry.touched_since(policy.cutoff_ms);
+    let touched = registry.touched_since(policy.cutoff_ms, None).await?;
+    let touched = move |digest: &str| touched.contains(digest);
     let registry = Arc::clone(registry);
     let cached = move |repo: &str| registry.is_cached_repo(repo);
     Ok(blocking(move || decide(&snap, policy, &touched, &cached)).await?)

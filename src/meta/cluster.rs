@@ -7,6 +7,9 @@
 //! in-process behaviour. This module knows nothing of HTTP; what a job reports is opaque JSON
 //! text to it.
 //!
+//! **Touches.** When each blob was last HEAD-checked, by any node: garbage collection spares
+//! a blob touched within its grace period, whichever node answered the HEAD.
+//!
 //! **Leases.** A lease is a row `(name, holder, job, expires_ms)`, taken in one statement: an
 //! insert, or a takeover of a row whose `expires_ms` has passed (or that the same holder holds
 //! for the same job). Expiry is read from the database's clock, never a node's, so clock skew
@@ -76,6 +79,20 @@ pub trait Cluster: Send + Sync + Debug + 'static {
 
     /// The most recent jobs of `kind` (newest first), at most `limit`; older ones are deleted.
     async fn jobs(&self, kind: &str, limit: usize) -> Result<Vec<JobRecord>, MetaError>;
+
+    /// Record that a client HEAD-checked blob `digest` at `at_ms` (by the node's clock, the
+    /// clock of garbage collection's cutoffs).
+    async fn touch(&self, digest: &str, at_ms: Millis) -> Result<(), MetaError>;
+
+    /// Of `among` (or of every blob, when `None`), those touched at or after `since_ms`.
+    async fn touched(
+        &self,
+        since_ms: Millis,
+        among: Option<Vec<String>>,
+    ) -> Result<std::collections::HashSet<String>, MetaError>;
+
+    /// Forget touches older than `before_ms`.
+    async fn prune_touches(&self, before_ms: Millis) -> Result<(), MetaError>;
 
     /// A secret shared by every node under `name`: `fresh` if none was stored yet, else the
     /// one the first node stored.

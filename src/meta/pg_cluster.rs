@@ -1,5 +1,5 @@
-//! PostgreSQL's [`Cluster`]: leases in `berth.leases`, job statuses in `berth.jobs`, shared
-//! secrets in `berth.secrets` (schema versions 2 and 3, `postgres`). Each call is one
+//! PostgreSQL's [`Cluster`]: leases in `berth.leases`, job statuses in `berth.jobs`, blob
+//! touches in `berth.touches`, shared secrets in `berth.secrets` (schema versions 2 and 3, `postgres`). Each call is one
 //! autocommit statement on a pooled connection, run on the engine's runtime; times are the
 //! database's clock (`NOW_MS`), so the nodes' clocks never decide who holds a lease.
 //!
@@ -7,6 +7,7 @@
 //! or expired lease at once, the second waits on the first's row lock and then sees the lease
 //! taken (READ COMMITTED re-checks the `WHERE` on the newest row), so exactly one wins.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use deadpool_postgres::Object;
 use super::MetaError;
 use super::cluster::{Claim, Cluster, JobRecord};
 use super::postgres::{Shared, db};
+use super::schema::Millis;
 
 /// Milliseconds since the epoch, by the database's clock.
 macro_rules! now_ms {
@@ -57,6 +59,11 @@ const JOBS: &str = concat!(
 );
 const PRUNE_JOBS: &str = "DELETE FROM berth.jobs WHERE kind = $1 AND id NOT IN \
      (SELECT id FROM berth.jobs WHERE kind = $1 ORDER BY (status::jsonb ->> 'started_at') DESC, id LIMIT $2)";
+const TOUCH: &str = "INSERT INTO berth.touches AS t (digest, at_ms) VALUES ($1, $2) \
+     ON CONFLICT (digest) DO UPDATE SET at_ms = GREATEST(t.at_ms, EXCLUDED.at_ms)";
+const TOUCHED: &str = "SELECT digest FROM berth.touches WHERE at_ms >= $1";
+const TOUCHED_AMONG: &str = "SELECT digest FROM berth.touches WHERE at_ms >= $1 AND digest = ANY($2)";
+const PRUNE_TOUCHES: &str = "DELETE FROM berth.touches WHERE at_ms < $1";
 const PUT_SECRET: &str = "INSERT INTO berth.secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
 const SECRET: &str = "SELECT value FROM berth.secrets WHERE name = $1";
 
@@ -67,6 +74,10 @@ const CLAIM_TRIES: usize = 3;
 #[derive(Debug)]
 pub struct PgCluster {
     pub(super) shared: Arc<Shared>,
+}
+
+fn millis(at: Millis) -> i64 {
+    i64::try_from(at).unwrap_or(i64::MAX)
 }
 
 fn ms(d: Duration) -> i64 {
@@ -177,6 +188,30 @@ impl Cluster for PgCluster {
             client.query(JOBS, &[&kind, &limit]).await?.iter().map(record).collect()
         })
         .await
+    }
+
+    async fn touch(&self, digest: &str, at_ms: Millis) -> Result<(), MetaError> {
+        let (digest, at) = (digest.to_owned(), millis(at_ms));
+        self.with(move |client| async move { client.execute(TOUCH, &[&digest, &at]).await.map(drop) })
+            .await
+    }
+
+    async fn touched(&self, since_ms: Millis, among: Option<Vec<String>>) -> Result<HashSet<String>, MetaError> {
+        let since = millis(since_ms);
+        self.with(move |client| async move {
+            let rows = match &among {
+                Some(digests) => client.query(TOUCHED_AMONG, &[&since, digests]).await?,
+                None => client.query(TOUCHED, &[&since]).await?,
+            };
+            rows.iter().map(|r| r.try_get(0)).collect()
+        })
+        .await
+    }
+
+    async fn prune_touches(&self, before_ms: Millis) -> Result<(), MetaError> {
+        let before = millis(before_ms);
+        self.with(move |client| async move { client.execute(PRUNE_TOUCHES, &[&before]).await.map(drop) })
+            .await
     }
 
     async fn shared_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, MetaError> {

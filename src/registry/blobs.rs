@@ -68,7 +68,7 @@ impl Registry {
         if let Some(cached) = self.cached_blob_size(repo, digest).await {
             return cached;
         }
-        self.touch(digest).await;
+        self.touch(digest).await?;
         let row = self.meta.linked_blob(repo, digest).await?.ok_or(Error::BlobUnknown)?;
         match self.blobs.stat(digest).await? {
             Some(size) if size == row.size => Ok(size),

@@ -36,8 +36,9 @@ impl Registry {
     /// stay true until the commit: a HEAD is either seen or answered after the link is gone.
     pub(crate) async fn gc_remove_links(&self, batch: Vec<(String, String)>, policy: Policy) -> Result<u64, Error> {
         let _guards = self.locks.lock_many(batch.iter().map(|(_, d)| d.as_str())).await;
-        let touched = self.touched_since(policy.cutoff_ms);
-        let batch: Vec<_> = batch.into_iter().filter(|(_, d)| !touched(d)).collect();
+        let digests: Vec<String> = batch.iter().map(|(_, d)| d.clone()).collect();
+        let touched = self.touched_since(policy.cutoff_ms, Some(&digests)).await?;
+        let batch: Vec<_> = batch.into_iter().filter(|(_, d)| !touched.contains(d)).collect();
         let batch = typed_pairs(&batch);
         self.meta_write(|m| m.gc_remove_links(&batch, policy)).await
     }
@@ -59,8 +60,12 @@ impl Registry {
         after_tombstone: impl FnOnce() -> F,
     ) -> Result<(u64, u64), Error> {
         let _guards = self.locks.lock_many(batch.iter().map(String::as_str)).await;
-        let touched = self.touched_since(policy.cutoff_ms);
-        let batch: Vec<Digest> = batch.iter().filter(|d| !touched(d)).filter_map(|d| typed(d)).collect();
+        let touched = self.touched_since(policy.cutoff_ms, Some(&batch)).await?;
+        let batch: Vec<Digest> = batch
+            .iter()
+            .filter(|d| !touched.contains(*d))
+            .filter_map(|d| typed(d))
+            .collect();
         let doomed = self
             .meta_write(|m| m.gc_tombstone_blobs(&batch, policy, now_ms()))
             .await?;

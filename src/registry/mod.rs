@@ -28,7 +28,7 @@ mod proxy;
 mod search;
 mod uploads;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::blobs::BlobStore;
@@ -70,7 +70,8 @@ pub struct Registry {
     locks: locks::DigestLocks,
     limits: Limits,
     /// When each blob was last HEAD-checked (a client about to reference it in a manifest).
-    /// Garbage collection treats a recent touch like a recent upload.
+    /// Garbage collection treats a recent touch like a recent upload. Unused with several
+    /// nodes, whose touches are in the shared database (`touch`).
     touches: Arc<Mutex<HashMap<String, Millis>>>,
     /// Pull-through caches: repositories under their prefixes come from upstreams.
     proxies: proxy::Proxies,
@@ -148,34 +149,47 @@ impl Registry {
     }
 
     /// Record a HEAD of `digest`, under its lock so that a sweep deciding about the blob sees
-    /// either the touch or (if it committed first) answers the HEAD with 404.
-    async fn touch(&self, digest: &Digest) {
+    /// either the touch or (if it committed first) answers the HEAD with 404. With several
+    /// nodes the touch goes to the shared database, so that whichever node collects sees it.
+    async fn touch(&self, digest: &Digest) -> Result<(), Error> {
         let _guard = self.locks.lock(digest.as_str()).await;
+        if let Some(cluster) = self.meta.cluster() {
+            return Ok(cluster.touch(digest.as_str(), now_ms()).await?);
+        }
         self.touches
             .lock()
             .expect("touches lock")
             .insert(digest.to_string(), now_ms());
+        Ok(())
     }
 
-    /// A predicate telling whether a blob was touched at or after `cutoff_ms`, usable from
-    /// blocking code.
-    pub(crate) fn touched_since(&self, cutoff_ms: Millis) -> impl Fn(&str) -> bool + Send + 'static {
-        let touches = Arc::clone(&self.touches);
-        move |digest| {
-            touches
-                .lock()
-                .expect("touches lock")
-                .get(digest)
-                .is_some_and(|&t| t >= cutoff_ms)
+    /// Of `among` (every blob when `None`), the blobs touched at or after `cutoff_ms`.
+    pub(crate) async fn touched_since(
+        &self,
+        cutoff_ms: Millis,
+        among: Option<&[String]>,
+    ) -> Result<HashSet<String>, Error> {
+        if let Some(cluster) = self.meta.cluster() {
+            return Ok(cluster.touched(cutoff_ms, among.map(<[String]>::to_vec)).await?);
         }
+        let touches = self.touches.lock().expect("touches lock");
+        let recent = |d: &&String| touches.get(*d).is_some_and(|&t| t >= cutoff_ms);
+        Ok(match among {
+            Some(digests) => digests.iter().filter(recent).cloned().collect(),
+            None => touches.keys().filter(recent).cloned().collect(),
+        })
     }
 
     /// Forget touches older than `cutoff_ms`.
-    pub(crate) fn prune_touches(&self, cutoff_ms: Millis) {
+    pub(crate) async fn prune_touches(&self, cutoff_ms: Millis) -> Result<(), Error> {
+        if let Some(cluster) = self.meta.cluster() {
+            return Ok(cluster.prune_touches(cutoff_ms).await?);
+        }
         self.touches
             .lock()
             .expect("touches lock")
             .retain(|_, t| *t >= cutoff_ms);
+        Ok(())
     }
 
     /// Start-up: finish deletions that garbage collection committed but a crash interrupted.

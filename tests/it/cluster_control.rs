@@ -4,7 +4,8 @@
 //! `kill -9` loses its lease at expiry and another node runs the next one), PostgreSQL stopped
 //! under load (503 with `Retry-After`, `/readyz` naming PostgreSQL, recovery with nothing
 //! acknowledged lost), webhooks delivered by one node only, and a web UI session that holds on
-//! every node. Interleavings are ordered with the test hooks (src/testhook.rs): a collection
+//! every node, and a HEAD touch through one node that the collection on another respects.
+//! Interleavings are ordered with the test hooks (src/testhook.rs): a collection
 //! pauses at `gc.after_mark` until resumed.
 
 use std::sync::{Arc, Mutex};
@@ -389,4 +390,28 @@ async fn a_ui_session_opened_on_one_node_holds_on_the_other() {
         session_cookie(&stranger).is_some(),
         "a request without one gets a session"
     );
+}
+
+/// A client HEADs a blob before it references it in a manifest, and garbage collection spares
+/// a blob touched within the grace period. With several nodes the HEAD and the collection
+/// may reach different nodes: the touch recorded by B must keep A from collecting the blob.
+#[tokio::test]
+async fn a_blob_touched_on_one_node_is_spared_by_gc_on_the_other() {
+    const GRACE: Duration = Duration::from_secs(3600);
+    let (a, b) = pair(|n| n.env("BERTH_GC_GRACE_PERIOD", "1h"));
+    let kept = crate::harness::push_blob(&a, "touch/app", b"headed through B").await;
+    let gone = crate::harness::push_blob(&a, "touch/app", b"never headed").await;
+    for berth in [&a, &b] {
+        berth.advance_clock(GRACE * 2).await;
+    }
+    let head = |berth: &Berth, digest: &str| {
+        client()
+            .head(berth.url(&format!("/v2/touch/app/blobs/{digest}")))
+            .send()
+    };
+    assert_eq!(head(&b, &kept).await.unwrap().status(), 200);
+    let report = crate::harness::run_gc(&a).await;
+    assert_eq!(report["blobs_deleted"], 1, "{report}");
+    assert_eq!(head(&a, &kept).await.unwrap().status(), 200, "the touched blob stays");
+    assert_eq!(head(&a, &gone).await.unwrap().status(), 404, "the other one went");
 }
