@@ -10,6 +10,9 @@
 //! **Touches.** When each blob was last HEAD-checked, by any node: garbage collection spares
 //! a blob touched within its grace period, whichever node answered the HEAD.
 //!
+//! **Pulls.** When each manifest of a pull-through cache was last pulled, by any node: what
+//! eviction orders images by.
+//!
 //! **Leases.** A lease is a row `(name, holder, job, expires_ms)`, taken in one statement: an
 //! insert, or a takeover of a row whose `expires_ms` has passed (or that the same holder holds
 //! for the same job). Expiry is read from the database's clock, never a node's, so clock skew
@@ -93,6 +96,15 @@ pub trait Cluster: Send + Sync + Debug + 'static {
 
     /// Forget touches older than `before_ms`.
     async fn prune_touches(&self, before_ms: Millis) -> Result<(), MetaError>;
+
+    /// Record that the cached manifest `digest` of `repo` was pulled at `at_ms`.
+    async fn record_pull(&self, repo: &str, digest: &str, at_ms: Millis) -> Result<(), MetaError>;
+
+    /// When each cached manifest `(repo, digest)` was last pulled, through any node.
+    async fn pulls(&self) -> Result<Vec<((String, String), Millis)>, MetaError>;
+
+    /// Forget the pulls of an evicted manifest.
+    async fn forget_pull(&self, repo: &str, digest: &str) -> Result<(), MetaError>;
 
     /// A secret shared by every node under `name`: `fresh` if none was stored yet, else the
     /// one the first node stored.

@@ -1,5 +1,5 @@
 //! PostgreSQL's [`Cluster`]: leases in `berth.leases`, job statuses in `berth.jobs`, blob
-//! touches in `berth.touches`, shared secrets in `berth.secrets` (schema versions 2 and 3, `postgres`). Each call is one
+//! touches in `berth.touches`, cache pulls in `berth.pulls`, shared secrets in `berth.secrets` (schema versions 2 and 3, `postgres`). Each call is one
 //! autocommit statement on a pooled connection, run on the engine's runtime; times are the
 //! database's clock (`NOW_MS`), so the nodes' clocks never decide who holds a lease.
 //!
@@ -64,6 +64,10 @@ const TOUCH: &str = "INSERT INTO berth.touches AS t (digest, at_ms) VALUES ($1, 
 const TOUCHED: &str = "SELECT digest FROM berth.touches WHERE at_ms >= $1";
 const TOUCHED_AMONG: &str = "SELECT digest FROM berth.touches WHERE at_ms >= $1 AND digest = ANY($2)";
 const PRUNE_TOUCHES: &str = "DELETE FROM berth.touches WHERE at_ms < $1";
+const RECORD_PULL: &str = "INSERT INTO berth.pulls AS p (repo, digest, at_ms) VALUES ($1, $2, $3) \
+     ON CONFLICT (repo, digest) DO UPDATE SET at_ms = GREATEST(p.at_ms, EXCLUDED.at_ms)";
+const PULLS: &str = "SELECT repo, digest, at_ms FROM berth.pulls";
+const FORGET_PULL: &str = "DELETE FROM berth.pulls WHERE repo = $1 AND digest = $2";
 const PUT_SECRET: &str = "INSERT INTO berth.secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
 const SECRET: &str = "SELECT value FROM berth.secrets WHERE name = $1";
 
@@ -211,6 +215,30 @@ impl Cluster for PgCluster {
     async fn prune_touches(&self, before_ms: Millis) -> Result<(), MetaError> {
         let before = millis(before_ms);
         self.with(move |client| async move { client.execute(PRUNE_TOUCHES, &[&before]).await.map(drop) })
+            .await
+    }
+
+    async fn record_pull(&self, repo: &str, digest: &str, at_ms: Millis) -> Result<(), MetaError> {
+        let (repo, digest, at) = (repo.to_owned(), digest.to_owned(), millis(at_ms));
+        self.with(move |client| async move { client.execute(RECORD_PULL, &[&repo, &digest, &at]).await.map(drop) })
+            .await
+    }
+
+    async fn pulls(&self) -> Result<Vec<((String, String), Millis)>, MetaError> {
+        self.with(move |client| async move {
+            let rows = client.query(PULLS, &[]).await?;
+            let pull = |r: &tokio_postgres::Row| -> Result<_, tokio_postgres::Error> {
+                let at: i64 = r.try_get(2)?;
+                Ok(((r.try_get(0)?, r.try_get(1)?), u64::try_from(at).unwrap_or(0)))
+            };
+            rows.iter().map(pull).collect()
+        })
+        .await
+    }
+
+    async fn forget_pull(&self, repo: &str, digest: &str) -> Result<(), MetaError> {
+        let (repo, digest) = (repo.to_owned(), digest.to_owned());
+        self.with(move |client| async move { client.execute(FORGET_PULL, &[&repo, &digest]).await.map(drop) })
             .await
     }
 

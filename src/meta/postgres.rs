@@ -583,7 +583,7 @@ impl WriteRows for PgTxn {
 }
 
 /// The schema's versions: migration `i` brings the database from version `i` to `i + 1`.
-const MIGRATIONS: &[fn() -> String] = &[tables_v1, cluster_v2, secrets_v3];
+const MIGRATIONS: &[fn() -> String] = &[tables_v1, cluster_v2, cluster_v3];
 
 /// Version 1: the schema, and one table per redb table.
 fn tables_v1() -> String {
@@ -626,9 +626,13 @@ fn cluster_v2() -> String {
 
 /// Version 3: `secrets`, what every node must agree on and none may make up alone (the key
 /// that signs the web UI's session cookies, so that a session opened on one node is valid on
-/// the others).
-fn secrets_v3() -> String {
-    "CREATE TABLE berth.secrets (name text COLLATE \"C\" PRIMARY KEY, value bytea NOT NULL);".to_owned()
+/// the others); `pulls`, when each manifest of a pull-through cache was last pulled through
+/// any node (what eviction orders images by).
+fn cluster_v3() -> String {
+    "CREATE TABLE berth.secrets (name text COLLATE \"C\" PRIMARY KEY, value bytea NOT NULL);
+     CREATE TABLE berth.pulls (repo text COLLATE \"C\" NOT NULL, digest text COLLATE \"C\" NOT NULL,
+                               at_ms bigint NOT NULL, PRIMARY KEY (repo, digest));"
+        .to_owned()
 }
 
 /// Bring the schema up to date, one migration per transaction, under the advisory lock.
