@@ -337,10 +337,15 @@ async fn spawn_debug_listener(addr: std::net::SocketAddr, router: axum::Router) 
 }
 
 /// This node as a member of its cluster, when the metadata is shared: named after the address
-/// it listens on.
+/// it listens on (the host's name when that is a wildcard address).
 fn member(config: &Config, registry: &Registry, local: &std::net::SocketAddr) -> Option<Member> {
     let lease = config.metadata.as_ref()?.lease;
-    let member = Member::new(registry.cluster()?, &local.to_string(), lease);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| local.ip().is_unspecified() && !h.is_empty());
+    let name = host.map_or_else(|| local.to_string(), |h| format!("{h}:{}", local.port()));
+    let member = Member::new(registry.cluster()?, &name, lease);
     tracing::info!(node = %member.node, ?lease, "one of several nodes: leases elect who runs the background jobs");
     Some(member)
 }
