@@ -4,9 +4,9 @@
 //! `kill -9` loses its lease at expiry and another node runs the next one), PostgreSQL stopped
 //! under load (503 with `Retry-After`, `/readyz` naming PostgreSQL, recovery with nothing
 //! acknowledged lost), webhooks delivered by one node only, and a web UI session that holds on
-//! every node, and a HEAD touch through one node that the collection on another respects.
-//! Interleavings are ordered with the test hooks (src/testhook.rs): a collection
-//! pauses at `gc.after_mark` until resumed.
+//! every node, a HEAD touch through one node that the collection on another respects, and a
+//! retention run refused while another node holds its lease. Interleavings are ordered with
+//! the test hooks (src/testhook.rs): a collection pauses at `gc.after_mark` until resumed.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -414,4 +414,27 @@ async fn a_blob_touched_on_one_node_is_spared_by_gc_on_the_other() {
     assert_eq!(report["blobs_deleted"], 1, "{report}");
     assert_eq!(head(&a, &kept).await.unwrap().status(), 200, "the touched blob stays");
     assert_eq!(head(&a, &gone).await.unwrap().status(), 404, "the other one went");
+}
+
+/// While another node holds the retention lease, a retention run asked of this one answers
+/// 503 with `Retry-After`, naming that node, and applies nothing.
+#[tokio::test]
+async fn retention_asked_while_another_node_runs_it_answers_503_naming_that_node() {
+    let pg = Postgres::shared();
+    let url = pg.fresh_url();
+    let berth = node(&url, &fresh_prefix()).start();
+    let db = url.rsplit('/').next().unwrap();
+    pg.psql(
+        db,
+        "INSERT INTO berth.leases VALUES ('retention', 'elsewhere:5000#0', 'j', \
+         (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 600000)",
+    );
+    let resp = client().post(berth.url("/admin/retention")).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("elsewhere:5000#0"), "{body}");
+    pg.psql(db, "DELETE FROM berth.leases WHERE name = 'retention'");
+    let resp = client().post(berth.url("/admin/retention")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 }

@@ -5,7 +5,9 @@
 //! `access::admin_guard`: the admin role, or loopback clients when authentication is off.
 //! Query parameters other than those named here are ignored.
 //!
-//! The runs themselves are background jobs: `runs` starts them, `jobs` keeps their table.
+//! The runs themselves are background jobs: `runs` starts them, `jobs` keeps their table. With
+//! several nodes (PostgreSQL metadata) a lease elects the node that runs each kind, and any
+//! node answers for any run (docs/design.md, "Several nodes").
 
 pub mod jobs;
 mod runs;
@@ -21,7 +23,8 @@ use axum::response::{IntoResponse, Response};
 use super::query::Query;
 use super::{ApiError, App, Code};
 
-pub use runs::{Retention, run_retention, start_fsck, start_gc};
+use runs::{Retention, run_retention};
+pub use runs::{start_fsck, start_gc};
 
 /// Who made an admin request: the user `access::admin_guard` authenticated, if any.
 pub struct AdminActor(pub crate::meta::Actor);
