@@ -2242,6 +2242,22 @@ mod tests {
     }
 
     #[test]
+    fn the_lease_of_several_nodes_is_a_duration_of_a_second_or_more() {
+        let url = ("BERTH_METADATA_POSTGRES_URL", "postgres://db/b");
+        let lease = |c: Config| c.metadata.unwrap().lease;
+        assert_eq!(lease(load_str("", &[url]).unwrap()), Duration::from_secs(30));
+        let c = load_str("", &[url, ("BERTH_METADATA_POSTGRES_LEASE", "2s")]).unwrap();
+        assert_eq!(lease(c), Duration::from_secs(2));
+        for (yaml, env) in [
+            ("metadata:\n  postgres:\n    lease: 10s\n", vec![]),
+            ("", vec![url, ("BERTH_METADATA_POSTGRES_LEASE", "500ms")]),
+        ] {
+            let e = load_str(yaml, &env).unwrap_err().to_string();
+            assert!(e.contains("metadata.postgres.lease"), "{yaml} {env:?}: {e}");
+        }
+    }
+
+    #[test]
     fn meta_cache_is_a_size_within_bounds() {
         let c = load_str("storage:\n  meta_cache: 256MiB\n", &[]).unwrap();
         assert_eq!(c.storage.meta_cache, 256 << 20);

@@ -1,12 +1,17 @@
 //! The control path of several nodes sharing one PostgreSQL database and one Garage bucket:
-//! garbage collection elected by a lease (asked of two nodes at once it runs once, and both
-//! answer the same job; its status is readable from the other node; a runner killed with
-//! `kill -9` loses its lease at expiry and another node runs the next one), PostgreSQL stopped
-//! under load (503 with `Retry-After`, `/readyz` naming PostgreSQL, recovery with nothing
-//! acknowledged lost), webhooks delivered by one node only, and a web UI session that holds on
-//! every node, a HEAD touch through one node that the collection on another respects, and a
-//! retention run refused while another node holds its lease. Interleavings are ordered with
-//! the test hooks (src/testhook.rs): a collection pauses at `gc.after_mark` until resumed.
+//! - the lease statements: one holder at a time, passed on at release or expiry;
+//! - garbage collection elected by a lease: asked of two nodes at once it runs once, and both
+//!   answer the same job; its status is readable from the other node; a runner killed with
+//!   `kill -9` loses its lease at expiry and another node runs the next one;
+//! - a retention run refused (503) while another node holds its lease;
+//! - PostgreSQL stopped under load: 503 with `Retry-After`, `/readyz` naming PostgreSQL, then
+//!   recovery with nothing acknowledged lost;
+//! - webhooks delivered once, by one node;
+//! - a web UI session that holds on every node, and a HEAD touch through one node that the
+//!   collection on another respects.
+//!
+//! Interleavings are ordered with the test hooks (src/testhook.rs): a collection pauses at
+//! `gc.after_mark` until resumed.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -437,4 +442,54 @@ async fn retention_asked_while_another_node_runs_it_answers_503_naming_that_node
     pg.psql(db, "DELETE FROM berth.leases WHERE name = 'retention'");
     let resp = client().post(berth.url("/admin/retention")).send().await.unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
+
+/// The lease statements themselves, against PostgreSQL: one holder at a time, only the
+/// holder renews or releases, a released lease is free at once and an expired one is taken
+/// over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_has_one_holder_until_released_or_expired() {
+    use berth::meta::MetaStore as _;
+    use berth::meta::cluster::Claim;
+    let url = Postgres::shared().fresh_url();
+    let meta = tokio::task::block_in_place(|| berth::meta::PgMeta::open(&url, 4).unwrap());
+    let cluster = meta.cluster().expect("PostgreSQL coordinates nodes");
+    let (long, none) = (Duration::from_secs(600), Duration::ZERO);
+    assert_eq!(cluster.claim("gc", "a", "j1", long).await.unwrap(), Claim::Won);
+    let held = Claim::Held {
+        holder: "a".into(),
+        job: "j1".into(),
+    };
+    assert_eq!(cluster.claim("gc", "b", "j2", long).await.unwrap(), held);
+    assert_eq!(
+        cluster.claim("gc", "a", "j3", long).await.unwrap(),
+        held,
+        "one job at a time"
+    );
+    assert_eq!(
+        cluster.claim("gc", "a", "j1", long).await.unwrap(),
+        Claim::Won,
+        "the holder again"
+    );
+    assert!(cluster.renew("gc", "a", "j1", long).await.unwrap());
+    assert!(!cluster.renew("gc", "b", "j2", long).await.unwrap(), "not b's");
+    cluster.release("gc", "b", "j2").await.unwrap();
+    assert_eq!(
+        cluster.claim("gc", "b", "j2", long).await.unwrap(),
+        held,
+        "b released nothing"
+    );
+    cluster.release("gc", "a", "j1").await.unwrap();
+    assert_eq!(cluster.claim("gc", "b", "j2", none).await.unwrap(), Claim::Won);
+    // b's lease of zero length expires with the database clock's next millisecond.
+    eventually("the expired lease taken over", async || {
+        (cluster.claim("gc", "c", "j4", long).await.unwrap() == Claim::Won).then_some(())
+    })
+    .await;
+    assert!(!cluster.renew("gc", "b", "j2", long).await.unwrap(), "b lost it");
+    assert_eq!(
+        cluster.claim("fsck", "b", "j5", long).await.unwrap(),
+        Claim::Won,
+        "leases are per name"
+    );
 }
