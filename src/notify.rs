@@ -117,12 +117,13 @@ impl Sender {
         {
             return won;
         }
+        // A failed claim counts as lost (and is tried again a third of a lease later): the
+        // database it failed on holds the outbox too.
         let won = match member.claim(LEASE, LEASE).await {
             Ok(claim) => claim == Claim::Won,
             Err(e) => {
                 tracing::warn!(error = %e, "could not claim the webhook sender's lease");
-                // Still ours only while it cannot have expired.
-                return last.is_some_and(|(at, won)| won && at.elapsed() + member.renew_every() < member.lease);
+                false
             }
         };
         *self.claimed.lock().expect("lease lock") = Some((Instant::now(), won));
