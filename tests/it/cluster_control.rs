@@ -6,7 +6,7 @@
 //! - a retention run refused (503) while another node holds its lease;
 //! - PostgreSQL stopped under load: 503 with `Retry-After`, `/readyz` naming PostgreSQL, then
 //!   recovery with nothing acknowledged lost;
-//! - webhooks delivered once, by one node;
+//! - webhooks delivered once, by one node, and by the other once that one is killed;
 //! - a web UI session that holds on every node, and a HEAD touch through one node that the
 //!   collection on another respects.
 //!
@@ -491,5 +491,47 @@ async fn a_lease_has_one_holder_until_released_or_expired() {
         cluster.claim("fsck", "b", "j5", long).await.unwrap(),
         Claim::Won,
         "leases are per name"
+    );
+}
+
+/// The node delivering webhooks is killed with `kill -9`: once its lease has expired the other
+/// node takes the delivery over, and an event queued meanwhile arrives.
+#[tokio::test]
+async fn webhooks_pass_to_the_other_node_when_the_delivering_one_dies() {
+    let (port, got) = slow_receiver().await;
+    let config = tempfile::tempdir().unwrap().keep().join("config.yml");
+    let yaml = format!("notifications:\n  - url: http://127.0.0.1:{port}/hook\n    events: [push]\n");
+    std::fs::write(&config, yaml).unwrap();
+    let pg = Postgres::shared();
+    let (url, prefix) = (pg.fresh_url(), fresh_prefix());
+    let start = || {
+        node(&url, &prefix)
+            .env("BERTH_METADATA_POSTGRES_LEASE", SHORT_LEASE)
+            .arg("--config")
+            .arg(config.to_str().unwrap())
+            .start()
+    };
+    let mut nodes = [start(), start()];
+    push_image(&nodes[0], "hooks/first", "v1", &[b"first hook layer"]).await;
+    eventually("the first event", async || (!events(&got).is_empty()).then_some(())).await;
+    let db = url.rsplit('/').next().unwrap();
+    let holder = pg.psql(db, "SELECT holder FROM berth.leases WHERE name = 'notify'");
+    let dead = nodes
+        .iter()
+        .position(|n| holder.starts_with(&format!("{}#", n.host)))
+        .unwrap_or_else(|| panic!("the holder {holder} is one of the nodes"));
+    nodes[dead].kill();
+    let survivor = &nodes[1 - dead];
+    push_image(survivor, "hooks/second", "v1", &[b"second hook layer"]).await;
+    let events = eventually("the event queued after the kill", async || {
+        let events = events(&got);
+        (events.len() >= 2).then_some(events)
+    })
+    .await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(events[1]["target"]["repository"], "hooks/second");
+    assert_ne!(
+        events[0]["source"]["instanceID"], events[1]["source"]["instanceID"],
+        "the survivor delivered it"
     );
 }
