@@ -88,6 +88,23 @@ impl Drop for PgMeta {
     }
 }
 
+/// Timeouts that turn a database cut off without a word (a partition, a host gone) into a
+/// connection error, hence a 503, within seconds rather than after TCP's retransmissions
+/// (about 15 minutes): unless the URL sets them, a connection attempt gives up after
+/// `CONNECT_TIMEOUT`, and data left unacknowledged by the server for `TCP_USER_TIMEOUT` closes
+/// the connection. A statement that merely runs long is not affected.
+fn fail_fast(config: &mut tokio_postgres::Config) {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A failure of the database, as a `MetaError`: `Unavailable` when the connection itself failed
 /// (`connection_lost`), so that the API answers 503 rather than 500.
 pub(super) fn db(e: impl StdError + Send + Sync + 'static) -> MetaError {
@@ -121,7 +138,8 @@ impl PgMeta {
     /// Connect to `url` with at most `connections` pooled connections, and bring the schema
     /// up to date. Blocks: call it from blocking code.
     pub fn open(url: &str, connections: usize) -> Result<Self, MetaError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| MetaError::Db(Box::new(e)))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| MetaError::Db(Box::new(e)))?;
+        fail_fast(&mut config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(connections + 4)
