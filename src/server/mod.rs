@@ -146,6 +146,7 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
     if auth.is_some() && tls.is_none() && !config.http.addr.ip().is_loopback() {
         tracing::warn!("authentication without TLS: passwords and tokens cross the network in the clear");
     }
+    warn_per_node_token_key(&config);
     spawn_reloader(tls.clone(), auth.clone(), reloads.clone());
     // Bind before the store is opened (or created): a busy port leaves nothing behind.
     let addr = config.http.addr;
@@ -334,6 +335,19 @@ async fn spawn_debug_listener(addr: std::net::SocketAddr, router: axum::Router) 
         }
     });
     Ok(())
+}
+
+/// With several nodes (shared metadata), a token issuer whose key each node makes at start-up
+/// signs tokens that only the node that issued them accepts.
+fn warn_per_node_token_key(config: &Config) {
+    let token = config.auth.as_ref().and_then(|a| a.token.as_ref());
+    let generated = token.is_some_and(|t| matches!(t.keys, crate::config::TokenKeys::Issue { signing_key: None }));
+    if generated && config.metadata.is_some() {
+        tracing::warn!(
+            "auth.token issues tokens with a key made at start-up, which the other nodes do not know: \
+             set auth.token.signing_key to the same key file on every node"
+        );
+    }
 }
 
 /// This node as a member of its cluster, when the metadata is shared: named after the address
