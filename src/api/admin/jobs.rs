@@ -128,18 +128,13 @@ impl Jobs {
             return Ok((running, false));
         }
         let view = JobView::new(self.member.as_ref().map(|m| m.node.clone()));
-        if let Some(member) = &self.member {
-            match member.claim(self.kind, &view.id).await? {
-                Claim::Held { holder, job } => return Ok((self.held(holder, job).await?, false)),
-                Claim::Won => {
-                    if let Err(e) = self.publish(member, &view).await {
-                        member.release(self.kind, &view.id).await;
-                        return Err(e);
-                    }
-                }
-            }
+        if let Some(elsewhere) = self.elect(&view).await? {
+            return Ok((elsewhere, false));
         }
         if let Some(running) = self.begin(&view) {
+            if let Some(member) = &self.member {
+                member.release(self.kind, &view.id).await;
+            }
             return Ok((running, false));
         }
         let future = work(PhaseSetter {
@@ -148,6 +143,24 @@ impl Jobs {
         });
         tokio::spawn(Arc::clone(self).run(view.id.clone(), future));
         Ok((view, true))
+    }
+
+    /// With several nodes, claim the lease for `view` and publish it; the run the lease
+    /// names when another holds it.
+    async fn elect(&self, view: &JobView) -> Result<Option<JobView>, Error> {
+        let Some(member) = &self.member else {
+            return Ok(None);
+        };
+        match member.claim(self.kind, &view.id).await? {
+            Claim::Held { holder, job } => Ok(Some(self.held(holder, job).await?)),
+            Claim::Won => match self.publish(member, view).await {
+                Ok(()) => Ok(None),
+                Err(e) => {
+                    member.release(self.kind, &view.id).await;
+                    Err(e)
+                }
+            },
+        }
     }
 
     /// The run in progress on this node, if any.
