@@ -83,7 +83,7 @@ impl Cpu {
 struct Nodes {
     children: Vec<Child>,
     bases: Vec<String>,
-    _dirs: Vec<tempfile::TempDir>,
+    dirs: Vec<tempfile::TempDir>,
 }
 
 impl Drop for Nodes {
@@ -101,7 +101,10 @@ impl Nodes {
     }
 
     fn addrs(&self) -> Vec<String> {
-        self.bases.iter().map(|b| b.trim_start_matches("http://").to_owned()).collect()
+        self.bases
+            .iter()
+            .map(|b| b.trim_start_matches("http://").to_owned())
+            .collect()
     }
 }
 
@@ -111,7 +114,7 @@ fn berth_nodes(n: usize, shared: Option<(&str, &Garage, &str)>) -> Nodes {
     let mut nodes = Nodes {
         children: Vec::new(),
         bases: Vec::new(),
-        _dirs: Vec::new(),
+        dirs: Vec::new(),
     };
     for _ in 0..n {
         let dir = tempfile::tempdir().unwrap();
@@ -137,7 +140,7 @@ fn berth_nodes(n: usize, shared: Option<(&str, &Garage, &str)>) -> Nodes {
         common::wait_for(port);
         nodes.children.push(child);
         nodes.bases.push(format!("http://127.0.0.1:{port}"));
-        nodes._dirs.push(dir);
+        nodes.dirs.push(dir);
     }
     nodes
 }
@@ -148,7 +151,7 @@ fn distribution_nodes(n: usize, garage: &Garage, bucket: &str, redis: u16) -> No
     let mut nodes = Nodes {
         children: Vec::new(),
         bases: Vec::new(),
-        _dirs: Vec::new(),
+        dirs: Vec::new(),
     };
     let endpoint = garage.endpoint.clone();
     for _ in 0..n {
@@ -165,7 +168,7 @@ fn distribution_nodes(n: usize, garage: &Garage, bucket: &str, redis: u16) -> No
         let (child, base) = common::spawn_distribution(dir.path(), config, Stdio::null());
         nodes.children.push(child);
         nodes.bases.push(base);
-        nodes._dirs.push(dir);
+        nodes.dirs.push(dir);
     }
     nodes
 }
@@ -186,7 +189,16 @@ impl Drop for Redis {
 fn redis() -> Redis {
     let port = free_port();
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server is required: apt-get install redis-server");
@@ -383,7 +395,9 @@ async fn bench_gets(garage: &Garage, pg: &Postgres, rounds: usize, secs: u64) ->
 }
 
 async fn bench_transfers(garage: &Garage, pg: &Postgres, rounds: usize, count: usize) {
-    println!("\nPush (POST, PATCH, PUT) and pull of {count} x 16 MiB blobs through nginx, 4 at a time (median of rounds):");
+    println!(
+        "\nPush (POST, PATCH, PUT) and pull of {count} x 16 MiB blobs through nginx, 4 at a time (median of rounds):"
+    );
     println!(
         "{:<48} {:>10} {:>10} {:>14}",
         "setup", "push MB/s", "pull MB/s", "CPU s/GiB push"

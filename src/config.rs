@@ -71,6 +71,9 @@ pub struct Postgres {
     pub url: String,
     /// Pooled connections at most.
     pub connections: usize,
+    /// How long a node holds a lease (garbage collection, retention, fsck, the webhook
+    /// sender) without renewing it: how soon another node takes over from one that died.
+    pub lease: Duration,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -78,6 +81,7 @@ impl std::fmt::Debug for Postgres {
         f.debug_struct("Postgres")
             .field("url", &"<redacted>")
             .field("connections", &self.connections)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -462,6 +466,8 @@ struct RawMetadata {
 struct RawPostgres {
     url: Option<String>,
     connections: Option<usize>,
+    #[serde(with = "humantime_serde")]
+    lease: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -707,6 +713,9 @@ const ENV_KEYS: &[(&str, Setter)] = &[
     ("metadata.postgres.url", |r, v| set(&mut r.metadata.postgres.url, v)),
     ("metadata.postgres.connections", |r, v| {
         set(&mut r.metadata.postgres.connections, v)
+    }),
+    ("metadata.postgres.lease", |r, v| {
+        set_duration(&mut r.metadata.postgres.lease, v)
     }),
     ("auth.realm", |r, v| set(&mut r.auth.realm, v)),
     ("auth.htpasswd.path", |r, v| set(&mut r.auth.htpasswd.path, v)),
@@ -1247,11 +1256,19 @@ fn validate_ui(raw: RawUi) -> Result<Ui, ConfigError> {
 
 /// `metadata.postgres`: a URL tokio-postgres can parse, and a pool size within reason.
 fn validate_metadata(raw: RawMetadata) -> Result<Option<Postgres>, ConfigError> {
-    let RawPostgres { url, connections } = raw.postgres;
+    let RawPostgres {
+        url,
+        connections,
+        lease,
+    } = raw.postgres;
     let Some(url) = url else {
-        if connections.is_some() {
+        let stray = [
+            ("metadata.postgres.connections", connections.is_some()),
+            ("metadata.postgres.lease", lease.is_some()),
+        ];
+        if let Some((key, _)) = stray.iter().find(|(_, set)| *set) {
             return Err(ConfigError::Invalid {
-                key: "metadata.postgres.connections",
+                key,
                 message: "set without metadata.postgres.url".into(),
             });
         }
@@ -1270,7 +1287,18 @@ fn validate_metadata(raw: RawMetadata) -> Result<Option<Postgres>, ConfigError> 
             message: format!("{connections} is not between 1 and 1024"),
         });
     }
-    Ok(Some(Postgres { url, connections }))
+    let lease = lease.unwrap_or(crate::meta::cluster::DEFAULT_LEASE);
+    if lease < Duration::from_secs(1) {
+        return Err(ConfigError::Invalid {
+            key: "metadata.postgres.lease",
+            message: "must be at least 1s".into(),
+        });
+    }
+    Ok(Some(Postgres {
+        url,
+        connections,
+        lease,
+    }))
 }
 
 fn validate_secure_cookie(raw: Option<RawSecureCookie>) -> Result<SecureCookie, ConfigError> {
@@ -1990,7 +2018,8 @@ impl Config {
             .parse::<tokio_postgres::Config>()
             .map_or(true, |c| c.get_password().is_some());
         let url = if secret { REDACTED } else { pg.url.as_str() };
-        let value = serde_json::json!({ "postgres": { "url": url, "connections": pg.connections } });
+        let lease = humantime::format_duration(pg.lease).to_string();
+        let value = serde_json::json!({ "postgres": { "url": url, "connections": pg.connections, "lease": lease } });
         let yaml = serde_saphyr::to_string(&value).unwrap_or_default();
         let indented: String = yaml.lines().fold(String::new(), |mut out, line| {
             out.push_str("  ");
@@ -2209,6 +2238,22 @@ mod tests {
         ] {
             let e = load_str(yaml, &[]).unwrap_err().to_string();
             assert!(e.contains(key), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_lease_of_several_nodes_is_a_duration_of_a_second_or_more() {
+        let url = ("BERTH_METADATA_POSTGRES_URL", "postgres://db/b");
+        let lease = |c: Config| c.metadata.unwrap().lease;
+        assert_eq!(lease(load_str("", &[url]).unwrap()), Duration::from_secs(30));
+        let c = load_str("", &[url, ("BERTH_METADATA_POSTGRES_LEASE", "2s")]).unwrap();
+        assert_eq!(lease(c), Duration::from_secs(2));
+        for (yaml, env) in [
+            ("metadata:\n  postgres:\n    lease: 10s\n", vec![]),
+            ("", vec![url, ("BERTH_METADATA_POSTGRES_LEASE", "500ms")]),
+        ] {
+            let e = load_str(yaml, &env).unwrap_err().to_string();
+            assert!(e.contains("metadata.postgres.lease"), "{yaml} {env:?}: {e}");
         }
     }
 

@@ -10,19 +10,25 @@
 //!   the event `id`, its id in the audit log, the same in every attempt and after restarts);
 //! - a failed attempt records itself on the rows (attempts, next try with exponential backoff,
 //!   last error) and stops that endpoint's round, so an endpoint receives its events in order;
-//! - an event older than its endpoint's `max_age` is dropped and counted as failed.
+//! - an event older than its endpoint's `max_age` is dropped and counted as failed;
+//! - with several nodes sharing the metadata, one node at a time delivers: the one holding
+//!   the `notify` lease (`meta::cluster`), which it renews every third of a lease while it
+//!   delivers. The others only queue. A holder that dies stops renewing, and another node takes
+//!   over once the lease has expired; a holder stalled past its lease in the middle of a POST
+//!   may overlap with its successor once, which the event ids let receivers deduplicate.
 //!
 //! Bodies are signed when the endpoint has a secret: `X-Berth-Signature: sha256=<hex>`, the
 //! HMAC-SHA256 of the body. The secret appears nowhere else.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
 use crate::config::Notification;
+use crate::meta::cluster::{Claim, Member};
 use crate::meta::{AuditEvent, Millis, OutboxRow, now_ms};
 use crate::metrics::{self, EndpointLabels};
 use crate::registry::{Registry, notification_action, rfc3339};
@@ -50,11 +56,25 @@ pub struct Sender {
     scheme: &'static str,
     /// `source.instanceID`: new at each start.
     instance: String,
+    /// This node in its cluster (several nodes: deliver only while holding the lease).
+    member: Option<Member>,
+    /// When this node last claimed the `notify` lease, and whether it won it.
+    claimed: Mutex<Option<(Instant, bool)>>,
 }
+
+/// The lease of the node that delivers, and the job it names.
+const LEASE: &str = "notify";
 
 impl Sender {
     /// Start delivering to `endpoints` in the background.
-    pub fn spawn(registry: Arc<Registry>, endpoints: &[Notification], source_addr: String, tls: bool) -> Arc<Self> {
+    /// With `member`, deliver only while this node holds the `notify` lease.
+    pub fn spawn(
+        registry: Arc<Registry>,
+        endpoints: &[Notification],
+        source_addr: String,
+        tls: bool,
+        member: Option<Member>,
+    ) -> Arc<Self> {
         let sender = Arc::new(Sender {
             registry,
             endpoints: RwLock::new(Arc::new(endpoints.to_vec())),
@@ -65,15 +85,49 @@ impl Sender {
             source_addr,
             scheme: if tls { "https" } else { "http" },
             instance: uuid::Uuid::new_v4().to_string(),
+            member,
+            claimed: Mutex::new(None),
         });
         let running = Arc::clone(&sender);
         tokio::spawn(async move {
             loop {
-                running.round().await;
+                if running.delivers().await {
+                    running.round().await;
+                }
                 tokio::time::sleep(POLL).await;
             }
         });
         sender
+    }
+
+    /// Whether this node delivers now: always on one node; with several, while it holds the
+    /// `notify` lease. Every third of a lease it claims it again (a claim by the holder extends
+    /// it), so a node that does not hold it asks that often too. Without endpoints no node
+    /// needs it.
+    async fn delivers(&self) -> bool {
+        let Some(member) = &self.member else {
+            return true;
+        };
+        if self.endpoints().is_empty() {
+            return false;
+        }
+        let last = *self.claimed.lock().expect("lease lock");
+        if let Some((at, won)) = last
+            && at.elapsed() < member.renew_every()
+        {
+            return won;
+        }
+        // A failed claim counts as lost (and is tried again a third of a lease later): the
+        // database it failed on holds the outbox too.
+        let won = match member.claim(LEASE, LEASE).await {
+            Ok(claim) => claim == Claim::Won,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim the webhook sender's lease");
+                false
+            }
+        };
+        *self.claimed.lock().expect("lease lock") = Some((Instant::now(), won));
+        won
     }
 
     /// Replace the endpoints (a configuration reload).

@@ -14,6 +14,10 @@ use super::route::RouteError;
 use crate::oci::NameError;
 use crate::registry::Error;
 
+/// `Retry-After` of a 503 `ApiError::unavailable` (the metadata database is unreachable, or
+/// another node runs what was asked): a restarting PostgreSQL is usually back within seconds.
+const RETRY_AFTER_SECS: u64 = 2;
+
 /// An OCI error code with its HTTP status and default message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -168,6 +172,14 @@ impl ApiError {
         err
     }
 
+    /// 503 `UNAVAILABLE` with `Retry-After`: something the client may simply try again soon.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        let mut err = ApiError::new(Code::Unavailable, detail);
+        err.headers
+            .push((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)));
+        err
+    }
+
     /// Add the `Allow` header that RFC 9110 requires of every 405.
     #[must_use]
     pub fn with_allow(mut self, allow: &'static str) -> Self {
@@ -225,6 +237,13 @@ impl From<Error> for ApiError {
                 ApiError::new(
                     Code::Unavailable,
                     "blob storage is unavailable; nothing acknowledged was lost, retry later",
+                )
+            }
+            Error::MetadataUnavailable(_) => {
+                // Logged once here, with the cause (which names no host and no password).
+                tracing::error!(error = %detail, "metadata database unavailable");
+                ApiError::unavailable(
+                    "the metadata database is unavailable; nothing acknowledged was lost, retry later",
                 )
             }
             Error::UpstreamUnavailable(_) => {

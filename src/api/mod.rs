@@ -45,6 +45,8 @@ pub struct App {
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// `None`: authentication is off.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// This node in its cluster, when several nodes share the metadata (PostgreSQL).
+    pub member: Option<crate::meta::cluster::Member>,
 }
 
 /// Who is on the other end of a request's connection. The server's connection loop, which
@@ -114,19 +116,34 @@ pub fn router_with(app: App, extra: Router<App>) -> Router {
         .with_state(app)
 }
 
-/// Ready: the database is open (it is, or the server would not be listening), storage is
-/// writable, and shutdown has not begun.
+/// Ready: shutdown has not begun, the shared metadata database (PostgreSQL, when configured)
+/// answers a trivial query within `READY_TIMEOUT`, and storage is writable. A 503 names each
+/// part that failed, one per line; the causes are logged.
 async fn readyz(State(app): State<App>) -> Response {
     use axum::http::StatusCode;
     if !app.ready.load(std::sync::atomic::Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    if let Err(e) = app.registry.check_writable().await {
-        tracing::error!(error = %e, "storage is not writable");
-        return (StatusCode::SERVICE_UNAVAILABLE, "storage is not writable\n").into_response();
+    let registry = &app.registry;
+    let (metadata, storage) = tokio::join!(registry.check_metadata(READY_TIMEOUT), registry.check_writable());
+    let mut failed = String::new();
+    if let Err(e) = metadata {
+        tracing::error!(error = %e, "the metadata database (PostgreSQL) is unreachable");
+        failed.push_str("metadata database (PostgreSQL) is unreachable\n");
     }
-    (StatusCode::OK, "ok\n").into_response()
+    if let Err(e) = storage {
+        tracing::error!(error = %e, "storage is not writable");
+        failed.push_str("storage is not writable\n");
+    }
+    if failed.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, failed).into_response()
+    }
 }
+
+/// How long `/readyz` waits for the metadata database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One line per request, under the `berth::access` target, and the request metrics. The
 /// query string is left out: it may one day carry credentials.

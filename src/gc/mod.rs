@@ -263,7 +263,7 @@ async fn evict(
     }
     phase(Phase::Evict);
     let snap = registry.gc_snapshot().await?;
-    let pulls = registry.cache_pulls();
+    let pulls = registry.cache_pulls().await?;
     let choice = blocking(move || {
         let pulled = |repo: &str, digest: &str| pulls.get(&(repo.to_owned(), digest.to_owned())).copied();
         evict::choose(&snap, &bounds, &pulled)

@@ -1,276 +1,180 @@
-//! What the Berth nodes sharing one PostgreSQL database share besides the metadata rows: locks
-//! that serialise work on one digest or one upload session across the nodes, and the blob
-//! touches garbage collection spares (`berth.touches`). `registry` asks the store for it
-//! (`MetaStore::cluster`) and, without it (redb, one process), keeps both in memory.
+//! What several nodes sharing one metadata database coordinate through it: **leases** (a named
+//! job that one node runs at a time: garbage collection, retention, fsck, the webhook sender),
+//! **job statuses** that any node can read, and a **reachability probe** for `/readyz`.
 //!
-//! **Locks** are PostgreSQL session advisory locks on 64-bit keys (`digest_key`,
-//! `session_key`), each held on a connection of this module's own small pool, separate from the
-//! metadata pool, so that lock holders waiting for a metadata transaction and transactions
-//! waiting for a connection cannot starve each other. A [`Held`] owns its connection until it
-//! drops; then the connection unlocks everything it holds (`pg_advisory_unlock_all`) and goes
-//! back to the pool, or is closed if that fails. A node that dies loses its connections, and
-//! PostgreSQL releases their locks with them.
-//! - A holder takes one digest key, except garbage collection, which takes a batch's keys in
-//!   ascending order in one statement on one connection, and an upload's final PUT, which adds
-//!   its digest's key (`Held::also`) to the connection that holds its session's key. Nobody
-//!   waits for a session key while holding a digest key, and digest keys are taken together only
-//!   in ascending order, so these locks cannot deadlock.
-//! - Taking a lock runs as a task of the engine's runtime: a request that goes away while it
-//!   waits lets the lock go as soon as it is granted, and never leaves it on a pooled connection.
-//! - A key is 64 bits of a digest's hex or of an upload id: a collision makes two unrelated
-//!   operations wait for each other, nothing worse.
+//! Only a shared backend has a [`Cluster`] (`MetaStore::cluster`, PostgreSQL's in
+//! `pg_cluster`); redb, which one process owns, has none, and its callers keep their
+//! in-process behaviour. This module knows nothing of HTTP; what a job reports is opaque JSON
+//! text to it.
 //!
-//! **Touches.** A blob HEAD upserts `(digest, at_ms)` under its digest's lock, on the lock's
-//! connection (`Held::touch`); garbage collection reads them under its locks (`Held::touched`)
-//! and, for its mark, all at once (`touched_since`), and prunes those past its grace period.
+//! **Pulls.** When each manifest of a pull-through cache was last pulled, by any node: what
+//! eviction orders images by.
+//!
+//! **Leases.** A lease is a row `(name, holder, job, expires_ms)`, taken in one statement: an
+//! insert, or a takeover of a row whose `expires_ms` has passed (or that the same holder holds
+//! for the same job). Expiry is read from the database's clock, never a node's, so clock skew
+//! between nodes cannot make two holders. A holder renews while it works
+//! ([`Member::hold`], every third of the lease) and releases at the end; a node killed with
+//! `kill -9` simply stops renewing, and another may take the lease once it has expired. A
+//! holder that cannot renew for a whole lease (it lost the database), or finds the lease
+//! taken, stops its work: from then on another node may run it.
 
-use std::collections::HashSet;
-use std::error::Error as StdError;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Object, Pool};
-use tokio::runtime::Handle;
+use super::MetaError;
+use super::schema::Millis;
 
-use super::{MetaError, Millis};
+/// The default lease (`metadata.postgres.lease`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
-/// The shared locks and touches of the nodes over one PostgreSQL database.
-pub struct Cluster {
-    pool: Pool,
-    handle: Handle,
+/// Jobs of each kind kept in the shared table.
+pub const JOB_HISTORY: usize = 20;
+
+/// The outcome of claiming a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The lease is ours until it expires, unless renewed.
+    Won,
+    /// Another node (or another job of ours) holds it.
+    Held { holder: String, job: String },
 }
 
-impl std::fmt::Debug for Cluster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").finish_non_exhaustive()
-    }
+/// A job's last reported status, as the shared table keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub id: String,
+    pub kind: String,
+    /// The node that runs (or ran) it.
+    pub node: String,
+    /// What the job reported, as JSON text.
+    pub status: String,
+    /// How long ago, by the database's clock, the row was last written.
+    pub age_ms: Millis,
 }
 
-/// Advisory locks held on one connection of the lock pool, released when this drops.
-pub struct Held {
-    client: Option<Object>,
-    handle: Handle,
+/// Coordination through a metadata database shared by several nodes. Every method is one
+/// statement (`claim`: at most a few), safe to call concurrently from any node.
+#[async_trait::async_trait]
+pub trait Cluster: Send + Sync + Debug + 'static {
+    /// A trivial query, answered within `timeout`.
+    async fn ping(&self, timeout: Duration) -> Result<(), MetaError>;
+
+    /// Take lease `name` for `job` of `holder` for `ttl`, if it is free or expired.
+    async fn claim(&self, name: &str, holder: &str, job: &str, ttl: Duration) -> Result<Claim, MetaError>;
+
+    /// Extend our lease by `ttl` from now; `false` when it is no longer ours.
+    async fn renew(&self, name: &str, holder: &str, job: &str, ttl: Duration) -> Result<bool, MetaError>;
+
+    /// Give our lease up (nothing happens if it is no longer ours).
+    async fn release(&self, name: &str, holder: &str, job: &str) -> Result<(), MetaError>;
+
+    /// Write a job's status (`age_ms` is ignored: the row is stamped with the database's clock).
+    async fn put_job(&self, job: &JobRecord) -> Result<(), MetaError>;
+
+    /// Job `id` of `kind`.
+    async fn job(&self, kind: &str, id: &str) -> Result<Option<JobRecord>, MetaError>;
+
+    /// The most recent jobs of `kind` (newest first), at most `limit`; older ones are deleted.
+    async fn jobs(&self, kind: &str, limit: usize) -> Result<Vec<JobRecord>, MetaError>;
+
+    /// Record that the cached manifest `digest` of `repo` was pulled at `at_ms`.
+    async fn record_pull(&self, repo: &str, digest: &str, at_ms: Millis) -> Result<(), MetaError>;
+
+    /// When each cached manifest `(repo, digest)` was last pulled, through any node.
+    async fn pulls(&self) -> Result<Vec<((String, String), Millis)>, MetaError>;
+
+    /// Forget the pulls of an evicted manifest.
+    async fn forget_pull(&self, repo: &str, digest: &str) -> Result<(), MetaError>;
+
+    /// A secret shared by every node under `name`: `fresh` if none was stored yet, else the
+    /// one the first node stored.
+    async fn shared_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, MetaError>;
 }
 
-impl std::fmt::Debug for Held {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Held").finish_non_exhaustive()
-    }
+/// This node as a member of a cluster: the database, its name there and the lease it takes.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub cluster: Arc<dyn Cluster>,
+    /// This node's name, unique among the nodes (the holder of its leases).
+    pub node: String,
+    pub lease: Duration,
 }
 
-fn db(e: impl StdError + Send + Sync + 'static) -> MetaError {
-    MetaError::Db(Box::new(e))
+/// Why held work stopped before it finished.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseLost {
+    #[error("lost the {0} lease to another node")]
+    Taken(String),
+    #[error("could not renew the {0} lease for a whole lease period (the metadata database is unreachable)")]
+    Unrenewed(String),
 }
 
-/// The lock key of a digest: the first 64 bits of its hex (uniformly distributed), or of a
-/// hash of the whole text if it has no such hex.
-pub fn digest_key(digest: &str) -> i64 {
-    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
-    let bits = hex
-        .get(..16)
-        .and_then(|h| u64::from_str_radix(h, 16).ok())
-        .unwrap_or_else(|| fnv1a(digest.as_bytes()));
-    i64::from_ne_bytes(bits.to_ne_bytes())
-}
-
-/// The lock key of an upload session: its two halves folded (a v4 id is random).
-pub fn session_key(id: uuid::Uuid) -> i64 {
-    let (high, low) = id.as_u64_pair();
-    i64::from_ne_bytes((high ^ low).to_ne_bytes())
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-fn sql_ms(ms: Millis) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
-impl Cluster {
-    /// Over `pool` (the lock pool, no other), running on `handle` (the engine's runtime).
-    pub(super) fn new(pool: Pool, handle: Handle) -> Self {
-        Cluster { pool, handle }
-    }
-
-    /// Lock one digest (`waits` counts, in test builds, when another holder made it wait).
-    pub async fn lock_digest(&self, digest: &str) -> Result<Held, MetaError> {
-        self.lock(vec![digest_key(digest)], "digest_lock.wait").await
-    }
-
-    /// Lock several digests, in ascending key order, in one statement on one connection.
-    pub async fn lock_digests<'a>(&self, digests: impl IntoIterator<Item = &'a str>) -> Result<Held, MetaError> {
-        let keys = digests.into_iter().map(digest_key).collect();
-        self.lock(keys, "digest_lock.wait").await
-    }
-
-    /// Lock an upload session.
-    pub async fn lock_session(&self, id: uuid::Uuid) -> Result<Held, MetaError> {
-        self.lock(vec![session_key(id)], "upload_lock.wait").await
-    }
-
-    /// Lock an upload session if no one holds it; `None` if someone does.
-    pub async fn try_lock_session(&self, id: uuid::Uuid) -> Result<Option<Held>, MetaError> {
-        let (pool, handle, key) = (self.pool.clone(), self.handle.clone(), session_key(id));
-        self.spawn(async move {
-            let held = Held {
-                client: Some(pool.get().await.map_err(db)?),
-                handle,
-            };
-            Ok(held.try_acquire(key).await?.then_some(held))
-        })
-        .await
-    }
-
-    /// Take `keys` on one pooled connection, as a task of the engine's runtime (see the module
-    /// docs: a dropped caller never leaves a lock behind).
-    async fn lock(&self, mut keys: Vec<i64>, waits: &'static str) -> Result<Held, MetaError> {
-        keys.sort_unstable();
-        keys.dedup();
-        let (pool, handle) = (self.pool.clone(), self.handle.clone());
-        let task = self.handle.spawn(async move {
-            let held = Held {
-                client: Some(pool.get().await.map_err(db)?),
-                handle,
-            };
-            held.acquire(&keys, waits).await?;
-            Ok(held)
-        });
-        task.await
-            .unwrap_or_else(|e| Err(MetaError::Commit(format!("taking a lock: {e}"))))
-    }
-
-    /// Blobs HEAD-checked at or after `cutoff` (garbage collection's mark).
-    pub async fn touched_since(&self, cutoff: Millis) -> Result<HashSet<String>, MetaError> {
-        let pool = self.pool.clone();
-        self.spawn(async move {
-            let client = pool.get().await.map_err(db)?;
-            let rows = client
-                .query("SELECT digest FROM berth.touches WHERE at_ms >= $1", &[&sql_ms(cutoff)])
-                .await
-                .map_err(db)?;
-            rows.iter().map(|r| r.try_get(0).map_err(db)).collect()
-        })
-        .await
-    }
-
-    /// Forget touches older than `cutoff`; returns how many went.
-    pub async fn prune_touches(&self, cutoff: Millis) -> Result<u64, MetaError> {
-        let pool = self.pool.clone();
-        self.spawn(async move {
-            let client = pool.get().await.map_err(db)?;
-            client
-                .execute("DELETE FROM berth.touches WHERE at_ms < $1", &[&sql_ms(cutoff)])
-                .await
-                .map_err(db)
-        })
-        .await
-    }
-
-    async fn spawn<T: Send + 'static>(
-        &self,
-        fut: impl Future<Output = Result<T, MetaError>> + Send + 'static,
-    ) -> Result<T, MetaError> {
-        self.handle
-            .spawn(fut)
-            .await
-            .unwrap_or_else(|e| Err(MetaError::Commit(format!("a lock-pool task: {e}"))))
-    }
-}
-
-impl Held {
-    fn client(&self) -> &Object {
-        self.client
-            .as_ref()
-            .expect("a held lock has its connection until it drops")
-    }
-
-    /// Take `key` if no one holds it; whether it was taken.
-    async fn try_acquire(&self, key: i64) -> Result<bool, MetaError> {
-        let row = self
-            .client()
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-            .await
-            .map_err(db)?;
-        row.try_get(0).map_err(db)
-    }
-
-    /// Wait for `keys` (ascending). Test builds first try a single key without waiting, to
-    /// count `waits` when it is taken.
-    async fn acquire(&self, keys: &[i64], waits: &'static str) -> Result<(), MetaError> {
-        #[cfg(feature = "test-hooks")]
-        if let [key] = keys {
-            if self.try_acquire(*key).await? {
-                return Ok(());
-            }
-            crate::testhook::reached(waits);
+impl Member {
+    /// A member named after `addr`, with a random suffix so that a restarted node is a new
+    /// holder (it never believes it still holds what its predecessor held).
+    pub fn new(cluster: Arc<dyn Cluster>, addr: &str, lease: Duration) -> Self {
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        Member {
+            cluster,
+            node: format!("{addr}#{suffix}"),
+            lease,
         }
-        #[cfg(not(feature = "test-hooks"))]
-        let _ = waits;
-        self.client()
-            .execute("SELECT pg_advisory_lock(k) FROM unnest($1::bigint[]) AS k", &[&keys])
-            .await
-            .map_err(db)?;
-        Ok(())
     }
 
-    /// Lock `digest` too, on this connection (an upload's final PUT, holding its session).
-    pub async fn also(&mut self, digest: &str) -> Result<(), MetaError> {
-        self.acquire(&[digest_key(digest)], "digest_lock.wait").await
+    pub async fn claim(&self, name: &str, job: &str) -> Result<Claim, MetaError> {
+        self.cluster.claim(name, &self.node, job, self.lease).await
     }
 
-    /// Record a HEAD of `digest` at `at` (the caller holds its lock).
-    pub async fn touch(&self, digest: &str, at: Millis) -> Result<(), MetaError> {
-        self.client()
-            .execute(
-                "INSERT INTO berth.touches (digest, at_ms) VALUES ($1, $2)
-                 ON CONFLICT (digest) DO UPDATE SET at_ms = GREATEST(berth.touches.at_ms, EXCLUDED.at_ms)",
-                &[&digest, &sql_ms(at)],
-            )
-            .await
-            .map_err(db)?;
-        Ok(())
+    pub async fn release(&self, name: &str, job: &str) {
+        if let Err(e) = self.cluster.release(name, &self.node, job).await {
+            tracing::warn!(error = %e, lease = name, "could not release a lease; it expires by itself");
+        }
     }
 
-    /// Which of `digests` were HEAD-checked at or after `cutoff` (the caller holds their locks,
-    /// so the answer stays true until it lets them go).
-    pub async fn touched(&self, digests: &[&str], cutoff: Millis) -> Result<HashSet<String>, MetaError> {
-        let rows = self
-            .client()
-            .query(
-                "SELECT digest FROM berth.touches WHERE digest = ANY($1) AND at_ms >= $2",
-                &[&digests, &sql_ms(cutoff)],
-            )
-            .await
-            .map_err(db)?;
-        rows.iter().map(|r| r.try_get(0).map_err(db)).collect()
+    /// How often a holder renews: a third of the lease, so that two renewals may fail before
+    /// it expires.
+    pub fn renew_every(&self) -> Duration {
+        self.lease / 3
     }
-}
 
-impl Drop for Held {
-    /// Unlock everything this connection holds and hand it back; a connection that cannot
-    /// unlock is closed, which releases its locks all the same.
-    fn drop(&mut self) {
-        let Some(client) = self.client.take() else { return };
-        self.handle.spawn(async move {
-            if client.batch_execute("SELECT pg_advisory_unlock_all()").await.is_err() {
-                drop(Object::take(client));
+    /// Run `work` under lease `name` (claimed already, for `job`), renewing it every
+    /// `renew_every`, and calling `tick` then and whenever `wake` is notified. Stops `work`
+    /// (dropping it) if the lease is lost. Does not release the lease.
+    pub async fn hold<T, Tk>(
+        &self,
+        name: &str,
+        job: &str,
+        work: impl Future<Output = T>,
+        wake: &tokio::sync::Notify,
+        mut tick: impl FnMut() -> Tk,
+    ) -> Result<T, LeaseLost>
+    where
+        Tk: Future<Output = ()>,
+    {
+        tokio::pin!(work);
+        let mut renewed = Instant::now();
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                () = wake.notified() => tick().await,
+                () = tokio::time::sleep(self.renew_every()) => {
+                    let renewal = self.cluster.renew(name, &self.node, job, self.lease);
+                    match tokio::time::timeout(self.renew_every(), renewal).await {
+                        Ok(Ok(true)) => renewed = Instant::now(),
+                        Ok(Ok(false)) => return Err(LeaseLost::Taken(name.to_owned())),
+                        Ok(Err(e)) => tracing::warn!(error = %e, lease = name, "could not renew a lease; will retry"),
+                        Err(_) => tracing::warn!(lease = name, "renewing a lease timed out; will retry"),
+                    }
+                    // Stop before the lease can expire: by the next renewal it might have.
+                    if renewed.elapsed() + self.renew_every() >= self.lease {
+                        return Err(LeaseLost::Unrenewed(name.to_owned()));
+                    }
+                    tick().await;
+                }
             }
-        });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_come_from_the_digest_hex_and_the_whole_id() {
-        let d = "sha256:00000000000000ffaaaa";
-        assert_eq!(digest_key(d), 0xff);
-        assert_eq!(digest_key("sha256:zz"), digest_key("sha256:zz"), "a fallback is stable");
-        assert_ne!(digest_key("sha256:zz"), digest_key("sha256:zy"));
-        let id = uuid::Uuid::from_u64_pair(1, 2);
-        assert_eq!(session_key(id), 3);
+        }
     }
 }

@@ -18,12 +18,12 @@ use uuid::Uuid;
 
 use super::audit::{self, AuditPage, AuditQuery, Audited, OutboxRow};
 use super::browse::{self, RepoSummary, TagOrder, TagPage};
-use super::cluster::Cluster;
 use super::fsck::{self, Repair, Scan};
 use super::gc::{self, Policy, Snapshot};
 use super::quota::{self, Quota, QuotaUsage};
 use super::rows::{Rows, WriteRows};
 use super::schema::{BlobRow, ManifestRow, Millis, ReferrerRow, UploadRow};
+use super::shared_locks::SharedLocks;
 use super::usage::{self, Counts, Usage};
 use super::{MetaError, MetaStore, NewManifest, Page, Protected, WriteOp, read, write};
 use crate::oci::{Algorithm, Digest, RepoName, Tag};
@@ -56,14 +56,24 @@ pub trait Engine: Send + Sync + Debug + 'static {
 
     /// What several nodes over this engine share besides its rows; `None` (the default) for
     /// an engine one process owns.
-    fn cluster(&self) -> Option<Arc<Cluster>> {
+    fn shared_locks(&self) -> Option<Arc<SharedLocks>> {
+        None
+    }
+
+    /// Coordination with the other nodes sharing this database; `None` for a database one
+    /// process owns.
+    fn cluster(&self) -> Option<std::sync::Arc<dyn super::cluster::Cluster>> {
         None
     }
 }
 
 #[async_trait::async_trait]
 impl<E: Engine> MetaStore for E {
-    fn cluster(&self) -> Option<Arc<Cluster>> {
+    fn shared_locks(&self) -> Option<Arc<SharedLocks>> {
+        Engine::shared_locks(self)
+    }
+
+    fn cluster(&self) -> Option<std::sync::Arc<dyn super::cluster::Cluster>> {
         Engine::cluster(self)
     }
 

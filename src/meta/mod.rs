@@ -31,11 +31,13 @@ pub mod codec;
 mod engine;
 pub mod fsck;
 pub mod gc;
+mod pg_cluster;
 pub mod postgres;
 pub mod quota;
 mod read;
 pub mod rows;
 pub mod schema;
+pub mod shared_locks;
 mod store;
 pub mod usage;
 mod write;
@@ -53,10 +55,10 @@ use engine::Engine;
 use crate::hot_pool::HotPool;
 
 pub use audit::{Action, Actor, AuditEvent, AuditPage, AuditQuery, Audited, OutboxRow};
-pub use cluster::{Cluster, Held};
 pub use postgres::PgMeta;
 pub use quota::{Quota, QuotaUsage};
 pub use schema::{BlobRow, BlobState, ManifestRow, Millis, ReferrerRow, UploadRow};
+pub use shared_locks::{Held, SharedLocks};
 pub use store::{AuditHook, MetaStore, NewManifest, Page, PendingWrite, Protected, WriteOp};
 pub use writer::CommitObserver;
 
@@ -70,6 +72,10 @@ pub enum MetaError {
     Db(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the metadata database {0} is open in another process")]
     Locked(String),
+    /// The database cannot be reached (a shared one: the connection failed, or it is shutting
+    /// down); nothing was changed, and the caller may retry once it is back.
+    #[error("metadata database unavailable: {0}")]
+    Unavailable(String),
     #[error("metadata row is corrupt: {0}")]
     Corrupt(String),
     #[error("metadata commit failed: {0}")]

@@ -38,9 +38,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{NoTls, Row};
 
-use super::cluster::Cluster;
 use super::engine::Engine;
 use super::rows::{Dir, Key, Param, Rows, Table, Value, Visit, WriteRows};
+use super::shared_locks::SharedLocks;
 use super::{AuditHook, MetaError, PendingWrite, WriteOp};
 
 /// Serialization failures a write retries before giving up with the error.
@@ -60,15 +60,21 @@ const BEGIN_WRITE: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 pub struct PgMeta {
     shared: Arc<Shared>,
     /// The locks and touches of the nodes (`cluster`), on a pool of their own.
-    cluster: Arc<Cluster>,
+    locks: Arc<SharedLocks>,
     /// The runtime the connections and the bodies run on; shut down without waiting on drop.
     runtime: Option<Runtime>,
 }
 
 /// What a running body needs: the pool, and the runtime to block on.
-struct Shared {
-    pool: Pool,
-    handle: Handle,
+pub(super) struct Shared {
+    pub(super) pool: Pool,
+    pub(super) handle: Handle,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for PgMeta {
@@ -85,8 +91,50 @@ impl Drop for PgMeta {
     }
 }
 
-fn db(e: impl StdError + Send + Sync + 'static) -> MetaError {
-    MetaError::Db(Box::new(e))
+/// Timeouts that turn a database cut off without a word (a partition, a host gone) into a
+/// connection error, hence a 503, within seconds rather than after TCP's retransmissions
+/// (about 15 minutes): unless the URL sets them, a connection attempt gives up after
+/// `CONNECT_TIMEOUT`, and data left unacknowledged by the server for `TCP_USER_TIMEOUT` closes
+/// the connection. A statement that merely runs long is not affected.
+fn fail_fast(config: &mut tokio_postgres::Config) {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A failure of the database, as a `MetaError`: `Unavailable` when the connection itself failed
+/// (`connection_lost`), so that the API answers 503 rather than 500.
+pub(super) fn db(e: impl StdError + Send + Sync + 'static) -> MetaError {
+    let e: Box<dyn StdError + Send + Sync> = Box::new(e);
+    if connection_lost(&*e) {
+        MetaError::Unavailable(e.to_string())
+    } else {
+        MetaError::Db(e)
+    }
+}
+
+/// Whether `e` says the database cannot be reached, rather than that a statement failed: the
+/// pool timed out or is closed, or the driver's error carries no SQLSTATE (connection refused,
+/// closed, an I/O error) or one of class 08 (connection exception) or 57P (the server is
+/// shutting down, or cannot accept connections yet). Their texts name no host and no
+/// password: the driver's errors never quote the connection URL.
+fn connection_lost(e: &(dyn StdError + 'static)) -> bool {
+    if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
+        return pg
+            .code()
+            .is_none_or(|c| c.code().starts_with("08") || c.code().starts_with("57P"));
+    }
+    match e.downcast_ref::<deadpool_postgres::PoolError>() {
+        Some(deadpool_postgres::PoolError::Timeout(_) | deadpool_postgres::PoolError::Closed) => true,
+        Some(deadpool_postgres::PoolError::Backend(pg)) => connection_lost(pg),
+        _ => false,
+    }
 }
 
 impl PgMeta {
@@ -94,7 +142,8 @@ impl PgMeta {
     /// many for the cluster's locks (`cluster`), and bring the schema
     /// up to date. Blocks: call it from blocking code.
     pub fn open(url: &str, connections: usize) -> Result<Self, MetaError> {
-        let config: tokio_postgres::Config = url.parse().map_err(db)?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| MetaError::Db(Box::new(e)))?;
+        fail_fast(&mut config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(connections + 4)
@@ -102,6 +151,12 @@ impl PgMeta {
             .enable_all()
             .build()
             .map_err(db)?;
+        // `Fast` recycling checks that a connection is not closed before handing it out. A
+        // server that shuts down or restarts tells each connection (57P01) and closes it, so
+        // its connection task marks it closed at once and the pool drops it; a connection cut
+        // silently fails its next statement, and a transaction whose statement failed takes
+        // its connection out of the pool (`PgTxn::end`). So no dead connection is handed out
+        // twice, and `Verified` would only add a round trip to every checkout (`new_pool`).
         let pool = new_pool(config.clone(), connections, Some(Duration::from_secs(30)))?;
         // A lock waits as long as its holder holds it: no wait limit on the lock pool.
         let locks = new_pool(config, connections, None)?;
@@ -111,7 +166,7 @@ impl PgMeta {
         });
         let meta = PgMeta {
             shared,
-            cluster: Arc::new(Cluster::new(locks, runtime.handle().clone())),
+            locks: Arc::new(SharedLocks::new(locks, runtime.handle().clone())),
             runtime: Some(runtime),
         };
         let shared = Arc::clone(&meta.shared);
@@ -162,8 +217,14 @@ impl Engine for PgMeta {
     type Read = PgTxn;
     type Write = PgTxn;
 
-    fn cluster(&self) -> Option<Arc<Cluster>> {
-        Some(Arc::clone(&self.cluster))
+    fn shared_locks(&self) -> Option<Arc<SharedLocks>> {
+        Some(Arc::clone(&self.locks))
+    }
+
+    fn cluster(&self) -> Option<Arc<dyn super::cluster::Cluster>> {
+        Some(Arc::new(super::pg_cluster::PgCluster {
+            shared: Arc::clone(&self.shared),
+        }))
     }
 
     fn point<T, F>(&self, f: F) -> impl Future<Output = Result<T, MetaError>> + Send
@@ -556,7 +617,7 @@ impl WriteRows for PgTxn {
 }
 
 /// The schema's versions: migration `i` brings the database from version `i` to `i + 1`.
-const MIGRATIONS: &[fn() -> String] = &[tables_v1, cluster_v2];
+const MIGRATIONS: &[fn() -> String] = &[tables_v1, cluster_v2, cluster_v3];
 
 /// Version 1: the schema, and one table per redb table.
 fn tables_v1() -> String {
@@ -594,6 +655,17 @@ fn cluster_v2() -> String {
                                 expires_ms bigint NOT NULL);
      CREATE TABLE berth.jobs (id text COLLATE \"C\" PRIMARY KEY, kind text NOT NULL, node text NOT NULL,
                               status text NOT NULL, updated_ms bigint NOT NULL);"
+        .to_owned()
+}
+
+/// Version 3: `secrets`, what every node must agree on and none may make up alone (the key
+/// that signs the web UI's session cookies, so that a session opened on one node is valid on
+/// the others); `pulls`, when each manifest of a pull-through cache was last pulled through
+/// any node (what eviction orders images by).
+fn cluster_v3() -> String {
+    "CREATE TABLE berth.secrets (name text COLLATE \"C\" PRIMARY KEY, value bytea NOT NULL);
+     CREATE TABLE berth.pulls (repo text COLLATE \"C\" NOT NULL, digest text COLLATE \"C\" NOT NULL,
+                               at_ms bigint NOT NULL, PRIMARY KEY (repo, digest));"
         .to_owned()
 }
 

@@ -40,11 +40,11 @@ use uuid::Uuid;
 use super::MetaError;
 use super::audit::{AuditPage, AuditQuery, Audited, OutboxRow};
 use super::browse::{RepoSummary, TagOrder, TagPage};
-use super::cluster::Cluster;
 use super::fsck::{Repair, Scan};
 use super::gc::{Policy, Snapshot};
 use super::quota::{Quota, QuotaUsage};
 use super::schema::{BlobRow, ManifestRow, Millis, ReferrerRow, UploadRow};
+use super::shared_locks::SharedLocks;
 use super::usage::{Counts, Usage};
 use crate::oci::{Algorithm, Digest, RepoName, Tag};
 
@@ -53,7 +53,10 @@ use crate::oci::{Algorithm, Digest, RepoName, Tag};
 pub trait MetaStore: Send + Sync + Debug + 'static {
     /// What the nodes sharing this store share besides its rows (locks, touches), if several
     /// nodes can share it; `None` for a store one process owns (redb).
-    fn cluster(&self) -> Option<Arc<Cluster>>;
+    fn shared_locks(&self) -> Option<Arc<SharedLocks>>;
+    /// Coordination with the other nodes sharing this database (leases, job statuses); `None`
+    /// when one process owns the metadata (redb).
+    fn cluster(&self) -> Option<std::sync::Arc<dyn super::cluster::Cluster>>;
 
     // Point reads: the request hot path.
 

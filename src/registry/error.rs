@@ -69,6 +69,10 @@ pub enum Error {
     /// client may retry.
     #[error("{0}")]
     StorageUnavailable(String),
+    /// The shared metadata database is unreachable; nothing acknowledged is lost and the
+    /// client may retry.
+    #[error("{0}")]
+    MetadataUnavailable(String),
     /// A pull-through cache's upstream is unreachable or failing, and nothing cached answers.
     #[error("{0}")]
     UpstreamUnavailable(String),
@@ -109,6 +113,7 @@ impl From<MetaError> for Error {
                 tag,
                 rule: String::new(),
             },
+            e @ MetaError::Unavailable(_) => Error::MetadataUnavailable(e.to_string()),
             e @ (MetaError::Db(_) | MetaError::Locked(_) | MetaError::Corrupt(_) | MetaError::Commit(_)) => {
                 Error::Internal(e.to_string())
             }

@@ -5,7 +5,7 @@
 //! answered after it.
 //!
 //! In one process (redb admits one) striped in-process locks are the whole story. When the
-//! metadata is shared by several nodes (`meta::Cluster`), each lock is also a PostgreSQL
+//! metadata is shared by several nodes (`meta::SharedLocks`), each lock is also a PostgreSQL
 //! advisory lock on the digest's key, taken after the stripe: the stripe settles contention
 //! within the node in memory, so that at most one of its requests per stripe waits on the
 //! database, and the advisory lock settles it across nodes. The order is always the stripe,
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::Error;
-use crate::meta::{Cluster, Held};
+use crate::meta::{Held, SharedLocks};
 
 const STRIPES: usize = 256;
 
@@ -28,7 +28,7 @@ const STRIPES: usize = 256;
 pub struct DigestLocks {
     stripes: Box<[Mutex<()>]>,
     /// The advisory locks of the nodes sharing the metadata, if it is shared.
-    cluster: Option<Arc<Cluster>>,
+    cluster: Option<Arc<SharedLocks>>,
 }
 
 /// Held digest locks: stripes of this process, and the advisory locks of a cluster.
@@ -58,7 +58,7 @@ fn stripe(digest: &str) -> usize {
 
 impl DigestLocks {
     /// Locks for one process, and also across the nodes of `cluster` if there is one.
-    pub fn new(cluster: Option<Arc<Cluster>>) -> Self {
+    pub fn new(cluster: Option<Arc<SharedLocks>>) -> Self {
         DigestLocks {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             cluster,
@@ -66,7 +66,7 @@ impl DigestLocks {
     }
 
     /// The cluster, when the metadata is shared.
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+    pub fn shared(&self) -> Option<&Arc<SharedLocks>> {
         self.cluster.as_ref()
     }
 

@@ -73,7 +73,7 @@ pub struct Registry {
     limits: Limits,
     /// When each blob was last HEAD-checked (a client about to reference it in a manifest).
     /// Garbage collection treats a recent touch like a recent upload. Unused when the
-    /// metadata is shared: then touches are rows (`meta::Cluster`).
+    /// metadata is shared: then touches are rows (`meta::SharedLocks`).
     touches: Arc<Mutex<HashMap<String, Millis>>>,
     /// Pull-through caches: repositories under their prefixes come from upstreams.
     proxies: proxy::Proxies,
@@ -122,7 +122,7 @@ impl Registry {
         limits: Limits,
         proxies: Vec<crate::upstream::Settings>,
     ) -> Result<Arc<Self>, Error> {
-        let locks = locks::DigestLocks::new(meta.cluster());
+        let locks = locks::DigestLocks::new(meta.shared_locks());
         Ok(Arc::new(Registry {
             meta,
             blobs,
@@ -171,7 +171,7 @@ impl Registry {
     /// A predicate telling whether a blob was touched at or after `cutoff_ms`, usable from
     /// blocking code (garbage collection's mark, which the sweeps re-check under the locks).
     pub(crate) async fn touched_since(&self, cutoff_ms: Millis) -> Result<Touched, Error> {
-        if let Some(cluster) = self.locks.cluster() {
+        if let Some(cluster) = self.locks.shared() {
             let touched = cluster.touched_since(cutoff_ms).await?;
             return Ok(Box::new(move |digest| touched.contains(digest)));
         }
@@ -202,7 +202,7 @@ impl Registry {
 
     /// Forget touches older than `cutoff_ms`.
     pub(crate) async fn prune_touches(&self, cutoff_ms: Millis) -> Result<(), Error> {
-        if let Some(cluster) = self.locks.cluster() {
+        if let Some(cluster) = self.locks.shared() {
             cluster.prune_touches(cutoff_ms).await?;
             return Ok(());
         }
@@ -220,7 +220,7 @@ impl Registry {
         if tombstones.is_empty() {
             return Ok(());
         }
-        if self.locks.cluster().is_some() {
+        if self.locks.shared().is_some() {
             return self.finish_shared_tombstones(tombstones).await;
         }
         let count = tombstones.len();
@@ -298,6 +298,20 @@ impl Registry {
             m.quota_limit_bytes.get_or_create(&labels).set(g(q.max_bytes));
         }
         Ok(())
+    }
+
+    /// Coordination with the other nodes sharing the metadata, if it is shared.
+    pub fn cluster(&self) -> Option<Arc<dyn crate::meta::cluster::Cluster>> {
+        self.meta.cluster()
+    }
+
+    /// Whether the shared metadata database answers within `timeout` (for readiness probes);
+    /// always `Ok` for metadata this process owns.
+    pub async fn check_metadata(&self, timeout: std::time::Duration) -> Result<(), Error> {
+        match self.meta.cluster() {
+            Some(cluster) => Ok(cluster.ping(timeout).await?),
+            None => Ok(()),
+        }
     }
 
     /// Whether the staging area accepts a new file (for readiness probes).

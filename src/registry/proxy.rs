@@ -43,6 +43,8 @@ use crate::upstream::{Settings, Upstream, UpstreamError};
 const CLIENT_QUEUE: usize = 16;
 /// Tag revalidations are serialised per tag through this many stripes.
 const TAG_STRIPES: usize = 64;
+/// With several nodes, how often at most a node shares a pull of the same cached manifest.
+const SHARE_PULLS_EVERY_MS: Millis = 60_000;
 
 /// Every configured upstream.
 #[derive(Debug, Default)]
@@ -116,7 +118,8 @@ pub(crate) struct Cache {
     /// tests' clock moves).
     confirmed: Mutex<HashMap<(String, String), Millis>>,
     /// When each cached manifest `(repo, digest)` was last pulled since the process started:
-    /// what eviction orders images by.
+    /// what eviction orders images by (with several nodes, merged with the shared table:
+    /// `record_pull`).
     pulls: Mutex<HashMap<(String, String), Millis>>,
     /// Blob fetches in flight, by digest.
     flights: Mutex<HashMap<String, watch::Receiver<FlightResult>>>,
@@ -272,10 +275,26 @@ impl Registry {
             Reference::Tag(t) => self.cached_manifest_by_tag(&cache, repo, &name, t).await,
         };
         if let Ok(m) = &served {
-            let key = (repo.to_string(), m.digest.clone());
-            cache.pulls.lock().expect("pulls lock").insert(key, now_ms());
+            self.record_pull(&cache, repo.as_str(), &m.digest).await;
         }
         Some(served)
+    }
+
+    /// Remember a pull of a cached manifest. With several nodes it goes to the shared database
+    /// too, at most once per `SHARE_PULLS_EVERY_MS` per node and manifest (eviction needs
+    /// minutes, not milliseconds); a failure to share it costs only eviction order, and is
+    /// logged.
+    async fn record_pull(&self, cache: &Cache, repo: &str, digest: &str) {
+        let now = now_ms();
+        let key = (repo.to_owned(), digest.to_owned());
+        let before = cache.pulls.lock().expect("pulls lock").insert(key, now);
+        let Some(cluster) = self.meta.cluster() else { return };
+        if before.is_some_and(|t| now.saturating_sub(t) < SHARE_PULLS_EVERY_MS) {
+            return;
+        }
+        if let Err(e) = cluster.record_pull(repo, digest, now).await {
+            tracing::warn!(error = %e, "could not share a pull-through cache pull");
+        }
     }
 
     /// What each pull-through cache holds (`/admin/usage`).
@@ -318,20 +337,20 @@ impl Registry {
             .collect()
     }
 
-    /// When each cached manifest was last pulled since start-up, for eviction.
-    pub(crate) fn cache_pulls(&self) -> HashMap<(String, String), Millis> {
-        let mut all = HashMap::new();
+    /// When each cached manifest was last pulled, for eviction: since start-up, and with
+    /// several nodes, through any node.
+    pub(crate) async fn cache_pulls(&self) -> Result<HashMap<(String, String), Millis>, Error> {
+        let mut all: HashMap<(String, String), Millis> = match self.meta.cluster() {
+            Some(cluster) => cluster.pulls().await?.into_iter().collect(),
+            None => HashMap::new(),
+        };
         for cache in &self.proxies.caches {
-            all.extend(
-                cache
-                    .pulls
-                    .lock()
-                    .expect("pulls lock")
-                    .iter()
-                    .map(|(k, v)| (k.clone(), *v)),
-            );
+            for (key, at) in cache.pulls.lock().expect("pulls lock").iter() {
+                let known = all.entry(key.clone()).or_default();
+                *known = (*known).max(*at);
+            }
         }
-        all
+        Ok(all)
     }
 
     /// Evict cached manifests (with their tags): the sweep that follows frees what only they
@@ -352,6 +371,9 @@ impl Registry {
                 Ok(()) => evicted += 1,
                 Err(Error::ManifestUnknown) => {}
                 Err(e) => return Err(e),
+            }
+            if let Some(cluster) = self.meta.cluster() {
+                cluster.forget_pull(&repo, &digest).await?;
             }
             cache.pulls.lock().expect("pulls lock").remove(&(repo, digest));
         }

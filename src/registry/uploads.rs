@@ -466,7 +466,7 @@ impl Registry {
     /// entries without a session past its grace period (`purge_staging_orphans`) and sessions
     /// past `gc.upload_max_age`.
     pub(super) async fn reconcile_staging(&self) -> Result<(), Error> {
-        if self.locks.cluster().is_some() && self.blobs.shared() {
+        if self.locks.shared().is_some() && self.blobs.shared() {
             return Ok(());
         }
         let files = self.staging_names().await?;

@@ -20,6 +20,7 @@ use crate::blobs::s3::S3Store;
 use crate::config::Config;
 use crate::gc;
 use crate::meta::Actor;
+use crate::meta::cluster::Member;
 use crate::meta::{Meta, MetaError, MetaStore, PgMeta};
 use crate::registry::{self, Registry};
 
@@ -145,6 +146,7 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
     if auth.is_some() && tls.is_none() && !config.http.addr.ip().is_loopback() {
         tracing::warn!("authentication without TLS: passwords and tokens cross the network in the clear");
     }
+    warn_per_node_token_key(&config);
     spawn_reloader(tls.clone(), auth.clone(), reloads.clone());
     // Bind before the store is opened (or created): a busy port leaves nothing behind.
     let addr = config.http.addr;
@@ -157,11 +159,18 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
     let source = listener
         .local_addr()
         .map_or_else(|_| addr.to_string(), |a| a.to_string());
-    let sender = crate::notify::Sender::spawn(Arc::clone(&registry), &config.notifications, source, tls.is_some());
+    let local = listener.local_addr()?;
+    let member = member(&config, &registry, &local);
+    let sender = crate::notify::Sender::spawn(
+        Arc::clone(&registry),
+        &config.notifications,
+        source,
+        tls.is_some(),
+        member.clone(),
+    );
     if let Some(reload) = reload {
         spawn_config_reloader(Arc::clone(&registry), sender, reload, reloads);
     }
-    let local = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %local, root = %config.storage.root.display(), blobs = %registry.describe_storage(), scheme, "berth listening");
     // The one line on stdout, for scripts and tests that bind port 0.
@@ -173,7 +182,7 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
         );
     }
     let gc_options = gc::Options::from_config(&config.gc).with_audit_max_age(config.audit.max_age);
-    let jobs = Arc::new(Jobs::default());
+    let jobs = Arc::new(Jobs::new("gc", member.clone()));
     if let Some(every) = config.gc.interval {
         spawn_periodic_gc(Arc::clone(&jobs), Arc::clone(&registry), gc_options.clone(), every);
     }
@@ -181,10 +190,11 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
     let app = App {
         registry: Arc::clone(&registry),
         gc: jobs,
-        fsck: Arc::default(),
+        fsck: Arc::new(Jobs::new("fsck", member.clone())),
         gc_options,
         ready: Arc::clone(&ready),
         auth,
+        member,
     };
     if let Some(debug_addr) = config.http.debug_addr {
         spawn_debug_listener(debug_addr, api::debug_router(app.clone())).await?;
@@ -196,7 +206,10 @@ pub async fn serve(config: Config, reload: Option<Reload>) -> Result<(), ServeEr
         tokio::time::sleep(delay).await;
     };
     let router = if config.ui.enabled {
-        let ui = crate::ui::router(app.clone(), &config.ui);
+        let key = crate::ui::session_key(app.member.as_ref())
+            .await
+            .map_err(ServeError::Meta)?;
+        let ui = crate::ui::router(app.clone(), &config.ui, key);
         api::router_with(app, ui)
     } else {
         api::router(app)
@@ -324,15 +337,57 @@ async fn spawn_debug_listener(addr: std::net::SocketAddr, router: axum::Router) 
     Ok(())
 }
 
-/// Start a garbage collection every `every` (skipped while one is still running).
+/// With several nodes (shared metadata), a token issuer whose key each node makes at start-up
+/// signs tokens that only the node that issued them accepts.
+fn warn_per_node_token_key(config: &Config) {
+    let token = config.auth.as_ref().and_then(|a| a.token.as_ref());
+    let generated = token.is_some_and(|t| matches!(t.keys, crate::config::TokenKeys::Issue { signing_key: None }));
+    if generated && config.metadata.is_some() {
+        tracing::warn!(
+            "auth.token issues tokens with a key made at start-up, which the other nodes do not know: \
+             set auth.token.signing_key to the same key file on every node"
+        );
+    }
+}
+
+/// This node as a member of its cluster, when the metadata is shared: named after the address
+/// it listens on (the host's name when that is a wildcard address).
+fn member(config: &Config, registry: &Registry, local: &std::net::SocketAddr) -> Option<Member> {
+    let lease = config.metadata.as_ref()?.lease;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| local.ip().is_unspecified() && !h.is_empty());
+    let name = host.map_or_else(|| local.to_string(), |h| format!("{h}:{}", local.port()));
+    let member = Member::new(registry.cluster()?, &name, lease);
+    tracing::info!(node = %member.node, ?lease, "one of several nodes: leases elect who runs the background jobs");
+    Some(member)
+}
+
+/// Start a garbage collection every `every` (skipped while one is still running). With several
+/// nodes, also skipped when any node started one within the last nine tenths of an interval
+/// (a margin for the time a start takes): whichever node
+/// ticks first runs it.
 fn spawn_periodic_gc(jobs: Arc<Jobs>, registry: Arc<Registry>, opts: gc::Options, every: std::time::Duration) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.tick().await; // the first tick is immediate; wait a whole interval first
         loop {
             ticks.tick().await;
-            let (job, started) = start_gc(&jobs, Arc::clone(&registry), opts.clone(), Actor::system());
-            tracing::info!(id = %job.id, started, "periodic garbage collection");
+            match jobs.started_within(every.mul_f64(0.9)).await {
+                Ok(false) => {}
+                Ok(true) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "periodic garbage collection skipped");
+                    continue;
+                }
+            }
+            match start_gc(&jobs, Arc::clone(&registry), opts.clone(), Actor::system()).await {
+                Ok((job, started)) => {
+                    tracing::info!(id = %job.id, started, node = ?job.node, "periodic garbage collection");
+                }
+                Err(e) => tracing::warn!(error = %e, "periodic garbage collection could not start"),
+            }
         }
     });
 }

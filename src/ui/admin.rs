@@ -60,71 +60,80 @@ fn admin_only(viewer: &Viewer) -> Result<(), UiError> {
 
 pub async fn overview(viewer: Viewer) -> Response {
     let app = &viewer.ui.app;
-    let result = admin_only(&viewer).map(|()| views::admin(&viewer, &app.gc.list(), &app.fsck.list()).into_response());
-    respond(&viewer, result)
+    let result = async {
+        admin_only(&viewer)?;
+        let (gc, fsck) = (app.gc.list().await?, app.fsck.list().await?);
+        Ok(views::admin(&viewer, &gc, &fsck).into_response())
+    };
+    respond(&viewer, result.await)
 }
 
 /// `POST {ui.path}/admin/gc`: start a run (a dry run when the form says so), then show it.
 pub async fn gc_start(viewer: Viewer, headers: axum::http::HeaderMap, Form(form): Form<GcForm>) -> Response {
-    let result = super::actions::check_csrf(&viewer, &form.csrf)
-        .and_then(|()| admin_only(&viewer))
-        .map(|()| {
-            let app = &viewer.ui.app;
-            let opts = app.gc_options.clone().with_dry_run(form.dry_run.is_some());
-            let (run, _) = start_gc(&app.gc, Arc::clone(&app.registry), opts, viewer.actor(&headers));
-            Redirect::to(&viewer.ui.link(&format!("/admin/gc/{}", run.id))).into_response()
-        });
-    respond(&viewer, result)
+    let result = async {
+        super::actions::check_csrf(&viewer, &form.csrf)?;
+        admin_only(&viewer)?;
+        let app = &viewer.ui.app;
+        let opts = app.gc_options.clone().with_dry_run(form.dry_run.is_some());
+        let (run, _) = start_gc(&app.gc, Arc::clone(&app.registry), opts, viewer.actor(&headers)).await?;
+        Ok(Redirect::to(&viewer.ui.link(&format!("/admin/gc/{}", run.id))).into_response())
+    };
+    respond(&viewer, result.await)
 }
 
 /// `POST {ui.path}/admin/fsck`: start an online check (quick when the form says so), then
 /// show it.
 pub async fn fsck_start(viewer: Viewer, headers: axum::http::HeaderMap, Form(form): Form<FsckForm>) -> Response {
-    let result = super::actions::check_csrf(&viewer, &form.csrf)
-        .and_then(|()| admin_only(&viewer))
-        .map(|()| {
-            let app = &viewer.ui.app;
-            let opts = crate::fsck::Options {
-                quick: form.quick.is_some(),
-                repair: false,
-            };
-            let (run, _) = start_fsck(&app.fsck, Arc::clone(&app.registry), opts, viewer.actor(&headers));
-            Redirect::to(&viewer.ui.link(&format!("/admin/fsck/{}", run.id))).into_response()
-        });
-    respond(&viewer, result)
+    let result = async {
+        super::actions::check_csrf(&viewer, &form.csrf)?;
+        admin_only(&viewer)?;
+        let app = &viewer.ui.app;
+        let opts = crate::fsck::Options {
+            quick: form.quick.is_some(),
+            repair: false,
+        };
+        let (run, _) = start_fsck(&app.fsck, Arc::clone(&app.registry), opts, viewer.actor(&headers)).await?;
+        Ok(Redirect::to(&viewer.ui.link(&format!("/admin/fsck/{}", run.id))).into_response())
+    };
+    respond(&viewer, result.await)
 }
 
 /// One garbage collection: its phase while it runs (the page reloads itself), then its report.
 pub async fn gc_run(viewer: Viewer, Path(id): Path<String>) -> Response {
-    let result = run_of(&viewer, &viewer.ui.app.gc, &id, "garbage collection").map(|run| views::gc_run(&viewer, &run));
+    let result = run_of(&viewer, &viewer.ui.app.gc, &id, "garbage collection")
+        .await
+        .map(|run| views::gc_run(&viewer, &run));
     respond(&viewer, result.map(IntoResponse::into_response))
 }
 
 /// One fsck run: its phase while it runs, then its findings.
 pub async fn fsck_run(viewer: Viewer, Path(id): Path<String>) -> Response {
-    let result = run_of(&viewer, &viewer.ui.app.fsck, &id, "fsck").map(|run| views::fsck_run(&viewer, &run));
+    let result = run_of(&viewer, &viewer.ui.app.fsck, &id, "fsck")
+        .await
+        .map(|run| views::fsck_run(&viewer, &run));
     respond(&viewer, result.map(IntoResponse::into_response))
 }
 
 /// `GET {ui.path}/admin/{gc,fsck}/{id}/status`: the run as the admin API shows it (JSON), for
 /// the page's script to poll with the session's cookie.
 pub async fn gc_status(viewer: Viewer, Path(id): Path<String>) -> Response {
-    status_of(&viewer, &viewer.ui.app.gc, &id, "garbage collection")
+    status_of(&viewer, &viewer.ui.app.gc, &id, "garbage collection").await
 }
 
 pub async fn fsck_status(viewer: Viewer, Path(id): Path<String>) -> Response {
-    status_of(&viewer, &viewer.ui.app.fsck, &id, "fsck")
+    status_of(&viewer, &viewer.ui.app.fsck, &id, "fsck").await
 }
 
-fn status_of(viewer: &Viewer, jobs: &Jobs, id: &str, what: &str) -> Response {
-    let result = run_of(viewer, jobs, id, what).map(|run| axum::Json(run).into_response());
-    respond(viewer, result)
+async fn status_of(viewer: &Viewer, jobs: &Jobs, id: &str, what: &str) -> Response {
+    let result = run_of(viewer, jobs, id, what).await;
+    respond(viewer, result.map(|run| axum::Json(run).into_response()))
 }
 
 /// The run `id` of `jobs`, for an admin.
-fn run_of(viewer: &Viewer, jobs: &Jobs, id: &str, what: &str) -> Result<JobView, UiError> {
+async fn run_of(viewer: &Viewer, jobs: &Jobs, id: &str, what: &str) -> Result<JobView, UiError> {
     admin_only(viewer)?;
     jobs.get(id)
+        .await?
         .ok_or_else(|| UiError::NotFound(format!("no such {what} run")))
 }
 

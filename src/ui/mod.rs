@@ -49,7 +49,7 @@ pub use session::Session;
 pub struct Ui {
     app: App,
     settings: Arc<crate::config::Ui>,
-    /// Signs session cookies; made at start-up.
+    /// Signs session cookies (`session_key`).
     key: Key,
 }
 
@@ -66,13 +66,29 @@ impl Ui {
     }
 }
 
+/// The key that signs session cookies: made at start-up on one node; with several, the one
+/// the first node stored in the shared database, so that a session opened through one node is
+/// valid on every other (a load balancer sends each request where it likes).
+pub async fn session_key(member: Option<&crate::meta::cluster::Member>) -> Result<Key, crate::meta::MetaError> {
+    let fresh = Key::generate();
+    let Some(member) = member else {
+        return Ok(fresh);
+    };
+    let stored = member.cluster.shared_secret(SESSION_KEY, fresh.master()).await?;
+    Key::try_from(stored.as_slice())
+        .map_err(|e| crate::meta::MetaError::Corrupt(format!("the stored {SESSION_KEY}: {e}")))
+}
+
+/// The name of the session key among the cluster's shared secrets.
+const SESSION_KEY: &str = "ui.session_key";
+
 /// The UI's routes, to be merged into the API's router (which adds the access log and the
-/// shared state). `/` redirects to the UI.
-pub fn router(app: App, settings: &crate::config::Ui) -> Router<App> {
+/// shared state). `/` redirects to the UI. `key` signs the session cookies (`session_key`).
+pub fn router(app: App, settings: &crate::config::Ui, key: Key) -> Router<App> {
     let ui = Ui {
         app,
         settings: Arc::new(settings.clone()),
-        key: Key::generate(),
+        key,
     };
     let base = settings.path.as_str();
     let at = |rest: &str| format!("{base}{rest}");
@@ -232,6 +248,9 @@ pub enum UiError {
     BadRequest(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The metadata database or the blob store is unreachable for now (logged once).
+    #[error("the registry's storage is unavailable; retry in a moment")]
+    Unavailable,
     /// The real error is logged once; the page says only that something failed.
     #[error("internal error")]
     Internal,
@@ -247,6 +266,10 @@ impl From<crate::registry::Error> for UiError {
             E::DigestInvalid(e) => UiError::BadRequest(e.to_string()),
             E::Unsupported(why) => UiError::BadRequest(why),
             e @ E::TagImmutable { .. } => UiError::Forbidden(e.to_string()),
+            e @ (E::MetadataUnavailable(_) | E::StorageUnavailable(_)) => {
+                tracing::error!(error = %e, "UI page: storage unavailable");
+                UiError::Unavailable
+            }
             other => {
                 tracing::error!(error = %other, "UI page failed");
                 UiError::Internal
@@ -261,6 +284,7 @@ impl UiError {
             UiError::NotFound(_) => StatusCode::NOT_FOUND,
             UiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             UiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            UiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             UiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

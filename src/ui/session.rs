@@ -1,7 +1,8 @@
 //! The UI's session: one signed cookie carrying who signed in (if anyone) and how, the CSRF
 //! token of the session's forms and when it ends. The cookie is signed (HMAC, `cookie`'s
-//! signed jar) with a key made at start-up, so its content cannot be forged or altered, and a
-//! restart ends every session. The cookie itself lasts as long as the browser session; the
+//! signed jar) with a key made at start-up (with several nodes, one the nodes share: see
+//! `ui::session_key`), so its content cannot be forged or altered, and a restart ends every
+//! session (of a single node). The cookie itself lasts as long as the browser session; the
 //! end it carries is checked here. It is `HttpOnly`, `SameSite=Strict`, scoped to the UI's
 //! path, and `Secure` as `ui.secure_cookie` says (by default on TLS connections). It holds no
 //! secret: the password is checked once, at sign-in, and an issuer's token is not kept.

@@ -33,7 +33,9 @@ impl Cluster {
         let database = crate::postgres::Postgres::shared().fresh_url();
         let prefix = crate::garage::fresh_prefix();
         let garage = crate::garage::Garage::shared();
-        let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", crate::nginx::free_port())).collect();
+        let addrs: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", crate::nginx::free_port()))
+            .collect();
         let nodes: Vec<Berth> = addrs
             .iter()
             .enumerate()

@@ -12,6 +12,7 @@ mod auth;
 mod cli;
 mod clients;
 mod cluster;
+mod cluster_control;
 mod cluster_data;
 mod concurrency;
 mod conformance;

@@ -611,11 +611,11 @@ async fn upload_sessions(backend: Backend) {
 /// Two stores over one shared database (two nodes) see each other's HEAD touches, read under
 /// the digests' locks or all at once, and prune them. A store one process owns has no cluster.
 async fn shared_stores_share_touches(backend: Backend) {
-    let Some(one) = backend.store.cluster() else {
+    let Some(one) = backend.store.shared_locks() else {
         return;
     };
     let other = (backend.reopen)();
-    let other = other.cluster().expect("the same backend");
+    let other = other.shared_locks().expect("the same backend");
     let d = digest(b"touched");
     let held = one.lock_digest(d.as_str()).await.unwrap();
     held.touch(d.as_str(), 500).await.unwrap();

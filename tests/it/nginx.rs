@@ -114,4 +114,3 @@ fn nginx_binary() -> PathBuf {
             panic!("nginx is not installed: the cluster tests need Debian's nginx (.ci/run installs it)")
         })
 }
-

@@ -5,7 +5,9 @@
 //! `access::admin_guard`: the admin role, or loopback clients when authentication is off.
 //! Query parameters other than those named here are ignored.
 //!
-//! The runs themselves are background jobs: `runs` starts them, `jobs` keeps their table.
+//! The runs themselves are background jobs: `runs` starts them, `jobs` keeps their table. With
+//! several nodes (PostgreSQL metadata) a lease elects the node that runs each kind, and any
+//! node answers for any run (docs/design.md, "Several nodes").
 
 pub mod jobs;
 mod runs;
@@ -21,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use super::query::Query;
 use super::{ApiError, App, Code};
 
+use runs::{Retention, run_retention};
 pub use runs::{start_fsck, start_gc};
 
 /// Who made an admin request: the user `access::admin_guard` authenticated, if any.
@@ -42,47 +45,48 @@ impl axum::extract::FromRequestParts<App> for AdminActor {
     }
 }
 
+/// `POST /admin/gc` (`?dry_run=true`): 202 with the run it started, or 200 with the one in
+/// progress (with several nodes, wherever it runs; `node` names that node).
 pub async fn gc_start(State(app): State<App>, AdminActor(actor): AdminActor, uri: Uri) -> Response {
-    handle(|| {
-        let query = Query::parse(uri.query());
-        let opts = app
-            .gc_options
-            .clone()
-            .with_dry_run(matches!(query.get("dry_run"), Some("true" | "1")));
-        let (view, started) = start_gc(&app.gc, Arc::clone(&app.registry), opts, actor);
-        let status = if started { StatusCode::ACCEPTED } else { StatusCode::OK };
-        Ok((status, Json(view)).into_response())
-    })
+    let query = Query::parse(uri.query());
+    let opts = app
+        .gc_options
+        .clone()
+        .with_dry_run(matches!(query.get("dry_run"), Some("true" | "1")));
+    started(start_gc(&app.gc, Arc::clone(&app.registry), opts, actor).await)
 }
 
 pub async fn fsck_start(State(app): State<App>, AdminActor(actor): AdminActor, uri: Uri) -> Response {
-    handle(|| {
-        let query = Query::parse(uri.query());
-        let flag = |k| matches!(query.get(k), Some("true" | "1"));
-        let opts = crate::fsck::Options {
-            quick: flag("quick"),
-            repair: flag("repair"),
-        };
-        let (view, started) = start_fsck(&app.fsck, Arc::clone(&app.registry), opts, actor);
-        let status = if started { StatusCode::ACCEPTED } else { StatusCode::OK };
-        Ok((status, Json(view)).into_response())
-    })
+    let query = Query::parse(uri.query());
+    let flag = |k| matches!(query.get(k), Some("true" | "1"));
+    let opts = crate::fsck::Options {
+        quick: flag("quick"),
+        repair: flag("repair"),
+    };
+    started(start_fsck(&app.fsck, Arc::clone(&app.registry), opts, actor).await)
+}
+
+/// 202 and the run when it started now, 200 and the run in progress otherwise.
+fn started(start: Result<(jobs::JobView, bool), crate::registry::Error>) -> Response {
+    match start {
+        Ok((view, true)) => (StatusCode::ACCEPTED, Json(view)).into_response(),
+        Ok((view, false)) => (StatusCode::OK, Json(view)).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// `POST /admin/retention` (`?dry_run=true`): apply the retention rules now, without the rest
 /// of a collection; the report lists what went and why. Metadata only, so it answers at once.
+/// With several nodes, while another node applies them: 503 with `Retry-After`.
 pub async fn retention(State(app): State<App>, AdminActor(actor): AdminActor, uri: Uri) -> Response {
     let dry_run = matches!(Query::parse(uri.query()).get("dry_run"), Some("true" | "1"));
-    let report = crate::gc::retention::run(&app.registry, dry_run, app.gc_options.grace_period).await;
-    let outcome = report
-        .as_ref()
-        .map(|r| serde_json::json!({"tags": r.tags.len(), "manifests": r.manifests.len()}))
-        .map_err(ToString::to_string);
-    let what = if dry_run { "dry run" } else { "run" };
-    runs::audit(&app.registry, crate::meta::Action::Retention, &actor, what, &outcome).await;
-    match report {
-        Ok(report) => Json(report).into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+    let grace = app.gc_options.grace_period;
+    match run_retention(&app.registry, app.member.as_ref(), dry_run, grace, &actor).await {
+        Ok(Retention::Ran(Ok(report))) => Json(report).into_response(),
+        Ok(Retention::Ran(Err(e))) | Err(e) => ApiError::from(e).into_response(),
+        Ok(Retention::Busy { node }) => {
+            ApiError::unavailable(format!("a retention run is in progress on node {node}; retry later")).into_response()
+        }
     }
 }
 
@@ -93,18 +97,11 @@ pub async fn policies(State(app): State<App>) -> Response {
 }
 
 pub async fn fsck_list(State(app): State<App>) -> Response {
-    handle(|| Ok(Json(app.fsck.list()).into_response()))
+    list(&app.fsck).await
 }
 
 pub async fn fsck_get(State(app): State<App>, id: Result<Path<String>, PathRejection>) -> Response {
-    handle(|| {
-        let id = run_id(id)?;
-        let job = app
-            .fsck
-            .get(&id)
-            .ok_or_else(|| ApiError::new(Code::NotFound, format!("no fsck run {id}")))?;
-        Ok(Json(job).into_response())
-    })
+    job(&app.fsck, id, "fsck").await
 }
 
 /// `GET /admin/audit?repository=&user=&action=&since=&until=&limit=&before=`: the audit log,
@@ -177,18 +174,31 @@ pub async fn usage(State(app): State<App>) -> Response {
 }
 
 pub async fn gc_list(State(app): State<App>) -> Response {
-    handle(|| Ok(Json(app.gc.list()).into_response()))
+    list(&app.gc).await
 }
 
 pub async fn gc_get(State(app): State<App>, id: Result<Path<String>, PathRejection>) -> Response {
-    handle(|| {
-        let id = run_id(id)?;
-        let job = app
-            .gc
-            .get(&id)
-            .ok_or_else(|| ApiError::new(Code::NotFound, format!("no garbage collection run {id}")))?;
-        Ok(Json(job).into_response())
-    })
+    job(&app.gc, id, "garbage collection").await
+}
+
+async fn list(jobs: &jobs::Jobs) -> Response {
+    match jobs.list().await {
+        Ok(runs) => Json(runs).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Run `id` of `jobs` (`what` they are, for the 404).
+async fn job(jobs: &jobs::Jobs, id: Result<Path<String>, PathRejection>, what: &str) -> Response {
+    let id = match run_id(id) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    match jobs.get(&id).await {
+        Ok(Some(run)) => Json(run).into_response(),
+        Ok(None) => ApiError::new(Code::NotFound, format!("no {what} run {id}")).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// The run id of the path; one that does not decode (say `%ff`) names no run, and is answered
@@ -196,9 +206,4 @@ pub async fn gc_get(State(app): State<App>, id: Result<Path<String>, PathRejecti
 fn run_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     id.map(|Path(id)| id)
         .map_err(|e| ApiError::new(Code::NotFound, e.body_text()))
-}
-
-/// Run `f`, answering its error as an OCI error.
-fn handle(f: impl FnOnce() -> Result<Response, ApiError>) -> Response {
-    f().unwrap_or_else(IntoResponse::into_response)
 }

@@ -1,20 +1,27 @@
 //! Garbage collection and fsck as admin jobs: each run starts in the background in its table
-//! of `Jobs` (at most one at a time), reports its phase there, leaves its report as JSON, and
-//! is counted in the metrics. `gc` and `fsck` only expose their `run` functions; they know
-//! nothing of jobs, of the admin API or of metrics.
+//! of `Jobs` (at most one at a time, in the cluster with several nodes), reports its phase
+//! there, leaves its report as JSON, and is counted in the metrics. Retention runs answer at
+//! once, under a lease of their own with several nodes. `gc` and `fsck` only expose their `run`
+//! functions; they know nothing of jobs, leases, the admin API or metrics.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::jobs::{JobView, Jobs};
+use crate::meta::cluster::{Claim, Member};
 use crate::meta::{Action, Actor, AuditEvent};
 use crate::metrics;
-use crate::registry::Registry;
+use crate::registry::{Error, Registry};
 use crate::{fsck, gc};
 
 /// Start a garbage collection as a background job, unless one is running. Returns the run,
 /// and whether it started now. Used by `POST /admin/gc` and by the server's periodic runs.
-pub fn start_gc(jobs: &Arc<Jobs>, registry: Arc<Registry>, opts: gc::Options, actor: Actor) -> (JobView, bool) {
+pub async fn start_gc(
+    jobs: &Arc<Jobs>,
+    registry: Arc<Registry>,
+    opts: gc::Options,
+    actor: Actor,
+) -> Result<(JobView, bool), Error> {
     jobs.start(move |phase_setter| async move {
         let progress = move |p: gc::Phase| phase_setter.set(p.as_str());
         let outcome = match gc::run(&registry, &opts, &progress).await {
@@ -33,6 +40,7 @@ pub fn start_gc(jobs: &Arc<Jobs>, registry: Arc<Registry>, opts: gc::Options, ac
         audit(&registry, Action::Gc, &actor, what, &outcome).await;
         outcome
     })
+    .await
 }
 
 /// Record an admin run in the audit log once it has finished: `what` it was, and how it ended.
@@ -66,13 +74,61 @@ fn record_gc(report: &gc::Report) {
 
 /// Start fsck as a background job, unless one is running (online: redb's own check is not
 /// run). Returns the run, and whether it started now.
-pub fn start_fsck(jobs: &Arc<Jobs>, registry: Arc<Registry>, opts: fsck::Options, actor: Actor) -> (JobView, bool) {
+pub async fn start_fsck(
+    jobs: &Arc<Jobs>,
+    registry: Arc<Registry>,
+    opts: fsck::Options,
+    actor: Actor,
+) -> Result<(JobView, bool), Error> {
     jobs.start(move |phase| async move {
         let outcome = fsck_job(&registry, opts, &phase).await;
         let what = if opts.repair { "repair" } else { "verify" };
         audit(&registry, Action::Fsck, &actor, what, &outcome).await;
         outcome
     })
+    .await
+}
+
+/// A retention run, or who holds the retention lease.
+pub enum Retention {
+    Ran(Result<gc::retention::Report, Error>),
+    /// Another node (`node`) is applying the rules now.
+    Busy {
+        node: String,
+    },
+}
+
+/// Apply the retention rules now (under the `retention` lease when `member` is set), and record
+/// the run in the audit log.
+pub async fn run_retention(
+    registry: &Arc<Registry>,
+    member: Option<&Member>,
+    dry_run: bool,
+    grace: std::time::Duration,
+    actor: &Actor,
+) -> Result<Retention, Error> {
+    let work = gc::retention::run(registry, dry_run, grace);
+    let report = match member {
+        None => work.await,
+        Some(member) => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            if let Claim::Held { holder, .. } = member.claim("retention", &id).await? {
+                return Ok(Retention::Busy { node: holder });
+            }
+            let held = member
+                .hold("retention", &id, work, &tokio::sync::Notify::new(), || async {})
+                .await;
+            member.release("retention", &id).await;
+            held.unwrap_or_else(|lost| Err(Error::Internal(lost.to_string())))
+        }
+    };
+    let outcome = report
+        .as_ref()
+        .map(|r| serde_json::json!({"tags": r.tags.len(), "manifests": r.manifests.len()}))
+        .map_err(ToString::to_string);
+    let what = if dry_run { "dry run" } else { "run" };
+    audit(registry, Action::Retention, actor, what, &outcome).await;
+    Ok(Retention::Ran(report))
 }
 
 async fn fsck_job(
