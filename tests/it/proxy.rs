@@ -679,9 +679,15 @@ async fn past_max_bytes_gc_evicts_the_least_recently_pulled_image_while_pulls_go
     assert_eq!(header(&resp, "docker-content-digest"), local);
 }
 
-/// After a restart: no blob `digest`, no staging leftovers.
+/// After a restart: no blob `digest`, no staging leftovers. With shared metadata and blobs
+/// (`BERTH_TEST_META=postgres` on S3) start-up leaves the shared staging area alone, since
+/// other nodes' sessions live there: a leftover is garbage collection's to remove once the
+/// grace period (by the storage's own clock) is over, so only the blob is checked then.
 async fn assert_nothing_kept(mirror: &Berth, digest: &str) {
     assert!(!mirror.stored_blobs().await.contains(digest), "a blob was kept");
+    if crate::postgres::postgres_mode() && mirror.on_s3() {
+        return;
+    }
     assert!(
         mirror.staging_entries().await.is_empty(),
         "staging leftovers after restart"
