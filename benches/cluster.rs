@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{absolute, client, cpu_seconds, env_num, median, sha256};
+use common::{client, cpu_seconds, env_num, median, sha256};
 use futures_util::StreamExt;
 use garage::{ACCESS_KEY, BUCKET, Garage, REGION, SECRET_KEY};
 use nginx::{Nginx, free_port};
@@ -244,25 +244,6 @@ async fn manifest_gets(base: &str, repo: &str, cpu: &Cpu, secs: u64) -> (f64, [f
     (n / elapsed, [per(0), per(1), per(2)])
 }
 
-/// Push a blob as docker does: POST, one PATCH with the whole body, PUT with the digest.
-async fn push(c: &reqwest::Client, base: &str, repo: &str, bytes: Bytes, digest: &str) {
-    let r = c.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.unwrap();
-    assert_eq!(r.status(), 202, "POST");
-    let location = absolute(base, r.headers()["location"].to_str().unwrap());
-    let r = c
-        .patch(&location)
-        .header("content-type", "application/octet-stream")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "PATCH");
-    let location = absolute(base, r.headers()["location"].to_str().unwrap());
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let r = c.put(format!("{location}{sep}digest={digest}")).send().await.unwrap();
-    assert_eq!(r.status(), 201, "PUT: {}", r.text().await.unwrap_or_default());
-}
-
 fn blobs(n: usize, size: usize, seed: u64) -> Vec<(Bytes, String)> {
     (0..n)
         .map(|i| {
@@ -281,7 +262,7 @@ async fn push_pull(base: &str, repo: &str, set: &[(Bytes, String)], cpu: &Cpu) -
     let t0 = Instant::now();
     common::run_concurrent(set.len(), 4, |i| {
         let (c, (b, d)) = (&c, &set[i]);
-        async move { push(c, base, repo, b.clone(), d).await }
+        async move { common::push_patch(c, base, repo, b.clone(), d).await }
     })
     .await;
     let push_rate = bytes as f64 / t0.elapsed().as_secs_f64() / 1e6;

@@ -26,7 +26,7 @@ mod garage;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{absolute, client, cpu_seconds, median, sha256};
+use common::{client, cpu_seconds, median, sha256};
 use futures_util::StreamExt;
 
 use garage::{ACCESS_KEY, BUCKET, Garage, REGION, SECRET_KEY};
@@ -117,25 +117,6 @@ fn distribution(garage: &Garage, dir: std::path::PathBuf) -> Target {
     }
 }
 
-/// Push a blob as docker does: POST, one PATCH with the whole body, PUT with the digest.
-async fn push(c: &reqwest::Client, base: &str, repo: &str, bytes: Bytes, digest: &str) {
-    let r = c.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.unwrap();
-    assert_eq!(r.status(), 202, "POST");
-    let location = absolute(base, r.headers()["location"].to_str().unwrap());
-    let r = c
-        .patch(&location)
-        .header("content-type", "application/octet-stream")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "PATCH");
-    let location = absolute(base, r.headers()["location"].to_str().unwrap());
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let r = c.put(format!("{location}{sep}digest={digest}")).send().await.unwrap();
-    assert_eq!(r.status(), 201, "PUT");
-}
-
 fn blobs(n: usize, size: usize, seed: u64) -> Vec<(Bytes, String)> {
     (0..n)
         .map(|i| {
@@ -160,7 +141,7 @@ async fn bench_push(t: &Target, set: &[(Bytes, String)], concurrency: usize, rep
     let (cpu0, t0) = (cpu_seconds(t.pid()), Instant::now());
     common::run_concurrent(set.len(), concurrency, |i| {
         let (c, base, (bytes, digest)) = (&c, &t.base, &set[i]);
-        async move { push(c, base, repo, bytes.clone(), digest).await }
+        async move { common::push_patch(c, base, repo, bytes.clone(), digest).await }
     })
     .await;
     let secs = t0.elapsed().as_secs_f64();
@@ -392,7 +373,7 @@ async fn main() {
     let mut gets = [0.0; 2];
     for (i, t) in targets.iter().enumerate() {
         // POST, PATCH, PUT: Distribution 2.8.2 answers a single-request POST with 202.
-        push(&client(), &t.base, "bench/meta", config.0.clone(), &config.1).await;
+        common::push_patch(&client(), &t.base, "bench/meta", config.0.clone(), &config.1).await;
         gets[i] = bench_manifests(t, "bench/meta", &config, 10).await;
     }
     rows.push(Row {

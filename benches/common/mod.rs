@@ -382,3 +382,22 @@ pub async fn run_gc(c: &reqwest::Client, base: &str) -> serde_json::Value {
         }
     }
 }
+
+/// Push a blob as docker does: POST, one PATCH with the whole body, PUT with the digest.
+pub async fn push_patch(c: &reqwest::Client, base: &str, repo: &str, bytes: Bytes, digest: &str) {
+    let r = c.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(r.status(), 202, "POST");
+    let location = absolute(base, r.headers()["location"].to_str().unwrap());
+    let r = c
+        .patch(&location)
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "PATCH");
+    let location = absolute(base, r.headers()["location"].to_str().unwrap());
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let r = c.put(format!("{location}{sep}digest={digest}")).send().await.unwrap();
+    assert_eq!(r.status(), 201, "PUT: {}", r.text().await.unwrap_or_default());
+}

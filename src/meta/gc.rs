@@ -154,18 +154,7 @@ impl<T: WriteRows> Graph for TxnGraph<'_, T> {
             tagged = r == repo && d == digest;
             STOP
         })?;
-        let mut parents = Vec::new();
-        txn.scan(
-            &MANIFEST_PARENTS,
-            (repo, digest, "")..,
-            &mut |(r, child, parent), ()| {
-                if r != repo || child != digest {
-                    return STOP;
-                }
-                parents.push(parent.to_owned());
-                NEXT
-            },
-        )?;
+        let parents = super::write::parents_of(txn, repo, digest)?;
         Ok(Some(Node { tagged, parents, refs }))
     }
 }

@@ -9,7 +9,7 @@
 //! - `BlobRow::links`: repositories linking the blob.
 
 use super::codec::{decode, encode};
-use super::rows::{NEXT, STOP, WriteRows};
+use super::rows::{NEXT, Rows, STOP, WriteRows};
 use super::schema::{
     BLOB_LINKS, BLOBS, BlobRow, BlobState, LinkRow, MANIFEST_PARENTS, MANIFEST_REFS, MANIFESTS, Millis, REFERRERS,
     REPOS, RefsRow, RepoRow, TAGS, TAGS_BY_MANIFEST, TOMBSTONES, TagRow, UPLOADS, UploadRow,
@@ -181,6 +181,16 @@ fn protected_tag_above(
     if let Some(tag) = tags_of(txn, repo, digest)?.into_iter().find(|t| protected.covers(t)) {
         return Ok(Some(tag));
     }
+    for parent in parents_of(txn, repo, digest)? {
+        if let Some(tag) = protected_tag_above(txn, repo, &parent, protected, depth + 1)? {
+            return Ok(Some(tag));
+        }
+    }
+    Ok(None)
+}
+
+/// The indexes of `repo` that list the manifest `digest` (the parent index).
+pub(super) fn parents_of(txn: &impl Rows, repo: &str, digest: &str) -> Result<Vec<String>, MetaError> {
     let mut parents = Vec::new();
     txn.scan(
         &MANIFEST_PARENTS,
@@ -193,12 +203,7 @@ fn protected_tag_above(
             NEXT
         },
     )?;
-    for parent in parents {
-        if let Some(tag) = protected_tag_above(txn, repo, &parent, protected, depth + 1)? {
-            return Ok(Some(tag));
-        }
-    }
-    Ok(None)
+    Ok(parents)
 }
 
 /// Delete one tag, leaving its manifest in place.
